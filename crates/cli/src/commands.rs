@@ -1,0 +1,283 @@
+//! The client commands.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use http::Method;
+use updraft_model::DeploySpec;
+use updraft_server::views::{LogLineView, NamespaceView, PackageView, ServiceView};
+
+use crate::client::{full, ApiClient, CliError};
+use crate::output::{print_json, print_service, print_services};
+use crate::{pack, Command, NamespaceArg, NamespaceCommand, Output};
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// The service name (a DNS label: lower-case letters, digits, '-').
+    name: String,
+    /// A folder, or a .tar.gz, .tar or .zip archive.
+    path: PathBuf,
+    #[command(flatten)]
+    ns: NamespaceArg,
+    /// An environment variable for the instances (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Memory limit per instance (e.g. 256Mi).
+    #[arg(long)]
+    memory: Option<String>,
+    /// CPU limit per instance (e.g. 0.5 or 500m).
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Idle time after which instances are stopped (default 60s).
+    #[arg(long, value_name = "DURATION")]
+    scale_to_zero_after: Option<String>,
+}
+
+#[derive(Args)]
+pub struct InvokeArgs {
+    name: String,
+    #[command(flatten)]
+    ns: NamespaceArg,
+    /// The request path, with any query string.
+    #[arg(long, default_value = "/")]
+    path: String,
+    #[arg(long, short = 'X', default_value = "GET")]
+    method: String,
+    /// The request body.
+    #[arg(long, short = 'd', conflicts_with = "data_file")]
+    data: Option<String>,
+    /// Read the request body from a file.
+    #[arg(long)]
+    data_file: Option<PathBuf>,
+    /// A request header (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Print the status line and headers before the body.
+    #[arg(long, short = 'i')]
+    include: bool,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    name: String,
+    #[command(flatten)]
+    ns: NamespaceArg,
+    /// Only this revision's instances.
+    #[arg(long)]
+    revision: Option<String>,
+    /// Only this instance.
+    #[arg(long)]
+    instance: Option<String>,
+    /// Only the last N lines.
+    #[arg(long)]
+    tail: Option<usize>,
+}
+
+pub async fn run(command: Command, api: &str, output: Output) -> anyhow::Result<u8> {
+    let client = ApiClient::new(api);
+    match execute(command, &client, output).await {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            Ok(e.code)
+        }
+    }
+}
+
+fn service_path(ns: &NamespaceArg, name: &str) -> String {
+    format!("/v1/namespaces/{}/services/{name}", ns.namespace)
+}
+
+async fn execute(command: Command, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    match command {
+        Command::Server(_) => unreachable!("handled in main"),
+        Command::Deploy(args) => deploy(args, client, output).await,
+        Command::Services { ns } => {
+            let services: Vec<ServiceView> = client
+                .json(
+                    Method::GET,
+                    &format!("/v1/namespaces/{}/services", ns.namespace),
+                    None::<&()>,
+                )
+                .await?;
+            match output {
+                Output::Json => print_json(&services),
+                Output::Table => print_services(&services),
+            }
+            Ok(0)
+        }
+        Command::Service { name, ns } => {
+            let service: ServiceView = client.json(Method::GET, &service_path(&ns, &name), None::<&()>).await?;
+            match output {
+                Output::Json => print_json(&service),
+                Output::Table => print_service(&service),
+            }
+            Ok(0)
+        }
+        Command::Invoke(args) => invoke(args, client, output).await,
+        Command::Logs(args) => {
+            let mut query = Vec::new();
+            if let Some(r) = &args.revision {
+                query.push(format!("revision={r}"));
+            }
+            if let Some(i) = &args.instance {
+                query.push(format!("instance={i}"));
+            }
+            if let Some(t) = args.tail {
+                query.push(format!("tail={t}"));
+            }
+            let path = format!("{}/logs?{}", service_path(&args.ns, &args.name), query.join("&"));
+            let lines: Vec<LogLineView> = client.json(Method::GET, &path, None::<&()>).await?;
+            match output {
+                Output::Json => print_json(&lines),
+                Output::Table => {
+                    for l in &lines {
+                        let marker = if l.continued { " …" } else { "" };
+                        println!("{} {} {} {}{marker}", l.time, l.instance, l.stream, l.line);
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Delete { name, ns } => {
+            let _: () = client
+                .json(Method::DELETE, &service_path(&ns, &name), None::<&()>)
+                .await?;
+            match output {
+                Output::Json => print_json(&serde_json::json!({"deleted": name, "namespace": ns.namespace})),
+                Output::Table => println!("Deleted service {name} from namespace {}", ns.namespace),
+            }
+            Ok(0)
+        }
+        Command::Namespaces => {
+            let namespaces: Vec<NamespaceView> = client.json(Method::GET, "/v1/namespaces", None::<&()>).await?;
+            match output {
+                Output::Json => print_json(&namespaces),
+                Output::Table => {
+                    println!("{:<30} CREATED", "NAME");
+                    for n in &namespaces {
+                        println!("{:<30} {}", n.name, n.created_at);
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Namespace(NamespaceCommand::Create { name }) => {
+            let ns: NamespaceView = client
+                .json(
+                    Method::POST,
+                    "/v1/namespaces",
+                    Some(&serde_json::json!({ "name": name })),
+                )
+                .await?;
+            match output {
+                Output::Json => print_json(&ns),
+                Output::Table => println!("Created namespace {}", ns.name),
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    let started = Instant::now();
+    let mut env = std::collections::BTreeMap::new();
+    for pair in &args.env {
+        let (k, v) = pair.split_once('=').ok_or_else(|| CliError {
+            code: crate::exit::USAGE,
+            message: format!("--env {pair:?}: expected KEY=VALUE"),
+        })?;
+        env.insert(k.to_string(), v.to_string());
+    }
+    let package = pack::prepare(&args.path).map_err(|e| CliError::failed(format!("{e:#}")))?;
+    let uploaded: PackageView = client.upload("/v1/packages", package.path()).await?;
+    let spec = DeploySpec {
+        package: uploaded.digest,
+        env,
+        memory: args.memory,
+        cpu: args.cpu,
+        scale_to_zero_after: args.scale_to_zero_after,
+    };
+    let service: ServiceView = client
+        .json(Method::PUT, &service_path(&args.ns, &args.name), Some(&spec))
+        .await?;
+    match output {
+        Output::Json => print_json(&service),
+        Output::Table => {
+            println!(
+                "Deployed {} (revision {}) in {:.1}s",
+                service.name,
+                service.latest_revision,
+                started.elapsed().as_secs_f64()
+            );
+            println!("URL: {}", service.url);
+        }
+    }
+    Ok(0)
+}
+
+async fn invoke(args: InvokeArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes()).map_err(|_| CliError {
+        code: crate::exit::USAGE,
+        message: format!("--method {:?} is not an HTTP method", args.method),
+    })?;
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let (k, v) = h.split_once(':').ok_or_else(|| CliError {
+            code: crate::exit::USAGE,
+            message: format!("--header {h:?}: expected 'Name: value'"),
+        })?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let body = match (&args.data, &args.data_file) {
+        (Some(data), _) => full(data.clone().into_bytes()),
+        (None, Some(file)) => {
+            full(std::fs::read(file).map_err(|e| CliError::failed(format!("{}: {e}", file.display())))?)
+        }
+        (None, None) => crate::client::empty(),
+    };
+    let path = format!(
+        "{}/invoke/{}",
+        service_path(&args.ns, &args.name),
+        args.path.trim_start_matches('/')
+    );
+    let started = Instant::now();
+    let reply = client.send(method, &path, &headers, body).await?;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // An API error about the service itself (unknown name) comes back as JSON with a code.
+    if reply.status == http::StatusCode::NOT_FOUND
+        && reply
+            .headers
+            .get("content-type")
+            .is_some_and(|v| v == "application/json")
+    {
+        return crate::client::decode::<()>(reply).map(|_| 0);
+    }
+    match output {
+        Output::Json => print_json(&serde_json::json!({
+            "status": reply.status.as_u16(),
+            "headers": reply.headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect::<std::collections::BTreeMap<_, _>>(),
+            "body": String::from_utf8_lossy(&reply.body),
+            "duration_ms": elapsed_ms,
+        })),
+        Output::Table => {
+            if args.include {
+                println!("HTTP {}", reply.status);
+                for (k, v) in &reply.headers {
+                    println!("{k}: {}", String::from_utf8_lossy(v.as_bytes()));
+                }
+                println!();
+            }
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            let _ = out.write_all(&reply.body);
+            let _ = out.flush();
+        }
+    }
+    Ok(if reply.status.as_u16() >= 400 {
+        crate::exit::FAILED
+    } else {
+        0
+    })
+}

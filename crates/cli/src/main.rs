@@ -1,0 +1,191 @@
+//! `updraft`: the server (`updraft server`) and the client commands over its REST API.
+
+mod client;
+mod commands;
+mod output;
+mod pack;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit codes, so scripts can tell failures apart.
+pub mod exit {
+    /// The server refused or failed the request.
+    pub const FAILED: u8 = 1;
+    /// The command line was wrong (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// The namespace, service or revision does not exist.
+    pub const NOT_FOUND: u8 = 3;
+    /// The API could not be reached.
+    pub const UNREACHABLE: u8 = 4;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "updraft",
+    version,
+    about = "Serverless applications on one machine: deploy, get a URL, scale to zero"
+)]
+struct Cli {
+    /// The Updraft API to talk to.
+    #[arg(long, global = true, env = "UPDRAFT_API", default_value = "http://127.0.0.1:8081")]
+    api: String,
+    /// How to print results.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Args, Clone)]
+pub struct NamespaceArg {
+    /// The namespace (tenant space) to act in.
+    #[arg(long, short = 'n', env = "UPDRAFT_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the platform: gateway, API and scaler, with the embedded store.
+    Server(ServerArgs),
+    /// Deploy a code package (a folder, .tar.gz, .tar or .zip) as a new revision.
+    Deploy(commands::DeployArgs),
+    /// List services with their URLs and ready instances.
+    Services {
+        #[command(flatten)]
+        ns: NamespaceArg,
+    },
+    /// Describe a service: URL, revisions, instances, last cold start.
+    Service {
+        name: String,
+        #[command(flatten)]
+        ns: NamespaceArg,
+    },
+    /// Send a test request to a service through the gateway.
+    Invoke(commands::InvokeArgs),
+    /// Show the stdout and stderr of a service's instances.
+    Logs(commands::LogsArgs),
+    /// Delete a service, its revisions and instances.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        ns: NamespaceArg,
+    },
+    /// List namespaces.
+    Namespaces,
+    /// Manage namespaces.
+    #[command(subcommand)]
+    Namespace(NamespaceCommand),
+}
+
+#[derive(Subcommand)]
+enum NamespaceCommand {
+    /// Create a namespace.
+    Create { name: String },
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Where the store, packages and logs live.
+    #[arg(long, env = "UPDRAFT_DATA_DIR", default_value = ".updraft")]
+    data_dir: PathBuf,
+    /// Where the gateway listens for service traffic.
+    #[arg(long, env = "UPDRAFT_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    gateway_addr: SocketAddr,
+    /// Where the REST API listens.
+    #[arg(long, env = "UPDRAFT_API_ADDR", default_value = "127.0.0.1:8081")]
+    api_addr: SocketAddr,
+    /// Services answer at {service}.{namespace}.{domain}.
+    #[arg(long, env = "UPDRAFT_DOMAIN", default_value = "localhost")]
+    domain: String,
+    /// Largest package archive accepted (e.g. 512Mi).
+    #[arg(long, env = "UPDRAFT_MAX_PACKAGE_SIZE", default_value = "512Mi")]
+    max_package_size: String,
+    /// Most a package may expand to when unpacked (e.g. 2Gi).
+    #[arg(long, env = "UPDRAFT_MAX_UNPACKED_SIZE", default_value = "2Gi")]
+    max_unpacked_size: String,
+    /// How long a request is held waiting for an instance before 503.
+    #[arg(long, env = "UPDRAFT_ACTIVATOR_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    activator_timeout: Duration,
+    /// How many requests per revision may wait for an instance at once.
+    #[arg(long, env = "UPDRAFT_ACTIVATOR_CAPACITY", default_value_t = 1000)]
+    activator_capacity: u32,
+    /// How long a new instance may take to listen on $PORT.
+    #[arg(long, env = "UPDRAFT_READY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    ready_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when an instance is stopped.
+    #[arg(long, env = "UPDRAFT_STOP_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    stop_grace: Duration,
+    /// How long shutdown and scale-down wait for requests in flight.
+    #[arg(long, env = "UPDRAFT_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => run_server(args).await,
+            command => commands::run(command, &cli.api, cli.output).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::FAILED)
+        }
+    }
+}
+
+async fn run_server(args: ServerArgs) -> anyhow::Result<u8> {
+    use tracing_subscriber::EnvFilter;
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("UPDRAFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let size = |field: &str, text: &str| {
+        updraft_model::quantity::parse_memory(field, text).map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let config = updraft_server::ServerConfig {
+        data_dir: args.data_dir,
+        gateway_addr: args.gateway_addr,
+        api_addr: args.api_addr,
+        domain: args.domain,
+        max_package_bytes: size("--max-package-size", &args.max_package_size)?,
+        max_unpacked_bytes: size("--max-unpacked-size", &args.max_unpacked_size)?,
+        activator: updraft_server::ActivatorConfig {
+            capacity: args.activator_capacity,
+            timeout: args.activator_timeout,
+        },
+        ready_timeout: args.ready_timeout,
+        stop_grace: args.stop_grace,
+        drain_timeout: args.drain_timeout,
+        ..Default::default()
+    };
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    updraft_server::run(config, shutdown).await?;
+    Ok(0)
+}

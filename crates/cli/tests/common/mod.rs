@@ -1,0 +1,372 @@
+//! Test harness: the real `updraft` binary on free loopback ports with its own data
+//! directory, a plain HTTP/1.0 client, and builders for the fixture apps.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_updraft");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub gateway: SocketAddr,
+    pub api: String,
+    extra: Vec<String>,
+}
+
+pub struct CliOut {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut server = Server {
+            child: None,
+            dir,
+            data,
+            gateway: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            api: format!("http://127.0.0.1:{}", free_port()),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let api_addr = self.api.trim_start_matches("http://").to_string();
+        let child = Command::new(BIN)
+            .args(["server", "--data-dir"])
+            .arg(&self.data)
+            .args([
+                "--gateway-addr",
+                &self.gateway.to_string(),
+                "--api-addr",
+                &api_addr,
+                "--stop-grace",
+                "2s",
+            ])
+            .args(&self.extra)
+            .env("UPDRAFT_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start updraft server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let api: SocketAddr = api_addr.parse().unwrap();
+        loop {
+            if let Ok(r) = http(api, "GET", "ignored", "/healthz", &[], b"") {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("server exited with {status}: {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "server did not come up: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, and wait (bounded) for the server to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not exit after SIGTERM: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.launch();
+    }
+
+    pub fn cli(&self, args: &[&str]) -> CliOut {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("UPDRAFT_API", &self.api)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        CliOut {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a command that must succeed and prints JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.cli(&all);
+        assert_eq!(out.code, 0, "updraft {args:?} failed: {}\n{}", out.stderr, self.log());
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out.stdout))
+    }
+
+    pub fn deploy(&self, name: &str, path: &Path, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["deploy", name, path.to_str().unwrap()];
+        args.extend(extra);
+        self.json(&args)
+    }
+
+    pub fn host(service: &str) -> String {
+        format!("{service}.default.localhost")
+    }
+
+    pub fn get(&self, service: &str, path: &str) -> Resp {
+        http(self.gateway, "GET", &Self::host(service), path, &[], b"")
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log()))
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Resp> {
+        http(self.gateway, method, host, path, headers, body)
+    }
+
+    /// Polls a service's description until `done` holds (bounded).
+    pub fn wait_service(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let service = self.json(&["service", name]);
+            if done(&service) {
+                return service;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {service}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- server log ----\n{}", self.log());
+        }
+    }
+}
+
+/// One HTTP/1.0 exchange: the server closes the connection after the response, so the
+/// body is everything up to EOF.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Resp> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(90)))?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("malformed response: {text:?}")))?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Ok(Resp {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A copy of a fixture app in a fresh directory, which the test may change.
+pub fn fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join(name);
+    copy_dir(&fixtures().join(name), &app);
+    (dir, app)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The Java fixture compiled into a folder holding only `app.jar`.
+pub fn java_app() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let classes = dir.path().join("classes");
+    run(Command::new("javac")
+        .arg("-d")
+        .arg(&classes)
+        .arg(fixtures().join("java/Hello.java")));
+    let app = dir.path().join("app");
+    std::fs::create_dir(&app).unwrap();
+    run(Command::new("jar")
+        .args(["--create", "--file"])
+        .arg(app.join("app.jar"))
+        .args(["--main-class", "Hello", "-C"])
+        .arg(&classes)
+        .arg("."));
+    (dir, app)
+}
+
+/// The C fixture built as a static binary, with its updraft.yaml.
+pub fn static_app() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    std::fs::create_dir(&app).unwrap();
+    run(Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(app.join("server"))
+        .arg(fixtures().join("static/server.c")));
+    std::fs::copy(fixtures().join("static/updraft.yaml"), app.join("updraft.yaml")).unwrap();
+    (dir, app)
+}
+
+/// Whether a process is alive: it exists and is not a zombie waiting to be reaped.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits (bounded) until none of the pids is alive.
+pub fn wait_dead(pids: &[u32], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if pids.iter().all(|p| !alive(*p)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Pids of the instances a service description lists.
+pub fn instance_pids(service: &serde_json::Value) -> Vec<u32> {
+    service["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["pid"].as_u64().unwrap() as u32)
+        })
+        .collect()
+}
+
+pub fn ready(service: &serde_json::Value) -> u64 {
+    service["ready_instances"].as_u64().unwrap()
+}

@@ -1,0 +1,77 @@
+//! Holding requests for a revision with no ready instance, bounded in count and time.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::endpoints::now_us;
+use crate::{Endpoint, RevisionEndpoints};
+
+/// Asks the scaler to act on a revision now rather than at its next tick.
+pub trait Poke: Send + Sync + 'static {
+    fn poke(&self, revision: &Arc<RevisionEndpoints>);
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ActivatorConfig {
+    /// Requests held per revision at once; more are refused with 503.
+    pub capacity: u32,
+    /// How long a request is held before 503.
+    pub timeout: Duration,
+}
+
+impl Default for ActivatorConfig {
+    fn default() -> Self {
+        ActivatorConfig {
+            capacity: 1000,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+pub(crate) enum Held {
+    Full,
+    TimedOut,
+    StartFailed(String),
+}
+
+struct Waiting<'a>(&'a RevisionEndpoints);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) async fn ready_endpoint(
+    revision: &Arc<RevisionEndpoints>,
+    poke: &dyn Poke,
+    config: ActivatorConfig,
+) -> Result<Arc<Endpoint>, Held> {
+    if let Some(endpoint) = revision.pick() {
+        return Ok(endpoint);
+    }
+    if revision.waiting.fetch_add(1, Ordering::Relaxed) >= config.capacity {
+        revision.waiting.fetch_sub(1, Ordering::Relaxed);
+        return Err(Held::Full);
+    }
+    let _waiting = Waiting(revision);
+    let since = now_us();
+    poke.poke(revision);
+    let deadline = tokio::time::Instant::now() + config.timeout;
+    loop {
+        let notified = revision.ready_changed().notified();
+        tokio::pin!(notified);
+        // Register before checking, so a change between check and wait is not missed.
+        notified.as_mut().enable();
+        if let Some(endpoint) = revision.pick() {
+            return Ok(endpoint);
+        }
+        if let Some(reason) = revision.failure_since(since) {
+            return Err(Held::StartFailed(reason));
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Err(Held::TimedOut);
+        }
+    }
+}

@@ -1,0 +1,130 @@
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RevisionKey {
+    pub namespace: String,
+    pub service: String,
+    pub revision: String,
+}
+
+/// One ready instance as the proxy sees it.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub instance: String,
+    pub port: u16,
+    /// Requests proxied to this instance and not yet answered in full.
+    pub in_flight: AtomicU32,
+}
+
+/// A revision's ready instances and the load the scaler reads.
+pub struct RevisionEndpoints {
+    pub key: RevisionKey,
+    ready: ArcSwap<Vec<Arc<Endpoint>>>,
+    ready_changed: Notify,
+    next: AtomicUsize,
+    pub(crate) in_flight: AtomicU32,
+    pub(crate) waiting: AtomicU32,
+    last_active_us: AtomicI64,
+    /// The latest failure to start an instance, with its time: held requests give up
+    /// on it instead of waiting out their timeout.
+    start_failure: Mutex<Option<(i64, String)>>,
+}
+
+pub(crate) fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+impl RevisionEndpoints {
+    pub fn new(key: RevisionKey) -> Arc<Self> {
+        Arc::new(RevisionEndpoints {
+            key,
+            ready: ArcSwap::from_pointee(Vec::new()),
+            ready_changed: Notify::new(),
+            next: AtomicUsize::new(0),
+            in_flight: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
+            last_active_us: AtomicI64::new(now_us()),
+            start_failure: Mutex::new(None),
+        })
+    }
+
+    /// Round-robin over the ready instances.
+    pub fn pick(&self) -> Option<Arc<Endpoint>> {
+        let ready = self.ready.load();
+        if ready.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % ready.len();
+        Some(ready[i].clone())
+    }
+
+    pub fn add_ready(&self, endpoint: Arc<Endpoint>) {
+        self.ready.rcu(|list| {
+            let mut list = Vec::clone(list);
+            list.push(endpoint.clone());
+            list
+        });
+        self.start_failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.ready_changed.notify_waiters();
+    }
+
+    /// Takes an instance out of rotation; requests already sent to it carry on.
+    pub fn remove(&self, instance: &str) -> Option<Arc<Endpoint>> {
+        let mut removed = None;
+        self.ready.rcu(|list| {
+            let (gone, kept): (Vec<_>, Vec<_>) = list.iter().cloned().partition(|e| e.instance == instance);
+            removed = gone.into_iter().next();
+            kept
+        });
+        removed
+    }
+
+    pub fn ready_count(&self) -> usize {
+        self.ready.load().len()
+    }
+
+    pub fn ready_instances(&self) -> Vec<Arc<Endpoint>> {
+        self.ready.load().iter().cloned().collect()
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn waiting(&self) -> u32 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    pub fn last_active_us(&self) -> i64 {
+        self.last_active_us.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn touch(&self) {
+        self.last_active_us.store(now_us(), Ordering::Relaxed);
+    }
+
+    /// Tells held requests that starting an instance failed.
+    pub fn start_failed(&self, reason: String) {
+        *self.start_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some((now_us(), reason));
+        self.ready_changed.notify_waiters();
+    }
+
+    pub(crate) fn failure_since(&self, since_us: i64) -> Option<String> {
+        let failure = self.start_failure.lock().unwrap_or_else(|p| p.into_inner());
+        failure
+            .as_ref()
+            .filter(|(at, _)| *at >= since_us)
+            .map(|(_, reason)| reason.clone())
+    }
+
+    pub(crate) fn ready_changed(&self) -> &Notify {
+        &self.ready_changed
+    }
+}

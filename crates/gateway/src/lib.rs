@@ -1,0 +1,16 @@
+//! The data plane: route by Host, pick a ready instance of the revision, or hold the
+//! request in the activator while the scaler starts one, then proxy with streaming
+//! bodies over pooled keep-alive connections.
+//!
+//! The hot path takes no global lock and does no store I/O: the route table and each
+//! revision's endpoint list are snapshots swapped whole on change.
+
+mod activator;
+mod endpoints;
+mod proxy;
+mod routes;
+
+pub use activator::{ActivatorConfig, Poke};
+pub use endpoints::{Endpoint, RevisionEndpoints, RevisionKey};
+pub use proxy::{serve, Gateway, GatewayBody};
+pub use routes::{host_for, RouteTable};

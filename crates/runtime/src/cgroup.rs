@@ -1,0 +1,320 @@
+//! Per-instance cgroups with memory and CPU limits, on cgroup v2 and on v1 (including
+//! the hybrid layout where controllers live in v1 and `unified` has none).
+//!
+//! All of one server's instance groups sit under one parent named after its data
+//! directory, so a restarted server finds and kills exactly what its previous run left.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Controllers whose v1 hierarchies an instance joins.
+const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids"];
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// The unified hierarchy mounted at this path.
+    V2(PathBuf),
+    /// One mount per controller; a directory may serve several (`cpu,cpuacct`).
+    V1(Vec<(String, PathBuf)>),
+    None,
+}
+
+/// Reads the layout from the text of `/proc/self/mountinfo`.
+pub fn parse_mountinfo(text: &str) -> Layout {
+    let mut v1 = Vec::new();
+    let mut v2 = Vec::new();
+    for line in text.lines() {
+        let Some((before, after)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mount_point) = before.split(' ').nth(4) else {
+            continue;
+        };
+        let mut after = after.split(' ');
+        let fstype = after.next().unwrap_or("");
+        let options = after.nth(1).unwrap_or("");
+        match fstype {
+            "cgroup2" => v2.push(PathBuf::from(mount_point)),
+            "cgroup" => {
+                for controller in options.split(',') {
+                    if V1_CONTROLLERS.contains(&controller) {
+                        v1.push((controller.to_string(), PathBuf::from(mount_point)));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(root) = v2.iter().find(|p| p.as_path() == Path::new("/sys/fs/cgroup")) {
+        return Layout::V2(root.clone());
+    }
+    if v1.iter().any(|(c, _)| c == "memory") {
+        v1.sort();
+        return Layout::V1(v1);
+    }
+    match v2.into_iter().next() {
+        Some(root) => Layout::V2(root),
+        None => Layout::None,
+    }
+}
+
+/// `cpu.max` contents for a limit in millicores.
+pub fn cpu_max(millis: u32) -> String {
+    format!("{} {CPU_PERIOD_US}", u64::from(millis) * CPU_PERIOD_US / 1000)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    pub cpu_millis: Option<u32>,
+}
+
+/// The parent group of one server and the hierarchy it lives in.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    layout: Layout,
+    parent: String,
+}
+
+/// The directories of one instance's group (one per v1 hierarchy, one on v2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceCgroup {
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Cgroups {
+    pub fn detect(parent: &str) -> Self {
+        let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        Cgroups {
+            layout: parse_mountinfo(&text),
+            parent: parent.to_string(),
+        }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn version(&self) -> &'static str {
+        match self.layout {
+            Layout::V2(_) => "v2",
+            Layout::V1(_) => "v1",
+            Layout::None => "none",
+        }
+    }
+
+    fn parent_dirs(&self) -> Vec<PathBuf> {
+        match &self.layout {
+            Layout::V2(root) => vec![root.join(&self.parent)],
+            Layout::V1(mounts) => {
+                let mut dirs: Vec<PathBuf> = mounts.iter().map(|(_, m)| m.join(&self.parent)).collect();
+                dirs.dedup();
+                dirs
+            }
+            Layout::None => vec![],
+        }
+    }
+
+    /// Creates the group of one instance with its limits.
+    pub fn create(&self, instance: &str, limits: Limits) -> io::Result<InstanceCgroup> {
+        let group = InstanceCgroup {
+            dirs: self.parent_dirs().into_iter().map(|d| d.join(instance)).collect(),
+        };
+        let result = self.create_dirs(&group, limits);
+        if result.is_err() {
+            group.remove();
+        }
+        result.map(|_| group)
+    }
+
+    fn create_dirs(&self, group: &InstanceCgroup, limits: Limits) -> io::Result<()> {
+        match &self.layout {
+            Layout::V2(root) => {
+                let parent = root.join(&self.parent);
+                fs::create_dir_all(&parent)?;
+                // Controllers must be enabled on every level above the instance group.
+                for dir in [root.as_path(), parent.as_path()] {
+                    let _ = fs::write(dir.join("cgroup.subtree_control"), "+memory +cpu +pids");
+                }
+                let dir = &group.dirs[0];
+                fs::create_dir(dir)?;
+                if let Some(bytes) = limits.memory_bytes {
+                    fs::write(dir.join("memory.max"), bytes.to_string())?;
+                    let _ = fs::write(dir.join("memory.swap.max"), "0");
+                }
+                if let Some(millis) = limits.cpu_millis {
+                    fs::write(dir.join("cpu.max"), cpu_max(millis))?;
+                }
+            }
+            Layout::V1(mounts) => {
+                for dir in &group.dirs {
+                    fs::create_dir_all(dir)?;
+                }
+                for (controller, mount) in mounts {
+                    let dir = mount.join(&self.parent).join(group.name());
+                    match controller.as_str() {
+                        "memory" => {
+                            if let Some(bytes) = limits.memory_bytes {
+                                fs::write(dir.join("memory.limit_in_bytes"), bytes.to_string())?;
+                            }
+                        }
+                        "cpu" => {
+                            if let Some(millis) = limits.cpu_millis {
+                                fs::write(dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())?;
+                                let quota = u64::from(millis) * CPU_PERIOD_US / 1000;
+                                fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Layout::None => {}
+        }
+        Ok(())
+    }
+
+    /// Kills and removes every instance group a previous run left under the parent.
+    pub fn reap_all(&self) -> usize {
+        let mut groups = Vec::new();
+        for parent in self.parent_dirs() {
+            for entry in fs::read_dir(&parent).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    groups.push(entry.file_name());
+                }
+            }
+        }
+        groups.sort();
+        groups.dedup();
+        for name in &groups {
+            let group = InstanceCgroup {
+                dirs: self.parent_dirs().into_iter().map(|d| d.join(name)).collect(),
+            };
+            group.kill_all();
+            group.remove();
+        }
+        groups.len()
+    }
+}
+
+impl InstanceCgroup {
+    fn name(&self) -> &std::ffi::OsStr {
+        self.dirs[0].file_name().unwrap_or_default()
+    }
+
+    /// Paths of the `cgroup.procs` files the child writes itself into before exec.
+    pub fn procs_files(&self) -> Vec<CString> {
+        self.dirs
+            .iter()
+            .filter_map(|d| CString::new(d.join("cgroup.procs").into_os_string().into_encoded_bytes()).ok())
+            .collect()
+    }
+
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .dirs
+            .iter()
+            .flat_map(|d| {
+                fs::read_to_string(d.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.parse().ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// SIGKILLs every process in the group, including ones that left the process group.
+    pub fn kill_all(&self) {
+        for dir in &self.dirs {
+            if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+                return;
+            }
+        }
+        // A forking process can add members while we kill, so go round until empty.
+        for _ in 0..50 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Removes the group's directories; the kernel refuses while members remain, so
+    /// this retries briefly after a kill.
+    pub fn remove(&self) {
+        for dir in &self.dirs {
+            for _ in 0..100 {
+                match fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }
+    }
+
+    /// The memory limit the kernel holds for this group, as text.
+    pub fn memory_limit_file(&self) -> Option<PathBuf> {
+        self.dirs.iter().find_map(|d| {
+            ["memory.max", "memory.limit_in_bytes"]
+                .iter()
+                .map(|f| d.join(f))
+                .find(|p| p.exists())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+25 30 0:22 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate
+27 25 0:24 / /sys/fs/cgroup/systemd rw shared:11 - cgroup cgroup rw,xattr,name=systemd
+30 25 0:27 / /sys/fs/cgroup/memory rw shared:14 - cgroup cgroup rw,memory
+31 25 0:28 / /sys/fs/cgroup/cpu,cpuacct rw shared:15 - cgroup cgroup rw,cpu,cpuacct
+32 25 0:29 / /sys/fs/cgroup/pids rw shared:16 - cgroup cgroup rw,pids
+";
+    const V2: &str = "\
+30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+";
+
+    #[test]
+    fn hybrid_uses_v1_controllers() {
+        let Layout::V1(mounts) = parse_mountinfo(HYBRID) else {
+            panic!()
+        };
+        let names: Vec<&str> = mounts.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(names, ["cpu", "cpuacct", "memory", "pids"]);
+        let cg = Cgroups {
+            layout: Layout::V1(mounts),
+            parent: "updraft-x".into(),
+        };
+        assert_eq!(cg.parent_dirs().len(), 3, "cpu and cpuacct share a mount");
+    }
+
+    #[test]
+    fn unified_root_is_v2() {
+        assert_eq!(parse_mountinfo(V2), Layout::V2("/sys/fs/cgroup".into()));
+        assert_eq!(parse_mountinfo(""), Layout::None);
+    }
+
+    #[test]
+    fn cpu_max_is_quota_over_period() {
+        assert_eq!(cpu_max(500), "50000 100000");
+        assert_eq!(cpu_max(2000), "200000 100000");
+    }
+}

@@ -1,0 +1,87 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::cgroup::InstanceCgroup;
+use crate::logs::LogTail;
+
+/// How an instance ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exited with code {code}"),
+            (None, Some(signal)) => write!(f, "was killed by signal {signal}"),
+            (None, None) => write!(f, "exited"),
+        }
+    }
+}
+
+/// How a driver signals its instances.
+pub trait InstanceControl: Send + Sync {
+    /// Asks the instance to stop (SIGTERM).
+    fn terminate(&self);
+    /// Stops it now, with everything it started.
+    fn kill(&self);
+    /// Releases what the instance held once it has exited.
+    fn cleanup(&self);
+}
+
+/// One running copy of a revision.
+pub struct Instance {
+    pub id: String,
+    pub port: u16,
+    pub pid: u32,
+    pub started_at: SystemTime,
+    pub cgroup: Option<InstanceCgroup>,
+    pub(crate) exit: watch::Receiver<Option<ExitInfo>>,
+    pub(crate) tail: Arc<LogTail>,
+    pub(crate) control: Box<dyn InstanceControl>,
+}
+
+impl Instance {
+    pub fn exited(&self) -> Option<ExitInfo> {
+        *self.exit.borrow()
+    }
+
+    /// A receiver that changes once, when the instance exits.
+    pub fn exit_watch(&self) -> watch::Receiver<Option<ExitInfo>> {
+        self.exit.clone()
+    }
+
+    pub async fn wait_exit(&self) -> ExitInfo {
+        let mut rx = self.exit.clone();
+        let exit = rx.wait_for(|e| e.is_some()).await.map(|e| *e);
+        exit.ok().flatten().unwrap_or(ExitInfo {
+            code: None,
+            signal: None,
+        })
+    }
+
+    /// The last lines the instance wrote, oldest first.
+    pub fn recent_logs(&self) -> Vec<String> {
+        self.tail.lines()
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; returns once everything is gone.
+    pub async fn stop(&self, grace: Duration) -> ExitInfo {
+        if self.exited().is_none() {
+            self.control.terminate();
+            if tokio::time::timeout(grace, self.wait_exit()).await.is_err() {
+                self.control.kill();
+            }
+        }
+        let exit = self.wait_exit().await;
+        // Children may outlive the main process; they go with the group.
+        self.control.kill();
+        self.control.cleanup();
+        exit
+    }
+}

@@ -1,0 +1,74 @@
+//! What makes instances: the [`Runtime`] trait and its drivers.
+//!
+//! A driver starts an instance of a revision listening on an assigned port, captures
+//! its output, reports its exit at once, and stops it (graceful signal, then kill).
+//! Instances live in per-instance cgroups with the revision's limits. The `process`
+//! driver runs code packages as child processes; later drivers (OCI, wasm) plug in
+//! behind the same trait.
+
+pub mod cgroup;
+mod instance;
+pub mod logs;
+pub mod package;
+mod probe;
+mod process;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use instance::{ExitInfo, Instance, InstanceControl};
+pub use probe::{wait_ready, NotReady};
+pub use process::ProcessRuntime;
+
+/// Everything a driver needs to start one instance.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub id: String,
+    pub namespace: String,
+    pub service: String,
+    pub revision: String,
+    pub command: Vec<String>,
+    /// The user's variables; the driver adds the instance contract's own.
+    pub env: BTreeMap<String, String>,
+    pub workdir: PathBuf,
+    pub port: u16,
+    pub limits: cgroup::Limits,
+}
+
+impl InstanceSpec {
+    /// The variables of the instance contract (Knative's and Updraft's names).
+    pub fn contract_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("PORT", self.port.to_string()),
+            ("K_SERVICE", self.service.clone()),
+            ("K_REVISION", self.revision.clone()),
+            ("K_CONFIGURATION", self.service.clone()),
+            ("UPDRAFT_SERVICE", self.service.clone()),
+            ("UPDRAFT_REVISION", self.revision.clone()),
+            ("UPDRAFT_NAMESPACE", self.namespace.clone()),
+        ]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot start {command:?}: {source}")]
+    Spawn { command: String, source: std::io::Error },
+    #[error("instance set-up failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub trait Runtime: Send + Sync + 'static {
+    /// The runtime kind: `process`, `oci`, `wasm`, `function`.
+    fn kind(&self) -> &'static str;
+    /// Starts an instance; returns once it exists, before it is ready.
+    fn start(&self, spec: InstanceSpec) -> Result<Instance, RuntimeError>;
+    /// Kills whatever instances an earlier run of this server left behind.
+    fn reap_leftovers(&self) -> usize;
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}

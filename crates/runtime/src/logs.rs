@@ -1,0 +1,241 @@
+//! Instance output, captured line by line with a timestamp and kept in one JSON-lines
+//! file per instance under `logs/{namespace}/{service}/`.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader as AsyncBufReader};
+
+/// Longest line kept as one record; longer output is split and marked.
+pub const MAX_LINE: usize = 16 * 1024;
+const TAIL_LINES: usize = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub ts_us: i64,
+    pub revision: String,
+    pub instance: String,
+    pub stream: String,
+    pub line: String,
+    /// Set when the line went on past [`MAX_LINE`] and continues in the next record.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continued: bool,
+}
+
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+pub fn service_log_dir(root: &Path, namespace: &str, service: &str) -> PathBuf {
+    root.join(namespace).join(service)
+}
+
+/// The last lines of an instance, for reports like "exited at once; it printed …".
+#[derive(Default)]
+pub struct LogTail(Mutex<VecDeque<String>>);
+
+impl LogTail {
+    pub fn push(&self, line: String) {
+        let mut tail = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Appends one instance's records to its file.
+pub struct LogFile {
+    file: Mutex<File>,
+    revision: String,
+    instance: String,
+}
+
+impl LogFile {
+    pub fn create(dir: &Path, revision: &str, instance: &str) -> std::io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{instance}.log")))?;
+        Ok(LogFile {
+            file: Mutex::new(file),
+            revision: revision.to_string(),
+            instance: instance.to_string(),
+        })
+    }
+
+    pub fn write(&self, stream: &str, line: String, continued: bool) {
+        let record = LogRecord {
+            ts_us: now_us(),
+            revision: self.revision.clone(),
+            instance: self.instance.clone(),
+            stream: stream.to_string(),
+            line,
+            continued,
+        };
+        let Ok(mut text) = serde_json::to_string(&record) else {
+            return;
+        };
+        text.push('\n');
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        // One write per record keeps concurrent stdout/stderr records whole.
+        let _ = file.write_all(text.as_bytes());
+    }
+}
+
+/// Copies a stream into the log file and tail until it closes.
+pub async fn capture(
+    stream: impl AsyncRead + Unpin,
+    name: &'static str,
+    file: std::sync::Arc<LogFile>,
+    tail: std::sync::Arc<LogTail>,
+) {
+    let mut reader = AsyncBufReader::with_capacity(64 * 1024, stream);
+    let mut pending: Vec<u8> = Vec::new();
+    while let Ok(buf) = reader.fill_buf().await {
+        if buf.is_empty() {
+            break;
+        }
+        let (take, complete) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        pending.extend_from_slice(&buf[..take]);
+        reader.consume(take);
+        if complete || pending.len() >= MAX_LINE {
+            emit(&mut pending, name, &file, &tail, !complete);
+        }
+    }
+    if !pending.is_empty() {
+        emit(&mut pending, name, &file, &tail, false);
+    }
+}
+
+fn emit(pending: &mut Vec<u8>, stream: &str, file: &LogFile, tail: &LogTail, continued: bool) {
+    while pending.len() > MAX_LINE {
+        let rest = pending.split_off(MAX_LINE);
+        let text = String::from_utf8_lossy(pending).into_owned();
+        file.write(stream, text, true);
+        *pending = rest;
+    }
+    let mut text = String::from_utf8_lossy(pending).into_owned();
+    pending.clear();
+    while text.ends_with('\n') || text.ends_with('\r') {
+        text.pop();
+    }
+    tail.push(text.clone());
+    file.write(stream, text, continued);
+}
+
+/// Which records to read back.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub revision: Option<String>,
+    pub instance: Option<String>,
+    /// Keep only the last this many records.
+    pub tail: Option<usize>,
+}
+
+/// Reads the records of a service's instances, oldest first.
+pub fn read_logs(dir: &Path, query: &LogQuery) -> std::io::Result<Vec<LogRecord>> {
+    let mut records = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(records),
+        Err(e) => return Err(e),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "log") {
+            continue;
+        }
+        if let Some(instance) = &query.instance {
+            if path.file_stem().is_none_or(|s| s != instance.as_str()) {
+                continue;
+            }
+        }
+        for line in BufReader::new(File::open(&path)?).lines() {
+            let Ok(record) = serde_json::from_str::<LogRecord>(&line?) else {
+                continue;
+            };
+            if query.revision.as_ref().is_none_or(|r| *r == record.revision) {
+                records.push(record);
+            }
+        }
+    }
+    records.sort_by_key(|r| r.ts_us);
+    if let Some(n) = query.tail {
+        let skip = records.len().saturating_sub(n);
+        records.drain(..skip);
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn captures_lines_and_marks_long_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(LogFile::create(dir.path(), "hello-00001", "i1").unwrap());
+        let tail = Arc::new(LogTail::default());
+        let long = "x".repeat(MAX_LINE + 10);
+        let input = format!("first\r\nsecond\n{long}\nlast-no-newline");
+        capture(input.as_bytes(), "stdout", file, tail.clone()).await;
+        let records = read_logs(dir.path(), &LogQuery::default()).unwrap();
+        let lines: Vec<(&str, bool)> = records
+            .iter()
+            .map(|r| (&r.line[..r.line.len().min(5)], r.continued))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("first", false),
+                ("secon", false),
+                ("xxxxx", true),
+                ("xxxxx", false),
+                ("last-", false)
+            ]
+        );
+        assert_eq!(records[2].line.len(), MAX_LINE);
+        assert_eq!(records[3].line.len(), 10);
+        assert_eq!(tail.lines().last().unwrap(), "last-no-newline");
+        let last = read_logs(
+            dir.path(),
+            &LogQuery {
+                tail: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(last.len(), 1);
+        let none = read_logs(
+            dir.path(),
+            &LogQuery {
+                revision: Some("other".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(none.is_empty());
+    }
+}

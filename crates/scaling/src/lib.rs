@@ -1,0 +1,6 @@
+//! Pure scaling deciders. The caller passes in the clock (`now_us`) and the observed
+//! load, so every rule is a function that tests and a trace simulator can drive.
+
+mod decide;
+
+pub use decide::{decide, Decision, Reason, RevisionLoad};

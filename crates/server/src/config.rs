@@ -1,0 +1,81 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use updraft_gateway::ActivatorConfig;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub gateway_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    /// Services answer at `{service}.{namespace}.{domain}`.
+    pub domain: String,
+    /// Largest package archive accepted.
+    pub max_package_bytes: u64,
+    /// Most a package may expand to when unpacked.
+    pub max_unpacked_bytes: u64,
+    pub activator: ActivatorConfig,
+    /// How long a new instance may take to listen on its port.
+    pub ready_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when stopping an instance.
+    pub stop_grace: Duration,
+    /// How long shutdown and scale-down wait for requests in flight.
+    pub drain_timeout: Duration,
+    /// How often every revision's instance count is reconciled.
+    pub tick: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from(".updraft"),
+            gateway_addr: ([127, 0, 0, 1], 8080).into(),
+            api_addr: ([127, 0, 0, 1], 8081).into(),
+            domain: "localhost".into(),
+            max_package_bytes: 512 << 20,
+            max_unpacked_bytes: 2 << 30,
+            activator: ActivatorConfig::default(),
+            ready_timeout: Duration::from_secs(60),
+            stop_grace: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where things live in the data directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub root: PathBuf,
+    pub db: PathBuf,
+    /// Package archives, by digest: `blobs/sha256/{hex}`.
+    pub blobs: PathBuf,
+    /// Unpacked packages, one per revision: `revisions/{namespace}/{revision}`.
+    pub revisions: PathBuf,
+    pub logs: PathBuf,
+    pub run: PathBuf,
+    pub tmp: PathBuf,
+}
+
+impl Paths {
+    pub fn new(root: &Path) -> Self {
+        Paths {
+            root: root.to_path_buf(),
+            db: root.join("updraft.db"),
+            blobs: root.join("blobs").join("sha256"),
+            revisions: root.join("revisions"),
+            logs: root.join("logs"),
+            run: root.join("run"),
+            tmp: root.join("tmp"),
+        }
+    }
+
+    pub fn blob(&self, digest: &str) -> PathBuf {
+        self.blobs.join(digest.trim_start_matches("sha256:"))
+    }
+
+    pub fn revision_dir(&self, namespace: &str, revision: &str) -> PathBuf {
+        self.revisions.join(namespace).join(revision)
+    }
+}

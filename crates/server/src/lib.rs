@@ -1,0 +1,16 @@
+//! The composition root: opens the store, builds the runtime, gateway and scaler from
+//! it, and serves the REST API. Nothing else depends on this crate but the CLI.
+
+mod api;
+mod config;
+mod deploy;
+mod error;
+mod packages;
+mod platform;
+mod scaler;
+pub mod views;
+
+pub use config::{Paths, ServerConfig};
+pub use error::ApiError;
+pub use platform::run;
+pub use updraft_gateway::ActivatorConfig;

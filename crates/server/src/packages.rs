@@ -1,0 +1,89 @@
+//! Package upload: streamed to disk with a size limit, hashed on the way, validated by
+//! a full safe unpack, and only then stored under its digest and recorded.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use updraft_runtime::logs::now_us;
+use updraft_runtime::package::{unpack, PackageError};
+
+use crate::platform::Platform;
+use crate::views::PackageView;
+use crate::ApiError;
+
+fn package_error(e: PackageError) -> ApiError {
+    match e {
+        PackageError::TooLarge { .. } => ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: e.to_string(),
+            field: Some("package".into()),
+        },
+        PackageError::Io(io) => ApiError::internal(format!("storing package: {io}")),
+        other => ApiError::bad_request("package", other.to_string()),
+    }
+}
+
+impl Platform {
+    pub async fn upload_package(
+        self: &Arc<Self>,
+        declared_len: Option<u64>,
+        body: Body,
+    ) -> Result<PackageView, ApiError> {
+        let limit = self.config.max_package_bytes;
+        let too_large = || ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!(
+                "package archive is larger than the limit of {limit} bytes (server flag --max-package-size)"
+            ),
+            field: Some("package".into()),
+        };
+        if declared_len.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let staging = tempfile::Builder::new()
+            .prefix("upload-")
+            .tempdir_in(&self.paths.tmp)
+            .map_err(ApiError::internal)?;
+        let archive = staging.path().join("archive");
+        let mut file = tokio::fs::File::create(&archive).await.map_err(ApiError::internal)?;
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad_request("package", format!("upload interrupted: {e}")))?;
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(too_large());
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        }
+        if size == 0 {
+            return Err(ApiError::bad_request(
+                "package",
+                "the upload is empty; send a .tar.gz, .tar or .zip archive",
+            ));
+        }
+        file.sync_all().await.map_err(ApiError::internal)?;
+        drop(file);
+        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+
+        if !self.store.blob_exists(&digest)? {
+            let limits = self.unpack_limits();
+            let check_dir = staging.path().join("check");
+            let archive_path = archive.clone();
+            tokio::task::spawn_blocking(move || unpack(&archive_path, &check_dir, limits))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(package_error)?;
+            let target = self.paths.blob(&digest);
+            std::fs::rename(&archive, &target).map_err(ApiError::internal)?;
+            self.store.put_blob(&digest, size, now_us())?;
+        }
+        Ok(PackageView { digest, size })
+    }
+}

@@ -1,0 +1,420 @@
+//! The running platform: the store, the revision registry derived from it, the route
+//! table, and the start-up and shutdown sequences.
+
+use std::collections::HashMap;
+use std::fs;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use updraft_gateway::{host_for, Gateway, Poke, RevisionEndpoints, RevisionKey, RouteTable};
+use updraft_model::quantity::{format_cpu, format_memory};
+use updraft_model::{Revision, Service};
+use updraft_runtime::logs::now_us;
+use updraft_runtime::{ProcessRuntime, Runtime};
+use updraft_store::{SqliteStore, Store};
+
+use crate::scaler::{ColdStart, ManagedInstance};
+use crate::views::{rfc3339_us, RevisionView, ServiceView};
+use crate::{Paths, ServerConfig};
+
+/// Unreferenced packages younger than this are kept: their deploy may be on its way.
+const BLOB_GRACE_US: i64 = 3600 * 1_000_000;
+
+/// One revision known to the platform, with its live instances.
+pub struct RevisionState {
+    pub revision: Revision,
+    pub endpoints: Arc<RevisionEndpoints>,
+    pub instances: Mutex<Vec<Arc<ManagedInstance>>>,
+    pub last_cold_start: Mutex<Option<ColdStart>>,
+    pub routable: AtomicBool,
+}
+
+impl RevisionState {
+    pub fn new(revision: Revision) -> Arc<Self> {
+        let key = RevisionKey {
+            namespace: revision.namespace.clone(),
+            service: revision.service.clone(),
+            revision: revision.name.clone(),
+        };
+        Arc::new(RevisionState {
+            revision,
+            endpoints: RevisionEndpoints::new(key),
+            instances: Mutex::new(Vec::new()),
+            last_cold_start: Mutex::new(None),
+            routable: AtomicBool::new(false),
+        })
+    }
+
+    pub fn instances(&self) -> Vec<Arc<ManagedInstance>> {
+        self.instances.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+type RevisionId = (String, String);
+
+pub struct Platform {
+    pub config: ServerConfig,
+    pub paths: Paths,
+    pub store: Arc<dyn Store>,
+    pub runtime: Arc<dyn Runtime>,
+    pub routes: Arc<RouteTable>,
+    pub gateway: Arc<Gateway>,
+    pub cgroup_version: &'static str,
+    revisions: RwLock<HashMap<RevisionId, Arc<RevisionState>>>,
+    deploy_locks: Mutex<HashMap<RevisionId, Arc<tokio::sync::Mutex<()>>>>,
+    pokes: mpsc::UnboundedSender<RevisionKey>,
+}
+
+struct ScalerPoke(mpsc::UnboundedSender<RevisionKey>);
+
+impl Poke for ScalerPoke {
+    fn poke(&self, revision: &Arc<RevisionEndpoints>) {
+        let _ = self.0.send(revision.key.clone());
+    }
+}
+
+/// The cgroup of one data directory, so servers sharing a machine keep apart.
+fn cgroup_parent(paths: &Paths) -> String {
+    let canonical = fs::canonicalize(&paths.root).unwrap_or_else(|_| paths.root.clone());
+    let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    format!("updraft-{}", &hex::encode(digest)[..12])
+}
+
+impl Platform {
+    fn open(config: ServerConfig) -> anyhow::Result<(Arc<Self>, mpsc::UnboundedReceiver<RevisionKey>)> {
+        let paths = Paths::new(&config.data_dir);
+        for dir in [&paths.root, &paths.blobs, &paths.revisions, &paths.logs, &paths.run] {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        // Half-written uploads and unpacks from a crashed run.
+        let _ = fs::remove_dir_all(&paths.tmp);
+        fs::create_dir_all(&paths.tmp)?;
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&paths.db, now_us()).with_context(|| format!("opening {}", paths.db.display()))?,
+        );
+        let process = ProcessRuntime::new(paths.logs.clone(), paths.run.clone(), &cgroup_parent(&paths))?;
+        let cgroup_version = process.cgroups().version();
+        let runtime: Arc<dyn Runtime> = Arc::new(process);
+        let reaped = runtime.reap_leftovers();
+        if reaped > 0 {
+            tracing::info!(reaped, "stopped instances left by an earlier run");
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let routes = Arc::new(RouteTable::default());
+        let gateway = Arc::new(Gateway::new(
+            routes.clone(),
+            Arc::new(ScalerPoke(tx.clone())),
+            config.activator,
+        ));
+        let platform = Arc::new(Platform {
+            config,
+            paths,
+            store,
+            runtime,
+            routes,
+            gateway,
+            cgroup_version,
+            revisions: RwLock::new(HashMap::new()),
+            deploy_locks: Mutex::new(HashMap::new()),
+            pokes: tx,
+        });
+        platform.load_revisions()?;
+        platform.collect_garbage();
+        Ok((platform, rx))
+    }
+
+    fn load_revisions(&self) -> anyhow::Result<()> {
+        let mut registry = self.revisions.write().unwrap_or_else(|p| p.into_inner());
+        for revision in self.store.all_revisions()? {
+            let dir = self.paths.revision_dir(&revision.namespace, &revision.name);
+            if !dir.exists() {
+                // Unpacked trees are derived state; rebuild one that went missing.
+                let blob = self.paths.blob(&revision.config.package_digest);
+                updraft_runtime::package::unpack(&blob, &dir, self.unpack_limits())
+                    .with_context(|| format!("unpacking revision {}", revision.name))?;
+            }
+            registry.insert(
+                (revision.namespace.clone(), revision.name.clone()),
+                RevisionState::new(revision),
+            );
+        }
+        drop(registry);
+        self.rebuild_routes();
+        Ok(())
+    }
+
+    /// Removes unpacked trees no revision owns and packages no revision uses.
+    fn collect_garbage(&self) {
+        let known: Vec<std::path::PathBuf> = self
+            .revisions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .map(|(ns, rev)| self.paths.revision_dir(ns, rev))
+            .collect();
+        for ns in fs::read_dir(&self.paths.revisions).into_iter().flatten().flatten() {
+            for rev in fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                if !known.contains(&rev.path()) {
+                    let _ = fs::remove_dir_all(rev.path());
+                }
+            }
+        }
+        if let Ok(digests) = self.store.unreferenced_blobs(now_us() - BLOB_GRACE_US) {
+            for digest in digests {
+                let _ = fs::remove_file(self.paths.blob(&digest));
+                let _ = self.store.delete_blob(&digest);
+            }
+        }
+    }
+
+    pub fn unpack_limits(&self) -> updraft_runtime::package::UnpackLimits {
+        updraft_runtime::package::UnpackLimits {
+            max_bytes: self.config.max_unpacked_bytes,
+            ..Default::default()
+        }
+    }
+
+    pub fn revision(&self, namespace: &str, name: &str) -> Option<Arc<RevisionState>> {
+        self.revisions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    pub fn all_revision_states(&self) -> Vec<Arc<RevisionState>> {
+        self.revisions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn register(&self, state: Arc<RevisionState>) {
+        let key = (state.revision.namespace.clone(), state.revision.name.clone());
+        self.revisions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, state);
+    }
+
+    fn unregister(&self, namespace: &str, name: &str) -> Option<Arc<RevisionState>> {
+        self.revisions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_string(), name.to_string()))
+    }
+
+    pub fn deploy_lock(&self, namespace: &str, service: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.deploy_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((namespace.to_string(), service.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    pub fn poke(&self, state: &RevisionState) {
+        let _ = self.pokes.send(state.endpoints.key.clone());
+    }
+
+    /// Points every service's host at its latest revision; the rest drain and stop.
+    pub fn rebuild_routes(&self) {
+        let services = match self.store.services(None) {
+            Ok(services) => services,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read services; routes unchanged");
+                return;
+            }
+        };
+        let registry = self.revisions.read().unwrap_or_else(|p| p.into_inner());
+        let mut hosts = HashMap::new();
+        let mut routed = Vec::new();
+        for svc in &services {
+            if let Some(state) = registry.get(&(svc.namespace.clone(), svc.latest_revision.clone())) {
+                hosts.insert(
+                    host_for(&svc.name, &svc.namespace, &self.config.domain),
+                    state.endpoints.clone(),
+                );
+                routed.push(state.clone());
+            }
+        }
+        self.routes.replace(hosts);
+        for state in registry.values() {
+            let now_routed = routed.iter().any(|r| Arc::ptr_eq(r, state));
+            if state.routable.swap(now_routed, Ordering::Relaxed) && !now_routed {
+                self.poke(state);
+            }
+        }
+    }
+
+    pub fn url(&self, service: &str, namespace: &str) -> String {
+        let port = self.config.gateway_addr.port();
+        let host = host_for(service, namespace, &self.config.domain);
+        if port == 80 {
+            format!("http://{host}")
+        } else {
+            format!("http://{host}:{port}")
+        }
+    }
+
+    pub fn service_view(&self, svc: &Service, with_revisions: bool) -> anyhow::Result<ServiceView> {
+        let latest = self.revision(&svc.namespace, &svc.latest_revision);
+        let mut view = ServiceView {
+            namespace: svc.namespace.clone(),
+            name: svc.name.clone(),
+            url: self.url(&svc.name, &svc.namespace),
+            latest_revision: svc.latest_revision.clone(),
+            ready_instances: latest.as_ref().map_or(0, |s| s.endpoints.ready_count()),
+            created_at: rfc3339_us(svc.created_at_us),
+            updated_at: rfc3339_us(svc.updated_at_us),
+            revisions: Vec::new(),
+            last_cold_start: latest.as_ref().and_then(|s| {
+                s.last_cold_start
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .map(ColdStart::view)
+            }),
+        };
+        if with_revisions {
+            for revision in self.store.revisions(&svc.namespace, &svc.name)? {
+                let state = self.revision(&revision.namespace, &revision.name);
+                view.revisions.push(self.revision_view(&revision, state.as_deref()));
+            }
+        }
+        Ok(view)
+    }
+
+    fn revision_view(&self, revision: &Revision, state: Option<&RevisionState>) -> RevisionView {
+        let config = &revision.config;
+        RevisionView {
+            name: revision.name.clone(),
+            created_at: rfc3339_us(revision.created_at_us),
+            package: config.package_digest.clone(),
+            command: config.command.clone(),
+            command_source: config.command_source.clone(),
+            env: config.env.clone(),
+            memory: config.memory_bytes.map(format_memory),
+            cpu: config.cpu_millis.map(format_cpu),
+            scale_to_zero_after: humantime::format_duration(config.scale_to_zero_after()).to_string(),
+            routed: state.is_some_and(|s| s.routable.load(Ordering::Relaxed)),
+            instances: state
+                .map(|s| s.instances().iter().map(|m| m.view(self.cgroup_version)).collect())
+                .unwrap_or_default(),
+            last_cold_start: state.and_then(|s| {
+                s.last_cold_start
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .map(ColdStart::view)
+            }),
+        }
+    }
+
+    /// Deletes a service: routes first, then its instances, files and logs.
+    pub async fn delete_service(self: &Arc<Self>, namespace: &str, name: &str) -> Result<(), crate::ApiError> {
+        let lock = self.deploy_lock(namespace, name);
+        let _held = lock.lock().await;
+        let revisions = self.store.delete_service(namespace, name)?;
+        self.rebuild_routes();
+        let mut stops = Vec::new();
+        for revision in &revisions {
+            if let Some(state) = self.unregister(namespace, &revision.name) {
+                for managed in state.instances() {
+                    let platform = self.clone();
+                    let state = state.clone();
+                    stops.push(tokio::spawn(
+                        async move { platform.stop_instance(&state, &managed).await },
+                    ));
+                }
+            }
+        }
+        for stop in stops {
+            let _ = stop.await;
+        }
+        for revision in &revisions {
+            let _ = fs::remove_dir_all(self.paths.revision_dir(namespace, &revision.name));
+        }
+        let _ = fs::remove_dir_all(updraft_runtime::logs::service_log_dir(
+            &self.paths.logs,
+            namespace,
+            name,
+        ));
+        self.collect_garbage();
+        Ok(())
+    }
+
+    async fn stop_everything(self: &Arc<Self>) {
+        let mut stops = Vec::new();
+        for state in self.all_revision_states() {
+            for managed in state.instances() {
+                let platform = self.clone();
+                let state = state.clone();
+                stops.push(tokio::spawn(
+                    async move { platform.stop_instance(&state, &managed).await },
+                ));
+            }
+        }
+        for stop in stops {
+            let _ = stop.await;
+        }
+    }
+}
+
+/// Runs the platform until `shutdown` resolves, then drains requests and stops every
+/// instance.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let gateway_listener = tokio::net::TcpListener::bind(config.gateway_addr)
+        .await
+        .with_context(|| format!("cannot listen for the gateway on {}", config.gateway_addr))?;
+    let api_listener = tokio::net::TcpListener::bind(config.api_addr)
+        .await
+        .with_context(|| format!("cannot listen for the API on {}", config.api_addr))?;
+    let (platform, pokes) = Platform::open(config)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let scaler = tokio::spawn(crate::scaler::run(platform.clone(), pokes, stopped(stop_rx.clone())));
+    let gateway = tokio::spawn(updraft_gateway::serve(
+        gateway_listener,
+        platform.gateway.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let api = tokio::spawn({
+        let router = crate::api::router(platform.clone());
+        let stop = stopped(stop_rx.clone());
+        async move { axum::serve(api_listener, router).with_graceful_shutdown(stop).await }
+    });
+    let config = &platform.config;
+    println!(
+        "updraft is up: gateway http://{} (services at http://{{service}}.{{namespace}}.{}:{}), API http://{}, data {}, cgroup {}",
+        config.gateway_addr,
+        config.domain,
+        config.gateway_addr.port(),
+        config.api_addr,
+        config.data_dir.display(),
+        platform.cgroup_version,
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down: draining requests in flight");
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(platform.config.drain_timeout, gateway)
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still open after the drain timeout");
+    }
+    let _ = api.await;
+    let _ = scaler.await;
+    platform.stop_everything().await;
+    Ok(())
+}

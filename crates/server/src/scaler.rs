@@ -1,0 +1,280 @@
+//! Reconciles each revision's instances to the count the decider wants, and owns each
+//! instance's life: ready → in rotation; exit → out of rotation at once; scale-down →
+//! out of rotation, drained, then stopped.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use updraft_gateway::{Endpoint, RevisionKey};
+use updraft_runtime::logs::now_us;
+use updraft_runtime::{cgroup::Limits, free_port, wait_ready, Instance, InstanceSpec};
+use updraft_scaling::{decide, RevisionLoad};
+
+use crate::platform::{Platform, RevisionState};
+use crate::views::{rfc3339_us, CgroupView, ColdStartView, InstanceView};
+
+pub struct ColdStart {
+    pub at_us: i64,
+    pub instance: String,
+    pub ready: Duration,
+    pub cause: &'static str,
+}
+
+impl ColdStart {
+    pub fn view(&self) -> ColdStartView {
+        ColdStartView {
+            at: rfc3339_us(self.at_us),
+            instance: self.instance.clone(),
+            ready_ms: self.ready.as_secs_f64() * 1000.0,
+            cause: self.cause.to_string(),
+        }
+    }
+}
+
+pub struct ManagedInstance {
+    pub instance: Instance,
+    /// When the platform asked for it, for the cold-start time.
+    pub began: Instant,
+    pub endpoint: Arc<Endpoint>,
+    pub ready: AtomicBool,
+    pub stopping: AtomicBool,
+}
+
+impl ManagedInstance {
+    pub fn view(&self, cgroup_version: &str) -> InstanceView {
+        let state = if self.stopping.load(Ordering::Relaxed) {
+            "stopping"
+        } else if self.ready.load(Ordering::Relaxed) {
+            "ready"
+        } else {
+            "starting"
+        };
+        InstanceView {
+            id: self.instance.id.clone(),
+            pid: self.instance.pid,
+            port: self.instance.port,
+            state: state.into(),
+            started_at: humantime::format_rfc3339_millis(self.instance.started_at).to_string(),
+            in_flight: self.endpoint.in_flight.load(Ordering::Relaxed),
+            cgroup: self.instance.cgroup.as_ref().map(|c| CgroupView {
+                version: cgroup_version.to_string(),
+                paths: c.dirs.iter().map(|d| d.display().to_string()).collect(),
+                memory_limit: c
+                    .memory_limit_file()
+                    .and_then(|f| std::fs::read_to_string(f).ok())
+                    .map(|s| s.trim().to_string()),
+            }),
+        }
+    }
+}
+
+/// Instance ids like Kubernetes pod names: the revision and a short random suffix.
+fn instance_id(revision: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_i64(now_us());
+    format!("{revision}-{:06x}", hasher.finish() & 0xff_ffff)
+}
+
+/// Runs until `stop`: reconciles a revision at once when poked, and all of them every tick.
+pub async fn run(
+    platform: Arc<Platform>,
+    mut pokes: mpsc::UnboundedReceiver<RevisionKey>,
+    stop: impl Future<Output = ()>,
+) {
+    let mut tick = tokio::time::interval(platform.config.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            Some(key) = pokes.recv() => {
+                if let Some(state) = platform.revision(&key.namespace, &key.revision) {
+                    platform.reconcile(&state);
+                }
+            }
+            _ = tick.tick() => {
+                for state in platform.all_revision_states() {
+                    platform.reconcile(&state);
+                }
+            }
+            _ = &mut stop => return,
+        }
+    }
+}
+
+impl Platform {
+    pub fn reconcile(self: &Arc<Self>, state: &Arc<RevisionState>) {
+        let live: Vec<Arc<ManagedInstance>> = state
+            .instances()
+            .into_iter()
+            .filter(|m| !m.stopping.load(Ordering::Relaxed))
+            .collect();
+        let load = RevisionLoad {
+            in_flight: state.endpoints.in_flight(),
+            waiting: state.endpoints.waiting(),
+            instances: live.len() as u32,
+            last_active_us: state.endpoints.last_active_us(),
+            routable: state.routable.load(Ordering::Relaxed),
+        };
+        let scale_to_zero_us = state.revision.config.scale_to_zero_after_ms as i64 * 1000;
+        let decision = decide(load, scale_to_zero_us, now_us());
+        let current = live.len() as u32;
+        if decision.desired > current {
+            tracing::info!(revision = %state.revision.name, from = current, to = decision.desired, reason = ?decision.reason, "scaling up");
+            for _ in current..decision.desired {
+                let Ok(managed) = self.launch(state) else { break };
+                let platform = self.clone();
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let _ = platform.await_ready(&state, &managed, "request").await;
+                });
+            }
+        } else if decision.desired < current {
+            tracing::info!(revision = %state.revision.name, from = current, to = decision.desired, reason = ?decision.reason, "scaling down");
+            let mut victims = live;
+            victims.sort_by_key(|m| m.endpoint.in_flight.load(Ordering::Relaxed));
+            for managed in victims.into_iter().take((current - decision.desired) as usize) {
+                // Marked now so the next reconcile does not pick it again.
+                managed.stopping.store(true, Ordering::Relaxed);
+                let platform = self.clone();
+                let state = state.clone();
+                tokio::spawn(async move { platform.stop_instance(&state, &managed).await });
+            }
+        }
+    }
+
+    /// Starts one instance's process and counts it at once, so a burst of pokes
+    /// before it is ready does not start more.
+    pub fn launch(self: &Arc<Self>, state: &Arc<RevisionState>) -> Result<Arc<ManagedInstance>, String> {
+        let revision = &state.revision;
+        let config = &revision.config;
+        let spec = InstanceSpec {
+            id: instance_id(&revision.name),
+            namespace: revision.namespace.clone(),
+            service: revision.service.clone(),
+            revision: revision.name.clone(),
+            command: config.command.clone(),
+            env: config.env.clone(),
+            workdir: self.paths.revision_dir(&revision.namespace, &revision.name),
+            port: free_port().map_err(|e| format!("no free port: {e}"))?,
+            limits: Limits {
+                memory_bytes: config.memory_bytes,
+                cpu_millis: config.cpu_millis,
+            },
+        };
+        let instance = self.runtime.start(spec).map_err(|e| {
+            state.endpoints.start_failed(e.to_string());
+            e.to_string()
+        })?;
+        let managed = Arc::new(ManagedInstance {
+            endpoint: Arc::new(Endpoint {
+                instance: instance.id.clone(),
+                port: instance.port,
+                in_flight: Default::default(),
+            }),
+            began: Instant::now(),
+            instance,
+            ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+        });
+        state
+            .instances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(managed.clone());
+        Ok(managed)
+    }
+
+    /// Waits until a launched instance is ready (then it takes traffic) or fails (then
+    /// held requests are told, and it is cleaned away).
+    pub async fn await_ready(
+        self: &Arc<Self>,
+        state: &Arc<RevisionState>,
+        managed: &Arc<ManagedInstance>,
+        cause: &'static str,
+    ) -> Result<(), String> {
+        match wait_ready(&managed.instance, self.config.ready_timeout).await {
+            Ok(_) => {
+                let ready = managed.began.elapsed();
+                managed.ready.store(true, Ordering::Relaxed);
+                *state.last_cold_start.lock().unwrap_or_else(|p| p.into_inner()) = Some(ColdStart {
+                    at_us: now_us(),
+                    instance: managed.instance.id.clone(),
+                    ready,
+                    cause,
+                });
+                tracing::info!(instance = %managed.instance.id, ready_ms = ready.as_secs_f64() * 1000.0, "instance ready");
+                if !managed.stopping.load(Ordering::Relaxed) {
+                    state.endpoints.add_ready(managed.endpoint.clone());
+                }
+                let platform = self.clone();
+                let state = state.clone();
+                let watched = managed.clone();
+                tokio::spawn(async move { platform.watch_exit(&state, &watched).await });
+                Ok(())
+            }
+            Err(not_ready) => {
+                let reason = not_ready.to_string();
+                // An instance the scaler itself stopped while it started is no failure.
+                if !managed.stopping.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(instance = %managed.instance.id, "{reason}");
+                    state.endpoints.start_failed(reason.clone());
+                }
+                self.stop_instance(state, managed).await;
+                Err(reason)
+            }
+        }
+    }
+
+    /// Notices an instance that exits on its own, takes it out of rotation at once and
+    /// lets the scaler replace it if requests still need it.
+    async fn watch_exit(self: &Arc<Self>, state: &Arc<RevisionState>, managed: &Arc<ManagedInstance>) {
+        let exit = managed.instance.wait_exit().await;
+        if managed.stopping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::warn!(instance = %managed.instance.id, "instance {exit} unexpectedly");
+        state.endpoints.remove(&managed.instance.id);
+        self.stop_instance(state, managed).await;
+        self.poke(state);
+    }
+
+    /// Out of rotation, wait for its requests to finish, SIGTERM, SIGKILL after the grace.
+    pub async fn stop_instance(&self, state: &RevisionState, managed: &Arc<ManagedInstance>) {
+        managed.stopping.store(true, Ordering::Relaxed);
+        state.endpoints.remove(&managed.instance.id);
+        let deadline = Instant::now() + self.config.drain_timeout;
+        while managed.endpoint.in_flight.load(Ordering::Relaxed) > 0
+            && Instant::now() < deadline
+            && managed.instance.exited().is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        managed.instance.stop(self.config.stop_grace).await;
+        state
+            .instances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|m| !Arc::ptr_eq(m, managed));
+    }
+
+    /// Starts a first instance for a deploy and reports how it went.
+    pub async fn start_for_deploy(
+        self: &Arc<Self>,
+        state: &Arc<RevisionState>,
+    ) -> Result<Arc<ManagedInstance>, String> {
+        let managed = self.launch(state)?;
+        let (tx, rx) = oneshot::channel();
+        let platform = self.clone();
+        let state = state.clone();
+        // Detached, so a client that hangs up mid-deploy cannot leave a half-started instance.
+        tokio::spawn(async move {
+            let result = platform.await_ready(&state, &managed, "deploy").await.map(|_| managed);
+            let _ = tx.send(result);
+        });
+        rx.await.map_err(|_| "instance start was abandoned".to_string())?
+    }
+}
