@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Args;
 use http::Method;
 use updraft_model::DeploySpec;
-use updraft_server::views::{LogLineView, NamespaceView, PackageView, ServiceView};
+use updraft_server::views::{InfoView, LogLineView, NamespaceView, PackageView, ServiceView};
 
 use crate::client::{full, ApiClient, CliError};
 use crate::output::{print_json, print_service, print_services};
@@ -190,7 +190,17 @@ async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<
         })?;
         env.insert(k.to_string(), v.to_string());
     }
+    let info: InfoView = client.json(Method::GET, "/v1/info", None::<&()>).await?;
     let package = pack::prepare(&args.path).map_err(|e| CliError::failed(format!("{e:#}")))?;
+    let size = std::fs::metadata(package.path())
+        .map_err(|e| CliError::failed(e.to_string()))?
+        .len();
+    if size > info.max_package_bytes {
+        return Err(CliError::failed(format!(
+            "package: the archive is {size} bytes, larger than the limit of {} bytes (server flag --max-package-size)",
+            info.max_package_bytes
+        )));
+    }
     let uploaded: PackageView = client.upload("/v1/packages", package.path()).await?;
     let spec = DeploySpec {
         package: uploaded.digest,

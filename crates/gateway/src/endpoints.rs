@@ -72,6 +72,8 @@ impl RevisionEndpoints {
             list
         });
         self.start_failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // Idle time counts from readiness, so a slow start is not followed by an instant stop.
+        self.touch();
         self.ready_changed.notify_waiters();
     }
 

@@ -171,6 +171,9 @@ impl Gateway {
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad request target: {e}")),
         };
         strip_hop_by_hop(&mut parts.headers);
+        // Instances are always spoken to in HTTP/1.1 with keep-alive, whatever the client
+        // speaks: an HTTP/1.0 request would make the instance close a pooled connection.
+        parts.version = http::Version::HTTP_11;
         if let Some(ip) = client_ip {
             let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
                 Some(prior) => format!("{prior}, {ip}"),

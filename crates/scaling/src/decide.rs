@@ -1,7 +1,8 @@
 //! The desired instance count of one revision.
 //!
 //! For now a revision runs zero or one instance: it is woken by a request and stopped
-//! once it has been idle for its scale-to-zero period. The scaler that applies this
+//! once it has been idle for its scale-to-zero period. The caller counts idle time
+//! from the later of the last request and the moment an instance became ready. The scaler that applies this
 //! already reconciles a count, so request-driven scaling beyond one slots in here.
 
 /// What the gateway and the runtime report about one revision at one moment.
@@ -13,6 +14,8 @@ pub struct RevisionLoad {
     pub waiting: u32,
     /// Instances running or starting.
     pub instances: u32,
+    /// Of those, the ones not ready yet.
+    pub starting: u32,
     /// Last time a request arrived or finished, in microseconds.
     pub last_active_us: i64,
     /// Whether any route leads to the revision.
@@ -31,6 +34,9 @@ pub enum Reason {
     Unrouted,
     /// Already at zero with nothing to serve.
     AtZero,
+    /// Idle, but an instance is still starting: stopping it now would waste the start
+    /// and leave the next request cold again.
+    Starting,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +56,11 @@ pub fn decide(load: RevisionLoad, scale_to_zero_after_us: i64, now_us: i64) -> D
     } else if load.instances == 0 {
         (0, Reason::AtZero)
     } else if now_us.saturating_sub(load.last_active_us) >= scale_to_zero_after_us {
-        (0, Reason::Idle)
+        if load.starting > 0 {
+            (load.instances, Reason::Starting)
+        } else {
+            (0, Reason::Idle)
+        }
     } else {
         (load.instances, Reason::Active)
     };
@@ -101,6 +111,28 @@ mod tests {
                 reason: Reason::Idle
             }
         );
+    }
+
+    #[test]
+    fn a_starting_instance_is_not_stopped_for_idleness() {
+        let starting = RevisionLoad {
+            instances: 1,
+            starting: 1,
+            last_active_us: 0,
+            ..load()
+        };
+        assert_eq!(
+            decide(starting, SEC, 100 * SEC),
+            Decision {
+                desired: 1,
+                reason: Reason::Starting
+            }
+        );
+        let unrouted = RevisionLoad {
+            routable: false,
+            ..starting
+        };
+        assert_eq!(decide(unrouted, SEC, 100 * SEC).desired, 0);
     }
 
     #[test]

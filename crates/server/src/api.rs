@@ -3,6 +3,7 @@
 //! | method and path | what |
 //! |---|---|
 //! | `GET /healthz` | liveness |
+//! | `GET /v1/info` | version, domain, limits |
 //! | `GET, POST /v1/namespaces` | list; create `{"name": …}` |
 //! | `POST /v1/packages` | upload an archive (body); returns its digest |
 //! | `GET /v1/namespaces/{ns}/services` | list services |
@@ -27,7 +28,7 @@ use updraft_model::DeploySpec;
 use updraft_runtime::logs::{read_logs, service_log_dir, LogQuery};
 
 use crate::platform::Platform;
-use crate::views::{rfc3339_us, LogLineView, NamespaceView, PackageView, ServiceView};
+use crate::views::{rfc3339_us, InfoView, LogLineView, NamespaceView, PackageView, ServiceView};
 use crate::ApiError;
 
 type Shared = State<Arc<Platform>>;
@@ -35,6 +36,7 @@ type Shared = State<Arc<Platform>>;
 pub fn router(platform: Arc<Platform>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/info", get(info))
         .route("/v1/namespaces", get(list_namespaces).post(create_namespace))
         .route("/v1/packages", post(upload_package))
         .route("/v1/namespaces/{ns}/services", get(list_services))
@@ -44,6 +46,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         )
         .route("/v1/namespaces/{ns}/services/{name}/logs", get(logs))
         .route("/v1/namespaces/{ns}/services/{name}/invoke", any(invoke))
+        .route("/v1/namespaces/{ns}/services/{name}/invoke/", any(invoke))
         .route("/v1/namespaces/{ns}/services/{name}/invoke/{*path}", any(invoke))
         .with_state(platform)
 }
@@ -51,6 +54,17 @@ pub fn router(platform: Arc<Platform>) -> Router {
 /// Parses a JSON body so that errors name the field, unlike the stock extractor.
 fn json_body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("body", format!("invalid JSON body: {e}")))
+}
+
+async fn info(State(p): Shared) -> Json<InfoView> {
+    Json(InfoView {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        domain: p.config.domain.clone(),
+        gateway: p.config.gateway_addr.to_string(),
+        max_package_bytes: p.config.max_package_bytes,
+        max_unpacked_bytes: p.config.max_unpacked_bytes,
+        cgroup: p.cgroup_version.to_string(),
+    })
 }
 
 async fn list_namespaces(State(p): Shared) -> Result<Json<Vec<NamespaceView>>, ApiError> {

@@ -23,6 +23,20 @@ impl Platform {
         name: &str,
         spec: DeploySpec,
     ) -> Result<ServiceView, ApiError> {
+        let digest = spec.package.clone();
+        let result = self.deploy_revision(namespace, name, spec).await;
+        if result.is_err() {
+            self.discard_package_if_unused(&digest);
+        }
+        result
+    }
+
+    async fn deploy_revision(
+        self: &Arc<Self>,
+        namespace: &str,
+        name: &str,
+        spec: DeploySpec,
+    ) -> Result<ServiceView, ApiError> {
         validate_namespace_name("namespace", namespace)?;
         validate_service_name("name", name)?;
         let overrides = spec.validate()?;
@@ -38,6 +52,8 @@ impl Platform {
                 ),
             ));
         }
+        let _package = self.use_package(&overrides.package_digest);
+        let _package = self.use_package(&overrides.package_digest);
         let lock = self.deploy_lock(namespace, name);
         let _held = lock.lock().await;
         let generation = self.store.next_revision_generation(namespace, name)?;

@@ -56,6 +56,23 @@ impl RevisionState {
 
 type RevisionId = (String, String);
 
+pub struct PackageInUse {
+    platform: Arc<Platform>,
+    digest: String,
+}
+
+impl Drop for PackageInUse {
+    fn drop(&mut self) {
+        let mut in_use = self.platform.packages_in_use.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = in_use.get_mut(&self.digest) {
+            *count -= 1;
+            if *count == 0 {
+                in_use.remove(&self.digest);
+            }
+        }
+    }
+}
+
 pub struct Platform {
     pub config: ServerConfig,
     pub paths: Paths,
@@ -66,6 +83,8 @@ pub struct Platform {
     pub cgroup_version: &'static str,
     revisions: RwLock<HashMap<RevisionId, Arc<RevisionState>>>,
     deploy_locks: Mutex<HashMap<RevisionId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Package digests that deploys under way are using, with how many use each.
+    packages_in_use: Mutex<HashMap<String, usize>>,
     pokes: mpsc::UnboundedSender<RevisionKey>,
 }
 
@@ -120,6 +139,7 @@ impl Platform {
             cgroup_version,
             revisions: RwLock::new(HashMap::new()),
             deploy_locks: Mutex::new(HashMap::new()),
+            packages_in_use: Mutex::new(HashMap::new()),
             pokes: tx,
         });
         platform.load_revisions()?;
@@ -217,6 +237,35 @@ impl Platform {
             .entry((namespace.to_string(), service.to_string()))
             .or_default()
             .clone()
+    }
+
+    /// Marks a package as used by a deploy until the guard drops.
+    pub fn use_package(self: &Arc<Self>, digest: &str) -> PackageInUse {
+        *self
+            .packages_in_use
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(digest.to_string())
+            .or_default() += 1;
+        PackageInUse {
+            platform: self.clone(),
+            digest: digest.to_string(),
+        }
+    }
+
+    /// Drops a package that no revision and no deploy under way uses: a failed deploy
+    /// leaves nothing behind.
+    pub fn discard_package_if_unused(&self, digest: &str) {
+        let in_use = self.packages_in_use.lock().unwrap_or_else(|p| p.into_inner());
+        if in_use.contains_key(digest) {
+            return;
+        }
+        if let Ok(unused) = self.store.unreferenced_blobs(i64::MAX) {
+            if unused.iter().any(|d| d == digest) {
+                let _ = fs::remove_file(self.paths.blob(digest));
+                let _ = self.store.delete_blob(digest);
+            }
+        }
     }
 
     pub fn poke(&self, state: &RevisionState) {

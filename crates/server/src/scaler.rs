@@ -116,6 +116,7 @@ impl Platform {
             in_flight: state.endpoints.in_flight(),
             waiting: state.endpoints.waiting(),
             instances: live.len() as u32,
+            starting: live.iter().filter(|m| !m.ready.load(Ordering::Relaxed)).count() as u32,
             last_active_us: state.endpoints.last_active_us(),
             routable: state.routable.load(Ordering::Relaxed),
         };

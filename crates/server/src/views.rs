@@ -4,6 +4,17 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// What a client may want to know about the server before it sends work.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InfoView {
+    pub version: String,
+    pub domain: String,
+    pub gateway: String,
+    pub max_package_bytes: u64,
+    pub max_unpacked_bytes: u64,
+    pub cgroup: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PackageView {
     pub digest: String,

@@ -1,0 +1,105 @@
+//! Crashes and restarts: nothing accepted is lost, nothing of the old run keeps running.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn kill_9_then_restart_keeps_services_and_leaves_no_instances() {
+    let mut server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    server.deploy("survivor", &app, &[]);
+    let (_tmp2, node) = fixture("node");
+    server.deploy("other", &node, &[]);
+    server.deploy("other", &node, &["--env", "GREETING=v2"]);
+    assert_eq!(server.get("survivor", "/").status, 200);
+    let old_pids: Vec<u32> = ["survivor", "other"]
+        .iter()
+        .flat_map(|s| instance_pids(&server.json(&["service", s])))
+        .collect();
+    assert!(!old_pids.is_empty());
+
+    server.kill9();
+    assert!(
+        wait_dead(&old_pids, Duration::from_secs(5)),
+        "instances outlived kill -9 of the server: {old_pids:?}"
+    );
+
+    server.restart();
+    let services = server.json(&["services"]);
+    let names: Vec<&str> = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["other", "survivor"]);
+    assert_eq!(services[0]["latest_revision"], "other-00002");
+    assert_eq!(
+        server.json(&["service", "other"])["revisions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(server.get("survivor", "/after").body, "python survivor-00001 /after");
+    assert_eq!(server.get("other", "/").body, "node other-00002 / greeting=v2");
+
+    // The next deploy continues the numbering the store kept.
+    server.deploy("other", &node, &[]);
+    assert_eq!(server.get("other", "/").body, "node other-00003 / greeting=");
+}
+
+#[test]
+fn restart_reaps_instance_children_left_by_a_crashed_run() {
+    let mut server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    // A shell command whose real server is a grandchild: PDEATHSIG does not reach it.
+    std::fs::write(app.join("updraft.yaml"), "run: python3 main.py & wait\n").unwrap();
+    server.deploy("nested", &app, &[]);
+    let pid = server.get("nested", "/env/UPDRAFT_SERVICE");
+    assert_eq!(pid.body, "nested");
+    let data = server.data.clone();
+    let grandchildren: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let cwd = std::fs::read_link(format!("/proc/{p}/cwd")).unwrap_or_default();
+            cwd.starts_with(&data)
+                && std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .unwrap_or_default()
+                    .contains("main.py")
+        })
+        .collect();
+    assert!(!grandchildren.is_empty(), "the python grandchild is running");
+
+    server.kill9();
+    server.restart();
+    assert!(
+        wait_dead(&grandchildren, Duration::from_secs(5)),
+        "restart did not reap {grandchildren:?}"
+    );
+    assert_eq!(server.get("nested", "/env/UPDRAFT_SERVICE").body, "nested");
+}
+
+#[test]
+fn sigterm_drains_requests_in_flight_then_stops_instances() {
+    let mut server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    server.deploy("slow", &app, &[]);
+    let pids = instance_pids(&server.json(&["service", "slow"]));
+    let gateway = server.gateway;
+    let in_flight = std::thread::spawn(move || http(gateway, "GET", &Server::host("slow"), "/slow", &[], b"").unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    let status = server.terminate();
+    assert!(status.success(), "server exit status {status}");
+    let r = in_flight.join().unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "slow done"));
+    assert!(
+        wait_dead(&pids, Duration::from_secs(5)),
+        "instances left after shutdown"
+    );
+}
