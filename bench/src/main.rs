@@ -1,1 +1,45 @@
-fn main() {}
+//! Benchmarks of the `updraft` binary, each against a baseline measured in the same run.
+//! They print a table and write JSON; they assert nothing about speed.
+
+mod apps;
+mod coldstart;
+mod stats;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Updraft benchmarks")]
+struct Cli {
+    /// The updraft binary to measure (build it with --release).
+    #[arg(long, default_value = "target/release/updraft")]
+    updraft: PathBuf,
+    /// Where JSON results go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// N services at zero cold-started by N simultaneous requests, versus starting the
+    /// same N commands directly and polling their ports.
+    Coldstart {
+        /// Comma-separated service counts.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,50,100")]
+        sizes: Vec<usize>,
+        /// Comma-separated app kinds: python, node, java, static.
+        #[arg(long, value_delimiter = ',', default_value = "python,java")]
+        kinds: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    std::fs::create_dir_all(&cli.out)?;
+    match cli.scenario {
+        Scenario::Coldstart { sizes, kinds } => coldstart::run(&cli.updraft, &cli.out, &sizes, &kinds),
+    }
+}

@@ -372,21 +372,11 @@ impl Platform {
         let _held = lock.lock().await;
         let revisions = self.store.delete_service(namespace, name)?;
         self.rebuild_routes();
-        let mut stops = Vec::new();
-        for revision in &revisions {
-            if let Some(state) = self.unregister(namespace, &revision.name) {
-                for managed in state.instances() {
-                    let platform = self.clone();
-                    let state = state.clone();
-                    stops.push(tokio::spawn(
-                        async move { platform.stop_instance(&state, &managed).await },
-                    ));
-                }
-            }
-        }
-        for stop in stops {
-            let _ = stop.await;
-        }
+        let states = revisions
+            .iter()
+            .filter_map(|r| self.unregister(namespace, &r.name))
+            .collect();
+        self.stop_revisions(states).await;
         for revision in &revisions {
             let _ = fs::remove_dir_all(self.paths.revision_dir(namespace, &revision.name));
         }
@@ -399,9 +389,10 @@ impl Platform {
         Ok(())
     }
 
-    async fn stop_everything(self: &Arc<Self>) {
+    /// Stops every instance of the given revisions, all at once.
+    async fn stop_revisions(self: &Arc<Self>, states: Vec<Arc<RevisionState>>) {
         let mut stops = Vec::new();
-        for state in self.all_revision_states() {
+        for state in states {
             for managed in state.instances() {
                 let platform = self.clone();
                 let state = state.clone();
@@ -464,6 +455,6 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     }
     let _ = api.await;
     let _ = scaler.await;
-    platform.stop_everything().await;
+    platform.stop_revisions(platform.all_revision_states()).await;
     Ok(())
 }

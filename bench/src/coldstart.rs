@@ -1,0 +1,292 @@
+//! `coldstart`: time to first response of N services at zero hit by N simultaneous
+//! requests through Updraft, against starting the same N commands directly and
+//! polling their ports until they answer (no platform).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::apps::{build, App};
+use crate::stats::{summarize, Summary};
+
+#[derive(Serialize)]
+struct Row {
+    kind: String,
+    services: usize,
+    updraft: Summary,
+    direct: Summary,
+    /// Updraft's mean over the direct mean.
+    ratio_mean: f64,
+    ratio_p50: f64,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// One HTTP/1.0 GET; returns the status.
+fn get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(600)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply)?;
+    let text = String::from_utf8_lossy(&reply);
+    Ok(text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
+struct Server {
+    child: Child,
+    api: String,
+    gateway: SocketAddr,
+    _data: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(updraft: &Path) -> anyhow::Result<Server> {
+        let data = tempfile::tempdir()?;
+        let gateway: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let api_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let child = Command::new(updraft)
+            .args(["server", "--data-dir"])
+            .arg(data.path())
+            .args([
+                "--gateway-addr",
+                &gateway.to_string(),
+                "--api-addr",
+                &api_addr.to_string(),
+            ])
+            .args([
+                "--activator-timeout",
+                "600s",
+                "--ready-timeout",
+                "600s",
+                "--stop-grace",
+                "2s",
+            ])
+            .env("UPDRAFT_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", updraft.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(api_addr, "api", "/healthz").ok() != Some(200) {
+            if Instant::now() > deadline {
+                bail!("updraft server did not come up");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Server {
+            child,
+            api: format!("http://{api_addr}"),
+            gateway,
+            _data: data,
+        })
+    }
+
+    fn cli(&self, updraft: &Path, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(updraft)
+            .args(args)
+            .env("UPDRAFT_API", &self.api)
+            .output()?;
+        if !out.status.success() {
+            bail!("updraft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn stop(mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `work(i)` on N threads released at the same instant; returns each one's time.
+fn simultaneously(
+    n: usize,
+    work: impl Fn(usize) -> anyhow::Result<()> + Send + Sync + 'static,
+) -> anyhow::Result<Vec<f64>> {
+    let barrier = Arc::new(Barrier::new(n));
+    let work = Arc::new(work);
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let barrier = barrier.clone();
+            let work = work.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let started = Instant::now();
+                work(i).map(|_| started.elapsed().as_secs_f64() * 1000.0)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().map_err(|_| anyhow::anyhow!("worker panicked"))?)
+        .collect()
+}
+
+fn through_updraft(updraft: &Path, app: &App, n: usize) -> anyhow::Result<Vec<f64>> {
+    let server = Server::start(updraft)?;
+    let dir = app.dir.to_str().context("app path is not UTF-8")?.to_string();
+    // Deploy a few at a time: each deploy starts and checks a first instance.
+    for chunk in (0..n).collect::<Vec<_>>().chunks(4) {
+        let deploys: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                let args = ["deploy", &format!("svc-{i}"), &dir, "--scale-to-zero-after", "1s"].map(String::from);
+                let updraft = updraft.to_path_buf();
+                let api = server.api.clone();
+                std::thread::spawn(move || {
+                    Command::new(updraft)
+                        .args(&args)
+                        .env("UPDRAFT_API", api)
+                        .stdout(Stdio::null())
+                        .status()
+                })
+            })
+            .collect();
+        for d in deploys {
+            let status = d.join().map_err(|_| anyhow::anyhow!("deploy thread panicked"))??;
+            if !status.success() {
+                bail!("a deploy failed");
+            }
+        }
+    }
+    // Every service back at zero before the measured burst.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let list: serde_json::Value = serde_json::from_str(&server.cli(updraft, &["services", "--output", "json"])?)?;
+        let instances: u64 = (0..n)
+            .map(|i| {
+                let svc: serde_json::Value = serde_json::from_str(
+                    &server
+                        .cli(updraft, &["service", &format!("svc-{i}"), "--output", "json"])
+                        .unwrap_or_default(),
+                )
+                .unwrap_or_default();
+                svc["revisions"][0]["instances"]
+                    .as_array()
+                    .map_or(0, |a| a.len() as u64)
+            })
+            .sum();
+        if list.as_array().is_some_and(|a| a.len() == n) && instances == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("services did not scale to zero");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let gateway = server.gateway;
+    let times = simultaneously(n, move |i| {
+        match get(gateway, &format!("svc-{i}.default.localhost"), "/")? {
+            200 => Ok(()),
+            status => bail!("svc-{i} answered {status}"),
+        }
+    });
+    server.stop();
+    times
+}
+
+fn directly(app: &App, n: usize) -> anyhow::Result<Vec<f64>> {
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let children = Arc::new(std::sync::Mutex::new(Vec::<Child>::new()));
+    let command = app.command.clone();
+    let dir = app.dir.clone();
+    let spawned = children.clone();
+    let times = simultaneously(n, move |i| {
+        let child = Command::new(&command[0])
+            .args(&command[1..])
+            .current_dir(&dir)
+            .env("PORT", ports[i].to_string())
+            .env("K_REVISION", format!("svc-{i}-00001"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        spawned.lock().unwrap_or_else(|p| p.into_inner()).push(child);
+        let addr: SocketAddr = ([127, 0, 0, 1], ports[i]).into();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        // The same tight poll the platform's readiness probe uses.
+        loop {
+            if let Ok(200) = get(addr, "direct", "/") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("direct start {i} never answered");
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    });
+    for mut child in children.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    times
+}
+
+pub fn run(updraft: &Path, out: &Path, sizes: &[usize], kinds: &[String]) -> anyhow::Result<()> {
+    if !updraft.exists() {
+        bail!(
+            "{} not found; build it with `cargo build --release -p updraft`",
+            updraft.display()
+        );
+    }
+    let work = tempfile::tempdir()?;
+    let mut rows = Vec::new();
+    println!(
+        "{:<7} {:>4} | {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} {:>9} | {:>6}",
+        "app", "N", "mean", "p50", "p99", "min", "max", "mean", "p50", "p99", "min", "max", "ratio"
+    );
+    println!(
+        "{:<12} | {:^49} | {:^49} |",
+        "", "through updraft (ms)", "started directly (ms)"
+    );
+    for kind in kinds {
+        let app = build(kind, work.path())?;
+        for &n in sizes {
+            let updraft_ms = through_updraft(updraft, &app, n)?;
+            let direct_ms = directly(&app, n)?;
+            let (u, d) = (summarize(&updraft_ms), summarize(&direct_ms));
+            let row = Row {
+                kind: kind.clone(),
+                services: n,
+                ratio_mean: u.mean_ms / d.mean_ms,
+                ratio_p50: u.p50_ms / d.p50_ms,
+                updraft: u,
+                direct: d,
+            };
+            println!(
+                "{:<7} {:>4} | {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} | {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} | {:>6.2}",
+                row.kind,
+                n,
+                row.updraft.mean_ms,
+                row.updraft.p50_ms,
+                row.updraft.p99_ms,
+                row.updraft.min_ms,
+                row.updraft.max_ms,
+                row.direct.mean_ms,
+                row.direct.p50_ms,
+                row.direct.p99_ms,
+                row.direct.min_ms,
+                row.direct.max_ms,
+                row.ratio_mean
+            );
+            rows.push(row);
+        }
+    }
+    let path = out.join("coldstart.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&serde_json::json!({ "scenario": "coldstart", "results": rows }))?,
+    )?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
