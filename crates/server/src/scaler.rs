@@ -38,6 +38,8 @@ pub struct ManagedInstance {
     pub instance: Instance,
     /// When the platform asked for it, for the cold-start time.
     pub began: Instant,
+    /// How long the runtime took to create it (cgroup, process), within the cold start.
+    pub spawned: Duration,
     pub endpoint: Arc<Endpoint>,
     pub ready: AtomicBool,
     pub stopping: AtomicBool,
@@ -150,6 +152,7 @@ impl Platform {
     /// Starts one instance's process and counts it at once, so a burst of pokes
     /// before it is ready does not start more.
     pub fn launch(self: &Arc<Self>, state: &Arc<RevisionState>) -> Result<Arc<ManagedInstance>, String> {
+        let began = Instant::now();
         let revision = &state.revision;
         let config = &revision.config;
         let spec = InstanceSpec {
@@ -176,7 +179,8 @@ impl Platform {
                 port: instance.port,
                 in_flight: Default::default(),
             }),
-            began: Instant::now(),
+            began,
+            spawned: began.elapsed(),
             instance,
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -207,7 +211,12 @@ impl Platform {
                     ready,
                     cause,
                 });
-                tracing::info!(instance = %managed.instance.id, ready_ms = ready.as_secs_f64() * 1000.0, "instance ready");
+                tracing::info!(
+                    instance = %managed.instance.id,
+                    ready_ms = ready.as_secs_f64() * 1000.0,
+                    spawn_ms = managed.spawned.as_secs_f64() * 1000.0,
+                    "instance ready"
+                );
                 if !managed.stopping.load(Ordering::Relaxed) {
                     state.endpoints.add_ready(managed.endpoint.clone());
                 }
