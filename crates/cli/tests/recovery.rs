@@ -103,3 +103,32 @@ fn sigterm_drains_requests_in_flight_then_stops_instances() {
         "instances left after shutdown"
     );
 }
+
+#[test]
+fn a_second_server_on_the_same_data_dir_refuses_to_start() {
+    let server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    server.deploy("kept", &app, &[]);
+    let out = std::process::Command::new(BIN)
+        .args(["server", "--data-dir"])
+        .arg(&server.data)
+        .args([
+            "--gateway-addr",
+            &format!("127.0.0.1:{}", free_port()),
+            "--api-addr",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another updraft server is using the data directory"),
+        "{stderr}"
+    );
+    assert_eq!(
+        server.get("kept", "/").status,
+        200,
+        "the first server's instances are untouched"
+    );
+}

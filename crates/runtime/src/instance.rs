@@ -32,6 +32,8 @@ pub trait InstanceControl: Send + Sync {
     fn kill(&self);
     /// Releases what the instance held once it has exited.
     fn cleanup(&self);
+    /// The processes that belong to the instance now.
+    fn pids(&self) -> Vec<i32>;
 }
 
 /// One running copy of a revision.
@@ -44,6 +46,7 @@ pub struct Instance {
     pub(crate) exit: watch::Receiver<Option<ExitInfo>>,
     pub(crate) tail: Arc<LogTail>,
     pub(crate) control: Box<dyn InstanceControl>,
+    pub(crate) _port: crate::PortLease,
 }
 
 impl Instance {
@@ -63,6 +66,12 @@ impl Instance {
             code: None,
             signal: None,
         })
+    }
+
+    /// Whether one of the instance's own processes listens on its port (and not some
+    /// other process that took the port first).
+    pub fn listens(&self) -> bool {
+        crate::listeners::port_owned_by(self.port, &self.control.pids())
     }
 
     /// The last lines the instance wrote, oldest first.

@@ -8,8 +8,10 @@
 
 pub mod cgroup;
 mod instance;
+mod listeners;
 pub mod logs;
 pub mod package;
+mod ports;
 mod probe;
 mod process;
 
@@ -17,6 +19,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use instance::{ExitInfo, Instance, InstanceControl};
+pub use ports::{PortAllocator, PortLease};
 pub use probe::{wait_ready, NotReady};
 pub use process::ProcessRuntime;
 
@@ -31,15 +34,14 @@ pub struct InstanceSpec {
     /// The user's variables; the driver adds the instance contract's own.
     pub env: BTreeMap<String, String>,
     pub workdir: PathBuf,
-    pub port: u16,
     pub limits: cgroup::Limits,
 }
 
 impl InstanceSpec {
     /// The variables of the instance contract (Knative's and Updraft's names).
-    pub fn contract_env(&self) -> Vec<(&'static str, String)> {
+    pub fn contract_env(&self, port: u16) -> Vec<(&'static str, String)> {
         vec![
-            ("PORT", self.port.to_string()),
+            ("PORT", port.to_string()),
             ("K_SERVICE", self.service.clone()),
             ("K_REVISION", self.revision.clone()),
             ("K_CONFIGURATION", self.service.clone()),
@@ -61,14 +63,9 @@ pub enum RuntimeError {
 pub trait Runtime: Send + Sync + 'static {
     /// The runtime kind: `process`, `oci`, `wasm`, `function`.
     fn kind(&self) -> &'static str;
-    /// Starts an instance; returns once it exists, before it is ready.
+    /// Starts an instance on a port the driver chooses; returns once it exists, before
+    /// it is ready.
     fn start(&self, spec: InstanceSpec) -> Result<Instance, RuntimeError>;
     /// Kills whatever instances an earlier run of this server left behind.
     fn reap_leftovers(&self) -> usize;
-}
-
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> std::io::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
 }

@@ -37,8 +37,8 @@ impl std::fmt::Display for NotReady {
 /// application's own start time.
 const PROBE_INTERVAL: Duration = Duration::from_micros(500);
 
-/// Waits until the instance accepts a TCP connection on its port, or exits, or the
-/// timeout passes. Returns how long it took.
+/// Waits until the instance accepts a TCP connection on its port, from a socket one of
+/// its own processes holds, or exits, or the timeout passes. Returns how long it took.
 pub async fn wait_ready(instance: &Instance, timeout: Duration) -> Result<Duration, NotReady> {
     let start = Instant::now();
     let mut exit = instance.exit_watch();
@@ -51,7 +51,7 @@ pub async fn wait_ready(instance: &Instance, timeout: Duration) -> Result<Durati
                 last_lines: instance.recent_logs(),
             });
         }
-        if TcpStream::connect(("127.0.0.1", instance.port)).await.is_ok() {
+        if TcpStream::connect(("127.0.0.1", instance.port)).await.is_ok() && instance.listens() {
             return Ok(start.elapsed());
         }
         if start.elapsed() >= timeout {

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::cgroup::{Cgroups, InstanceCgroup, Layout};
 use crate::instance::{ExitInfo, Instance, InstanceControl};
 use crate::logs::{capture, service_log_dir, LogFile, LogTail};
-use crate::{InstanceSpec, Runtime, RuntimeError};
+use crate::{InstanceSpec, PortAllocator, Runtime, RuntimeError};
 
 /// Variables passed from the server's environment to instances, so interpreters are
 /// found and behave; everything else (credentials above all) stays with the server.
@@ -35,6 +35,7 @@ pub const INHERITED_ENV: &[&str] = &[
 
 pub struct ProcessRuntime {
     cgroups: Cgroups,
+    ports: PortAllocator,
     logs_dir: PathBuf,
     /// Holds one file per live instance naming its process group, for reaping.
     run_dir: PathBuf,
@@ -48,6 +49,7 @@ impl ProcessRuntime {
         fs::create_dir_all(&run_dir)?;
         Ok(ProcessRuntime {
             cgroups: Cgroups::detect(cgroup_parent),
+            ports: PortAllocator::default(),
             logs_dir,
             run_dir,
         })
@@ -82,6 +84,29 @@ impl InstanceControl for ProcessControl {
         }
         let _ = fs::remove_file(&self.pid_file);
     }
+
+    fn pids(&self) -> Vec<i32> {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.pids(),
+            None => process_group_members(self.pgid.as_raw()),
+        }
+    }
+}
+
+/// Processes whose process group is `pgid` (field 5 of `/proc/PID/stat`).
+fn process_group_members(pgid: i32) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| stat[stat.rfind(')')? + 2..].split(' ').nth(2)?.parse::<i32>().ok())
+                == Some(pgid)
+        })
+        .collect()
 }
 
 /// Process start time in clock ticks since boot (field 22 of `/proc/PID/stat`), which
@@ -106,6 +131,7 @@ impl Runtime for ProcessRuntime {
     }
 
     fn start(&self, spec: InstanceSpec) -> Result<Instance, RuntimeError> {
+        let port = self.ports.allocate()?;
         let cgroup = match self.cgroups.layout() {
             Layout::None => None,
             _ => match self.cgroups.create(&spec.id, spec.limits) {
@@ -133,7 +159,7 @@ impl Runtime for ProcessRuntime {
             }
         }
         cmd.envs(&spec.env);
-        cmd.envs(spec.contract_env());
+        cmd.envs(spec.contract_env(port.port));
         // SAFETY: only async-signal-safe calls (prctl, open, write, close) on
         // memory prepared before fork.
         unsafe {
@@ -204,7 +230,7 @@ impl Runtime for ProcessRuntime {
 
         Ok(Instance {
             id: spec.id,
-            port: spec.port,
+            port: port.port,
             pid,
             started_at: SystemTime::now(),
             cgroup: cgroup.clone(),
@@ -215,6 +241,7 @@ impl Runtime for ProcessRuntime {
                 cgroup,
                 pid_file,
             }),
+            _port: port,
         })
     }
 

@@ -82,6 +82,9 @@ pub struct Platform {
     pub gateway: Arc<Gateway>,
     pub cgroup_version: &'static str,
     revisions: RwLock<HashMap<RevisionId, Arc<RevisionState>>>,
+    /// Held for the server's life: a second server on the same data directory would
+    /// reap this one's instances at its start.
+    _data_dir_lock: fs::File,
     deploy_locks: Mutex<HashMap<RevisionId, Arc<tokio::sync::Mutex<()>>>>,
     /// Package digests that deploys under way are using, with how many use each.
     packages_in_use: Mutex<HashMap<String, usize>>,
@@ -94,6 +97,24 @@ impl Poke for ScalerPoke {
     fn poke(&self, revision: &Arc<RevisionEndpoints>) {
         let _ = self.0.send(revision.key.clone());
     }
+}
+
+fn lock_data_dir(paths: &Paths) -> anyhow::Result<fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = paths.root.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    // The kernel drops the lock when the process dies, kill -9 included.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!(
+            "another updraft server is using the data directory {}; stop it or pass another --data-dir",
+            paths.root.display()
+        );
+    }
+    Ok(file)
 }
 
 /// The cgroup of one data directory, so servers sharing a machine keep apart.
@@ -109,6 +130,7 @@ impl Platform {
         for dir in [&paths.root, &paths.blobs, &paths.revisions, &paths.logs, &paths.run] {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+        let data_dir_lock = lock_data_dir(&paths)?;
         // Half-written uploads and unpacks from a crashed run.
         let _ = fs::remove_dir_all(&paths.tmp);
         fs::create_dir_all(&paths.tmp)?;
@@ -138,6 +160,7 @@ impl Platform {
             gateway,
             cgroup_version,
             revisions: RwLock::new(HashMap::new()),
+            _data_dir_lock: data_dir_lock,
             deploy_locks: Mutex::new(HashMap::new()),
             packages_in_use: Mutex::new(HashMap::new()),
             pokes: tx,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use updraft_gateway::{Endpoint, RevisionKey};
 use updraft_runtime::logs::now_us;
-use updraft_runtime::{cgroup::Limits, free_port, wait_ready, Instance, InstanceSpec};
+use updraft_runtime::{cgroup::Limits, wait_ready, Instance, InstanceSpec};
 use updraft_scaling::{decide, RevisionLoad};
 
 use crate::platform::{Platform, RevisionState};
@@ -163,7 +163,6 @@ impl Platform {
             command: config.command.clone(),
             env: config.env.clone(),
             workdir: self.paths.revision_dir(&revision.namespace, &revision.name),
-            port: free_port().map_err(|e| format!("no free port: {e}"))?,
             limits: Limits {
                 memory_bytes: config.memory_bytes,
                 cpu_millis: config.cpu_millis,
