@@ -83,3 +83,38 @@ fn unknown_hosts_get_a_404_naming_the_host() {
         out.stderr
     );
 }
+
+#[test]
+fn the_memory_limit_is_enforced_by_the_kernel() {
+    let server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    server.deploy("hog", &app, &["--memory", "64Mi"]);
+    let before = instance_pids(&server.json(&["service", "hog"]));
+    let r = server.get("hog", "/hog");
+    assert_eq!(
+        r.status, 502,
+        "a 256 MiB allocation under a 64 MiB limit must not succeed: {}",
+        r.body
+    );
+    assert!(wait_dead(&before, Duration::from_secs(5)));
+    assert!(
+        server.log().contains("was killed by signal 9"),
+        "the OOM kill is reported: {}",
+        server.log()
+    );
+    assert_eq!(server.get("hog", "/ok").body, "python hog-00001 /ok");
+}
+
+#[test]
+fn large_request_bodies_stream_through() {
+    let server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    server.deploy("echo", &app, &[]);
+    let body = "x".repeat(4 << 20);
+    let r = server
+        .request("POST", &Server::host("echo"), "/upload", &[], body.as_bytes())
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), "echo POST /upload ".len() + body.len());
+    assert!(r.body.ends_with("xxxx"));
+}
