@@ -160,7 +160,22 @@ fn through_updraft(updraft: &Path, app: &App, n: usize) -> anyhow::Result<Vec<f6
             }
         }
     }
-    // Every service back at zero before the measured burst.
+    let mut times = Vec::new();
+    for _ in 0..rounds(n) {
+        wait_for_zero(&server, updraft, n)?;
+        let gateway = server.gateway;
+        times.extend(simultaneously(n, move |i| {
+            match get(gateway, &format!("svc-{i}.default.localhost"), "/")? {
+                200 => Ok(()),
+                status => bail!("svc-{i} answered {status}"),
+            }
+        })?);
+    }
+    server.stop();
+    Ok(times)
+}
+
+fn wait_for_zero(server: &Server, updraft: &Path, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let list: serde_json::Value = serde_json::from_str(&server.cli(updraft, &["services", "--output", "json"])?)?;
@@ -178,25 +193,29 @@ fn through_updraft(updraft: &Path, app: &App, n: usize) -> anyhow::Result<Vec<f6
             })
             .sum();
         if list.as_array().is_some_and(|a| a.len() == n) && instances == 0 {
-            break;
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!("services did not scale to zero");
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let gateway = server.gateway;
-    let times = simultaneously(n, move |i| {
-        match get(gateway, &format!("svc-{i}.default.localhost"), "/")? {
-            200 => Ok(()),
-            status => bail!("svc-{i} answered {status}"),
-        }
-    });
-    server.stop();
-    times
+}
+
+/// Bursts of N per row: enough that even N = 1 gives 10 samples.
+fn rounds(n: usize) -> usize {
+    10usize.div_ceil(n)
 }
 
 fn directly(app: &App, n: usize) -> anyhow::Result<Vec<f64>> {
+    let mut times = Vec::new();
+    for _ in 0..rounds(n) {
+        times.extend(direct_round(app, n)?);
+    }
+    Ok(times)
+}
+
+fn direct_round(app: &App, n: usize) -> anyhow::Result<Vec<f64>> {
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let children = Arc::new(std::sync::Mutex::new(Vec::<Child>::new()));
     let command = app.command.clone();
