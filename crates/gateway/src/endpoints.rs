@@ -92,10 +92,6 @@ impl RevisionEndpoints {
         self.ready.load().len()
     }
 
-    pub fn ready_instances(&self) -> Vec<Arc<Endpoint>> {
-        self.ready.load().iter().cloned().collect()
-    }
-
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }

@@ -47,7 +47,7 @@ struct UpdraftYaml {
     cpu: Option<String>,
 }
 
-pub const LOOKED_FOR: &str = "updraft.yaml with a `run:` command, a Procfile with a `web:` line, \
+const LOOKED_FOR: &str = "updraft.yaml with a `run:` command, a Procfile with a `web:` line, \
 a single *.jar, package.json with a \"start\" script or \"main\", main.py or app.py";
 
 /// Finds the command of a package by the documented rules, in order.

@@ -23,6 +23,12 @@ pub use ports::{PortAllocator, PortLease};
 pub use probe::{wait_ready, NotReady};
 pub use process::ProcessRuntime;
 
+/// Forking while this process holds a file open for writing would give the child a
+/// copy of that descriptor until its exec, and exec'ing that file anywhere then fails
+/// with "text file busy". Writers of package files hold this shared from create to
+/// close; spawning holds it exclusively across fork and exec.
+pub(crate) static FORK_LOCK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// Everything a driver needs to start one instance.
 #[derive(Debug, Clone)]
 pub struct InstanceSpec {

@@ -212,6 +212,7 @@ impl Writer {
 
     fn write_file(&mut self, rel: &Path, mode: u32, mut data: impl Read) -> Result<(), PackageError> {
         let full = self.prepare_parent(rel)?;
+        let _no_fork_while_open = crate::FORK_LOCK.read().unwrap_or_else(|p| p.into_inner());
         let mut out = File::create(&full)?;
         let remaining = self.limits.max_bytes - self.stats.bytes;
         let written = io::copy(&mut (&mut data).take(remaining + 1), &mut out).map_err(|e| {

@@ -175,7 +175,11 @@ impl Runtime for ProcessRuntime {
                 Ok(())
             });
         }
-        let mut child = match tokio::process::Command::from(cmd).spawn() {
+        let spawned = {
+            let _exclusive = crate::FORK_LOCK.write().unwrap_or_else(|p| p.into_inner());
+            tokio::process::Command::from(cmd).spawn()
+        };
+        let mut child = match spawned {
             Ok(child) => child,
             Err(source) => {
                 if let Some(c) = &cgroup {

@@ -126,7 +126,11 @@ fn cgroup_parent(paths: &Paths) -> String {
 
 impl Platform {
     fn open(config: ServerConfig) -> anyhow::Result<(Arc<Self>, mpsc::UnboundedReceiver<RevisionKey>)> {
-        let paths = Paths::new(&config.data_dir);
+        fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+        // Absolute from here on: instances run with their revision directory as working
+        // directory, where a relative path would point somewhere else.
+        let root = fs::canonicalize(&config.data_dir)?;
+        let paths = Paths::new(&root);
         for dir in [&paths.root, &paths.blobs, &paths.revisions, &paths.logs, &paths.run] {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }

@@ -67,9 +67,10 @@ impl Server {
             .open(self.dir.path().join("server.log"))
             .unwrap();
         let api_addr = self.api.trim_start_matches("http://").to_string();
+        // Relative, as `updraft server` is used by default (`.updraft`).
         let child = Command::new(BIN)
-            .args(["server", "--data-dir"])
-            .arg(&self.data)
+            .current_dir(self.dir.path())
+            .args(["server", "--data-dir", "data"])
             .args([
                 "--gateway-addr",
                 &self.gateway.to_string(),
