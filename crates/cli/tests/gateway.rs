@@ -98,7 +98,7 @@ fn the_memory_limit_is_enforced_by_the_kernel() {
     );
     assert!(wait_dead(&before, Duration::from_secs(5)));
     assert!(
-        server.log().contains("was killed by signal 9"),
+        server.wait_log("was killed by signal 9", Duration::from_secs(5)),
         "the OOM kill is reported: {}",
         server.log()
     );
