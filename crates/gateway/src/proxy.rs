@@ -87,6 +87,25 @@ fn unavailable(message: String, retry_after_s: u32) -> Response<GatewayBody> {
     response
 }
 
+/// Times a request that could not connect is tried again before 502.
+const CONNECT_RETRIES: u32 = 3;
+
+fn empty_body() -> GatewayBody {
+    Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync()
+}
+
+fn held_response(revision: &RevisionEndpoints, held: Held) -> Response<GatewayBody> {
+    let name = &revision.key.revision;
+    match held {
+        Held::Full => unavailable(
+            format!("revision {name} has too many requests waiting for an instance"),
+            1,
+        ),
+        Held::TimedOut => unavailable(format!("revision {name} has no ready instance yet"), 5),
+        Held::StartFailed(reason) => unavailable(format!("revision {name} could not start an instance: {reason}"), 5),
+    }
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -136,40 +155,7 @@ impl Gateway {
             return text(StatusCode::NOT_FOUND, format!("no service is routed at host {host:?}"));
         };
         revision.touch();
-        let endpoint = match ready_endpoint(&revision, self.poke.as_ref(), self.activator).await {
-            Ok(endpoint) => endpoint,
-            Err(Held::Full) => {
-                return unavailable(
-                    format!(
-                        "revision {} has too many requests waiting for an instance",
-                        revision.key.revision
-                    ),
-                    1,
-                )
-            }
-            Err(Held::TimedOut) => {
-                return unavailable(
-                    format!("revision {} has no ready instance yet", revision.key.revision),
-                    5,
-                )
-            }
-            Err(Held::StartFailed(reason)) => {
-                return unavailable(
-                    format!(
-                        "revision {} could not start an instance: {reason}",
-                        revision.key.revision
-                    ),
-                    5,
-                )
-            }
-        };
-        let guard = InFlight::new(revision, endpoint.clone());
         let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = match Uri::try_from(format!("http://127.0.0.1:{}{path}", endpoint.port)) {
-            Ok(uri) => uri,
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad request target: {e}")),
-        };
         strip_hop_by_hop(&mut parts.headers);
         // Instances are always spoken to in HTTP/1.1 with keep-alive, whatever the client
         // speaks: an HTTP/1.0 request would make the instance close a pooled connection.
@@ -189,26 +175,56 @@ impl Gateway {
         parts
             .headers
             .insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        let upstream = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
-        match self.client.request(upstream).await {
-            Ok(response) => {
-                let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                let body = body
-                    .map_err(BoxError::from)
-                    .map_frame(move |frame| {
-                        let _counted_until_body_ends = &guard;
-                        frame
-                    })
-                    .boxed_unsync();
-                Response::from_parts(parts, body)
-            }
-            Err(e) => {
-                let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
-                text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("instance {} failed to answer: {cause}", endpoint.instance),
-                )
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        // A request without a body can be sent again as it was.
+        let replayable = body.is_end_stream();
+        let mut body = Some(body.map_err(Into::into).boxed_unsync());
+
+        let mut attempt = 0;
+        loop {
+            let endpoint = match ready_endpoint(&revision, self.poke.as_ref(), self.activator).await {
+                Ok(endpoint) => endpoint,
+                Err(held) => return held_response(&revision, held),
+            };
+            let guard = InFlight::new(revision.clone(), endpoint.clone());
+            let uri = match Uri::try_from(format!("http://127.0.0.1:{}{path}", endpoint.port)) {
+                Ok(uri) => uri,
+                Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad request target: {e}")),
+            };
+            let mut upstream = Request::new(body.take().unwrap_or_else(empty_body));
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.uri_mut() = uri;
+            *upstream.version_mut() = parts.version;
+            *upstream.headers_mut() = parts.headers.clone();
+            match self.client.request(upstream).await {
+                Ok(response) => {
+                    let (mut parts, body) = response.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    let body = body
+                        .map_err(BoxError::from)
+                        .map_frame(move |frame| {
+                            let _counted_until_body_ends = &guard;
+                            frame
+                        })
+                        .boxed_unsync();
+                    return Response::from_parts(parts, body);
+                }
+                // Nothing reached the app: the instance is gone or going. Wait for the
+                // endpoints to change (it leaves rotation as soon as its exit is seen)
+                // and go through the activator again.
+                Err(e) if e.is_connect() && replayable && attempt < CONNECT_RETRIES => {
+                    attempt += 1;
+                    drop(guard);
+                    let changed = revision.ready_changed().notified();
+                    let _ = tokio::time::timeout(Duration::from_millis(50), changed).await;
+                }
+                Err(e) => {
+                    let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+                    return text(
+                        StatusCode::BAD_GATEWAY,
+                        format!("instance {} failed to answer: {cause}", endpoint.instance),
+                    );
+                }
             }
         }
     }

@@ -44,6 +44,8 @@ pub struct Instance {
     pub started_at: SystemTime,
     pub cgroup: Option<InstanceCgroup>,
     pub(crate) exit: watch::Receiver<Option<ExitInfo>>,
+    /// Turns true once the output written before exit has been captured.
+    pub(crate) logs_drained: watch::Receiver<bool>,
     pub(crate) tail: Arc<LogTail>,
     pub(crate) control: Box<dyn InstanceControl>,
     pub(crate) _port: crate::PortLease,
@@ -72,6 +74,12 @@ impl Instance {
     /// other process that took the port first).
     pub fn listens(&self) -> bool {
         crate::listeners::port_owned_by(self.port, &self.control.pids())
+    }
+
+    /// Waits until the output of an exited instance has been captured.
+    pub async fn logs_drained(&self) {
+        let mut rx = self.logs_drained.clone();
+        let _ = rx.wait_for(|done| *done).await;
     }
 
     /// The last lines the instance wrote, oldest first.

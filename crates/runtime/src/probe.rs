@@ -44,8 +44,8 @@ pub async fn wait_ready(instance: &Instance, timeout: Duration) -> Result<Durati
     let mut exit = instance.exit_watch();
     loop {
         if let Some(exit) = instance.exited() {
-            // Let the log readers drain what the process wrote before it died.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Its last words explain the exit: wait until they are captured.
+            instance.logs_drained().await;
             return Err(NotReady::Exited {
                 exit,
                 last_lines: instance.recent_logs(),

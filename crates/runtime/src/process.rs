@@ -209,6 +209,7 @@ impl Runtime for ProcessRuntime {
             tokio::spawn(capture(stderr, "stderr", log.clone(), tail.clone())),
         ];
         let (exit_tx, exit_rx) = watch::channel(None);
+        let (drained_tx, drained_rx) = watch::channel(false);
         let id = spec.id.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
@@ -226,10 +227,13 @@ impl Runtime for ProcessRuntime {
                 },
             };
             tracing::debug!(instance = %id, "instance {info}");
-            // Output written just before exit is still in the pipes; let it land first,
-            // but a grandchild holding the pipe open must not delay the report.
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(50), futures_join(readers)).await;
+            // Reported at once: the instance must leave rotation before another request
+            // is sent to it.
             let _ = exit_tx.send(Some(info));
+            // Output written just before exit is still in the pipes. A grandchild holding
+            // them open must not delay this for long.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), futures_join(readers)).await;
+            let _ = drained_tx.send(true);
         });
 
         Ok(Instance {
@@ -239,6 +243,7 @@ impl Runtime for ProcessRuntime {
             started_at: SystemTime::now(),
             cgroup: cgroup.clone(),
             exit: exit_rx,
+            logs_drained: drained_rx,
             tail,
             control: Box::new(ProcessControl {
                 pgid: Pid::from_raw(pid as i32),
