@@ -222,9 +222,15 @@ fn direct_round(app: &App, n: usize) -> anyhow::Result<Vec<f64>> {
     let dir = app.dir.clone();
     let spawned = children.clone();
     let times = simultaneously(n, move |i| {
+        // The environment an instance gets, so both sides start the same program alike.
+        let inherited = updraft_runtime::INHERITED_ENV
+            .iter()
+            .filter_map(|k| Some((*k, std::env::var_os(k)?)));
         let child = Command::new(&command[0])
             .args(&command[1..])
             .current_dir(&dir)
+            .env_clear()
+            .envs(inherited)
             .env("PORT", ports[i].to_string())
             .env("K_REVISION", format!("svc-{i}-00001"))
             .stdout(Stdio::null())

@@ -136,9 +136,12 @@ impl Cgroups {
             Layout::V2(root) => {
                 let parent = root.join(&self.parent);
                 fs::create_dir_all(&parent)?;
-                // Controllers must be enabled on every level above the instance group.
+                // Controllers must be enabled on every level above the instance group, one
+                // at a time: a write naming one the kernel lacks would enable none.
                 for dir in [root.as_path(), parent.as_path()] {
-                    let _ = fs::write(dir.join("cgroup.subtree_control"), "+memory +cpu +pids");
+                    for controller in ["+memory", "+cpu", "+pids"] {
+                        let _ = fs::write(dir.join("cgroup.subtree_control"), controller);
+                    }
                 }
                 let dir = &group.dirs[0];
                 fs::create_dir(dir)?;
@@ -288,6 +291,58 @@ mod tests {
 31 25 0:28 / /sys/fs/cgroup/cpu,cpuacct rw shared:15 - cgroup cgroup rw,cpu,cpuacct
 32 25 0:29 / /sys/fs/cgroup/pids rw shared:16 - cgroup cgroup rw,pids
 ";
+    /// Where a cgroup2 hierarchy is mounted: the root on v2 machines, `unified` on hybrid.
+    fn cgroup2_mount() -> Option<PathBuf> {
+        let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+        text.lines().find_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let mount_point = before.split(' ').nth(4)?;
+            after.starts_with("cgroup2 ").then(|| PathBuf::from(mount_point))
+        })
+    }
+
+    #[test]
+    fn v2_groups_hold_kill_and_remove_processes() {
+        let root = cgroup2_mount().expect("a cgroup2 hierarchy is mounted (v2, or hybrid's unified)");
+        let controllers = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        let can_limit = controllers.contains("memory") && controllers.contains("cpu");
+        let cgroups = Cgroups {
+            layout: Layout::V2(root.clone()),
+            parent: format!("updraft-test-{}", std::process::id()),
+        };
+        let limits = if can_limit {
+            Limits {
+                memory_bytes: Some(64 << 20),
+                cpu_millis: Some(500),
+            }
+        } else {
+            Limits::default()
+        };
+        let group = cgroups.create("instance", limits).unwrap();
+        assert_eq!(group.dirs, [root.join(&cgroups.parent).join("instance")]);
+        if can_limit {
+            assert_eq!(
+                fs::read_to_string(group.dirs[0].join("memory.max")).unwrap().trim(),
+                (64u64 << 20).to_string()
+            );
+            assert_eq!(
+                fs::read_to_string(group.dirs[0].join("cpu.max")).unwrap().trim(),
+                "50000 100000"
+            );
+        }
+
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        fs::write(group.dirs[0].join("cgroup.procs"), child.id().to_string()).unwrap();
+        assert_eq!(group.pids(), [child.id() as i32]);
+        group.kill_all();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+        group.remove();
+        assert!(!group.dirs[0].exists());
+        assert_eq!(cgroups.reap_all(), 0);
+        fs::remove_dir(root.join(&cgroups.parent)).unwrap();
+    }
+
     const V2: &str = "\
 30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
 ";

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 pub use instance::{ExitInfo, Instance, InstanceControl};
 pub use ports::{PortAllocator, PortLease};
 pub use probe::{wait_ready, NotReady};
-pub use process::ProcessRuntime;
+pub use process::{ProcessRuntime, INHERITED_ENV};
 
 /// Forking while this process holds a file open for writing would give the child a
 /// copy of that descriptor until its exec, and exec'ing that file anywhere then fails
