@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -55,14 +55,27 @@ impl RevisionEndpoints {
         })
     }
 
-    /// Round-robin over the ready instances.
+    /// Round-robin over the ready instances; the endpoint returned is already counted
+    /// in flight, and the caller must release it (the proxy's guard does).
+    ///
+    /// Scale-down takes an endpoint out of rotation and then reads its count; here the
+    /// count goes up first and membership is checked after. With a fence between the
+    /// two steps on both sides, one of them always sees the other, so no request is
+    /// sent to an instance that is being stopped.
     pub fn pick(&self) -> Option<Arc<Endpoint>> {
-        let ready = self.ready.load();
-        if ready.is_empty() {
-            return None;
+        loop {
+            let ready = self.ready.load();
+            if ready.is_empty() {
+                return None;
+            }
+            let endpoint = ready[self.next.fetch_add(1, Ordering::Relaxed) % ready.len()].clone();
+            endpoint.in_flight.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if self.ready.load().iter().any(|e| Arc::ptr_eq(e, &endpoint)) {
+                return Some(endpoint);
+            }
+            endpoint.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % ready.len();
-        Some(ready[i].clone())
     }
 
     pub fn add_ready(&self, endpoint: Arc<Endpoint>) {
@@ -77,7 +90,8 @@ impl RevisionEndpoints {
         self.ready_changed.notify_waiters();
     }
 
-    /// Takes an instance out of rotation; requests already sent to it carry on.
+    /// Takes an instance out of rotation; requests already sent to it carry on. Once
+    /// this returns, an in-flight count of zero means no request will reach it.
     pub fn remove(&self, instance: &str) -> Option<Arc<Endpoint>> {
         let mut removed = None;
         self.ready.rcu(|list| {
@@ -85,6 +99,7 @@ impl RevisionEndpoints {
             removed = gone.into_iter().next();
             kept
         });
+        fence(Ordering::SeqCst);
         removed
     }
 
@@ -124,5 +139,40 @@ impl RevisionEndpoints {
 
     pub(crate) fn ready_changed(&self) -> &Notify {
         &self.ready_changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(name: &str) -> Arc<Endpoint> {
+        Arc::new(Endpoint {
+            instance: name.into(),
+            port: 1,
+            in_flight: AtomicU32::new(0),
+        })
+    }
+
+    #[test]
+    fn a_picked_endpoint_is_counted_and_a_removed_one_is_never_picked() {
+        let rev = RevisionEndpoints::new(RevisionKey {
+            namespace: "default".into(),
+            service: "s".into(),
+            revision: "s-00001".into(),
+        });
+        let (a, b) = (endpoint("a"), endpoint("b"));
+        rev.add_ready(a.clone());
+        rev.add_ready(b.clone());
+        let first = rev.pick().unwrap();
+        assert_eq!(first.in_flight.load(Ordering::SeqCst), 1);
+        rev.remove("a");
+        for _ in 0..10 {
+            let picked = rev.pick().unwrap();
+            assert_eq!(picked.instance, "b");
+            picked.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        rev.remove("b");
+        assert!(rev.pick().is_none());
     }
 }

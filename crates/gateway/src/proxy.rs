@@ -49,9 +49,9 @@ struct InFlight {
 }
 
 impl InFlight {
+    /// Takes over an endpoint that [`RevisionEndpoints::pick`] already counted.
     fn new(revision: Arc<RevisionEndpoints>, endpoint: Arc<Endpoint>) -> Self {
         revision.in_flight.fetch_add(1, Ordering::Relaxed);
-        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         revision.touch();
         InFlight { revision, endpoint }
     }
@@ -59,7 +59,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.revision.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.revision.touch();
     }

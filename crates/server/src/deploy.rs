@@ -12,6 +12,7 @@ use updraft_model::{DeploySpec, Revision, RevisionConfig};
 use updraft_runtime::logs::{now_us, service_log_dir};
 use updraft_runtime::package::{unpack, DirFiles};
 
+use crate::packages::package_error;
 use crate::platform::{Platform, RevisionState};
 use crate::views::ServiceView;
 use crate::ApiError;
@@ -53,7 +54,6 @@ impl Platform {
             ));
         }
         let _package = self.use_package(&overrides.package_digest);
-        let _package = self.use_package(&overrides.package_digest);
         let lock = self.deploy_lock(namespace, name);
         let _held = lock.lock().await;
         let generation = self.store.next_revision_generation(namespace, name)?;
@@ -71,7 +71,7 @@ impl Platform {
         })
         .await
         .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::bad_request("package", e.to_string()))?;
+        .map_err(package_error)?;
         let launch = match unpacked {
             Ok(launch) => launch,
             Err(e) => {

@@ -15,7 +15,7 @@ use crate::platform::Platform;
 use crate::views::PackageView;
 use crate::ApiError;
 
-fn package_error(e: PackageError) -> ApiError {
+pub(crate) fn package_error(e: PackageError) -> ApiError {
     match e {
         PackageError::TooLarge { .. } => ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
