@@ -9,7 +9,7 @@ use updraft_model::DeploySpec;
 use updraft_server::views::{InfoView, LogLineView, NamespaceView, PackageView, ServiceView};
 
 use crate::client::{full, ApiClient, CliError};
-use crate::output::{print_json, print_service, print_services};
+use crate::output::{print_service, print_services, print_structured};
 use crate::{pack, Command, NamespaceArg, NamespaceCommand, Output};
 
 #[derive(Args)]
@@ -20,6 +20,13 @@ pub struct DeployArgs {
     path: PathBuf,
     #[command(flatten)]
     ns: NamespaceArg,
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+/// Settings a deploy or an update may change.
+#[derive(Args)]
+pub struct SettingsArgs {
     /// An environment variable for the instances (repeatable).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -32,6 +39,51 @@ pub struct DeployArgs {
     /// Idle time after which instances are stopped (default 60s).
     #[arg(long, value_name = "DURATION")]
     scale_to_zero_after: Option<String>,
+    /// Requests one instance handles at once; more wait in the gateway (0 = no limit).
+    #[arg(long, value_name = "N")]
+    concurrency: Option<u32>,
+    /// Longest a request may take, e.g. 30s (Knative's timeoutSeconds; at most 600s).
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    /// Create the revision without sending it traffic (blue/green).
+    #[arg(long)]
+    no_traffic: bool,
+    /// Move traffic to new revisions in steps over this time (0s: at once).
+    #[arg(long, value_name = "DURATION")]
+    rollout_duration: Option<String>,
+    /// Requests per second the service accepts; more get 429 (0 removes the limit).
+    #[arg(long, value_name = "N")]
+    rate_limit: Option<u32>,
+    /// Requests accepted at once above the rate (default: the rate).
+    #[arg(long, value_name = "N")]
+    rate_limit_burst: Option<u32>,
+}
+
+impl SettingsArgs {
+    pub fn spec(self, package: Option<String>, env_remove: Vec<String>) -> Result<DeploySpec, CliError> {
+        let mut env = std::collections::BTreeMap::new();
+        for pair in &self.env {
+            let (k, v) = pair.split_once('=').ok_or_else(|| CliError {
+                code: crate::exit::USAGE,
+                message: format!("--env {pair:?}: expected KEY=VALUE"),
+            })?;
+            env.insert(k.to_string(), v.to_string());
+        }
+        Ok(DeploySpec {
+            package,
+            env,
+            env_remove,
+            memory: self.memory,
+            cpu: self.cpu,
+            scale_to_zero_after: self.scale_to_zero_after,
+            concurrency: self.concurrency,
+            timeout: self.timeout,
+            no_traffic: self.no_traffic,
+            rollout_duration: self.rollout_duration,
+            rate_limit: self.rate_limit,
+            rate_limit_burst: self.rate_limit_burst,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -93,6 +145,16 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
     match command {
         Command::Server(_) => unreachable!("handled in main"),
         Command::Deploy(args) => deploy(args, client, output).await,
+        Command::Update(args) => crate::manage::update(args, client, output).await,
+        Command::Apply(args) => crate::apply::apply(args, client, output).await,
+        Command::Get(get) => crate::apply::get(get, client, output).await,
+        Command::Revisions { name, ns } => crate::manage::revisions(&name, &ns, client, output).await,
+        Command::Revision(command) => crate::manage::revision(command, client, output).await,
+        Command::Traffic(args) => crate::manage::traffic(args, client, output).await,
+        Command::Rollback { name, ns, to } => crate::manage::rollback(&name, &ns, to, client, output).await,
+        Command::Namespace(NamespaceCommand::Limits(args)) => {
+            crate::manage::namespace_limits(args, client, output).await
+        }
         Command::Services { ns } => {
             let services: Vec<ServiceView> = client
                 .json(
@@ -101,17 +163,15 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
                     None::<&()>,
                 )
                 .await?;
-            match output {
-                Output::Json => print_json(&services),
-                Output::Table => print_services(&services),
+            if !print_structured(&services, output) {
+                print_services(&services);
             }
             Ok(0)
         }
         Command::Service { name, ns } => {
             let service: ServiceView = client.json(Method::GET, &service_path(&ns, &name), None::<&()>).await?;
-            match output {
-                Output::Json => print_json(&service),
-                Output::Table => print_service(&service),
+            if !print_structured(&service, output) {
+                print_service(&service);
             }
             Ok(0)
         }
@@ -129,13 +189,10 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
             }
             let path = format!("{}/logs?{}", service_path(&args.ns, &args.name), query.join("&"));
             let lines: Vec<LogLineView> = client.json(Method::GET, &path, None::<&()>).await?;
-            match output {
-                Output::Json => print_json(&lines),
-                Output::Table => {
-                    for l in &lines {
-                        let marker = if l.continued { " …" } else { "" };
-                        println!("{} {} {} {}{marker}", l.time, l.instance, l.stream, l.line);
-                    }
+            if !print_structured(&lines, output) {
+                for l in &lines {
+                    let marker = if l.continued { " …" } else { "" };
+                    println!("{} {} {} {}{marker}", l.time, l.instance, l.stream, l.line);
                 }
             }
             Ok(0)
@@ -144,21 +201,21 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
             let _: () = client
                 .json(Method::DELETE, &service_path(&ns, &name), None::<&()>)
                 .await?;
-            match output {
-                Output::Json => print_json(&serde_json::json!({"deleted": name, "namespace": ns.namespace})),
-                Output::Table => println!("Deleted service {name} from namespace {}", ns.namespace),
+            if !print_structured(&serde_json::json!({"deleted": name, "namespace": ns.namespace}), output) {
+                println!("Deleted service {name} from namespace {}", ns.namespace);
             }
             Ok(0)
         }
         Command::Namespaces => {
             let namespaces: Vec<NamespaceView> = client.json(Method::GET, "/v1/namespaces", None::<&()>).await?;
-            match output {
-                Output::Json => print_json(&namespaces),
-                Output::Table => {
-                    println!("{:<30} CREATED", "NAME");
-                    for n in &namespaces {
-                        println!("{:<30} {}", n.name, n.created_at);
-                    }
+            if !print_structured(&namespaces, output) {
+                println!("{:<30} {:<26} RATE LIMIT", "NAME", "CREATED");
+                for n in &namespaces {
+                    let rate = n
+                        .limits
+                        .rate_limit
+                        .map_or("-".to_string(), |r| format!("{}/s burst {}", r.per_second, r.burst));
+                    println!("{:<30} {:<26} {rate}", n.name, n.created_at);
                 }
             }
             Ok(0)
@@ -171,27 +228,18 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
                     Some(&serde_json::json!({ "name": name })),
                 )
                 .await?;
-            match output {
-                Output::Json => print_json(&ns),
-                Output::Table => println!("Created namespace {}", ns.name),
+            if !print_structured(&ns, output) {
+                println!("Created namespace {}", ns.name);
             }
             Ok(0)
         }
     }
 }
 
-async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
-    let started = Instant::now();
-    let mut env = std::collections::BTreeMap::new();
-    for pair in &args.env {
-        let (k, v) = pair.split_once('=').ok_or_else(|| CliError {
-            code: crate::exit::USAGE,
-            message: format!("--env {pair:?}: expected KEY=VALUE"),
-        })?;
-        env.insert(k.to_string(), v.to_string());
-    }
+/// Uploads a folder or archive, checking the server's size limit first; returns the digest.
+pub async fn upload_package(client: &ApiClient, path: &std::path::Path) -> Result<String, CliError> {
     let info: InfoView = client.json(Method::GET, "/v1/info", None::<&()>).await?;
-    let package = pack::prepare(&args.path).map_err(|e| CliError::failed(format!("{e:#}")))?;
+    let package = pack::prepare(path).map_err(|e| CliError::failed(format!("{e:#}")))?;
     let size = std::fs::metadata(package.path())
         .map_err(|e| CliError::failed(e.to_string()))?
         .len();
@@ -202,29 +250,48 @@ async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<
         )));
     }
     let uploaded: PackageView = client.upload("/v1/packages", package.path()).await?;
-    let spec = DeploySpec {
-        package: uploaded.digest,
-        env,
-        memory: args.memory,
-        cpu: args.cpu,
-        scale_to_zero_after: args.scale_to_zero_after,
-    };
+    Ok(uploaded.digest)
+}
+
+async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    let started = Instant::now();
+    // Bad settings are refused before the upload.
+    let mut spec = args.settings.spec(None, Vec::new())?;
+    spec.package = Some(upload_package(client, &args.path).await?);
     let service: ServiceView = client
         .json(Method::PUT, &service_path(&args.ns, &args.name), Some(&spec))
         .await?;
-    match output {
-        Output::Json => print_json(&service),
-        Output::Table => {
-            println!(
-                "Deployed {} (revision {}) in {:.1}s",
-                service.name,
-                service.latest_revision,
-                started.elapsed().as_secs_f64()
-            );
-            println!("URL: {}", service.url);
-        }
+    if !print_structured(&service, output) {
+        println!(
+            "Deployed {} (revision {}) in {:.1}s",
+            service.name,
+            service.latest_revision,
+            started.elapsed().as_secs_f64()
+        );
+        println!("URL: {}", service.url);
+        print_deploy_traffic(&service);
     }
     Ok(0)
+}
+
+/// Says where traffic went when the new revision did not get it all.
+pub fn print_deploy_traffic(service: &ServiceView) {
+    let serving = service
+        .routes
+        .iter()
+        .find(|r| r.revision == service.latest_revision)
+        .map_or(0, |r| r.percent);
+    if let Some(rollout) = &service.rollout {
+        println!(
+            "Rolling out: {} gets {}% of latest traffic now, all of it after {}",
+            rollout.to, rollout.percent, rollout.duration
+        );
+    } else if serving < 100 {
+        println!(
+            "Traffic: {} gets {serving}% (the table is pinned; `updraft traffic {} --to latest=100` sends it all)",
+            service.latest_revision, service.name
+        );
+    }
 }
 
 async fn invoke(args: InvokeArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
@@ -265,12 +332,17 @@ async fn invoke(args: InvokeArgs, client: &ApiClient, output: Output) -> Result<
         return crate::client::decode::<()>(reply).map(|_| 0);
     }
     match output {
-        Output::Json => print_json(&serde_json::json!({
-            "status": reply.status.as_u16(),
-            "headers": reply.headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect::<std::collections::BTreeMap<_, _>>(),
-            "body": String::from_utf8_lossy(&reply.body),
-            "duration_ms": elapsed_ms,
-        })),
+        Output::Json | Output::Yaml => {
+            print_structured(
+                &serde_json::json!({
+                    "status": reply.status.as_u16(),
+                    "headers": reply.headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect::<std::collections::BTreeMap<_, _>>(),
+                    "body": String::from_utf8_lossy(&reply.body),
+                    "duration_ms": elapsed_ms,
+                }),
+                output,
+            );
+        }
         Output::Table => {
             if args.include {
                 println!("HTTP {}", reply.status);

@@ -1,7 +1,9 @@
 //! `updraft`: the server (`updraft server`) and the client commands over its REST API.
 
+mod apply;
 mod client;
 mod commands;
+mod manage;
 mod output;
 mod pack;
 
@@ -45,6 +47,7 @@ struct Cli {
 pub enum Output {
     Table,
     Json,
+    Yaml,
 }
 
 #[derive(Args, Clone)]
@@ -60,6 +63,34 @@ enum Command {
     Server(ServerArgs),
     /// Deploy a code package (a folder, .tar.gz, .tar or .zip) as a new revision.
     Deploy(commands::DeployArgs),
+    /// Change a service's settings without a new package; a new revision if they
+    /// change the revision (env, limits, concurrency, timeout, scaling).
+    Update(manage::UpdateArgs),
+    /// Apply Knative Service manifests (files or folders; several documents per file).
+    Apply(apply::ApplyArgs),
+    /// Print a resource as a manifest (`updraft get service hello -o yaml`).
+    #[command(subcommand)]
+    Get(apply::GetCommand),
+    /// List a service's revisions with their traffic, tags and ready instances.
+    Revisions {
+        name: String,
+        #[command(flatten)]
+        ns: NamespaceArg,
+    },
+    /// Manage revisions.
+    #[command(subcommand)]
+    Revision(manage::RevisionCommand),
+    /// Set how a service's traffic splits between revisions, and tags.
+    Traffic(manage::TrafficArgs),
+    /// Send all of a service's traffic to the revision before the one serving now.
+    Rollback {
+        name: String,
+        #[command(flatten)]
+        ns: NamespaceArg,
+        /// Roll back to this revision instead.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// List services with their URLs and ready instances.
     Services {
         #[command(flatten)]
@@ -92,6 +123,8 @@ enum Command {
 enum NamespaceCommand {
     /// Create a namespace.
     Create { name: String },
+    /// Set a namespace's limits, shared by all its services.
+    Limits(manage::NamespaceLimitsArgs),
 }
 
 #[derive(Args)]

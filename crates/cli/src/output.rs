@@ -1,10 +1,60 @@
 //! Tables for people, JSON for scripts.
 
 use serde::Serialize;
-use updraft_server::views::ServiceView;
+use updraft_server::views::{RevisionView, ServiceView};
+
+use crate::Output;
 
 pub fn print_json(value: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+/// Prints JSON or YAML and says so; a table is the caller's to print.
+pub fn print_structured(value: &impl Serialize, output: Output) -> bool {
+    match output {
+        Output::Json => print_json(value),
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(value).unwrap_or_default()),
+        Output::Table => return false,
+    }
+    true
+}
+
+pub fn print_revisions(revisions: &[RevisionView]) {
+    println!(
+        "{:<28} {:<24} {:<20} {:>7} {:<16} READY",
+        "NAME", "CREATED", "PACKAGE", "TRAFFIC", "TAGS"
+    );
+    for r in revisions.iter().rev() {
+        let package: String = r.package.chars().take(19).collect();
+        println!(
+            "{:<28} {:<24} {:<20} {:>6}% {:<16} {}",
+            r.name,
+            r.created_at,
+            package,
+            r.traffic_percent,
+            r.tags.join(","),
+            r.ready_instances
+        );
+    }
+}
+
+pub fn print_routes(s: &ServiceView) {
+    println!("Traffic:");
+    for route in &s.routes {
+        let tags = route
+            .tags
+            .iter()
+            .zip(&route.urls)
+            .map(|(t, u)| format!(" #{t} {u}"))
+            .collect::<String>();
+        println!("  {:>3}% {}{tags}", route.percent, route.revision);
+    }
+    if let Some(r) = &s.rollout {
+        println!(
+            "Rollout: {} → {} at {}% of latest (over {}, since {})",
+            r.from, r.to, r.percent, r.duration, r.started_at
+        );
+    }
 }
 
 pub fn print_services(services: &[ServiceView]) {
@@ -29,9 +79,14 @@ pub fn print_service(s: &ServiceView) {
         ),
         None => println!("Cold start: none yet"),
     }
+    print_routes(s);
     println!("Revisions:");
     for r in &s.revisions {
-        let routed = if r.routed { " (serving)" } else { "" };
+        let routed = if r.routed {
+            format!(" ({}% of traffic{})", r.traffic_percent, tag_list(&r.tags))
+        } else {
+            String::new()
+        };
         println!("  {}{routed}  created {}", r.name, r.created_at);
         println!("    command:  {} (from {})", r.command.join(" "), r.command_source);
         println!("    package:  {}", r.package);
@@ -45,7 +100,14 @@ pub fn print_service(s: &ServiceView) {
         if !limits.is_empty() {
             println!("    limits:   {}", limits.join(", "));
         }
-        println!("    to zero after {} idle", r.scale_to_zero_after);
+        let concurrency = match r.container_concurrency {
+            0 => "no concurrency limit".to_string(),
+            n => format!("{n} request(s) at once per instance"),
+        };
+        println!(
+            "    {concurrency}, timeout {}s, to zero after {} idle",
+            r.timeout_seconds, r.scale_to_zero_after
+        );
         for i in &r.instances {
             let cgroup = i
                 .cgroup
@@ -56,5 +118,13 @@ pub fn print_service(s: &ServiceView) {
                 i.id, i.state, i.pid, i.port, i.in_flight
             );
         }
+    }
+}
+
+fn tag_list(tags: &[String]) -> String {
+    if tags.is_empty() {
+        String::new()
+    } else {
+        format!(", tags {}", tags.join(","))
     }
 }

@@ -39,7 +39,7 @@ struct Waiting<'a>(&'a RevisionEndpoints);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -51,8 +51,8 @@ pub(crate) async fn ready_endpoint(
     if let Some(endpoint) = revision.pick() {
         return Ok(endpoint);
     }
-    if revision.waiting.fetch_add(1, Ordering::Relaxed) >= config.capacity {
-        revision.waiting.fetch_sub(1, Ordering::Relaxed);
+    if revision.waiting.fetch_add(1, Ordering::SeqCst) >= config.capacity {
+        revision.waiting.fetch_sub(1, Ordering::SeqCst);
         return Err(Held::Full);
     }
     let _waiting = Waiting(revision);

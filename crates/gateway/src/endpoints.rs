@@ -1,6 +1,6 @@
 use std::sync::atomic::{fence, AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
@@ -21,9 +21,31 @@ pub struct Endpoint {
     pub in_flight: AtomicU32,
 }
 
+/// Flow control a revision's template sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevisionLimits {
+    /// Requests one instance is sent at once; 0 means no limit.
+    pub container_concurrency: u32,
+    /// From sending a request to the end of its response.
+    pub timeout: Duration,
+    /// From sending a request to the start of its response.
+    pub response_start_timeout: Duration,
+}
+
+impl Default for RevisionLimits {
+    fn default() -> Self {
+        RevisionLimits {
+            container_concurrency: 0,
+            timeout: Duration::from_secs(300),
+            response_start_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
 /// A revision's ready instances and the load the scaler reads.
 pub struct RevisionEndpoints {
     pub key: RevisionKey,
+    pub limits: RevisionLimits,
     ready: ArcSwap<Vec<Arc<Endpoint>>>,
     ready_changed: Notify,
     next: AtomicUsize,
@@ -35,6 +57,20 @@ pub struct RevisionEndpoints {
     start_failure: Mutex<Option<(i64, String)>>,
 }
 
+/// Takes one slot of `count` unless `limit` (non-zero) slots are taken.
+fn claim(count: &AtomicU32, limit: u32) -> bool {
+    let mut current = count.load(Ordering::SeqCst);
+    loop {
+        if limit != 0 && current >= limit {
+            return false;
+        }
+        match count.compare_exchange_weak(current, current + 1, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return true,
+            Err(actual) => current = actual,
+        }
+    }
+}
+
 pub(crate) fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -42,9 +78,10 @@ pub(crate) fn now_us() -> i64 {
 }
 
 impl RevisionEndpoints {
-    pub fn new(key: RevisionKey) -> Arc<Self> {
+    pub fn new(key: RevisionKey, limits: RevisionLimits) -> Arc<Self> {
         Arc::new(RevisionEndpoints {
             key,
+            limits,
             ready: ArcSwap::from_pointee(Vec::new()),
             ready_changed: Notify::new(),
             next: AtomicUsize::new(0),
@@ -55,26 +92,41 @@ impl RevisionEndpoints {
         })
     }
 
-    /// Round-robin over the ready instances; the endpoint returned is already counted
-    /// in flight, and the caller must release it (the proxy's guard does).
+    /// Round-robin over the ready instances with a free slot (under the revision's
+    /// container concurrency); the endpoint returned is already counted in flight, and
+    /// the caller must release it (the proxy's guard does).
     ///
     /// Scale-down takes an endpoint out of rotation and then reads its count; here the
     /// count goes up first and membership is checked after. With a fence between the
     /// two steps on both sides, one of them always sees the other, so no request is
     /// sent to an instance that is being stopped.
     pub fn pick(&self) -> Option<Arc<Endpoint>> {
+        let limit = self.limits.container_concurrency;
         loop {
             let ready = self.ready.load();
             if ready.is_empty() {
                 return None;
             }
-            let endpoint = ready[self.next.fetch_add(1, Ordering::Relaxed) % ready.len()].clone();
-            endpoint.in_flight.fetch_add(1, Ordering::SeqCst);
+            let start = self.next.fetch_add(1, Ordering::Relaxed);
+            let endpoint = (0..ready.len())
+                .map(|i| &ready[(start + i) % ready.len()])
+                .find(|e| claim(&e.in_flight, limit))?
+                .clone();
             fence(Ordering::SeqCst);
             if self.ready.load().iter().any(|e| Arc::ptr_eq(e, &endpoint)) {
                 return Some(endpoint);
             }
-            endpoint.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.release(&endpoint);
+        }
+    }
+
+    /// Gives back a slot taken by [`Self::pick`] and wakes a request waiting for one.
+    pub(crate) fn release(&self, endpoint: &Endpoint) {
+        endpoint.in_flight.fetch_sub(1, Ordering::SeqCst);
+        // Paired with the waiter, which counts itself before it looks for a slot: one of
+        // the two sees the other.
+        if self.limits.container_concurrency > 0 && self.waiting.load(Ordering::SeqCst) > 0 {
+            self.ready_changed.notify_waiters();
         }
     }
 
@@ -112,7 +164,7 @@ impl RevisionEndpoints {
     }
 
     pub fn waiting(&self) -> u32 {
-        self.waiting.load(Ordering::Relaxed)
+        self.waiting.load(Ordering::SeqCst)
     }
 
     pub fn last_active_us(&self) -> i64 {
@@ -154,13 +206,38 @@ mod tests {
         })
     }
 
-    #[test]
-    fn a_picked_endpoint_is_counted_and_a_removed_one_is_never_picked() {
-        let rev = RevisionEndpoints::new(RevisionKey {
+    fn key() -> RevisionKey {
+        RevisionKey {
             namespace: "default".into(),
             service: "s".into(),
             revision: "s-00001".into(),
-        });
+        }
+    }
+
+    #[test]
+    fn container_concurrency_caps_each_instance() {
+        let rev = RevisionEndpoints::new(
+            key(),
+            RevisionLimits {
+                container_concurrency: 2,
+                ..Default::default()
+            },
+        );
+        let (a, b) = (endpoint("a"), endpoint("b"));
+        rev.add_ready(a.clone());
+        rev.add_ready(b.clone());
+        let held: Vec<_> = (0..4).map(|_| rev.pick().expect("a free slot")).collect();
+        assert_eq!(a.in_flight.load(Ordering::SeqCst), 2);
+        assert_eq!(b.in_flight.load(Ordering::SeqCst), 2);
+        assert!(rev.pick().is_none(), "every slot is taken");
+        rev.release(&held[0]);
+        let again = rev.pick().expect("the freed slot");
+        assert!(Arc::ptr_eq(&again, &held[0]));
+    }
+
+    #[test]
+    fn a_picked_endpoint_is_counted_and_a_removed_one_is_never_picked() {
+        let rev = RevisionEndpoints::new(key(), RevisionLimits::default());
         let (a, b) = (endpoint("a"), endpoint("b"));
         rev.add_ready(a.clone());
         rev.add_ready(b.clone());

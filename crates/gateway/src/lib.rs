@@ -7,10 +7,12 @@
 
 mod activator;
 mod endpoints;
+mod flow;
 mod proxy;
 mod routes;
 
 pub use activator::{ActivatorConfig, Poke};
-pub use endpoints::{Endpoint, RevisionEndpoints, RevisionKey};
+pub use endpoints::{Endpoint, RevisionEndpoints, RevisionKey, RevisionLimits};
+pub use flow::RateLimiter;
 pub use proxy::{serve, Gateway, GatewayBody};
-pub use routes::{host_for, RouteTable};
+pub use routes::{host_for, tag_host_for, RouteTable, ServiceRoute};

@@ -1,8 +1,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +12,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Body;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -42,7 +44,8 @@ pub struct Gateway {
     activator: ActivatorConfig,
 }
 
-/// Counts a request against its revision and instance until its response body is done.
+/// Counts a request against its revision and instance until its response body is done
+/// (or its upgraded connection closes).
 struct InFlight {
     revision: Arc<RevisionEndpoints>,
     endpoint: Arc<Endpoint>,
@@ -59,7 +62,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.endpoint.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.revision.release(&self.endpoint);
         self.revision.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.revision.touch();
     }
@@ -79,11 +82,11 @@ fn text(status: StatusCode, message: String) -> Response<GatewayBody> {
     response
 }
 
-fn unavailable(message: String, retry_after_s: u32) -> Response<GatewayBody> {
-    let mut response = text(StatusCode::SERVICE_UNAVAILABLE, message);
+fn retry_after(status: StatusCode, message: String, seconds: u64) -> Response<GatewayBody> {
+    let mut response = text(status, message);
     response
         .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
 
@@ -96,13 +99,30 @@ fn empty_body() -> GatewayBody {
 
 fn held_response(revision: &RevisionEndpoints, held: Held) -> Response<GatewayBody> {
     let name = &revision.key.revision;
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+    let busy = revision.ready_count() > 0;
     match held {
-        Held::Full => unavailable(
+        Held::Full if busy => retry_after(
+            unavailable,
+            format!("revision {name} is at its concurrency limit and its queue is full"),
+            1,
+        ),
+        Held::Full => retry_after(
+            unavailable,
             format!("revision {name} has too many requests waiting for an instance"),
             1,
         ),
-        Held::TimedOut => unavailable(format!("revision {name} has no ready instance yet"), 5),
-        Held::StartFailed(reason) => unavailable(format!("revision {name} could not start an instance: {reason}"), 5),
+        Held::TimedOut if busy => retry_after(
+            unavailable,
+            format!("revision {name} had no free slot under its concurrency limit in time"),
+            5,
+        ),
+        Held::TimedOut => retry_after(unavailable, format!("revision {name} has no ready instance yet"), 5),
+        Held::StartFailed(reason) => retry_after(
+            unavailable,
+            format!("revision {name} could not start an instance: {reason}"),
+            5,
+        ),
     }
 }
 
@@ -119,6 +139,101 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for name in HOP_BY_HOP {
         headers.remove(*name);
+    }
+}
+
+/// The protocol a request asks to switch to (`Connection: upgrade` with `Upgrade:`).
+fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+}
+
+/// A request body the proxy can take back when the instance was never reached, so a
+/// request with a body is retried as readily as one without.
+struct Reclaimable {
+    slot: Arc<Mutex<Option<GatewayBody>>>,
+    started: Arc<AtomicBool>,
+    hint: SizeHint,
+    end: bool,
+}
+
+impl Reclaimable {
+    fn wrap(body: GatewayBody) -> (Self, Arc<Mutex<Option<GatewayBody>>>, Arc<AtomicBool>) {
+        let (hint, end) = (body.size_hint(), body.is_end_stream());
+        let slot = Arc::new(Mutex::new(Some(body)));
+        let started = Arc::new(AtomicBool::new(false));
+        let wrapper = Reclaimable {
+            slot: slot.clone(),
+            started: started.clone(),
+            hint,
+            end,
+        };
+        (wrapper, slot, started)
+    }
+}
+
+impl Body for Reclaimable {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.started.store(true, Ordering::Relaxed);
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint
+    }
+}
+
+/// A response body that counts its request in flight until it ends, and is cut off
+/// when the request's timeout passes.
+struct Timed {
+    inner: GatewayBody,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    _in_flight: InFlight,
+}
+
+impl Body for Timed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                let timeout = self.timeout;
+                Poll::Ready(Some(Err(format!(
+                    "response cut off at the request timeout of {timeout:?}"
+                )
+                .into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -151,12 +266,37 @@ impl Gateway {
             .map(str::to_string)
             .or_else(|| request.uri().authority().map(|a| a.to_string()))
             .unwrap_or_default();
-        let Some(revision) = self.routes.lookup(&host) else {
+        let Some(route) = self.routes.lookup(&host) else {
             return text(StatusCode::NOT_FOUND, format!("no service is routed at host {host:?}"));
+        };
+        for limiter in &route.limiters {
+            if let Err(wait) = limiter.check() {
+                return retry_after(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "{} is over its rate limit of {} requests/s (burst {})",
+                        limiter.scope, limiter.limit.per_second, limiter.limit.burst
+                    ),
+                    wait.as_secs_f64().ceil().max(1.0) as u64,
+                );
+            }
+        }
+        let Some(revision) = route.pick().cloned() else {
+            return text(StatusCode::NOT_FOUND, format!("no revision serves host {host:?}"));
         };
         revision.touch();
         let (mut parts, body) = request.into_parts();
+        let upgrade = requested_upgrade(&parts.headers);
+        let client_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
         strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = &upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol.clone());
+        }
         // Instances are always spoken to in HTTP/1.1 with keep-alive, whatever the client
         // speaks: an HTTP/1.0 request would make the instance close a pooled connection.
         parts.version = http::Version::HTTP_11;
@@ -176,9 +316,8 @@ impl Gateway {
             .headers
             .insert("x-forwarded-proto", HeaderValue::from_static("http"));
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        // A request without a body can be sent again as it was.
-        let replayable = body.is_end_stream();
         let mut body = Some(body.map_err(Into::into).boxed_unsync());
+        let limits = revision.limits;
 
         let mut attempt = 0;
         loop {
@@ -191,38 +330,68 @@ impl Gateway {
                 Ok(uri) => uri,
                 Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad request target: {e}")),
             };
-            let mut upstream = Request::new(body.take().unwrap_or_else(empty_body));
+            let (wrapped, slot, started) = Reclaimable::wrap(body.take().unwrap_or_else(empty_body));
+            let mut upstream = Request::new(wrapped.boxed_unsync());
             *upstream.method_mut() = parts.method.clone();
             *upstream.uri_mut() = uri;
             *upstream.version_mut() = parts.version;
             *upstream.headers_mut() = parts.headers.clone();
-            match self.client.request(upstream).await {
-                Ok(response) => {
+            let sent_at = tokio::time::Instant::now();
+            let answer = tokio::time::timeout(limits.response_start_timeout, self.client.request(upstream)).await;
+            match answer {
+                Ok(Ok(mut response)) => {
+                    let deadline = sent_at + limits.timeout;
+                    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(client_side) = client_upgrade {
+                            let instance_side = hyper::upgrade::on(&mut response);
+                            tokio::spawn(tunnel(client_side, instance_side, deadline, guard));
+                            let (parts, _) = response.into_parts();
+                            return Response::from_parts(parts, empty_body());
+                        }
+                    }
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
-                    let body = body
-                        .map_err(BoxError::from)
-                        .map_frame(move |frame| {
-                            let _counted_until_body_ends = &guard;
-                            frame
-                        })
-                        .boxed_unsync();
-                    return Response::from_parts(parts, body);
+                    let body = Timed {
+                        inner: body.map_err(BoxError::from).boxed_unsync(),
+                        deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                        timeout: limits.timeout,
+                        _in_flight: guard,
+                    };
+                    return Response::from_parts(parts, body.boxed_unsync());
                 }
-                // Nothing reached the app: the instance is gone or going. Wait for the
-                // endpoints to change (it leaves rotation as soon as its exit is seen)
-                // and go through the activator again.
-                Err(e) if e.is_connect() && replayable && attempt < CONNECT_RETRIES => {
-                    attempt += 1;
-                    drop(guard);
-                    let changed = revision.ready_changed().notified();
-                    let _ = tokio::time::timeout(Duration::from_millis(50), changed).await;
-                }
-                Err(e) => {
+                Ok(Err(e)) => {
+                    let untouched = !started.load(Ordering::Relaxed);
+                    let reclaimed = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    // Nothing reached the app: the instance is gone or going. Wait for the
+                    // endpoints to change (it leaves rotation as soon as its exit is seen)
+                    // and go through the activator again.
+                    if e.is_connect() && untouched && attempt < CONNECT_RETRIES {
+                        attempt += 1;
+                        body = reclaimed;
+                        drop(guard);
+                        let changed = revision.ready_changed().notified();
+                        let _ = tokio::time::timeout(Duration::from_millis(50), changed).await;
+                        continue;
+                    }
                     let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
                     return text(
                         StatusCode::BAD_GATEWAY,
                         format!("instance {} failed to answer: {cause}", endpoint.instance),
+                    );
+                }
+                Err(_) => {
+                    let (which, limit) = if limits.response_start_timeout < limits.timeout {
+                        ("responseStartTimeoutSeconds", limits.response_start_timeout)
+                    } else {
+                        ("timeoutSeconds", limits.timeout)
+                    };
+                    return text(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "revision {} did not start answering within {}s ({which})",
+                            revision.key.revision,
+                            limit.as_secs()
+                        ),
                     );
                 }
             }
@@ -230,9 +399,35 @@ impl Gateway {
     }
 }
 
+/// Joins an upgraded client connection to the instance's, byte for byte, until either
+/// side closes or the request's timeout passes.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    instance: hyper::upgrade::OnUpgrade,
+    deadline: tokio::time::Instant,
+    _in_flight: InFlight,
+) {
+    let (client, instance) = match tokio::join!(client, instance) {
+        (Ok(c), Ok(i)) => (c, i),
+        (c, i) => {
+            tracing::debug!(client = c.is_ok(), instance = i.is_ok(), "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut instance = TokioIo::new(instance);
+    let copied = tokio::time::timeout_at(deadline, tokio::io::copy_bidirectional(&mut client, &mut instance)).await;
+    if copied.is_err() {
+        tracing::debug!("upgraded connection closed at the request timeout");
+    }
+}
+
 /// Serves the gateway until `shutdown` resolves, then waits for open requests to end.
 pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Each connection holds a sender; once shutdown drops the original, the receiver
+    // sees the channel close when the last connection has finished.
+    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, remote): (_, SocketAddr) = tokio::select! {
@@ -252,14 +447,32 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
             let gateway = gateway.clone();
             async move { Ok::<_, Infallible>(gateway.handle(request, Some(remote.ip())).await) }
         });
-        let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let open = open_tx.clone();
+        let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let _open = open;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            let stopping = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = stopping => {
+                    // Finish the request in flight, then close instead of keeping alive.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "gateway connection ended with an error");
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stop_tx.send(true);
+    drop(open_tx);
+    let _ = open_rx.recv().await;
 }

@@ -1,23 +1,75 @@
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use updraft_model::traffic::weighted_slots;
 
-use crate::RevisionEndpoints;
+use crate::{RateLimiter, RevisionEndpoints};
 
 /// `{service}.{namespace}.{domain}`, Knative's host naming.
 pub fn host_for(service: &str, namespace: &str, domain: &str) -> String {
     format!("{service}.{namespace}.{domain}")
 }
 
-/// Host name → the revision that serves it. Rebuilt from the store and swapped whole.
+/// `{tag}-{service}.{namespace}.{domain}`: a tagged revision's own host.
+pub fn tag_host_for(tag: &str, service: &str, namespace: &str, domain: &str) -> String {
+    host_for(&format!("{tag}-{service}"), namespace, domain)
+}
+
+/// What one host leads to: revisions with their shares, and the rate limits that
+/// apply before any of them is chosen.
+pub struct ServiceRoute {
+    targets: Vec<Arc<RevisionEndpoints>>,
+    /// One round of choices, each share as often as its percent, evenly interleaved.
+    slots: Vec<u8>,
+    next: AtomicUsize,
+    pub limiters: Vec<Arc<RateLimiter>>,
+}
+
+impl ServiceRoute {
+    /// A route splitting by weight; weights of zero are left out. Weights are in percent
+    /// and usually add up to 100, but any positive total works.
+    pub fn split(weighted: Vec<(Arc<RevisionEndpoints>, u32)>, limiters: Vec<Arc<RateLimiter>>) -> Self {
+        let weighted: Vec<_> = weighted.into_iter().filter(|(_, w)| *w > 0).collect();
+        let weights: Vec<u32> = weighted.iter().map(|(_, w)| *w).collect();
+        ServiceRoute {
+            slots: weighted_slots(&weights),
+            targets: weighted.into_iter().map(|(t, _)| t).collect(),
+            next: AtomicUsize::new(0),
+            limiters,
+        }
+    }
+
+    pub fn single(target: Arc<RevisionEndpoints>, limiters: Vec<Arc<RateLimiter>>) -> Self {
+        Self::split(vec![(target, 100)], limiters)
+    }
+
+    /// The revision for the next request.
+    pub fn pick(&self) -> Option<&Arc<RevisionEndpoints>> {
+        match self.targets.len() {
+            0 => None,
+            1 => self.targets.first(),
+            _ => {
+                let slot = self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+                self.targets.get(usize::from(slot))
+            }
+        }
+    }
+
+    pub fn targets(&self) -> &[Arc<RevisionEndpoints>] {
+        &self.targets
+    }
+}
+
+/// Host name → route. Rebuilt from the store and swapped whole.
 #[derive(Default)]
 pub struct RouteTable {
-    hosts: ArcSwap<HashMap<String, Arc<RevisionEndpoints>>>,
+    hosts: ArcSwap<HashMap<String, Arc<ServiceRoute>>>,
 }
 
 impl RouteTable {
-    pub fn lookup(&self, host: &str) -> Option<Arc<RevisionEndpoints>> {
+    pub fn lookup(&self, host: &str) -> Option<Arc<ServiceRoute>> {
         // Hosts are case-insensitive and may carry a port.
         let host = host
             .rsplit_once(':')
@@ -25,13 +77,13 @@ impl RouteTable {
             .map_or(host, |(h, _)| h);
         let hosts = self.hosts.load();
         match hosts.get(host) {
-            Some(rev) => Some(rev.clone()),
+            Some(route) => Some(route.clone()),
             None if host.bytes().any(|b| b.is_ascii_uppercase()) => hosts.get(&host.to_ascii_lowercase()).cloned(),
             None => None,
         }
     }
 
-    pub fn replace(&self, hosts: HashMap<String, Arc<RevisionEndpoints>>) {
+    pub fn replace(&self, hosts: HashMap<String, Arc<ServiceRoute>>) {
         self.hosts.store(Arc::new(hosts));
     }
 }
@@ -39,19 +91,45 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::RevisionKey;
+    use crate::{RevisionKey, RevisionLimits};
+
+    fn revision(name: &str) -> Arc<RevisionEndpoints> {
+        RevisionEndpoints::new(
+            RevisionKey {
+                namespace: "default".into(),
+                service: "hello".into(),
+                revision: name.into(),
+            },
+            RevisionLimits::default(),
+        )
+    }
 
     #[test]
     fn lookup_ignores_port_and_case() {
         let table = RouteTable::default();
-        let rev = RevisionEndpoints::new(RevisionKey {
-            namespace: "default".into(),
-            service: "hello".into(),
-            revision: "hello-00001".into(),
-        });
-        table.replace(HashMap::from([(host_for("hello", "default", "localhost"), rev)]));
+        let route = Arc::new(ServiceRoute::single(revision("hello-00001"), vec![]));
+        table.replace(HashMap::from([(host_for("hello", "default", "localhost"), route)]));
         assert!(table.lookup("hello.default.localhost:8080").is_some());
         assert!(table.lookup("Hello.Default.localhost").is_some());
         assert!(table.lookup("other.default.localhost").is_none());
+        assert_eq!(
+            tag_host_for("canary", "hello", "default", "localhost"),
+            "canary-hello.default.localhost"
+        );
+    }
+
+    #[test]
+    fn a_split_gives_each_revision_its_share() {
+        let route = ServiceRoute::split(
+            vec![(revision("a"), 90), (revision("b"), 10), (revision("c"), 0)],
+            vec![],
+        );
+        assert_eq!(route.targets().len(), 2);
+        let mut counts = HashMap::new();
+        for _ in 0..1000 {
+            *counts.entry(route.pick().unwrap().key.revision.clone()).or_insert(0) += 1;
+        }
+        assert_eq!(counts["a"], 900);
+        assert_eq!(counts["b"], 100);
     }
 }

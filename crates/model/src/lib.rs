@@ -4,14 +4,20 @@
 //! through [`package::PackageFiles`], the time as a number), so every rule is testable
 //! in microseconds.
 
+pub mod annotations;
 pub mod error;
+pub mod knative;
 pub mod names;
 pub mod package;
 pub mod quantity;
 pub mod resources;
+pub mod template;
+pub mod traffic;
 
 pub use error::FieldError;
-pub use resources::{DeploySpec, Namespace, Revision, RevisionConfig, Service};
+pub use resources::{DeploySpec, Namespace, NamespaceLimits, Revision, RevisionConfig, Service, ServiceConfig};
+pub use template::RevisionTemplate;
+pub use traffic::TrafficTarget;
 
 /// The namespace every server has and every command uses unless told otherwise.
 pub const DEFAULT_NAMESPACE: &str = "default";

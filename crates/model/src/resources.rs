@@ -5,8 +5,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::annotations::{
+    validate_service_annotations, RateLimit, RATE_LIMIT, RATE_LIMIT_BURST, ROLLOUT_DURATION, SCALE_TO_ZERO_RETENTION,
+};
 use crate::names::validate_env_name;
 use crate::quantity::{parse_cpu, parse_memory};
+use crate::template::{Readiness, RevisionTemplate, MAX_TIMEOUT_SECONDS};
+use crate::traffic::{default_traffic, Rollout, TrafficTarget};
 use crate::FieldError;
 
 /// Idle time after which a revision's instances are stopped, unless the service says
@@ -17,20 +22,25 @@ pub const DEFAULT_SCALE_TO_ZERO_AFTER: Duration = Duration::from_secs(60);
 pub struct Namespace {
     pub name: String,
     pub created_at_us: i64,
+    #[serde(default)]
+    pub limits: NamespaceLimits,
 }
 
-/// Everything needed to start an instance of a revision. Never changes once stored.
+/// Everything needed to start an instance of a revision, resolved from its template
+/// and package. Never changes once stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevisionConfig {
     /// `sha256:<hex>` of the package archive.
     pub package_digest: String,
     pub command: Vec<String>,
-    /// Where the command came from (`updraft.yaml`, `Procfile`, `main.py`, …).
+    /// Where the command came from (`updraft.yaml`, `Procfile`, `main.py`, the manifest, …).
     pub command_source: String,
     pub env: BTreeMap<String, String>,
     pub memory_bytes: Option<u64>,
     pub cpu_millis: Option<u32>,
     pub scale_to_zero_after_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Readiness>,
 }
 
 impl RevisionConfig {
@@ -46,7 +56,33 @@ pub struct Revision {
     pub name: String,
     pub generation: u32,
     pub created_at_us: i64,
+    /// What the user asked for.
+    pub template: RevisionTemplate,
+    /// What runs.
     pub config: RevisionConfig,
+}
+
+/// A service's own settings: metadata, traffic table and any rollout under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceConfig {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    pub traffic: Vec<TrafficTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            traffic: default_traffic(),
+            rollout: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,53 +93,160 @@ pub struct Service {
     pub generation: u32,
     pub created_at_us: i64,
     pub updated_at_us: i64,
+    pub config: ServiceConfig,
 }
 
-/// A deploy as the REST API receives it: a stored package plus the user's overrides.
+/// Limits a namespace puts on all its services together.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A deploy as the REST API receives it: a stored package (or none, to change the
+/// latest revision's settings) plus the user's settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploySpec {
-    pub package: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Variables to drop from the latest revision's (only without a package).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_remove: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_to_zero_after: Option<String>,
-}
-
-/// A [`DeploySpec`] whose fields have been checked and parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeployOverrides {
-    pub package_digest: String,
-    pub env: BTreeMap<String, String>,
-    pub memory_bytes: Option<u64>,
-    pub cpu_millis: Option<u32>,
-    pub scale_to_zero_after: Option<Duration>,
+    /// Requests one instance handles at once (`containerConcurrency`); 0 = no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Request timeout (`timeoutSeconds`), e.g. `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Create the revision without sending it traffic.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_traffic: bool,
+    /// Move traffic to new revisions gradually over this time; `0s` turns it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_duration: Option<String>,
+    /// Requests per second for the whole service; 0 removes the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_burst: Option<u32>,
 }
 
 impl DeploySpec {
-    pub fn validate(&self) -> Result<DeployOverrides, FieldError> {
-        let package_digest = validate_digest("package", &self.package)?;
-        for name in self.env.keys() {
-            validate_env_name(&format!("env.{name}"), name)?;
+    /// The revision template this deploy asks for. With a package it starts from the
+    /// defaults; without one, from `latest` (the service's latest revision).
+    pub fn template(&self, latest: Option<&RevisionTemplate>) -> Result<RevisionTemplate, FieldError> {
+        let mut template = match (&self.package, latest) {
+            (Some(package), _) => {
+                if !self.env_remove.is_empty() {
+                    return Err(FieldError::new(
+                        "env_remove",
+                        "only applies when changing settings without a new package",
+                    ));
+                }
+                RevisionTemplate::for_package(&validate_digest("package", package)?)
+            }
+            (None, Some(latest)) => RevisionTemplate {
+                name: None,
+                ..latest.clone()
+            },
+            (None, None) => {
+                return Err(FieldError::new(
+                    "package",
+                    "is missing; a new service needs a code package",
+                ))
+            }
+        };
+        for name in &self.env_remove {
+            if template.env.remove(name).is_none() {
+                return Err(FieldError::new(
+                    format!("env_remove.{name}"),
+                    "is not set on the latest revision",
+                ));
+            }
         }
-        let memory_bytes = self.memory.as_deref().map(|m| parse_memory("memory", m)).transpose()?;
-        let cpu_millis = self.cpu.as_deref().map(|c| parse_cpu("cpu", c)).transpose()?;
-        let scale_to_zero_after = self
-            .scale_to_zero_after
-            .as_deref()
-            .map(|d| parse_duration("scale_to_zero_after", d))
-            .transpose()?;
-        Ok(DeployOverrides {
-            package_digest,
-            env: self.env.clone(),
-            memory_bytes,
-            cpu_millis,
-            scale_to_zero_after,
-        })
+        for (name, value) in &self.env {
+            validate_env_name(&format!("env.{name}"), name)?;
+            template.env.insert(name.clone(), value.clone());
+        }
+        if let Some(m) = &self.memory {
+            template.resources.memory_limit_bytes = Some(parse_memory("memory", m)?);
+        }
+        if let Some(c) = &self.cpu {
+            template.resources.cpu_limit_millis = Some(parse_cpu("cpu", c)?);
+        }
+        if let Some(d) = &self.scale_to_zero_after {
+            let d = parse_duration("scale_to_zero_after", d)?;
+            template.annotations.insert(
+                SCALE_TO_ZERO_RETENTION.into(),
+                humantime::format_duration(d).to_string(),
+            );
+        }
+        if let Some(c) = self.concurrency {
+            template.container_concurrency = c;
+        }
+        if let Some(t) = &self.timeout {
+            let d = parse_duration("timeout", t)?;
+            if d.subsec_nanos() != 0 || d.is_zero() || d.as_secs() > u64::from(MAX_TIMEOUT_SECONDS) {
+                return Err(FieldError::new(
+                    "timeout",
+                    format!("{t:?} must be whole seconds from 1s to {MAX_TIMEOUT_SECONDS}s"),
+                ));
+            }
+            template.timeout_seconds = d.as_secs() as u32;
+            if template
+                .response_start_timeout_seconds
+                .is_some_and(|s| s > template.timeout_seconds)
+            {
+                template.response_start_timeout_seconds = None;
+            }
+        }
+        template.validate("template")?;
+        Ok(template)
+    }
+
+    /// The service annotations after this deploy's rollout and rate settings.
+    pub fn service_annotations(
+        &self,
+        current: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, FieldError> {
+        let mut annotations = current.clone();
+        if let Some(d) = &self.rollout_duration {
+            let d = parse_duration("rollout_duration", d)?;
+            if d.is_zero() {
+                annotations.remove(ROLLOUT_DURATION);
+            } else {
+                annotations.insert(ROLLOUT_DURATION.into(), humantime::format_duration(d).to_string());
+            }
+        }
+        match (self.rate_limit, self.rate_limit_burst) {
+            (Some(0), _) => {
+                annotations.remove(RATE_LIMIT);
+                annotations.remove(RATE_LIMIT_BURST);
+            }
+            (Some(rate), burst) => {
+                annotations.insert(RATE_LIMIT.into(), rate.to_string());
+                match burst {
+                    Some(b) => annotations.insert(RATE_LIMIT_BURST.into(), b.to_string()),
+                    None => annotations.remove(RATE_LIMIT_BURST),
+                };
+            }
+            (None, Some(b)) => {
+                annotations.insert(RATE_LIMIT_BURST.into(), b.to_string());
+            }
+            (None, None) => {}
+        }
+        validate_service_annotations("annotations", &annotations)?;
+        Ok(annotations)
     }
 }
 
@@ -139,33 +282,87 @@ mod tests {
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     #[test]
-    fn deploy_spec_validates_each_field() {
+    fn deploy_spec_builds_a_template() {
         let mut spec = DeploySpec {
-            package: DIGEST.into(),
+            package: Some(DIGEST.into()),
             memory: Some("128Mi".into()),
             cpu: Some("500m".into()),
             scale_to_zero_after: Some("5s".into()),
+            concurrency: Some(4),
+            timeout: Some("30s".into()),
             ..Default::default()
         };
         spec.env.insert("GREETING".into(), "hi".into());
-        let ok = spec.validate().unwrap();
-        assert_eq!(ok.memory_bytes, Some(128 << 20));
-        assert_eq!(ok.cpu_millis, Some(500));
-        assert_eq!(ok.scale_to_zero_after, Some(Duration::from_secs(5)));
+        let t = spec.template(None).unwrap();
+        assert_eq!(t.resources.memory_limit_bytes, Some(128 << 20));
+        assert_eq!(t.resources.cpu_limit_millis, Some(500));
+        assert_eq!(t.scale_to_zero_after(), Duration::from_secs(5));
+        assert_eq!((t.container_concurrency, t.timeout_seconds), (4, 30));
 
-        let bad = DeploySpec {
-            package: "sha256:xyz".into(),
+        let update = DeploySpec {
+            env_remove: vec!["GREETING".into()],
+            memory: Some("64Mi".into()),
             ..Default::default()
         };
-        assert_eq!(bad.validate().unwrap_err().field, "package");
-        let bad = DeploySpec {
-            scale_to_zero_after: Some("soon".into()),
-            ..spec.clone()
-        };
-        assert_eq!(bad.validate().unwrap_err().field, "scale_to_zero_after");
+        let changed = update.template(Some(&t)).unwrap();
+        assert!(changed.env.is_empty());
+        assert_eq!(changed.resources.memory_limit_bytes, Some(64 << 20));
+        assert_eq!(changed.container_concurrency, 4, "unchanged settings carry over");
+        assert_eq!(update.template(None).unwrap_err().field, "package");
+
+        for (bad, field) in [
+            (
+                DeploySpec {
+                    package: Some("sha256:xyz".into()),
+                    ..Default::default()
+                },
+                "package",
+            ),
+            (
+                DeploySpec {
+                    scale_to_zero_after: Some("soon".into()),
+                    ..spec.clone()
+                },
+                "scale_to_zero_after",
+            ),
+            (
+                DeploySpec {
+                    timeout: Some("601s".into()),
+                    ..spec.clone()
+                },
+                "timeout",
+            ),
+            (
+                DeploySpec {
+                    timeout: Some("1.5s".into()),
+                    ..spec.clone()
+                },
+                "timeout",
+            ),
+        ] {
+            assert_eq!(bad.template(None).unwrap_err().field, field);
+        }
         let mut bad = spec.clone();
         bad.env.insert("PORT".into(), "1".into());
-        assert_eq!(bad.validate().unwrap_err().field, "env.PORT");
+        assert_eq!(bad.template(None).unwrap_err().field, "env.PORT");
+    }
+
+    #[test]
+    fn deploy_spec_sets_and_clears_service_annotations() {
+        let spec = DeploySpec {
+            rollout_duration: Some("60s".into()),
+            rate_limit: Some(10),
+            ..Default::default()
+        };
+        let a = spec.service_annotations(&BTreeMap::new()).unwrap();
+        assert_eq!(a[ROLLOUT_DURATION], "1m");
+        assert_eq!(a[RATE_LIMIT], "10");
+        let clear = DeploySpec {
+            rollout_duration: Some("0s".into()),
+            rate_limit: Some(0),
+            ..Default::default()
+        };
+        assert!(clear.service_annotations(&a).unwrap().is_empty());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 pub use instance::{ExitInfo, Instance, InstanceControl};
 pub use ports::{PortAllocator, PortLease};
-pub use probe::{wait_ready, NotReady};
+pub use probe::{wait_ready, NotReady, Probe};
 pub use process::{ProcessRuntime, INHERITED_ENV};
 
 /// Forking while this process holds a file open for writing would give the child a

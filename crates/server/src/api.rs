@@ -5,10 +5,17 @@
 //! | `GET /healthz` | liveness |
 //! | `GET /v1/info` | version, domain, limits |
 //! | `GET, POST /v1/namespaces` | list; create `{"name": …}` |
+//! | `PUT /v1/namespaces/{ns}` | set its limits (`{"rate_limit": {"per_second": …, "burst": …}}`) |
 //! | `POST /v1/packages` | upload an archive (body); returns its digest |
+//! | `POST /v1/apply` | apply one Knative Service (YAML or JSON body; `?namespace=` default) |
 //! | `GET /v1/namespaces/{ns}/services` | list services |
-//! | `PUT /v1/namespaces/{ns}/services/{name}` | deploy a [`DeploySpec`] |
+//! | `PUT /v1/namespaces/{ns}/services/{name}` | deploy a [`DeploySpec`] (no package: change settings) |
 //! | `GET, DELETE /v1/namespaces/{ns}/services/{name}` | describe; delete |
+//! | `GET /v1/namespaces/{ns}/services/{name}/manifest` | as a Knative manifest (`format=yaml\|json`, `knative=true`) |
+//! | `GET /v1/namespaces/{ns}/services/{name}/revisions` | its revisions with traffic and instances |
+//! | `PUT /v1/namespaces/{ns}/services/{name}/traffic` | replace the traffic table (`{"traffic": [...]}`) |
+//! | `POST /v1/namespaces/{ns}/services/{name}/rollback` | all traffic to the previous revision (`{"to": …}` optional) |
+//! | `DELETE /v1/namespaces/{ns}/revisions/{revision}` | delete a revision without traffic |
 //! | `GET /v1/namespaces/{ns}/services/{name}/logs` | instance output (`revision`, `instance`, `tail`) |
 //! | `ANY /v1/namespaces/{ns}/services/{name}/invoke/{path}` | a request through the gateway |
 
@@ -18,17 +25,21 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use updraft_gateway::host_for;
+use updraft_model::knative::parse_manifests;
 use updraft_model::names::validate_namespace_name;
-use updraft_model::DeploySpec;
+use updraft_model::template::PACKAGE_IMAGE_PREFIX;
+use updraft_model::{DeploySpec, Namespace, NamespaceLimits, TrafficTarget, DEFAULT_NAMESPACE};
 use updraft_runtime::logs::{read_logs, service_log_dir, LogQuery};
 
 use crate::platform::Platform;
-use crate::views::{rfc3339_us, InfoView, LogLineView, NamespaceView, PackageView, ServiceView};
+use crate::views::{
+    rfc3339_us, ApplyView, InfoView, LogLineView, NamespaceView, PackageView, RevisionView, ServiceView,
+};
 use crate::ApiError;
 
 type Shared = State<Arc<Platform>>;
@@ -38,12 +49,19 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/info", get(info))
         .route("/v1/namespaces", get(list_namespaces).post(create_namespace))
+        .route("/v1/namespaces/{ns}", put(set_namespace_limits))
         .route("/v1/packages", post(upload_package))
+        .route("/v1/apply", post(apply))
         .route("/v1/namespaces/{ns}/services", get(list_services))
         .route(
             "/v1/namespaces/{ns}/services/{name}",
             get(describe_service).put(deploy).delete(delete_service),
         )
+        .route("/v1/namespaces/{ns}/services/{name}/manifest", get(manifest))
+        .route("/v1/namespaces/{ns}/services/{name}/revisions", get(list_revisions))
+        .route("/v1/namespaces/{ns}/services/{name}/traffic", put(set_traffic))
+        .route("/v1/namespaces/{ns}/services/{name}/rollback", post(rollback))
+        .route("/v1/namespaces/{ns}/revisions/{revision}", delete(delete_revision))
         .route("/v1/namespaces/{ns}/services/{name}/logs", get(logs))
         .route("/v1/namespaces/{ns}/services/{name}/invoke", any(invoke))
         .route("/v1/namespaces/{ns}/services/{name}/invoke/", any(invoke))
@@ -69,15 +87,7 @@ async fn info(State(p): Shared) -> Json<InfoView> {
 
 async fn list_namespaces(State(p): Shared) -> Result<Json<Vec<NamespaceView>>, ApiError> {
     let namespaces = p.store.namespaces()?;
-    Ok(Json(
-        namespaces
-            .into_iter()
-            .map(|n| NamespaceView {
-                name: n.name,
-                created_at: rfc3339_us(n.created_at_us),
-            })
-            .collect(),
-    ))
+    Ok(Json(namespaces.into_iter().map(namespace_view).collect()))
 }
 
 #[derive(Deserialize)]
@@ -92,13 +102,7 @@ async fn create_namespace(State(p): Shared, body: Bytes) -> Result<(StatusCode, 
     let ns = p
         .store
         .create_namespace(&request.name, updraft_runtime::logs::now_us())?;
-    Ok((
-        StatusCode::CREATED,
-        Json(NamespaceView {
-            name: ns.name,
-            created_at: rfc3339_us(ns.created_at_us),
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(namespace_view(ns))))
 }
 
 async fn upload_package(State(p): Shared, request: Request) -> Result<(StatusCode, Json<PackageView>), ApiError> {
@@ -111,23 +115,179 @@ async fn upload_package(State(p): Shared, request: Request) -> Result<(StatusCod
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-fn require_namespace(p: &Platform, ns: &str) -> Result<(), ApiError> {
-    validate_namespace_name("namespace", ns)?;
-    match p.store.namespace(ns)? {
-        Some(_) => Ok(()),
-        None => Err(updraft_store::StoreError::NoSuchNamespace(ns.to_string()).into()),
-    }
-}
-
 fn find_service(p: &Platform, ns: &str, name: &str) -> Result<updraft_model::Service, ApiError> {
-    require_namespace(p, ns)?;
+    p.require_namespace(ns)?;
     p.store
         .service(ns, name)?
         .ok_or_else(|| ApiError::not_found(format!("service {name:?} does not exist in namespace {ns:?}")))
 }
 
+fn namespace_view(ns: Namespace) -> NamespaceView {
+    NamespaceView {
+        name: ns.name,
+        created_at: rfc3339_us(ns.created_at_us),
+        limits: ns.limits,
+    }
+}
+
+async fn set_namespace_limits(
+    State(p): Shared,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> Result<Json<NamespaceView>, ApiError> {
+    let limits: NamespaceLimits = json_body(&body)?;
+    if let Some(limit) = limits.rate_limit {
+        if limit.per_second == 0 || limit.burst == 0 {
+            return Err(ApiError::bad_request(
+                "rate_limit",
+                "per_second and burst must be at least 1; send no rate_limit to remove it",
+            ));
+        }
+    }
+    p.require_namespace(&ns)?;
+    let updated = p.store.set_namespace_limits(&ns, &limits)?;
+    p.rebuild_routes();
+    Ok(Json(namespace_view(updated)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyParams {
+    namespace: Option<String>,
+}
+
+async fn apply(State(p): Shared, Query(params): Query<ApplyParams>, body: Bytes) -> Result<Json<ApplyView>, ApiError> {
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body", "is not UTF-8 text"))?;
+    let mut docs = parse_manifests(text).map_err(|(_, e)| ApiError::from(e))?;
+    if docs.len() != 1 {
+        return Err(ApiError::bad_request(
+            "body",
+            format!("has {} documents; send one Service per request", docs.len()),
+        ));
+    }
+    let desired = docs
+        .remove(0)
+        .desired(params.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE))?;
+    Ok(Json(p.apply(desired).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestParams {
+    format: Option<String>,
+    #[serde(default)]
+    knative: bool,
+}
+
+async fn manifest(
+    State(p): Shared,
+    Path((ns, name)): Path<(String, String)>,
+    Query(params): Query<ManifestParams>,
+) -> Result<Response, ApiError> {
+    let svc = find_service(&p, &ns, &name)?;
+    let manifest = p.manifest(&svc, params.knative)?;
+    match params.format.as_deref().unwrap_or("yaml") {
+        "json" => Ok(Json(manifest).into_response()),
+        "yaml" => {
+            let mut text = serde_yaml_ng::to_string(&manifest).map_err(ApiError::internal)?;
+            if params.knative && manifest.runs_code_package() {
+                text = knative_image_note(&text, &svc);
+            }
+            Ok(([(header::CONTENT_TYPE, "application/yaml")], text).into_response())
+        }
+        other => Err(ApiError::bad_request(
+            "format",
+            format!("{other:?} is not a format; use yaml or json"),
+        )),
+    }
+}
+
+/// A Knative cluster runs images, not code packages: the image line gets a stand-in
+/// reference and a comment saying which package to build it from.
+fn knative_image_note(text: &str, svc: &updraft_model::Service) -> String {
+    let mut out = String::with_capacity(text.len() + 200);
+    for line in text.lines() {
+        let trimmed = line.trim_start().trim_start_matches("- ");
+        if let Some(digest) = trimmed
+            .strip_prefix("image: ")
+            .and_then(|i| i.strip_prefix(PACKAGE_IMAGE_PREFIX))
+        {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            out.push_str(&format!(
+                "{indent}# {} runs Updraft code package {digest}: build an image from that package and put its reference here\n",
+                svc.latest_revision
+            ));
+            out.push_str(&line.replace(
+                &format!("{PACKAGE_IMAGE_PREFIX}{digest}"),
+                &format!(
+                    "registry.example.com/{}/{}:{}",
+                    svc.namespace, svc.name, svc.latest_revision
+                ),
+            ));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+async fn list_revisions(
+    State(p): Shared,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<Vec<RevisionView>>, ApiError> {
+    let svc = find_service(&p, &ns, &name)?;
+    let routing = p.routing(&svc, updraft_runtime::logs::now_us());
+    Ok(Json(p.revision_views(&svc, &routing).map_err(ApiError::internal)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrafficBody {
+    traffic: Vec<TrafficTarget>,
+}
+
+async fn set_traffic(
+    State(p): Shared,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<ServiceView>, ApiError> {
+    let request: TrafficBody = json_body(&body)?;
+    find_service(&p, &ns, &name)?;
+    Ok(Json(p.set_traffic(&ns, &name, request.traffic).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    to: Option<String>,
+}
+
+async fn rollback(
+    State(p): Shared,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<ServiceView>, ApiError> {
+    let request: RollbackBody = if body.is_empty() {
+        RollbackBody::default()
+    } else {
+        json_body(&body)?
+    };
+    find_service(&p, &ns, &name)?;
+    Ok(Json(p.rollback(&ns, &name, request.to).await?))
+}
+
+async fn delete_revision(
+    State(p): Shared,
+    Path((ns, revision)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    p.require_namespace(&ns)?;
+    p.delete_revision(&ns, &revision).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn list_services(State(p): Shared, Path(ns): Path<String>) -> Result<Json<Vec<ServiceView>>, ApiError> {
-    require_namespace(&p, &ns)?;
+    p.require_namespace(&ns)?;
     let services = p.store.services(Some(&ns))?;
     let views = services
         .iter()
@@ -155,7 +315,7 @@ async fn deploy(
 }
 
 async fn delete_service(State(p): Shared, Path((ns, name)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
-    require_namespace(&p, &ns)?;
+    p.require_namespace(&ns)?;
     p.delete_service(&ns, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

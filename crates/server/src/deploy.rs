@@ -1,38 +1,71 @@
-//! A deploy: unpack the stored package for the new revision, find its command, start
-//! a first instance, and only once it is ready write the revision in one transaction
-//! and route to it. Any failure on the way removes what it made.
+//! Changing a service: a deploy, a settings update or an applied manifest.
+//!
+//! A change that alters the revision template makes a new revision: unpack the stored
+//! package, find its command, start a first instance, and only once it is ready write
+//! the revision and the service's new settings in one transaction and route to it. Any
+//! failure on the way removes what it made and leaves traffic as it was. A change of
+//! the service's own settings alone (traffic, annotations) makes no revision.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use updraft_model::names::{revision_name, validate_namespace_name, validate_service_name};
+use updraft_model::annotations::validate_service_annotations;
+use updraft_model::knative::DesiredService;
+use updraft_model::names::{validate_namespace_name, validate_service_name};
 use updraft_model::package::detect;
-use updraft_model::resources::DEFAULT_SCALE_TO_ZERO_AFTER;
-use updraft_model::{DeploySpec, Revision, RevisionConfig};
+use updraft_model::template::{RevisionTemplate, Source, PACKAGE_IMAGE_PREFIX};
+use updraft_model::traffic::{default_traffic, validate_traffic, Rollout, Target, TrafficTarget};
+use updraft_model::{DeploySpec, Revision, RevisionConfig, Service, ServiceConfig};
 use updraft_runtime::logs::{now_us, service_log_dir};
 use updraft_runtime::package::{unpack, DirFiles};
+use updraft_store::NewRevision;
 
 use crate::packages::package_error;
 use crate::platform::{Platform, RevisionState};
-use crate::views::ServiceView;
+use crate::views::{ApplyView, ServiceView};
 use crate::ApiError;
 
+/// What to do with the traffic table.
+pub enum TrafficChange {
+    /// Keep it (a new service gets everything to its latest).
+    Keep,
+    /// Keep it, but pin `latest` rows to the current latest first, so the new
+    /// revision gets nothing (blue/green).
+    NoTrafficForNew,
+    /// Replace it (a manifest's `spec.traffic`, or its absence: everything to latest).
+    Set(Vec<TrafficTarget>),
+}
+
+/// A change to one service, validated.
+pub struct ServiceChange {
+    pub template: RevisionTemplate,
+    /// Make a revision even when the template is unchanged (an explicit deploy).
+    pub force_revision: bool,
+    /// Replaces the service's labels when given.
+    pub labels: Option<BTreeMap<String, String>>,
+    pub annotations: BTreeMap<String, String>,
+    pub traffic: TrafficChange,
+}
+
 impl Platform {
+    /// `updraft deploy` and `updraft update`: a [`DeploySpec`] on top of the latest revision.
     pub async fn deploy(
         self: &Arc<Self>,
         namespace: &str,
         name: &str,
         spec: DeploySpec,
     ) -> Result<ServiceView, ApiError> {
-        let digest = spec.package.clone();
-        let result = self.deploy_revision(namespace, name, spec).await;
-        if result.is_err() {
+        let package = spec.package.clone();
+        let result = self.deploy_spec(namespace, name, spec).await;
+        if let (Err(_), Some(digest)) = (&result, package) {
+            // A refused deploy leaves nothing behind, its upload included.
             self.discard_package_if_unused(&digest);
         }
         result
     }
 
-    async fn deploy_revision(
+    async fn deploy_spec(
         self: &Arc<Self>,
         namespace: &str,
         name: &str,
@@ -40,29 +73,213 @@ impl Platform {
     ) -> Result<ServiceView, ApiError> {
         validate_namespace_name("namespace", namespace)?;
         validate_service_name("name", name)?;
-        let overrides = spec.validate()?;
-        if self.store.namespace(namespace)?.is_none() {
-            return Err(updraft_store::StoreError::NoSuchNamespace(namespace.to_string()).into());
+        self.require_namespace(namespace)?;
+        let existing = self.store.service(namespace, name)?;
+        let latest = match &existing {
+            Some(svc) => self.store.revision(namespace, &svc.latest_revision)?,
+            None => None,
+        };
+        let template = spec.template(latest.as_ref().map(|r| &r.template))?;
+        let annotations = spec.service_annotations(
+            &existing
+                .as_ref()
+                .map(|s| s.config.annotations.clone())
+                .unwrap_or_default(),
+        )?;
+        let change = ServiceChange {
+            template,
+            force_revision: spec.package.is_some(),
+            labels: None,
+            annotations,
+            traffic: if spec.no_traffic {
+                TrafficChange::NoTrafficForNew
+            } else {
+                TrafficChange::Keep
+            },
+        };
+        Ok(self.change_service(namespace, name, change).await?.service)
+    }
+
+    /// `updraft apply`: a Knative Service as desired state.
+    pub async fn apply(self: &Arc<Self>, desired: DesiredService) -> Result<ApplyView, ApiError> {
+        if let Err(e) = self.require_namespace(&desired.namespace) {
+            if let Some(digest) = desired.template.image.strip_prefix(PACKAGE_IMAGE_PREFIX) {
+                self.discard_package_if_unused(digest);
+            }
+            return Err(e);
         }
-        if !self.store.blob_exists(&overrides.package_digest)? {
+        let change = ServiceChange {
+            template: desired.template,
+            force_revision: false,
+            labels: Some(desired.labels),
+            annotations: desired.annotations,
+            traffic: TrafficChange::Set(desired.traffic.unwrap_or_else(default_traffic)),
+        };
+        self.change_service(&desired.namespace, &desired.name, change).await
+    }
+
+    pub fn require_namespace(&self, namespace: &str) -> Result<(), ApiError> {
+        validate_namespace_name("namespace", namespace)?;
+        match self.store.namespace(namespace)? {
+            Some(_) => Ok(()),
+            None => Err(updraft_store::StoreError::NoSuchNamespace(namespace.to_string()).into()),
+        }
+    }
+
+    async fn change_service(
+        self: &Arc<Self>,
+        namespace: &str,
+        name: &str,
+        change: ServiceChange,
+    ) -> Result<ApplyView, ApiError> {
+        let Source::Package { digest } = change.template.validate("template")?;
+        if !self.store.blob_exists(&digest)? {
             return Err(ApiError::bad_request(
                 "package",
-                format!(
-                    "no package {} is stored; upload it first (POST /v1/packages)",
-                    overrides.package_digest
-                ),
+                format!("no package {digest} is stored; upload it first (POST /v1/packages)"),
             ));
         }
-        let _package = self.use_package(&overrides.package_digest);
+        let _package = self.use_package(&digest);
+        let result = self.change_service_locked(namespace, name, change).await;
+        if result.is_err() {
+            drop(_package);
+            self.discard_package_if_unused(&digest);
+        }
+        result
+    }
+
+    async fn change_service_locked(
+        self: &Arc<Self>,
+        namespace: &str,
+        name: &str,
+        change: ServiceChange,
+    ) -> Result<ApplyView, ApiError> {
         let lock = self.deploy_lock(namespace, name);
         let _held = lock.lock().await;
-        let generation = self.store.next_revision_generation(namespace, name)?;
-        let rev_name = revision_name(name, generation);
-        let workdir = self.paths.revision_dir(namespace, &rev_name);
+        let existing = self.store.service(namespace, name)?;
+        let revisions = self.store.revisions(namespace, name)?;
+        let latest = existing
+            .as_ref()
+            .and_then(|s| revisions.iter().find(|r| r.name == s.latest_revision));
+        let unchanged = latest.is_some_and(|l| l.template.same_revision(&change.template));
+        let new_name = if unchanged && !change.force_revision {
+            None
+        } else {
+            Some(self.new_revision_name(namespace, name, &change.template, latest)?)
+        };
+
+        let mut config = existing.as_ref().map(|s| s.config.clone()).unwrap_or_default();
+        if let Some(labels) = change.labels {
+            config.labels = labels;
+        }
+        config.annotations = change.annotations;
+        let settings = validate_service_annotations("metadata.annotations", &config.annotations)?;
+        match change.traffic {
+            TrafficChange::Keep => {}
+            TrafficChange::NoTrafficForNew => match latest {
+                Some(latest) => {
+                    for row in config.traffic.iter_mut().filter(|t| t.latest) {
+                        *row = TrafficTarget::new(Target::Revision(latest.name.clone()), row.percent, row.tag.take());
+                    }
+                }
+                None => {
+                    return Err(ApiError::bad_request(
+                        "no_traffic",
+                        "a new service's first revision takes all its traffic; --no-traffic is for later revisions",
+                    ))
+                }
+            },
+            TrafficChange::Set(traffic) => config.traffic = traffic,
+        }
+        let mut names: Vec<&str> = revisions.iter().map(|r| r.name.as_str()).collect();
+        names.extend(new_name.as_deref());
+        validate_traffic("spec.traffic", name, &config.traffic, &names)?;
+        let now = now_us();
+        config.rollout = match (&new_name, latest, settings.rollout_duration) {
+            (Some(new), Some(previous), Some(duration)) if config.traffic.iter().any(|t| t.latest && t.percent > 0) => {
+                Some(Rollout::new(&previous.name, new, now, duration))
+            }
+            (Some(_), _, _) => None,
+            (None, _, _) => config.rollout.filter(|r| !r.done(now)),
+        };
+
+        let Some(rev_name) = new_name else {
+            let service = match existing {
+                Some(svc) if svc.config == config => {
+                    return Ok(ApplyView {
+                        result: "unchanged".into(),
+                        revision: None,
+                        service: self.service_view(&svc, true).map_err(ApiError::internal)?,
+                    })
+                }
+                _ => self.store.update_service_config(namespace, name, &config, now)?,
+            };
+            self.rebuild_routes();
+            return Ok(ApplyView {
+                result: "configured".into(),
+                revision: None,
+                service: self.service_view(&service, true).map_err(ApiError::internal)?,
+            });
+        };
+        let created = existing.is_none();
+        // The deploy lock keeps the store's next generation the one counted here.
+        let generation = existing.as_ref().map_or(1, |s| s.generation + 1);
+        let service = self
+            .create_revision(namespace, name, &rev_name, generation, change.template, &config)
+            .await?;
+        Ok(ApplyView {
+            result: if created { "created" } else { "configured" }.into(),
+            revision: Some(rev_name),
+            service: self.service_view(&service, true).map_err(ApiError::internal)?,
+        })
+    }
+
+    /// The new revision's name: the template's own, or the next generated one.
+    fn new_revision_name(
+        &self,
+        namespace: &str,
+        service: &str,
+        template: &RevisionTemplate,
+        latest: Option<&Revision>,
+    ) -> Result<String, ApiError> {
+        match &template.name {
+            Some(requested) => {
+                if latest.is_some_and(|l| &l.name == requested) {
+                    return Err(ApiError::bad_request(
+                        "spec.template.metadata.name",
+                        format!("{requested:?} is the name of the latest revision, but the template changed; give the new revision a new name or leave the name out"),
+                    ));
+                }
+                if let Some(taken) = self.store.revision(namespace, requested)? {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "spec.template.metadata.name: revision {requested:?} already exists (service {}); revisions never change, so give the new one a new name",
+                            taken.service
+                        ),
+                    ));
+                }
+                Ok(requested.clone())
+            }
+            None => Ok(self.store.next_revision_name(namespace, service)?),
+        }
+    }
+
+    async fn create_revision(
+        self: &Arc<Self>,
+        namespace: &str,
+        name: &str,
+        rev_name: &str,
+        generation: u32,
+        template: RevisionTemplate,
+        service_config: &ServiceConfig,
+    ) -> Result<Service, ApiError> {
+        let Source::Package { digest } = template.validate("template")?;
+        let workdir = self.paths.revision_dir(namespace, rev_name);
         let _ = std::fs::remove_dir_all(&workdir);
         std::fs::create_dir_all(workdir.parent().expect("revision dirs have a parent")).map_err(ApiError::internal)?;
 
-        let blob = self.paths.blob(&overrides.package_digest);
+        let blob = self.paths.blob(&digest);
         let limits = self.unpack_limits();
         let dir = workdir.clone();
         let unpacked = tokio::task::spawn_blocking(move || {
@@ -72,60 +289,52 @@ impl Platform {
         .await
         .map_err(ApiError::internal)?
         .map_err(package_error)?;
-        let launch = match unpacked {
-            Ok(launch) => launch,
+        let config = match resolve_config(&template, &digest, unpacked) {
+            Ok(config) => config,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&workdir);
-                return Err(e.into());
+                return Err(e);
             }
         };
-
-        let mut env = launch.env;
-        env.extend(overrides.env);
         let now = now_us();
         let revision = Revision {
             namespace: namespace.to_string(),
             service: name.to_string(),
-            name: rev_name.clone(),
+            name: rev_name.to_string(),
             generation,
             created_at_us: now,
-            config: RevisionConfig {
-                package_digest: overrides.package_digest,
-                command: launch.command,
-                command_source: launch.source,
-                env,
-                memory_bytes: overrides.memory_bytes.or(launch.memory_bytes),
-                cpu_millis: overrides.cpu_millis.or(launch.cpu_millis),
-                scale_to_zero_after_ms: overrides
-                    .scale_to_zero_after
-                    .unwrap_or(DEFAULT_SCALE_TO_ZERO_AFTER)
-                    .as_millis() as u64,
-            },
+            template,
+            config,
         };
         let state = RevisionState::new(revision.clone());
         let first = match self.start_for_deploy(&state).await {
             Ok(first) => first,
             Err(reason) => {
-                self.discard_revision_files(namespace, name, &rev_name);
+                self.discard_revision_files(namespace, name, rev_name);
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     format!("revision {rev_name} failed to start: {reason}"),
                 ));
             }
         };
-        // The deploy lock makes the store's next number the one we unpacked for.
-        match self.store.create_revision(namespace, name, &revision.config, now) {
-            Ok((service, _)) => {
-                // It is the latest now: the scaler must not see it unrouted before the
-                // route table catches up.
-                state.routable.store(true, std::sync::atomic::Ordering::Relaxed);
+        let new = NewRevision {
+            namespace,
+            service: name,
+            name: rev_name,
+            template: &revision.template,
+            config: &revision.config,
+            service_config,
+        };
+        match self.store.create_revision(new, now) {
+            Ok((service, stored)) => {
+                debug_assert_eq!(stored.generation, generation);
                 self.register(state);
                 self.rebuild_routes();
-                self.service_view(&service, true).map_err(ApiError::internal)
+                Ok(service)
             }
             Err(e) => {
                 self.stop_instance(&state, &first).await;
-                self.discard_revision_files(namespace, name, &rev_name);
+                self.discard_revision_files(namespace, name, rev_name);
                 Err(e.into())
             }
         }
@@ -145,4 +354,50 @@ impl Platform {
             }
         }
     }
+}
+
+/// What runs: the template's command (plus args), or the package's detected one; the
+/// package's env under the template's; the template's limits over the package's.
+fn resolve_config(
+    template: &RevisionTemplate,
+    digest: &str,
+    detected: Result<updraft_model::package::Launch, updraft_model::FieldError>,
+) -> Result<RevisionConfig, ApiError> {
+    let (mut command, source, mut env, memory, cpu) = match (&template.command, detected) {
+        (Some(command), detected) => {
+            // A package with nothing to detect is fine when the template names the command.
+            let launch = match detected {
+                Ok(launch) => launch,
+                Err(e) if e.field == "package" => Default::default(),
+                Err(e) => return Err(e.into()),
+            };
+            (
+                command.clone(),
+                "manifest".to_string(),
+                launch.env,
+                launch.memory_bytes,
+                launch.cpu_millis,
+            )
+        }
+        (None, Ok(launch)) => (
+            launch.command,
+            launch.source,
+            launch.env,
+            launch.memory_bytes,
+            launch.cpu_millis,
+        ),
+        (None, Err(e)) => return Err(e.into()),
+    };
+    command.extend(template.args.iter().flatten().cloned());
+    env.extend(template.env.clone());
+    Ok(RevisionConfig {
+        package_digest: digest.to_string(),
+        command,
+        command_source: source,
+        env,
+        memory_bytes: template.resources.memory_limit_bytes.or(memory),
+        cpu_millis: template.resources.cpu_limit_millis.or(cpu),
+        scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,
+        readiness: template.readiness.clone(),
+    })
 }

@@ -4,9 +4,11 @@
 mod api;
 mod config;
 mod deploy;
+mod describe;
 mod error;
 mod packages;
 mod platform;
+mod routing;
 mod scaler;
 pub mod views;
 

@@ -4,21 +4,19 @@
 use std::collections::HashMap;
 use std::fs;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use updraft_gateway::{host_for, Gateway, Poke, RevisionEndpoints, RevisionKey, RouteTable};
-use updraft_model::quantity::{format_cpu, format_memory};
-use updraft_model::{Revision, Service};
+use updraft_gateway::{Gateway, Poke, RateLimiter, RevisionEndpoints, RevisionKey, RevisionLimits, RouteTable};
+use updraft_model::Revision;
 use updraft_runtime::logs::now_us;
 use updraft_runtime::{ProcessRuntime, Runtime};
 use updraft_store::{SqliteStore, Store};
 
 use crate::scaler::{ColdStart, ManagedInstance};
-use crate::views::{rfc3339_us, RevisionView, ServiceView};
 use crate::{Paths, ServerConfig};
 
 /// Unreferenced packages younger than this are kept: their deploy may be on its way.
@@ -40,9 +38,15 @@ impl RevisionState {
             service: revision.service.clone(),
             revision: revision.name.clone(),
         };
+        let template = &revision.template;
+        let limits = RevisionLimits {
+            container_concurrency: template.container_concurrency,
+            timeout: template.timeout(),
+            response_start_timeout: template.response_start_timeout(),
+        };
         Arc::new(RevisionState {
+            endpoints: RevisionEndpoints::new(key, limits),
             revision,
-            endpoints: RevisionEndpoints::new(key),
             instances: Mutex::new(Vec::new()),
             last_cold_start: Mutex::new(None),
             routable: AtomicBool::new(false),
@@ -89,6 +93,11 @@ pub struct Platform {
     /// Package digests that deploys under way are using, with how many use each.
     packages_in_use: Mutex<HashMap<String, usize>>,
     pokes: mpsc::UnboundedSender<RevisionKey>,
+    /// Rate limiters by scope (`service ns/name`, `namespace ns`), kept across route
+    /// rebuilds so a rebuild does not refill every bucket.
+    pub(crate) limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
+    /// Whether a rollout is under way, so the scaler's tick moves it on.
+    pub(crate) rolling_out: AtomicBool,
 }
 
 struct ScalerPoke(mpsc::UnboundedSender<RevisionKey>);
@@ -168,6 +177,8 @@ impl Platform {
             deploy_locks: Mutex::new(HashMap::new()),
             packages_in_use: Mutex::new(HashMap::new()),
             pokes: tx,
+            limiters: Mutex::new(HashMap::new()),
+            rolling_out: AtomicBool::new(false),
         });
         platform.load_revisions()?;
         platform.collect_garbage();
@@ -195,7 +206,7 @@ impl Platform {
     }
 
     /// Removes unpacked trees no revision owns and packages no revision uses.
-    fn collect_garbage(&self) {
+    pub(crate) fn collect_garbage(&self) {
         let known: Vec<std::path::PathBuf> = self
             .revisions
             .read()
@@ -250,7 +261,7 @@ impl Platform {
             .insert(key, state);
     }
 
-    fn unregister(&self, namespace: &str, name: &str) -> Option<Arc<RevisionState>> {
+    pub(crate) fn unregister(&self, namespace: &str, name: &str) -> Option<Arc<RevisionState>> {
         self.revisions
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -299,100 +310,6 @@ impl Platform {
         let _ = self.pokes.send(state.endpoints.key.clone());
     }
 
-    /// Points every service's host at its latest revision; the rest drain and stop.
-    pub fn rebuild_routes(&self) {
-        let services = match self.store.services(None) {
-            Ok(services) => services,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read services; routes unchanged");
-                return;
-            }
-        };
-        let registry = self.revisions.read().unwrap_or_else(|p| p.into_inner());
-        let mut hosts = HashMap::new();
-        let mut routed = Vec::new();
-        for svc in &services {
-            if let Some(state) = registry.get(&(svc.namespace.clone(), svc.latest_revision.clone())) {
-                hosts.insert(
-                    host_for(&svc.name, &svc.namespace, &self.config.domain),
-                    state.endpoints.clone(),
-                );
-                routed.push(state.clone());
-            }
-        }
-        self.routes.replace(hosts);
-        for state in registry.values() {
-            let now_routed = routed.iter().any(|r| Arc::ptr_eq(r, state));
-            if state.routable.swap(now_routed, Ordering::Relaxed) && !now_routed {
-                self.poke(state);
-            }
-        }
-    }
-
-    pub fn url(&self, service: &str, namespace: &str) -> String {
-        let port = self.config.gateway_addr.port();
-        let host = host_for(service, namespace, &self.config.domain);
-        if port == 80 {
-            format!("http://{host}")
-        } else {
-            format!("http://{host}:{port}")
-        }
-    }
-
-    pub fn service_view(&self, svc: &Service, with_revisions: bool) -> anyhow::Result<ServiceView> {
-        let latest = self.revision(&svc.namespace, &svc.latest_revision);
-        let mut view = ServiceView {
-            namespace: svc.namespace.clone(),
-            name: svc.name.clone(),
-            url: self.url(&svc.name, &svc.namespace),
-            latest_revision: svc.latest_revision.clone(),
-            ready_instances: latest.as_ref().map_or(0, |s| s.endpoints.ready_count()),
-            created_at: rfc3339_us(svc.created_at_us),
-            updated_at: rfc3339_us(svc.updated_at_us),
-            revisions: Vec::new(),
-            last_cold_start: latest.as_ref().and_then(|s| {
-                s.last_cold_start
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .map(ColdStart::view)
-            }),
-        };
-        if with_revisions {
-            for revision in self.store.revisions(&svc.namespace, &svc.name)? {
-                let state = self.revision(&revision.namespace, &revision.name);
-                view.revisions.push(self.revision_view(&revision, state.as_deref()));
-            }
-        }
-        Ok(view)
-    }
-
-    fn revision_view(&self, revision: &Revision, state: Option<&RevisionState>) -> RevisionView {
-        let config = &revision.config;
-        RevisionView {
-            name: revision.name.clone(),
-            created_at: rfc3339_us(revision.created_at_us),
-            package: config.package_digest.clone(),
-            command: config.command.clone(),
-            command_source: config.command_source.clone(),
-            env: config.env.clone(),
-            memory: config.memory_bytes.map(format_memory),
-            cpu: config.cpu_millis.map(format_cpu),
-            scale_to_zero_after: humantime::format_duration(config.scale_to_zero_after()).to_string(),
-            routed: state.is_some_and(|s| s.routable.load(Ordering::Relaxed)),
-            instances: state
-                .map(|s| s.instances().iter().map(|m| m.view(self.cgroup_version)).collect())
-                .unwrap_or_default(),
-            last_cold_start: state.and_then(|s| {
-                s.last_cold_start
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .map(ColdStart::view)
-            }),
-        }
-    }
-
     /// Deletes a service: routes first, then its instances, files and logs.
     pub async fn delete_service(self: &Arc<Self>, namespace: &str, name: &str) -> Result<(), crate::ApiError> {
         let lock = self.deploy_lock(namespace, name);
@@ -417,7 +334,7 @@ impl Platform {
     }
 
     /// Stops every instance of the given revisions, all at once.
-    async fn stop_revisions(self: &Arc<Self>, states: Vec<Arc<RevisionState>>) {
+    pub(crate) async fn stop_revisions(self: &Arc<Self>, states: Vec<Arc<RevisionState>>) {
         let mut stops = Vec::new();
         for state in states {
             for managed in state.instances() {

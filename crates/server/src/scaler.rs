@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use updraft_gateway::{Endpoint, RevisionKey};
+use updraft_model::template::Readiness;
 use updraft_runtime::logs::now_us;
-use updraft_runtime::{cgroup::Limits, wait_ready, Instance, InstanceSpec};
+use updraft_runtime::{cgroup::Limits, wait_ready, Instance, InstanceSpec, Probe};
 use updraft_scaling::{decide, RevisionLoad};
 
 use crate::platform::{Platform, RevisionState};
@@ -98,6 +99,9 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
+                if platform.rolling_out.load(Ordering::Relaxed) {
+                    platform.rebuild_routes();
+                }
                 for state in platform.all_revision_states() {
                     platform.reconcile(&state);
                 }
@@ -200,7 +204,11 @@ impl Platform {
         managed: &Arc<ManagedInstance>,
         cause: &'static str,
     ) -> Result<(), String> {
-        match wait_ready(&managed.instance, self.config.ready_timeout).await {
+        let probe = match &state.revision.config.readiness {
+            Some(Readiness::HttpGet { path }) => Probe::Http { path },
+            Some(Readiness::TcpSocket) | None => Probe::Tcp,
+        };
+        match wait_ready(&managed.instance, probe, self.config.ready_timeout).await {
             Ok(_) => {
                 let ready = managed.began.elapsed();
                 managed.ready.store(true, Ordering::Relaxed);

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use updraft_model::{NamespaceLimits, TrafficTarget};
 
 /// What a client may want to know about the server before it sends work.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +26,8 @@ pub struct PackageView {
 pub struct NamespaceView {
     pub name: String,
     pub created_at: String,
+    #[serde(default)]
+    pub limits: NamespaceLimits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +63,7 @@ pub struct ColdStartView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RevisionView {
     pub name: String,
+    pub generation: u32,
     pub created_at: String,
     pub package: String,
     pub command: Vec<String>,
@@ -68,9 +72,42 @@ pub struct RevisionView {
     pub memory: Option<String>,
     pub cpu: Option<String>,
     pub scale_to_zero_after: String,
+    /// Requests one instance takes at once; 0 means no limit.
+    pub container_concurrency: u32,
+    pub timeout_seconds: u32,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Share of the service's requests it gets now.
+    pub traffic_percent: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Whether any request can reach it (by share or by tag).
     pub routed: bool,
+    pub ready_instances: usize,
     pub instances: Vec<InstanceView>,
     pub last_cold_start: Option<ColdStartView>,
+}
+
+/// Where requests go now: one row per revision with a share or a tag.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteView {
+    pub revision: String,
+    pub percent: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The tags' own URLs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolloutView {
+    pub from: String,
+    pub to: String,
+    /// The new revision's share of the `latest` rows now.
+    pub percent: u32,
+    pub started_at: String,
+    pub duration: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,10 +119,30 @@ pub struct ServiceView {
     pub ready_instances: usize,
     pub created_at: String,
     pub updated_at: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// The traffic table as set.
+    pub traffic: Vec<TrafficTarget>,
+    /// The table resolved: `latest` and any rollout turned into revision names.
+    pub routes: Vec<RouteView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutView>,
     /// Filled in when one service is described; empty in listings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revisions: Vec<RevisionView>,
     pub last_cold_start: Option<ColdStartView>,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyView {
+    /// `created`, `configured` or `unchanged`, as kubectl says.
+    pub result: String,
+    /// The revision the apply made, if it made one.
+    pub revision: Option<String>,
+    pub service: ServiceView,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,7 +7,7 @@
 
 mod sqlite;
 
-use updraft_model::{Namespace, Revision, RevisionConfig, Service};
+use updraft_model::{Namespace, NamespaceLimits, Revision, RevisionConfig, RevisionTemplate, Service, ServiceConfig};
 
 pub use sqlite::SqliteStore;
 
@@ -31,10 +31,23 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// A new revision to write, with the service settings that go with it.
+pub struct NewRevision<'a> {
+    pub namespace: &'a str,
+    pub service: &'a str,
+    /// The revision's name, from [`Store::next_revision_name`] or the user's template.
+    pub name: &'a str,
+    pub template: &'a RevisionTemplate,
+    pub config: &'a RevisionConfig,
+    /// The service's settings once the revision exists (traffic may name it).
+    pub service_config: &'a ServiceConfig,
+}
+
 pub trait Store: Send + Sync + 'static {
     fn create_namespace(&self, name: &str, now_us: i64) -> Result<Namespace>;
     fn namespaces(&self) -> Result<Vec<Namespace>>;
     fn namespace(&self, name: &str) -> Result<Option<Namespace>>;
+    fn set_namespace_limits(&self, name: &str, limits: &NamespaceLimits) -> Result<Namespace>;
 
     /// Records a package archive that is fully written to the blob directory.
     fn put_blob(&self, digest: &str, size: u64, now_us: i64) -> Result<()>;
@@ -44,22 +57,27 @@ pub trait Store: Send + Sync + 'static {
     fn unreferenced_blobs(&self, created_before_us: i64) -> Result<Vec<String>>;
     fn delete_blob(&self, digest: &str) -> Result<()>;
 
-    /// Creates the service if needed and its next revision, and makes that revision
-    /// the latest, all in one transaction.
-    fn create_revision(
+    /// Creates the service if needed and the revision, makes the revision the latest
+    /// and stores the service's settings, all in one transaction.
+    fn create_revision(&self, new: NewRevision<'_>, now_us: i64) -> Result<(Service, Revision)>;
+    /// The name a service's next revision gets unless its template names one.
+    fn next_revision_name(&self, namespace: &str, service: &str) -> Result<String>;
+    /// Replaces a service's settings (traffic, metadata, rollout).
+    fn update_service_config(
         &self,
         namespace: &str,
-        service: &str,
-        config: &RevisionConfig,
+        name: &str,
+        config: &ServiceConfig,
         now_us: i64,
-    ) -> Result<(Service, Revision)>;
-    /// The name the next revision of a service will get.
-    fn next_revision_generation(&self, namespace: &str, service: &str) -> Result<u32>;
+    ) -> Result<Service>;
 
     fn services(&self, namespace: Option<&str>) -> Result<Vec<Service>>;
     fn service(&self, namespace: &str, name: &str) -> Result<Option<Service>>;
     fn revisions(&self, namespace: &str, service: &str) -> Result<Vec<Revision>>;
+    fn revision(&self, namespace: &str, name: &str) -> Result<Option<Revision>>;
     fn all_revisions(&self) -> Result<Vec<Revision>>;
+    /// Deletes one revision; the caller has checked that nothing routes to it.
+    fn delete_revision(&self, namespace: &str, name: &str) -> Result<Revision>;
     /// Deletes a service with its revisions and returns the revisions removed.
     fn delete_service(&self, namespace: &str, name: &str) -> Result<Vec<Revision>>;
 

@@ -1,17 +1,20 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::watch;
+use updraft_model::annotations::SCALE_TO_ZERO_RETENTION;
 use updraft_model::names::revision_name;
-use updraft_model::{Namespace, Revision, RevisionConfig, Service, DEFAULT_NAMESPACE};
+use updraft_model::template::{Resources, RevisionTemplate};
+use updraft_model::{Namespace, NamespaceLimits, Revision, RevisionConfig, Service, ServiceConfig, DEFAULT_NAMESPACE};
 
-use crate::{Result, Store, StoreError};
+use crate::{NewRevision, Result, Store, StoreError};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS namespaces (
     name TEXT PRIMARY KEY,
-    created_at_us INTEGER NOT NULL
+    created_at_us INTEGER NOT NULL,
+    limits TEXT
 );
 CREATE TABLE IF NOT EXISTS blobs (
     digest TEXT PRIMARY KEY,
@@ -25,6 +28,7 @@ CREATE TABLE IF NOT EXISTS services (
     generation INTEGER NOT NULL,
     created_at_us INTEGER NOT NULL,
     updated_at_us INTEGER NOT NULL,
+    config TEXT,
     PRIMARY KEY (namespace, name)
 );
 CREATE TABLE IF NOT EXISTS revisions (
@@ -35,16 +39,39 @@ CREATE TABLE IF NOT EXISTS revisions (
     created_at_us INTEGER NOT NULL,
     package_digest TEXT NOT NULL REFERENCES blobs(digest),
     config TEXT NOT NULL,
+    template TEXT,
     PRIMARY KEY (namespace, name),
     FOREIGN KEY (namespace, service) REFERENCES services(namespace, name)
 );
 CREATE INDEX IF NOT EXISTS revisions_by_service ON revisions(namespace, service);
 ";
 
+/// Columns added after the first release; a store from then gets them on open, and a
+/// NULL in one reads as its default.
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("namespaces", "limits"),
+    ("services", "config"),
+    ("revisions", "template"),
+];
+
 /// The embedded store: one SQLite file in the data directory.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     version: watch::Sender<u64>,
+}
+
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column) in ADDED_COLUMNS {
+        let present: bool = conn.query_row(
+            &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+            [column],
+            |row| row.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))?;
+        }
+    }
+    Ok(())
 }
 
 impl SqliteStore {
@@ -56,6 +83,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        add_missing_columns(&conn)?;
         conn.execute(
             "INSERT OR IGNORE INTO namespaces (name, created_at_us) VALUES (?1, ?2)",
             params![DEFAULT_NAMESPACE, now_us],
@@ -84,19 +112,85 @@ fn namespace_exists(conn: &Connection, name: &str) -> Result<bool> {
         .is_some())
 }
 
-fn row_to_service(row: &rusqlite::Row<'_>) -> rusqlite::Result<Service> {
-    Ok(Service {
-        namespace: row.get(0)?,
-        name: row.get(1)?,
-        latest_revision: row.get(2)?,
-        generation: row.get(3)?,
-        created_at_us: row.get(4)?,
-        updated_at_us: row.get(5)?,
+fn json_or_default<T: serde::de::DeserializeOwned + Default>(text: Option<String>) -> Result<T> {
+    match text {
+        Some(text) => Ok(serde_json::from_str(&text)?),
+        None => Ok(T::default()),
+    }
+}
+
+const NAMESPACE_COLUMNS: &str = "name, created_at_us, limits";
+
+fn read_namespace(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, i64, Option<String>)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+}
+
+fn to_namespace((name, created_at_us, limits): (String, i64, Option<String>)) -> Result<Namespace> {
+    Ok(Namespace {
+        name,
+        created_at_us,
+        limits: json_or_default(limits)?,
     })
 }
 
-const SERVICE_COLUMNS: &str = "namespace, name, latest_revision, generation, created_at_us, updated_at_us";
-const REVISION_COLUMNS: &str = "namespace, service, name, generation, created_at_us, config";
+const SERVICE_COLUMNS: &str = "namespace, name, latest_revision, generation, created_at_us, updated_at_us, config";
+
+type ServiceRow = (String, String, String, u32, i64, i64, Option<String>);
+
+fn read_service(row: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
+}
+
+fn to_service(row: ServiceRow) -> Result<Service> {
+    let (namespace, name, latest_revision, generation, created_at_us, updated_at_us, config) = row;
+    Ok(Service {
+        namespace,
+        name,
+        latest_revision,
+        generation,
+        created_at_us,
+        updated_at_us,
+        config: json_or_default::<ServiceConfig>(config)?,
+    })
+}
+
+fn query_service(conn: &Connection, namespace: &str, name: &str) -> Result<Option<Service>> {
+    conn.query_row(
+        &format!("SELECT {SERVICE_COLUMNS} FROM services WHERE namespace = ?1 AND name = ?2"),
+        [namespace, name],
+        read_service,
+    )
+    .optional()?
+    .map(to_service)
+    .transpose()
+}
+
+const REVISION_COLUMNS: &str = "namespace, service, name, generation, created_at_us, config, template";
+
+/// The template of a revision stored before templates were: its package and the
+/// settings its config kept.
+fn legacy_template(config: &RevisionConfig) -> RevisionTemplate {
+    let mut template = RevisionTemplate::for_package(&config.package_digest);
+    template.env = config.env.clone();
+    template.resources = Resources {
+        memory_limit_bytes: config.memory_bytes,
+        cpu_limit_millis: config.cpu_millis,
+        ..Default::default()
+    };
+    template.annotations.insert(
+        SCALE_TO_ZERO_RETENTION.into(),
+        humantime::format_duration(config.scale_to_zero_after()).to_string(),
+    );
+    template
+}
 
 fn collect_revisions(stmt: &mut rusqlite::Statement<'_>, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Revision>> {
     let rows = stmt.query_map(args, |row| {
@@ -107,21 +201,49 @@ fn collect_revisions(stmt: &mut rusqlite::Statement<'_>, args: &[&dyn rusqlite::
             row.get::<_, u32>(3)?,
             row.get::<_, i64>(4)?,
             row.get::<_, String>(5)?,
+            row.get::<_, Option<String>>(6)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (namespace, service, name, generation, created_at_us, config) = row?;
+        let (namespace, service, name, generation, created_at_us, config, template) = row?;
+        let config = serde_json::from_str::<RevisionConfig>(&config)?;
+        let template = match template {
+            Some(t) => serde_json::from_str(&t)?,
+            None => legacy_template(&config),
+        };
         out.push(Revision {
             namespace,
             service,
             name,
             generation,
             created_at_us,
-            config: serde_json::from_str::<RevisionConfig>(&config)?,
+            template,
+            config,
         });
     }
     Ok(out)
+}
+
+fn write_service_config(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    name: &str,
+    config: &ServiceConfig,
+    now_us: i64,
+) -> Result<usize> {
+    Ok(tx.execute(
+        "UPDATE services SET config = ?3, updated_at_us = ?4 WHERE namespace = ?1 AND name = ?2",
+        params![namespace, name, serde_json::to_string(config)?, now_us],
+    )?)
+}
+
+fn not_found(kind: &'static str, namespace: &str, name: &str) -> StoreError {
+    StoreError::NotFound {
+        kind,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    }
 }
 
 impl Store for SqliteStore {
@@ -139,35 +261,40 @@ impl Store for SqliteStore {
         Ok(Namespace {
             name: name.to_string(),
             created_at_us: now_us,
+            limits: NamespaceLimits::default(),
         })
     }
 
     fn namespaces(&self) -> Result<Vec<Namespace>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT name, created_at_us FROM namespaces ORDER BY name")?;
-        let rows = stmt.query_map([], |row| {
-            Ok(Namespace {
-                name: row.get(0)?,
-                created_at_us: row.get(1)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let mut stmt = conn.prepare(&format!("SELECT {NAMESPACE_COLUMNS} FROM namespaces ORDER BY name"))?;
+        let rows = stmt.query_map([], read_namespace)?;
+        rows.map(|r| to_namespace(r?)).collect()
     }
 
     fn namespace(&self, name: &str) -> Result<Option<Namespace>> {
-        Ok(self
-            .conn()
+        self.conn()
             .query_row(
-                "SELECT name, created_at_us FROM namespaces WHERE name = ?1",
+                &format!("SELECT {NAMESPACE_COLUMNS} FROM namespaces WHERE name = ?1"),
                 [name],
-                |row| {
-                    Ok(Namespace {
-                        name: row.get(0)?,
-                        created_at_us: row.get(1)?,
-                    })
-                },
+                read_namespace,
             )
-            .optional()?)
+            .optional()?
+            .map(to_namespace)
+            .transpose()
+    }
+
+    fn set_namespace_limits(&self, name: &str, limits: &NamespaceLimits) -> Result<Namespace> {
+        let updated = self.conn().execute(
+            "UPDATE namespaces SET limits = ?2 WHERE name = ?1",
+            params![name, serde_json::to_string(limits)?],
+        )?;
+        if updated == 0 {
+            return Err(StoreError::NoSuchNamespace(name.to_string()));
+        }
+        self.changed();
+        self.namespace(name)?
+            .ok_or_else(|| StoreError::NoSuchNamespace(name.to_string()))
     }
 
     fn put_blob(&self, digest: &str, size: u64, now_us: i64) -> Result<()> {
@@ -201,7 +328,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn next_revision_generation(&self, namespace: &str, service: &str) -> Result<u32> {
+    fn next_revision_name(&self, namespace: &str, service: &str) -> Result<String> {
         let current: Option<u32> = self
             .conn()
             .query_row(
@@ -210,57 +337,67 @@ impl Store for SqliteStore {
                 |row| row.get(0),
             )
             .optional()?;
-        Ok(current.unwrap_or(0) + 1)
+        Ok(revision_name(service, current.unwrap_or(0) + 1))
     }
 
-    fn create_revision(
-        &self,
-        namespace: &str,
-        service: &str,
-        config: &RevisionConfig,
-        now_us: i64,
-    ) -> Result<(Service, Revision)> {
+    fn create_revision(&self, new: NewRevision<'_>, now_us: i64) -> Result<(Service, Revision)> {
+        let NewRevision {
+            namespace,
+            service,
+            name,
+            template,
+            config,
+            service_config,
+        } = new;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if !namespace_exists(&tx, namespace)? {
             return Err(StoreError::NoSuchNamespace(namespace.to_string()));
         }
-        let existing = tx
+        let taken = tx
             .query_row(
-                &format!("SELECT {SERVICE_COLUMNS} FROM services WHERE namespace = ?1 AND name = ?2"),
-                [namespace, service],
-                row_to_service,
+                "SELECT service FROM revisions WHERE namespace = ?1 AND name = ?2",
+                [namespace, name],
+                |row| row.get::<_, String>(0),
             )
             .optional()?;
+        if let Some(owner) = taken {
+            return Err(StoreError::AlreadyExists(format!(
+                "revision {name:?} (of service {owner:?}); a changed template needs a new name"
+            )));
+        }
+        let existing = query_service(&tx, namespace, service)?;
         let generation = existing.as_ref().map_or(0, |s| s.generation) + 1;
-        let name = revision_name(service, generation);
         let svc = Service {
             namespace: namespace.to_string(),
             name: service.to_string(),
-            latest_revision: name.clone(),
+            latest_revision: name.to_string(),
             generation,
             created_at_us: existing.as_ref().map_or(now_us, |s| s.created_at_us),
             updated_at_us: now_us,
+            config: service_config.clone(),
         };
         tx.execute(
-            "INSERT INTO services (namespace, name, latest_revision, generation, created_at_us, updated_at_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO services (namespace, name, latest_revision, generation, created_at_us, updated_at_us, config)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (namespace, name) DO UPDATE SET
                 latest_revision = excluded.latest_revision,
                 generation = excluded.generation,
-                updated_at_us = excluded.updated_at_us",
+                updated_at_us = excluded.updated_at_us,
+                config = excluded.config",
             params![
                 svc.namespace,
                 svc.name,
                 svc.latest_revision,
                 svc.generation,
                 svc.created_at_us,
-                svc.updated_at_us
+                svc.updated_at_us,
+                serde_json::to_string(service_config)?
             ],
         )?;
         tx.execute(
-            "INSERT INTO revisions (namespace, name, service, generation, created_at_us, package_digest, config)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO revisions (namespace, name, service, generation, created_at_us, package_digest, config, template)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 namespace,
                 name,
@@ -268,7 +405,8 @@ impl Store for SqliteStore {
                 generation,
                 now_us,
                 config.package_digest,
-                serde_json::to_string(config)?
+                serde_json::to_string(config)?,
+                serde_json::to_string(template)?
             ],
         )?;
         tx.commit()?;
@@ -277,12 +415,32 @@ impl Store for SqliteStore {
         let revision = Revision {
             namespace: namespace.to_string(),
             service: service.to_string(),
-            name,
+            name: name.to_string(),
             generation,
             created_at_us: now_us,
+            template: template.clone(),
             config: config.clone(),
         };
         Ok((svc, revision))
+    }
+
+    fn update_service_config(
+        &self,
+        namespace: &str,
+        name: &str,
+        config: &ServiceConfig,
+        now_us: i64,
+    ) -> Result<Service> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if write_service_config(&tx, namespace, name, config, now_us)? == 0 {
+            return Err(not_found("service", namespace, name));
+        }
+        let service = query_service(&tx, namespace, name)?.ok_or_else(|| not_found("service", namespace, name))?;
+        tx.commit()?;
+        drop(conn);
+        self.changed();
+        Ok(service)
     }
 
     fn services(&self, namespace: Option<&str>) -> Result<Vec<Service>> {
@@ -290,19 +448,12 @@ impl Store for SqliteStore {
         let mut stmt = conn.prepare(&format!(
             "SELECT {SERVICE_COLUMNS} FROM services WHERE ?1 IS NULL OR namespace = ?1 ORDER BY namespace, name"
         ))?;
-        let rows = stmt.query_map([namespace], row_to_service)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = stmt.query_map([namespace], read_service)?;
+        rows.map(|r| to_service(r?)).collect()
     }
 
     fn service(&self, namespace: &str, name: &str) -> Result<Option<Service>> {
-        Ok(self
-            .conn()
-            .query_row(
-                &format!("SELECT {SERVICE_COLUMNS} FROM services WHERE namespace = ?1 AND name = ?2"),
-                [namespace, name],
-                row_to_service,
-            )
-            .optional()?)
+        query_service(&self.conn(), namespace, name)
     }
 
     fn revisions(&self, namespace: &str, service: &str) -> Result<Vec<Revision>> {
@@ -313,12 +464,35 @@ impl Store for SqliteStore {
         collect_revisions(&mut stmt, &[&namespace, &service])
     }
 
+    fn revision(&self, namespace: &str, name: &str) -> Result<Option<Revision>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {REVISION_COLUMNS} FROM revisions WHERE namespace = ?1 AND name = ?2"
+        ))?;
+        Ok(collect_revisions(&mut stmt, &[&namespace, &name])?.pop())
+    }
+
     fn all_revisions(&self) -> Result<Vec<Revision>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT {REVISION_COLUMNS} FROM revisions ORDER BY namespace, service, generation"
         ))?;
         collect_revisions(&mut stmt, &[])
+    }
+
+    fn delete_revision(&self, namespace: &str, name: &str) -> Result<Revision> {
+        let revision = self
+            .revision(namespace, name)?
+            .ok_or_else(|| not_found("revision", namespace, name))?;
+        let deleted = self.conn().execute(
+            "DELETE FROM revisions WHERE namespace = ?1 AND name = ?2",
+            [namespace, name],
+        )?;
+        if deleted == 0 {
+            return Err(not_found("revision", namespace, name));
+        }
+        self.changed();
+        Ok(revision)
     }
 
     fn delete_service(&self, namespace: &str, name: &str) -> Result<Vec<Revision>> {
@@ -334,11 +508,7 @@ impl Store for SqliteStore {
             [namespace, name],
         )?;
         if deleted == 0 {
-            return Err(StoreError::NotFound {
-                kind: "service",
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-            });
+            return Err(not_found("service", namespace, name));
         }
         tx.commit()?;
         drop(conn);
@@ -353,6 +523,8 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use updraft_model::traffic::{Target, TrafficTarget};
+
     use super::*;
 
     const DIGEST: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -366,7 +538,24 @@ mod tests {
             memory_bytes: Some(64 << 20),
             cpu_millis: None,
             scale_to_zero_after_ms: 60_000,
+            readiness: None,
         }
+    }
+
+    /// Creates the service's next revision under its generated name.
+    fn create(store: &SqliteStore, namespace: &str, service: &str, now: i64) -> Result<(Service, Revision)> {
+        let name = store.next_revision_name(namespace, service)?;
+        store.create_revision(
+            NewRevision {
+                namespace,
+                service,
+                name: &name,
+                template: &RevisionTemplate::for_package(DIGEST),
+                config: &config(),
+                service_config: &ServiceConfig::default(),
+            },
+            now,
+        )
     }
 
     #[test]
@@ -377,23 +566,111 @@ mod tests {
             let store = SqliteStore::open(&path, 1).unwrap();
             let mut rx = store.subscribe();
             store.put_blob(DIGEST, 10, 1).unwrap();
-            let (svc, rev) = store.create_revision("default", "hello", &config(), 2).unwrap();
+            let (svc, rev) = create(&store, "default", "hello", 2).unwrap();
             assert_eq!(rev.name, "hello-00001");
             assert_eq!(svc.latest_revision, "hello-00001");
             assert!(rx.has_changed().unwrap());
             rx.mark_unchanged();
-            let (svc, rev) = store.create_revision("default", "hello", &config(), 3).unwrap();
+            let (svc, rev) = create(&store, "default", "hello", 3).unwrap();
             assert_eq!(rev.name, "hello-00002");
             assert_eq!(svc.created_at_us, 2);
-            assert_eq!(store.next_revision_generation("default", "hello").unwrap(), 3);
+            assert_eq!(store.next_revision_name("default", "hello").unwrap(), "hello-00003");
         }
         let store = SqliteStore::open(&path, 9).unwrap();
         let revs = store.revisions("default", "hello").unwrap();
         assert_eq!(revs.len(), 2);
         assert_eq!(revs[1].config, config());
+        assert_eq!(revs[1].template, RevisionTemplate::for_package(DIGEST));
         assert_eq!(
             store.service("default", "hello").unwrap().unwrap().latest_revision,
             "hello-00002"
+        );
+    }
+
+    #[test]
+    fn a_named_revision_cannot_be_taken_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db"), 1).unwrap();
+        store.put_blob(DIGEST, 10, 1).unwrap();
+        let (template, config, service_config) = (
+            RevisionTemplate::for_package(DIGEST),
+            config(),
+            ServiceConfig::default(),
+        );
+        let new = |name| NewRevision {
+            namespace: "default",
+            service: "hello",
+            name,
+            template: &template,
+            config: &config,
+            service_config: &service_config,
+        };
+        store.create_revision(new("hello-v1"), 2).unwrap();
+        let err = store.create_revision(new("hello-v1"), 3).unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
+        assert_eq!(store.revisions("default", "hello").unwrap().len(), 1);
+        assert_eq!(store.service("default", "hello").unwrap().unwrap().generation, 1);
+    }
+
+    #[test]
+    fn service_config_and_revision_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db"), 1).unwrap();
+        store.put_blob(DIGEST, 10, 1).unwrap();
+        create(&store, "default", "hello", 2).unwrap();
+        create(&store, "default", "hello", 3).unwrap();
+        let pinned = ServiceConfig {
+            traffic: vec![TrafficTarget::new(Target::Revision("hello-00002".into()), 100, None)],
+            ..Default::default()
+        };
+        let svc = store.update_service_config("default", "hello", &pinned, 4).unwrap();
+        assert_eq!(svc.config, pinned);
+        assert_eq!(svc.updated_at_us, 4);
+        assert!(store.update_service_config("default", "nope", &pinned, 4).is_err());
+        let gone = store.delete_revision("default", "hello-00001").unwrap();
+        assert_eq!(gone.generation, 1);
+        assert!(store.revision("default", "hello-00001").unwrap().is_none());
+        assert!(matches!(
+            store.delete_revision("default", "hello-00001"),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(store.revisions("default", "hello").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_store_from_before_templates_opens_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TABLE namespaces (name TEXT PRIMARY KEY, created_at_us INTEGER NOT NULL);
+                 CREATE TABLE blobs (digest TEXT PRIMARY KEY, size INTEGER NOT NULL, created_at_us INTEGER NOT NULL);
+                 CREATE TABLE services (namespace TEXT NOT NULL, name TEXT NOT NULL, latest_revision TEXT NOT NULL,
+                    generation INTEGER NOT NULL, created_at_us INTEGER NOT NULL, updated_at_us INTEGER NOT NULL,
+                    PRIMARY KEY (namespace, name));
+                 CREATE TABLE revisions (namespace TEXT NOT NULL, name TEXT NOT NULL, service TEXT NOT NULL,
+                    generation INTEGER NOT NULL, created_at_us INTEGER NOT NULL, package_digest TEXT NOT NULL,
+                    config TEXT NOT NULL, PRIMARY KEY (namespace, name));
+                 INSERT INTO namespaces VALUES ('default', 1);
+                 INSERT INTO blobs VALUES ('{DIGEST}', 10, 1);
+                 INSERT INTO services VALUES ('default', 'hello', 'hello-00001', 1, 1, 1);
+                 INSERT INTO revisions VALUES ('default', 'hello-00001', 'hello', 1, 1, '{DIGEST}', '{}');",
+                serde_json::to_string(&config())
+                    .unwrap()
+                    .replace(",\"readiness\":null", "")
+            ))
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, 2).unwrap();
+        let svc = store.service("default", "hello").unwrap().unwrap();
+        assert_eq!(svc.config, ServiceConfig::default());
+        let rev = store.revision("default", "hello-00001").unwrap().unwrap();
+        assert_eq!(rev.template.image, format!("package:{DIGEST}"));
+        assert_eq!(rev.template.resources.memory_limit_bytes, Some(64 << 20));
+        assert_eq!(
+            store.namespace("default").unwrap().unwrap().limits,
+            NamespaceLimits::default()
         );
     }
 
@@ -402,7 +679,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db"), 1).unwrap();
         store.put_blob(DIGEST, 10, 1).unwrap();
-        let err = store.create_revision("nope", "hello", &config(), 2).unwrap_err();
+        let err = create(&store, "nope", "hello", 2).unwrap_err();
         assert!(matches!(err, StoreError::NoSuchNamespace(_)));
         assert!(store.services(None).unwrap().is_empty());
     }
@@ -411,7 +688,7 @@ mod tests {
     fn revision_needs_its_blob() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db"), 1).unwrap();
-        assert!(store.create_revision("default", "hello", &config(), 2).is_err());
+        assert!(create(&store, "default", "hello", 2).is_err());
         assert!(store.service("default", "hello").unwrap().is_none());
     }
 
@@ -420,7 +697,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db"), 1).unwrap();
         store.put_blob(DIGEST, 10, 1).unwrap();
-        store.create_revision("default", "hello", &config(), 2).unwrap();
+        create(&store, "default", "hello", 2).unwrap();
         assert!(store.unreferenced_blobs(10).unwrap().is_empty());
         assert_eq!(store.delete_service("default", "hello").unwrap().len(), 1);
         assert!(
@@ -435,5 +712,13 @@ mod tests {
         store.create_namespace("team", 3).unwrap();
         assert!(store.create_namespace("team", 3).is_err());
         assert_eq!(store.namespaces().unwrap().len(), 2);
+        let limits = NamespaceLimits {
+            rate_limit: Some(updraft_model::annotations::RateLimit {
+                per_second: 5,
+                burst: 5,
+            }),
+        };
+        assert_eq!(store.set_namespace_limits("team", &limits).unwrap().limits, limits);
+        assert!(store.set_namespace_limits("nope", &limits).is_err());
     }
 }

@@ -1,0 +1,215 @@
+//! Commands that change a service without a new package: settings, revisions,
+//! traffic, rollback, and namespace limits.
+
+use clap::{Args, Subcommand};
+use http::Method;
+use updraft_model::annotations::RateLimit;
+use updraft_model::traffic::{edit, Target};
+use updraft_model::NamespaceLimits;
+use updraft_server::views::{NamespaceView, RevisionView, ServiceView};
+
+use crate::client::{ApiClient, CliError};
+use crate::commands::{print_deploy_traffic, SettingsArgs};
+use crate::output::{print_revisions, print_routes, print_structured};
+use crate::{exit, NamespaceArg, Output};
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    name: String,
+    #[command(flatten)]
+    ns: NamespaceArg,
+    #[command(flatten)]
+    settings: SettingsArgs,
+    /// Remove an environment variable (repeatable).
+    #[arg(long, value_name = "KEY")]
+    env_remove: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum RevisionCommand {
+    /// Delete a revision that has no traffic and is not the latest.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        ns: NamespaceArg,
+    },
+}
+
+#[derive(Args)]
+pub struct TrafficArgs {
+    name: String,
+    #[command(flatten)]
+    ns: NamespaceArg,
+    /// A share: REVISION=PERCENT, or latest=PERCENT to follow new deploys (repeatable;
+    /// replaces all shares; they must add up to 100).
+    #[arg(long = "to", value_name = "REVISION=PERCENT")]
+    to: Vec<String>,
+    /// Give a revision (or latest) its own URL {tag}-{service}.{namespace}.{domain}.
+    #[arg(long = "tag", value_name = "REVISION=TAG")]
+    tag: Vec<String>,
+    /// Remove a tag (repeatable).
+    #[arg(long = "untag", value_name = "TAG")]
+    untag: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct NamespaceLimitsArgs {
+    name: String,
+    /// Requests per second all the namespace's services take together.
+    #[arg(long, value_name = "N", required_unless_present = "clear")]
+    rate_limit: Option<u32>,
+    /// Requests accepted at once above the rate (default: the rate).
+    #[arg(long, value_name = "N", requires = "rate_limit")]
+    rate_limit_burst: Option<u32>,
+    /// Remove the namespace's limits.
+    #[arg(long, conflicts_with = "rate_limit")]
+    clear: bool,
+}
+
+fn service_path(ns: &NamespaceArg, name: &str) -> String {
+    format!("/v1/namespaces/{}/services/{name}", ns.namespace)
+}
+
+fn usage(message: String) -> CliError {
+    CliError {
+        code: exit::USAGE,
+        message,
+    }
+}
+
+pub async fn update(args: UpdateArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    let spec = args.settings.spec(None, args.env_remove)?;
+    let before: ServiceView = client
+        .json(Method::GET, &service_path(&args.ns, &args.name), None::<&()>)
+        .await?;
+    let service: ServiceView = client
+        .json(Method::PUT, &service_path(&args.ns, &args.name), Some(&spec))
+        .await?;
+    if !print_structured(&service, output) {
+        if service.latest_revision == before.latest_revision {
+            println!(
+                "Updated {} (no new revision: the revision template is unchanged)",
+                service.name
+            );
+        } else {
+            println!("Updated {} (revision {})", service.name, service.latest_revision);
+            print_deploy_traffic(&service);
+        }
+    }
+    Ok(0)
+}
+
+pub async fn revisions(name: &str, ns: &NamespaceArg, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    let revisions: Vec<RevisionView> = client
+        .json(
+            Method::GET,
+            &format!("{}/revisions", service_path(ns, name)),
+            None::<&()>,
+        )
+        .await?;
+    if !print_structured(&revisions, output) {
+        print_revisions(&revisions);
+    }
+    Ok(0)
+}
+
+pub async fn revision(command: RevisionCommand, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    match command {
+        RevisionCommand::Delete { name, ns } => {
+            let _: () = client
+                .json(
+                    Method::DELETE,
+                    &format!("/v1/namespaces/{}/revisions/{name}", ns.namespace),
+                    None::<&()>,
+                )
+                .await?;
+            if !print_structured(&serde_json::json!({"deleted": name, "namespace": ns.namespace}), output) {
+                println!("Deleted revision {name}");
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn pair(flag: &str, text: &str) -> Result<(Target, String), CliError> {
+    let (target, value) = text
+        .split_once('=')
+        .ok_or_else(|| usage(format!("--{flag} {text:?}: expected REVISION={}", flag.to_uppercase())))?;
+    Ok((Target::parse(target.trim()), value.trim().to_string()))
+}
+
+pub async fn traffic(args: TrafficArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    let mut shares = Vec::new();
+    for text in &args.to {
+        let (target, percent) = pair("to", text)?;
+        let percent = percent.trim_end_matches('%').parse::<u32>().map_err(|_| {
+            usage(format!(
+                "--to {text:?}: the percent must be a whole number from 0 to 100"
+            ))
+        })?;
+        shares.push((target, percent));
+    }
+    let tags = args.tag.iter().map(|t| pair("tag", t)).collect::<Result<Vec<_>, _>>()?;
+    let path = service_path(&args.ns, &args.name);
+    let current: ServiceView = client.json(Method::GET, &path, None::<&()>).await?;
+    let table = edit(&current.traffic, &shares, &tags, &args.untag).map_err(usage)?;
+    let service: ServiceView = client
+        .json(
+            Method::PUT,
+            &format!("{path}/traffic"),
+            Some(&serde_json::json!({ "traffic": table })),
+        )
+        .await?;
+    if !print_structured(&service, output) {
+        print_routes(&service);
+    }
+    Ok(0)
+}
+
+pub async fn rollback(
+    name: &str,
+    ns: &NamespaceArg,
+    to: Option<String>,
+    client: &ApiClient,
+    output: Output,
+) -> Result<u8, CliError> {
+    let service: ServiceView = client
+        .json(
+            Method::POST,
+            &format!("{}/rollback", service_path(ns, name)),
+            Some(&serde_json::json!({ "to": to })),
+        )
+        .await?;
+    if !print_structured(&service, output) {
+        let to = service
+            .routes
+            .iter()
+            .max_by_key(|r| r.percent)
+            .map_or("", |r| r.revision.as_str());
+        println!("Rolled back {name}: all traffic to {to}");
+        print_routes(&service);
+    }
+    Ok(0)
+}
+
+pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    let limits = NamespaceLimits {
+        rate_limit: args.rate_limit.map(|rate| RateLimit {
+            per_second: rate,
+            burst: args.rate_limit_burst.unwrap_or(rate),
+        }),
+    };
+    let ns: NamespaceView = client
+        .json(Method::PUT, &format!("/v1/namespaces/{}", args.name), Some(&limits))
+        .await?;
+    if !print_structured(&ns, output) {
+        match ns.limits.rate_limit {
+            Some(r) => println!(
+                "Namespace {}: {} requests/s, burst {}, across its services",
+                ns.name, r.per_second, r.burst
+            ),
+            None => println!("Namespace {}: no rate limit", ns.name),
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,302 @@
+//! The annotations Updraft reads: Knative's `autoscaling.knative.dev/*` on a revision
+//! template, `serving.knative.dev/rollout-duration` and Updraft's rate limits on a
+//! service. Other annotations are the user's own and are kept as they are.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::resources::{parse_duration, DEFAULT_SCALE_TO_ZERO_AFTER};
+use crate::FieldError;
+
+pub const AUTOSCALING_PREFIX: &str = "autoscaling.knative.dev/";
+/// Idle time before a revision's last instance stops (Updraft's `--scale-to-zero-after`).
+pub const SCALE_TO_ZERO_RETENTION: &str = "autoscaling.knative.dev/scale-to-zero-pod-retention-period";
+pub const WINDOW: &str = "autoscaling.knative.dev/window";
+pub const ROLLOUT_DURATION: &str = "serving.knative.dev/rollout-duration";
+/// Requests per second a service accepts (Updraft's own; Knative ignores it).
+pub const RATE_LIMIT: &str = "updraft.dev/rate-limit";
+/// Requests a service accepts at once above its rate.
+pub const RATE_LIMIT_BURST: &str = "updraft.dev/rate-limit-burst";
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Choice(&'static [&'static str]),
+    /// An integer in a closed range.
+    Int(i64, i64),
+    /// A number in a closed range.
+    Float(f64, f64),
+    /// A duration in a closed range.
+    Duration(Duration, Duration),
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Every `autoscaling.knative.dev/*` key Knative defines, with what it allows. The
+/// camel-case names are Knative's older spellings, which it still reads.
+const AUTOSCALING: &[(&str, Kind)] = &[
+    (
+        "class",
+        Kind::Choice(&["kpa.autoscaling.knative.dev", "hpa.autoscaling.knative.dev"]),
+    ),
+    ("metric", Kind::Choice(&["concurrency", "rps", "cpu", "memory"])),
+    ("target", Kind::Float(0.01, f64::MAX)),
+    ("target-utilization-percentage", Kind::Float(1.0, 100.0)),
+    ("targetUtilizationPercentage", Kind::Float(1.0, 100.0)),
+    ("target-burst-capacity", Kind::Float(-1.0, f64::MAX)),
+    ("targetBurstCapacity", Kind::Float(-1.0, f64::MAX)),
+    ("window", Kind::Duration(Duration::from_secs(6), HOUR)),
+    ("panic-window-percentage", Kind::Float(1.0, 100.0)),
+    ("panicWindowPercentage", Kind::Float(1.0, 100.0)),
+    ("panic-threshold-percentage", Kind::Float(110.0, 1000.0)),
+    ("panicThresholdPercentage", Kind::Float(110.0, 1000.0)),
+    ("min-scale", Kind::Int(0, i32::MAX as i64)),
+    ("minScale", Kind::Int(0, i32::MAX as i64)),
+    ("max-scale", Kind::Int(0, i32::MAX as i64)),
+    ("maxScale", Kind::Int(0, i32::MAX as i64)),
+    ("initial-scale", Kind::Int(0, i32::MAX as i64)),
+    ("initialScale", Kind::Int(0, i32::MAX as i64)),
+    ("activation-scale", Kind::Int(1, i32::MAX as i64)),
+    ("scale-down-delay", Kind::Duration(Duration::ZERO, HOUR)),
+    ("scaleDownDelay", Kind::Duration(Duration::ZERO, HOUR)),
+    (
+        "scale-to-zero-pod-retention-period",
+        Kind::Duration(Duration::ZERO, HOUR),
+    ),
+    (
+        "metric-aggregation-algorithm",
+        Kind::Choice(&["linear", "weightedExponential"]),
+    ),
+];
+
+fn check(field: &str, value: &str, kind: Kind) -> Result<(), FieldError> {
+    let out_of_range = |what: String| FieldError::new(field, format!("{value:?} {what}"));
+    match kind {
+        Kind::Choice(allowed) if allowed.contains(&value) => Ok(()),
+        Kind::Choice(allowed) => Err(out_of_range(format!("is not one of {}", allowed.join(", ")))),
+        Kind::Int(min, max) => match value.trim().parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(()),
+            _ => Err(out_of_range(format!("must be an integer from {min} to {max}"))),
+        },
+        Kind::Float(min, max) => match value.trim().parse::<f64>() {
+            Ok(n) if n >= min && n <= max => Ok(()),
+            _ if max == f64::MAX => Err(out_of_range(format!("must be a number of at least {min}"))),
+            _ => Err(out_of_range(format!("must be a number from {min} to {max}"))),
+        },
+        Kind::Duration(min, max) => {
+            let d = parse_duration(field, value)?;
+            if d < min || d > max {
+                return Err(out_of_range(format!(
+                    "must be from {} to {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn int(annotations: &BTreeMap<String, String>, keys: &[&str]) -> Option<i64> {
+    keys.iter()
+        .find_map(|k| annotations.get(&format!("{AUTOSCALING_PREFIX}{k}")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Checks a revision template's annotations: each autoscaling key must be one Knative
+/// defines, with a value it allows.
+pub fn validate_template_annotations(path: &str, annotations: &BTreeMap<String, String>) -> Result<(), FieldError> {
+    for (key, value) in annotations {
+        let field = format!("{path}[{key}]");
+        if let Some(name) = key.strip_prefix(AUTOSCALING_PREFIX) {
+            let Some((_, kind)) = AUTOSCALING.iter().find(|(n, _)| *n == name) else {
+                let known: Vec<&str> = AUTOSCALING.iter().map(|(n, _)| *n).collect();
+                return Err(FieldError::new(
+                    field,
+                    format!("unknown autoscaling annotation; Knative defines {}", known.join(", ")),
+                ));
+            };
+            check(&field, value, *kind)?;
+        } else if key == ROLLOUT_DURATION || key == RATE_LIMIT || key == RATE_LIMIT_BURST {
+            return Err(FieldError::new(
+                field,
+                "belongs on the service (metadata.annotations), not on the revision template",
+            ));
+        }
+    }
+    let min = int(annotations, &["min-scale", "minScale"]);
+    let max = int(annotations, &["max-scale", "maxScale"]);
+    if let (Some(min), Some(max)) = (min, max) {
+        if max != 0 && min > max {
+            return Err(FieldError::new(
+                format!("{path}[{AUTOSCALING_PREFIX}min-scale]"),
+                format!("{min} is above max-scale {max}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a service's own annotations and returns its rollout duration and rate limit.
+pub fn validate_service_annotations(
+    path: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Result<ServiceSettings, FieldError> {
+    let mut settings = ServiceSettings::default();
+    for (key, value) in annotations {
+        let field = format!("{path}[{key}]");
+        if key.starts_with(AUTOSCALING_PREFIX) {
+            return Err(FieldError::new(
+                field,
+                "autoscaling annotations belong on the revision template (spec.template.metadata.annotations)",
+            ));
+        }
+        if key == ROLLOUT_DURATION {
+            let d = parse_duration(&field, value)?;
+            if d > HOUR * 24 {
+                return Err(FieldError::new(field, format!("{value:?} is longer than 24h")));
+            }
+            settings.rollout_duration = (!d.is_zero()).then_some(d);
+        }
+    }
+    let rate = annotations.get(RATE_LIMIT);
+    let burst = annotations.get(RATE_LIMIT_BURST);
+    if rate.is_some() || burst.is_some() {
+        settings.rate_limit = Some(RateLimit::parse(
+            &format!("{path}[{RATE_LIMIT}]"),
+            rate.map(String::as_str),
+            &format!("{path}[{RATE_LIMIT_BURST}]"),
+            burst.map(String::as_str),
+        )?);
+    }
+    Ok(settings)
+}
+
+/// What a service's annotations ask of the gateway and the router.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceSettings {
+    pub rollout_duration: Option<Duration>,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket: `per_second` refill, `burst` requests at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// A rate with an optional burst, which defaults to the rate (one second's worth).
+    pub fn parse(
+        rate_field: &str,
+        rate: Option<&str>,
+        burst_field: &str,
+        burst: Option<&str>,
+    ) -> Result<RateLimit, FieldError> {
+        let positive = |field: &str, text: &str| match text.trim().parse::<u32>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(FieldError::new(
+                field,
+                format!("{text:?} must be a whole number of requests, at least 1"),
+            )),
+        };
+        let Some(rate) = rate else {
+            return Err(FieldError::new(rate_field, "is missing; a burst needs a rate"));
+        };
+        let per_second = positive(rate_field, rate)?;
+        let burst = burst
+            .map(|b| positive(burst_field, b))
+            .transpose()?
+            .unwrap_or(per_second);
+        Ok(RateLimit { per_second, burst })
+    }
+}
+
+/// The idle time after which a revision's instances stop: the retention period if set,
+/// else Knative's stable window, else Updraft's default.
+pub fn scale_to_zero_after(annotations: &BTreeMap<String, String>) -> Duration {
+    [SCALE_TO_ZERO_RETENTION, WINDOW]
+        .iter()
+        .find_map(|k| annotations.get(*k))
+        .and_then(|v| humantime::parse_duration(v.trim()).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_SCALE_TO_ZERO_AFTER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn knative_autoscaling_annotations_are_checked() {
+        let ok = map(&[
+            ("autoscaling.knative.dev/min-scale", "1"),
+            ("autoscaling.knative.dev/max-scale", "5"),
+            ("autoscaling.knative.dev/target", "10"),
+            ("autoscaling.knative.dev/metric", "rps"),
+            ("autoscaling.knative.dev/window", "40s"),
+            ("autoscaling.knative.dev/class", "kpa.autoscaling.knative.dev"),
+            ("example.com/owner", "team-a"),
+        ]);
+        validate_template_annotations("a", &ok).unwrap();
+        for (key, value, wanted) in [
+            ("autoscaling.knative.dev/min-scale", "-1", "integer"),
+            ("autoscaling.knative.dev/window", "2s", "from 6s"),
+            ("autoscaling.knative.dev/metric", "latency", "not one of"),
+            ("autoscaling.knative.dev/target-scale", "3", "unknown autoscaling"),
+            ("serving.knative.dev/rollout-duration", "10s", "belongs on the service"),
+        ] {
+            let err = validate_template_annotations("a", &map(&[(key, value)])).unwrap_err();
+            assert_eq!(err.field, format!("a[{key}]"));
+            assert!(err.message.contains(wanted), "{key}: {err}");
+        }
+        let err = validate_template_annotations(
+            "a",
+            &map(&[
+                ("autoscaling.knative.dev/min-scale", "4"),
+                ("autoscaling.knative.dev/max-scale", "2"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("above max-scale"), "{err}");
+    }
+
+    #[test]
+    fn service_annotations_give_rollout_and_rate() {
+        let s = validate_service_annotations(
+            "metadata.annotations",
+            &map(&[(ROLLOUT_DURATION, "60s"), (RATE_LIMIT, "50"), (RATE_LIMIT_BURST, "5")]),
+        )
+        .unwrap();
+        assert_eq!(s.rollout_duration, Some(Duration::from_secs(60)));
+        assert_eq!(
+            s.rate_limit,
+            Some(RateLimit {
+                per_second: 50,
+                burst: 5
+            })
+        );
+        let s = validate_service_annotations("m", &map(&[(RATE_LIMIT, "7")])).unwrap();
+        assert_eq!(s.rate_limit.unwrap().burst, 7);
+        let err = validate_service_annotations("m", &map(&[(RATE_LIMIT, "0")])).unwrap_err();
+        assert_eq!(err.field, format!("m[{RATE_LIMIT}]"));
+        let err = validate_service_annotations("m", &map(&[(RATE_LIMIT_BURST, "3")])).unwrap_err();
+        assert!(err.message.contains("needs a rate"));
+        let err = validate_service_annotations("m", &map(&[("autoscaling.knative.dev/min-scale", "1")])).unwrap_err();
+        assert!(err.message.contains("revision template"));
+    }
+
+    #[test]
+    fn scale_to_zero_prefers_retention_then_window() {
+        assert_eq!(scale_to_zero_after(&map(&[])), DEFAULT_SCALE_TO_ZERO_AFTER);
+        assert_eq!(scale_to_zero_after(&map(&[(WINDOW, "20s")])), Duration::from_secs(20));
+        assert_eq!(
+            scale_to_zero_after(&map(&[(WINDOW, "20s"), (SCALE_TO_ZERO_RETENTION, "2s")])),
+            Duration::from_secs(2)
+        );
+    }
+}

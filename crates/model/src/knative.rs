@@ -1,0 +1,676 @@
+//! Knative `serving.knative.dev/v1` Service manifests, read and written.
+//!
+//! Reading is strict: every field Updraft does not honour is rejected with its path,
+//! never dropped, so a manifest that applies here means what it says. `status` is
+//! output-only and ignored on the way in, as `kubectl apply` does.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::annotations::validate_service_annotations;
+use crate::names::{validate_namespace_name, validate_service_name, MAX_NAMESPACE_NAME};
+use crate::quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
+use crate::template::{Readiness, Resources, RevisionTemplate, DEFAULT_TIMEOUT_SECONDS, PACKAGE_IMAGE_PREFIX};
+use crate::traffic::TrafficTarget;
+use crate::FieldError;
+
+pub const API_VERSION: &str = "serving.knative.dev/v1";
+pub const KIND: &str = "Service";
+/// The port Knative gives `$PORT` when a container names none.
+const DEFAULT_CONTAINER_PORT: u16 = 8080;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KService {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: ServiceSpec,
+    /// Output only: what the platform reports. Ignored when applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub template: Template,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Vec<Traffic>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<ObjectMeta>,
+    pub spec: RevisionSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RevisionSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_start_timeout_seconds: Option<u32>,
+    pub containers: Vec<Container>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Container {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Port>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Port {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceRequirements {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ResourceList>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<ResourceList>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceList {
+    #[serde(default, deserialize_with = "quantity", skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, deserialize_with = "quantity", skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+/// Kubernetes quantities may be written as YAML numbers (`cpu: 1`) or strings.
+fn quantity<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Q {
+        Text(String),
+        Int(u64),
+        Float(f64),
+    }
+    Ok(Option::<Q>::deserialize(d)?.map(|q| match q {
+        Q::Text(s) => s,
+        Q::Int(n) => n.to_string(),
+        Q::Float(f) => f.to_string(),
+    }))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Probe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<TcpSocket>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGet {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSocket {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Traffic {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_revision: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Output only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// A service as a manifest describes it, checked and in Updraft's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredService {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub template: RevisionTemplate,
+    /// `None` when the manifest has no `spec.traffic`: everything to the latest.
+    pub traffic: Option<Vec<TrafficTarget>>,
+}
+
+/// Splits a file into its documents and parses each; empty documents are skipped.
+/// An error carries the document's position (1-based) in the file.
+pub fn parse_manifests(text: &str) -> Result<Vec<KService>, (usize, FieldError)> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = serde_yaml_ng::Value::deserialize(doc)
+            .map_err(|e| (i + 1, FieldError::new("(document)", format!("is not valid YAML: {e}"))))?;
+        if value.is_null() {
+            continue;
+        }
+        out.push(parse_manifest_value(value).map_err(|e| (i + 1, e))?);
+    }
+    Ok(out)
+}
+
+fn parse_manifest_value(value: serde_yaml_ng::Value) -> Result<KService, FieldError> {
+    let text_at = |key: &str| value.get(key).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let (api_version, kind) = (text_at("apiVersion"), text_at("kind"));
+    if api_version != API_VERSION || kind != KIND {
+        return Err(FieldError::new(
+            "apiVersion/kind",
+            format!("{api_version:?}/{kind:?} is not supported; updraft apply takes {API_VERSION} {KIND}"),
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let message = match inner.strip_prefix("unknown field ") {
+            Some(rest) => format!("unknown or unsupported field {rest}"),
+            None => inner,
+        };
+        FieldError::new(path, message)
+    })
+}
+
+impl KService {
+    /// Checks everything Updraft needs and turns the manifest into a [`DesiredService`].
+    /// A namespace the manifest does not name is `default_namespace`.
+    pub fn desired(&self, default_namespace: &str) -> Result<DesiredService, FieldError> {
+        let name = self
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| FieldError::new("metadata.name", "is missing; every service needs a name"))?;
+        validate_service_name("metadata.name", &name)?;
+        let namespace = self
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| default_namespace.to_string());
+        validate_namespace_name("metadata.namespace", &namespace)?;
+        validate_service_annotations("metadata.annotations", &self.metadata.annotations)?;
+        let template = self.template(&name)?;
+        let traffic = self
+            .spec
+            .traffic
+            .as_ref()
+            .map(|rows| rows.iter().enumerate().map(|(i, t)| traffic_row(i, t)).collect())
+            .transpose()?;
+        Ok(DesiredService {
+            namespace,
+            name,
+            labels: self.metadata.labels.clone(),
+            annotations: self.metadata.annotations.clone(),
+            template,
+            traffic,
+        })
+    }
+
+    fn template(&self, service: &str) -> Result<RevisionTemplate, FieldError> {
+        let meta = self.spec.template.metadata.clone().unwrap_or_default();
+        if meta.namespace.is_some() {
+            return Err(FieldError::new(
+                "spec.template.metadata.namespace",
+                "is not allowed; a revision lives in its service's namespace",
+            ));
+        }
+        if let Some(rev) = &meta.name {
+            let prefix = format!("{service}-");
+            let label_ok = rev.len() <= MAX_NAMESPACE_NAME
+                && rev
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !rev.ends_with('-');
+            if !rev.starts_with(&prefix) || rev.len() == prefix.len() || !label_ok {
+                return Err(FieldError::new(
+                    "spec.template.metadata.name",
+                    format!(
+                        "{rev:?} must be {prefix}<suffix>: the service name, '-', then lower-case letters, digits and '-' (63 characters at most)"
+                    ),
+                ));
+            }
+        }
+        let spec = &self.spec.template.spec;
+        let containers = "spec.template.spec.containers";
+        let c = match spec.containers.as_slice() {
+            [one] => one,
+            [] => return Err(FieldError::new(containers, "is empty; give exactly one container")),
+            _ => {
+                return Err(FieldError::new(
+                    containers,
+                    format!(
+                        "has {} containers; Updraft runs exactly one per revision",
+                        spec.containers.len()
+                    ),
+                ))
+            }
+        };
+        let at = |field: &str| format!("{containers}[0].{field}");
+        let mut env = BTreeMap::new();
+        for (i, var) in c.env.iter().enumerate() {
+            if env.insert(var.name.clone(), var.value.clone()).is_some() {
+                return Err(FieldError::new(
+                    at(&format!("env[{i}].name")),
+                    format!("{:?} is set more than once", var.name),
+                ));
+            }
+        }
+        let container_port = match c.ports.as_slice() {
+            [] => None,
+            [port] => {
+                if let Some(name) = port.name.as_deref().filter(|n| *n != "http1") {
+                    return Err(FieldError::new(
+                        at("ports[0].name"),
+                        format!("{name:?} is not supported; the gateway speaks HTTP/1.1 to instances (http1)"),
+                    ));
+                }
+                if let Some(protocol) = port.protocol.as_deref().filter(|p| *p != "TCP") {
+                    return Err(FieldError::new(
+                        at("ports[0].protocol"),
+                        format!("{protocol:?} is not supported; only TCP"),
+                    ));
+                }
+                port.container_port
+            }
+            _ => {
+                return Err(FieldError::new(
+                    at("ports"),
+                    "has more than one port; Knative allows one",
+                ))
+            }
+        };
+        let resources = resources(&at("resources"), c.resources.as_ref())?;
+        let readiness = match &c.readiness_probe {
+            None => None,
+            Some(probe) => Some(readiness(&at("readinessProbe"), probe, container_port)?),
+        };
+        let template = RevisionTemplate {
+            name: meta.name,
+            annotations: meta.annotations,
+            labels: meta.labels,
+            container_name: c.name.clone(),
+            image: c.image.clone(),
+            command: c.command.clone(),
+            args: c.args.clone(),
+            env,
+            container_port,
+            resources,
+            readiness,
+            container_concurrency: spec.container_concurrency.unwrap_or(0),
+            timeout_seconds: spec.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
+            response_start_timeout_seconds: spec.response_start_timeout_seconds,
+        };
+        template.validate("spec.template")?;
+        Ok(template)
+    }
+
+    /// The manifest of a service as stored: `apply` of it changes nothing.
+    pub fn from_desired(desired: &DesiredService, traffic: &[TrafficTarget]) -> KService {
+        let t = &desired.template;
+        let limits = ResourceList {
+            cpu: t.resources.cpu_limit_millis.map(format_cpu),
+            memory: t.resources.memory_limit_bytes.map(format_memory),
+        };
+        let requests = ResourceList {
+            cpu: t.resources.cpu_request_millis.map(format_cpu),
+            memory: t.resources.memory_request_bytes.map(format_memory),
+        };
+        let list = |l: ResourceList| (l != ResourceList::default()).then_some(l);
+        let resources = ResourceRequirements {
+            limits: list(limits),
+            requests: list(requests),
+        };
+        let container = Container {
+            name: t.container_name.clone(),
+            image: t.image.clone(),
+            command: t.command.clone(),
+            args: t.args.clone(),
+            env: t
+                .env
+                .iter()
+                .map(|(name, value)| EnvVar {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            ports: t
+                .container_port
+                .map(|p| Port {
+                    container_port: Some(p),
+                    name: None,
+                    protocol: None,
+                })
+                .into_iter()
+                .collect(),
+            resources: (resources != ResourceRequirements::default()).then_some(resources),
+            readiness_probe: t.readiness.as_ref().map(|r| match r {
+                Readiness::TcpSocket => Probe {
+                    http_get: None,
+                    tcp_socket: Some(TcpSocket { port: None }),
+                },
+                Readiness::HttpGet { path } => Probe {
+                    http_get: Some(HttpGet {
+                        path: Some(path.clone()),
+                        port: None,
+                    }),
+                    tcp_socket: None,
+                },
+            }),
+        };
+        KService {
+            api_version: API_VERSION.into(),
+            kind: KIND.into(),
+            metadata: ObjectMeta {
+                name: Some(desired.name.clone()),
+                namespace: Some(desired.namespace.clone()),
+                labels: desired.labels.clone(),
+                annotations: desired.annotations.clone(),
+            },
+            spec: ServiceSpec {
+                template: Template {
+                    metadata: Some(ObjectMeta {
+                        name: t.name.clone(),
+                        namespace: None,
+                        labels: t.labels.clone(),
+                        annotations: t.annotations.clone(),
+                    }),
+                    spec: RevisionSpec {
+                        container_concurrency: Some(t.container_concurrency),
+                        timeout_seconds: Some(t.timeout_seconds),
+                        response_start_timeout_seconds: t.response_start_timeout_seconds,
+                        containers: vec![container],
+                    },
+                },
+                traffic: Some(
+                    traffic
+                        .iter()
+                        .map(|row| Traffic {
+                            revision_name: row.revision.clone(),
+                            latest_revision: Some(row.latest),
+                            percent: Some(row.percent),
+                            tag: row.tag.clone(),
+                            url: None,
+                        })
+                        .collect(),
+                ),
+            },
+            status: None,
+        }
+    }
+
+    /// Whether the manifest's image names a code package, which a Knative cluster
+    /// cannot run until it is built into an image.
+    pub fn runs_code_package(&self) -> bool {
+        self.spec
+            .template
+            .spec
+            .containers
+            .iter()
+            .any(|c| c.image.starts_with(PACKAGE_IMAGE_PREFIX))
+    }
+}
+
+fn traffic_row(i: usize, t: &Traffic) -> Result<TrafficTarget, FieldError> {
+    let latest = t.latest_revision.unwrap_or(t.revision_name.is_none());
+    if latest && t.revision_name.is_some() {
+        return Err(FieldError::new(
+            format!("spec.traffic[{i}]"),
+            "names a revision and sets latestRevision: true; give one of them",
+        ));
+    }
+    Ok(TrafficTarget {
+        revision: t.revision_name.clone(),
+        latest,
+        percent: t.percent.unwrap_or(0),
+        tag: t.tag.clone(),
+    })
+}
+
+fn resources(path: &str, r: Option<&ResourceRequirements>) -> Result<Resources, FieldError> {
+    let Some(r) = r else { return Ok(Resources::default()) };
+    let memory = |list: &Option<ResourceList>, which: &str| {
+        list.as_ref()
+            .and_then(|l| l.memory.as_deref())
+            .map(|m| parse_memory(&format!("{path}.{which}.memory"), m))
+            .transpose()
+    };
+    let cpu = |list: &Option<ResourceList>, which: &str| {
+        list.as_ref()
+            .and_then(|l| l.cpu.as_deref())
+            .map(|c| parse_cpu(&format!("{path}.{which}.cpu"), c))
+            .transpose()
+    };
+    let resources = Resources {
+        memory_limit_bytes: memory(&r.limits, "limits")?,
+        cpu_limit_millis: cpu(&r.limits, "limits")?,
+        memory_request_bytes: memory(&r.requests, "requests")?,
+        cpu_request_millis: cpu(&r.requests, "requests")?,
+    };
+    let over = |request: Option<u64>, limit: Option<u64>| matches!((request, limit), (Some(r), Some(l)) if r > l);
+    if over(resources.memory_request_bytes, resources.memory_limit_bytes) {
+        return Err(FieldError::new(
+            format!("{path}.requests.memory"),
+            "is above limits.memory",
+        ));
+    }
+    if over(
+        resources.cpu_request_millis.map(u64::from),
+        resources.cpu_limit_millis.map(u64::from),
+    ) {
+        return Err(FieldError::new(format!("{path}.requests.cpu"), "is above limits.cpu"));
+    }
+    Ok(resources)
+}
+
+fn readiness(path: &str, probe: &Probe, container_port: Option<u16>) -> Result<Readiness, FieldError> {
+    let port = container_port.unwrap_or(DEFAULT_CONTAINER_PORT);
+    let check_port = |field: String, given: Option<u16>| match given {
+        Some(p) if p != port => Err(FieldError::new(
+            field,
+            format!("{p} is not the container's port {port}; leave it out or use the container port"),
+        )),
+        _ => Ok(()),
+    };
+    match (&probe.http_get, &probe.tcp_socket) {
+        (Some(get), None) => {
+            check_port(format!("{path}.httpGet.port"), get.port)?;
+            Ok(Readiness::HttpGet {
+                path: get.path.clone().unwrap_or_else(|| "/".into()),
+            })
+        }
+        (None, Some(tcp)) => {
+            check_port(format!("{path}.tcpSocket.port"), tcp.port)?;
+            Ok(Readiness::TcpSocket)
+        }
+        _ => Err(FieldError::new(path, "must have exactly one of httpGet or tcpSocket")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn manifest(body: &str) -> String {
+        format!("apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: hello\n{body}")
+    }
+
+    fn err(text: &str) -> FieldError {
+        let docs = parse_manifests(text).map_err(|(_, e)| e);
+        match docs.and_then(|d| d[0].desired("default")) {
+            Ok(d) => panic!("accepted: {d:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn a_full_manifest_reads_and_round_trips() {
+        let text = manifest(&format!(
+            "  annotations:
+    serving.knative.dev/rollout-duration: 60s
+spec:
+  template:
+    metadata:
+      name: hello-world
+      annotations:
+        autoscaling.knative.dev/min-scale: \"1\"
+    spec:
+      containerConcurrency: 10
+      timeoutSeconds: 30
+      containers:
+        - image: package:{DIGEST}
+          command: [python3]
+          args: [main.py]
+          env:
+            - name: TARGET
+              value: World
+          ports:
+            - containerPort: 8080
+          resources:
+            limits: {{cpu: 1, memory: 128Mi}}
+            requests: {{cpu: 250m}}
+          readinessProbe:
+            httpGet:
+              path: /ready
+  traffic:
+    - latestRevision: true
+      percent: 100
+      tag: current
+"
+        ));
+        let docs = parse_manifests(&text).unwrap();
+        let desired = docs[0].desired("default").unwrap();
+        assert_eq!(desired.template.name.as_deref(), Some("hello-world"));
+        assert_eq!(desired.template.resources.cpu_limit_millis, Some(1000));
+        assert_eq!(desired.template.resources.cpu_request_millis, Some(250));
+        assert_eq!(desired.template.container_concurrency, 10);
+        assert_eq!(
+            desired.template.readiness,
+            Some(Readiness::HttpGet { path: "/ready".into() })
+        );
+        let traffic = desired.traffic.clone().unwrap();
+        let back = KService::from_desired(&desired, &traffic);
+        let text = serde_yaml_ng::to_string(&back).unwrap();
+        let again = parse_manifests(&text).unwrap()[0].desired("default").unwrap();
+        assert_eq!(again, desired);
+    }
+
+    #[test]
+    fn unsupported_fields_are_rejected_with_their_path() {
+        let base = |container_extra: &str, spec_extra: &str| {
+            manifest(&format!(
+                "spec:\n  template:\n    spec:\n{spec_extra}      containers:\n        - image: package:{DIGEST}\n{container_extra}"
+            ))
+        };
+        let e = err(&base("          livenessProbe: {}\n", ""));
+        assert_eq!(e.field, "spec.template.spec.containers[0].livenessProbe");
+        assert!(e.message.contains("unknown or unsupported"), "{e}");
+        let e = err(&base(
+            "          env:\n            - name: A\n              valueFrom: {}\n",
+            "",
+        ));
+        assert_eq!(e.field, "spec.template.spec.containers[0].env[0].valueFrom");
+        let e = err(&base("", "      timeoutSeconds: 900\n"));
+        assert_eq!(e.field, "spec.template.spec.timeoutSeconds");
+        let e = err(&base("          ports:\n            - containerPort: 70000\n", ""));
+        assert_eq!(e.field, "spec.template.spec.containers[0].ports[0].containerPort");
+        let e = err(&base("          resources:\n            limits: {memory: lots}\n", ""));
+        assert_eq!(e.field, "spec.template.spec.containers[0].resources.limits.memory");
+        let e = err(&base(
+            "          readinessProbe:\n            httpGet: {path: /}\n            periodSeconds: 1\n",
+            "",
+        ));
+        assert_eq!(e.field, "spec.template.spec.containers[0].readinessProbe.periodSeconds");
+        let e = err(&manifest(
+            "spec:\n  template:\n    spec:\n      containers:\n        - image: ghcr.io/knative/helloworld-go:latest\n",
+        ));
+        assert!(e.message.contains("OCI image"), "{e}");
+        let e = err("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
+        assert!(e.message.contains("not supported"), "{e}");
+        let e = err(&manifest(&format!(
+            "spec:\n  template:\n    metadata: {{name: other-v1}}\n    spec:\n      containers:\n        - image: package:{DIGEST}\n"
+        )));
+        assert_eq!(e.field, "spec.template.metadata.name");
+        let e = err(&manifest(&format!(
+            "spec:\n  template:\n    spec:\n      containers:\n        - image: package:{DIGEST}\n  traffic:\n    - revisionName: hello-00001\n      latestRevision: true\n      percent: 100\n"
+        )));
+        assert_eq!(e.field, "spec.traffic[0]");
+    }
+
+    #[test]
+    fn several_documents_and_empty_ones() {
+        let one = manifest(&format!(
+            "spec:\n  template:\n    spec:\n      containers:\n        - image: package:{DIGEST}\n"
+        ));
+        let text = format!("---\n{one}---\n{}\n---\n", one.replace("name: hello", "name: other"));
+        let docs = parse_manifests(&text).unwrap();
+        assert_eq!(docs.len(), 2);
+        let bad = format!("{one}---\n{}", one.replace("image:", "imagee:"));
+        let (index, e) = parse_manifests(&bad).unwrap_err();
+        assert_eq!(index, 2);
+        assert!(e.field.contains("containers[0]"), "{e}");
+    }
+}

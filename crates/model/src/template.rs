@@ -1,0 +1,273 @@
+//! A revision template: what the user asked a revision to be, in Knative's terms
+//! (`spec.template` of a Service). Every revision stores its template; a change to it
+//! makes a new revision, and an unchanged one does not.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::annotations::{scale_to_zero_after, validate_template_annotations};
+use crate::names::validate_env_name;
+use crate::resources::validate_digest;
+use crate::FieldError;
+
+/// Knative's default and ceiling for `timeoutSeconds`.
+pub const DEFAULT_TIMEOUT_SECONDS: u32 = 300;
+pub const MAX_TIMEOUT_SECONDS: u32 = 600;
+
+/// The `image` prefix that names a stored code package instead of an OCI image.
+pub const PACKAGE_IMAGE_PREFIX: &str = "package:";
+
+/// What a revision runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A code package stored by digest (`package:sha256:…`).
+    Package { digest: String },
+}
+
+/// How readiness is decided once the instance listens on its port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readiness {
+    /// Ready once the port accepts connections (the default).
+    TcpSocket,
+    /// Ready once `GET path` answers 2xx or 3xx.
+    HttpGet { path: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit_millis: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_request_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_request_millis: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionTemplate {
+    /// `spec.template.metadata.name`: the revision's name, when the user chose one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    /// `package:sha256:<hex>`; OCI image references come with the container runtime.
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<u16>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Readiness>,
+    /// Requests one instance handles at once; 0 means no limit.
+    #[serde(default)]
+    pub container_concurrency: u32,
+    pub timeout_seconds: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_start_timeout_seconds: Option<u32>,
+}
+
+impl RevisionTemplate {
+    /// A template running a stored package with every setting at its default.
+    pub fn for_package(digest: &str) -> Self {
+        RevisionTemplate {
+            name: None,
+            annotations: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            container_name: None,
+            image: format!("{PACKAGE_IMAGE_PREFIX}{digest}"),
+            command: None,
+            args: None,
+            env: BTreeMap::new(),
+            container_port: None,
+            resources: Resources::default(),
+            readiness: None,
+            container_concurrency: 0,
+            timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
+            response_start_timeout_seconds: None,
+        }
+    }
+
+    /// Checks every field; `path` is where the template sits in the caller's document
+    /// (`spec.template` in a manifest), so errors name the field as the user wrote it.
+    pub fn validate(&self, path: &str) -> Result<Source, FieldError> {
+        let spec = format!("{path}.spec");
+        let container = format!("{spec}.containers[0]");
+        validate_template_annotations(&format!("{path}.metadata.annotations"), &self.annotations)?;
+        for name in self.env.keys() {
+            validate_env_name(&format!("{container}.env[{name}]"), name)?;
+        }
+        if self.container_port == Some(0) {
+            return Err(FieldError::new(
+                format!("{container}.ports[0].containerPort"),
+                "must be between 1 and 65535",
+            ));
+        }
+        if let Some(Readiness::HttpGet { path: probe }) = &self.readiness {
+            if !probe.starts_with('/') {
+                return Err(FieldError::new(
+                    format!("{container}.readinessProbe.httpGet.path"),
+                    format!("{probe:?} must start with '/'"),
+                ));
+            }
+        }
+        if self.timeout_seconds == 0 || self.timeout_seconds > MAX_TIMEOUT_SECONDS {
+            return Err(FieldError::new(
+                format!("{spec}.timeoutSeconds"),
+                format!(
+                    "{} is out of range; must be between 1 and {MAX_TIMEOUT_SECONDS}",
+                    self.timeout_seconds
+                ),
+            ));
+        }
+        if let Some(start) = self.response_start_timeout_seconds {
+            if start == 0 || start > self.timeout_seconds {
+                return Err(FieldError::new(
+                    format!("{spec}.responseStartTimeoutSeconds"),
+                    format!(
+                        "{start} is out of range; must be between 1 and timeoutSeconds ({})",
+                        self.timeout_seconds
+                    ),
+                ));
+            }
+        }
+        if self.command.as_ref().is_some_and(|c| c.is_empty()) {
+            return Err(FieldError::new(
+                format!("{container}.command"),
+                "is empty; give the program to run, or leave the field out to detect it from the package",
+            ));
+        }
+        parse_image(&format!("{container}.image"), &self.image)
+    }
+
+    pub fn scale_to_zero_after(&self) -> Duration {
+        scale_to_zero_after(&self.annotations)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds.into())
+    }
+
+    pub fn response_start_timeout(&self) -> Duration {
+        Duration::from_secs(
+            self.response_start_timeout_seconds
+                .unwrap_or(self.timeout_seconds)
+                .into(),
+        )
+    }
+
+    /// Whether two templates make the same revision; the requested name only counts
+    /// when both name one.
+    pub fn same_revision(&self, other: &RevisionTemplate) -> bool {
+        let mut a = self.clone();
+        let mut b = other.clone();
+        if a.name.is_none() || b.name.is_none() {
+            a.name = None;
+            b.name = None;
+        }
+        a == b
+    }
+}
+
+/// Reads an `image` value: `package:sha256:<hex>` names a stored package.
+pub fn parse_image(field: &str, image: &str) -> Result<Source, FieldError> {
+    match image.strip_prefix(PACKAGE_IMAGE_PREFIX) {
+        Some(digest) => Ok(Source::Package {
+            digest: validate_digest(field, digest)?,
+        }),
+        None if image.trim().is_empty() => Err(FieldError::new(
+            field,
+            "is empty; name a code package as package:<folder, archive or sha256 digest>",
+        )),
+        None => Err(FieldError::new(
+            field,
+            format!(
+                "{image:?} is an OCI image reference; this Updraft runs code packages only \
+                 (container images arrive with the container runtime). Name a code package \
+                 as package:<folder, archive or sha256 digest> instead"
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn defaults_validate_and_bad_fields_are_named() {
+        let t = RevisionTemplate::for_package(DIGEST);
+        assert_eq!(
+            t.validate("spec.template").unwrap(),
+            Source::Package { digest: DIGEST.into() }
+        );
+        let bad = RevisionTemplate {
+            timeout_seconds: 601,
+            ..t.clone()
+        };
+        assert_eq!(
+            bad.validate("spec.template").unwrap_err().field,
+            "spec.template.spec.timeoutSeconds"
+        );
+        let bad = RevisionTemplate {
+            response_start_timeout_seconds: Some(400),
+            ..t.clone()
+        };
+        assert_eq!(
+            bad.validate("spec.template").unwrap_err().field,
+            "spec.template.spec.responseStartTimeoutSeconds"
+        );
+        let bad = RevisionTemplate {
+            image: "ghcr.io/knative/helloworld-go:latest".into(),
+            ..t.clone()
+        };
+        let err = bad.validate("spec.template").unwrap_err();
+        assert_eq!(err.field, "spec.template.spec.containers[0].image");
+        assert!(err.message.contains("OCI image"), "{err}");
+        let bad = RevisionTemplate {
+            readiness: Some(Readiness::HttpGet { path: "ready".into() }),
+            ..t.clone()
+        };
+        assert!(bad
+            .validate("spec.template")
+            .unwrap_err()
+            .field
+            .ends_with("httpGet.path"));
+    }
+
+    #[test]
+    fn a_name_alone_does_not_make_a_new_revision() {
+        let a = RevisionTemplate::for_package(DIGEST);
+        let named = RevisionTemplate {
+            name: Some("hello-v1".into()),
+            ..a.clone()
+        };
+        assert!(a.same_revision(&named));
+        let renamed = RevisionTemplate {
+            name: Some("hello-v2".into()),
+            ..a.clone()
+        };
+        assert!(!named.same_revision(&renamed));
+        let changed = RevisionTemplate {
+            container_concurrency: 1,
+            ..a.clone()
+        };
+        assert!(!a.same_revision(&changed));
+    }
+}

@@ -1,0 +1,227 @@
+//! From the store's traffic tables to the gateway's route table, and the operations
+//! that change where traffic goes: set the table, roll back, delete a revision.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use updraft_gateway::{host_for, tag_host_for, RateLimiter, ServiceRoute};
+use updraft_model::annotations::{validate_service_annotations, RateLimit};
+use updraft_model::traffic::{resolve, rollback, validate_traffic, Routing, TrafficTarget};
+use updraft_model::{Namespace, Service};
+use updraft_runtime::logs::now_us;
+
+use crate::platform::{Platform, RevisionState};
+use crate::views::ServiceView;
+use crate::ApiError;
+
+impl Platform {
+    /// Where a service's requests go at `now_us`.
+    pub fn routing(&self, svc: &Service, now_us: i64) -> Routing {
+        resolve(
+            &svc.config.traffic,
+            &svc.latest_revision,
+            svc.config.rollout.as_ref(),
+            now_us,
+        )
+    }
+
+    /// The shared limiter of a scope, made anew only when its limit changed.
+    fn limiter(&self, scope: String, limit: RateLimit) -> Arc<RateLimiter> {
+        let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        match limiters.get(&scope) {
+            Some(existing) if existing.limit == limit => existing.clone(),
+            _ => {
+                let made = Arc::new(RateLimiter::new(scope.clone(), limit));
+                limiters.insert(scope, made.clone());
+                made
+            }
+        }
+    }
+
+    /// Builds every host's route from the store: the service host splits by the
+    /// traffic table, each tag host leads to its revision. Revisions nothing routes
+    /// to are told so, and drain and stop.
+    pub fn rebuild_routes(&self) {
+        let (services, namespaces) = match (self.store.services(None), self.store.namespaces()) {
+            (Ok(s), Ok(n)) => (s, n),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot read services; routes unchanged");
+                return;
+            }
+        };
+        let namespace_limits: HashMap<&str, &Namespace> = namespaces.iter().map(|n| (n.name.as_str(), n)).collect();
+        let now = now_us();
+        let mut hosts = HashMap::new();
+        let mut routed: Vec<Arc<RevisionState>> = Vec::new();
+        let mut rolling = false;
+        for svc in &services {
+            let mut limiters = Vec::new();
+            let settings = validate_service_annotations("annotations", &svc.config.annotations).unwrap_or_default();
+            if let Some(limit) = settings.rate_limit {
+                limiters.push(self.limiter(format!("service {}/{}", svc.namespace, svc.name), limit));
+            }
+            if let Some(limit) = namespace_limits
+                .get(svc.namespace.as_str())
+                .and_then(|n| n.limits.rate_limit)
+            {
+                limiters.push(self.limiter(format!("namespace {}", svc.namespace), limit));
+            }
+            rolling |= svc.config.rollout.as_ref().is_some_and(|r| !r.done(now));
+            let routing = self.routing(svc, now);
+            let mut weighted = Vec::new();
+            for (revision, percent) in &routing.percents {
+                if let Some(state) = self.revision(&svc.namespace, revision) {
+                    weighted.push((state.endpoints.clone(), *percent));
+                    routed.push(state);
+                }
+            }
+            hosts.insert(
+                host_for(&svc.name, &svc.namespace, &self.config.domain),
+                Arc::new(ServiceRoute::split(weighted, limiters.clone())),
+            );
+            for (tag, revision) in &routing.tags {
+                if let Some(state) = self.revision(&svc.namespace, revision) {
+                    hosts.insert(
+                        tag_host_for(tag, &svc.name, &svc.namespace, &self.config.domain),
+                        Arc::new(ServiceRoute::single(state.endpoints.clone(), limiters.clone())),
+                    );
+                    routed.push(state);
+                }
+            }
+        }
+        self.routes.replace(hosts);
+        self.rolling_out.store(rolling, Ordering::Relaxed);
+        for state in self.all_revision_states() {
+            let now_routed = routed.iter().any(|r| Arc::ptr_eq(r, &state));
+            if state.routable.swap(now_routed, Ordering::Relaxed) && !now_routed {
+                self.poke(&state);
+            }
+        }
+    }
+
+    pub fn url(&self, service: &str, namespace: &str) -> String {
+        self.host_url(&host_for(service, namespace, &self.config.domain))
+    }
+
+    pub fn tag_url(&self, tag: &str, service: &str, namespace: &str) -> String {
+        self.host_url(&tag_host_for(tag, service, namespace, &self.config.domain))
+    }
+
+    fn host_url(&self, host: &str) -> String {
+        match self.config.gateway_addr.port() {
+            80 => format!("http://{host}"),
+            port => format!("http://{host}:{port}"),
+        }
+    }
+
+    fn existing_service(&self, namespace: &str, name: &str) -> Result<Service, ApiError> {
+        self.store
+            .service(namespace, name)?
+            .ok_or_else(|| ApiError::not_found(format!("service {name:?} does not exist in namespace {namespace:?}")))
+    }
+
+    /// Replaces a service's traffic table; a rollout under way ends.
+    pub async fn set_traffic(
+        self: &Arc<Self>,
+        namespace: &str,
+        name: &str,
+        traffic: Vec<TrafficTarget>,
+    ) -> Result<ServiceView, ApiError> {
+        let lock = self.deploy_lock(namespace, name);
+        let _held = lock.lock().await;
+        let svc = self.existing_service(namespace, name)?;
+        let revisions = self.store.revisions(namespace, name)?;
+        let names: Vec<&str> = revisions.iter().map(|r| r.name.as_str()).collect();
+        validate_traffic("traffic", name, &traffic, &names)?;
+        let mut config = svc.config.clone();
+        config.traffic = traffic;
+        config.rollout = None;
+        let svc = self.store.update_service_config(namespace, name, &config, now_us())?;
+        self.rebuild_routes();
+        self.service_view(&svc, true).map_err(ApiError::internal)
+    }
+
+    /// Sends all traffic to the revision before the one that serves most now (or to
+    /// `to`), keeping tags.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        namespace: &str,
+        name: &str,
+        to: Option<String>,
+    ) -> Result<ServiceView, ApiError> {
+        let table = {
+            let svc = self.existing_service(namespace, name)?;
+            let revisions = self.store.revisions(namespace, name)?;
+            let generations: BTreeMap<String, u32> = revisions.iter().map(|r| (r.name.clone(), r.generation)).collect();
+            match to {
+                Some(to) => {
+                    let mut table = vec![TrafficTarget::new(
+                        updraft_model::traffic::Target::Revision(to),
+                        100,
+                        None,
+                    )];
+                    table.extend(
+                        svc.config
+                            .traffic
+                            .iter()
+                            .filter(|t| t.tag.is_some())
+                            .map(|t| TrafficTarget {
+                                percent: 0,
+                                ..t.clone()
+                            }),
+                    );
+                    table
+                }
+                None => {
+                    let routing = self.routing(&svc, now_us());
+                    rollback(&svc.config.traffic, &routing, &generations)
+                        .map_err(|e| ApiError::new(axum::http::StatusCode::CONFLICT, e))?
+                        .1
+                }
+            }
+        };
+        self.set_traffic(namespace, name, table).await
+    }
+
+    /// Deletes a revision nothing routes to and that is not its service's latest.
+    pub async fn delete_revision(self: &Arc<Self>, namespace: &str, revision: &str) -> Result<(), ApiError> {
+        let rev = self.store.revision(namespace, revision)?.ok_or_else(|| {
+            ApiError::not_found(format!(
+                "revision {revision:?} does not exist in namespace {namespace:?}"
+            ))
+        })?;
+        let lock = self.deploy_lock(namespace, &rev.service);
+        let _held = lock.lock().await;
+        let svc = self.existing_service(namespace, &rev.service)?;
+        let conflict = |why: String| ApiError::new(axum::http::StatusCode::CONFLICT, why);
+        if svc.latest_revision == revision {
+            return Err(conflict(format!(
+                "revision {revision} is the latest of service {}; deploy a newer one first, or delete the service",
+                svc.name
+            )));
+        }
+        let routing = self.routing(&svc, now_us());
+        if routing.routes_to(revision)
+            || svc
+                .config
+                .traffic
+                .iter()
+                .any(|t| t.revision.as_deref() == Some(revision))
+        {
+            return Err(conflict(format!(
+                "revision {revision} has traffic ({}% and tags [{}]); move its traffic with `updraft traffic {}` first",
+                routing.percent_of(revision),
+                routing.tags_of(revision).join(", "),
+                svc.name
+            )));
+        }
+        self.store.delete_revision(namespace, revision)?;
+        if let Some(state) = self.unregister(namespace, revision) {
+            self.stop_revisions(vec![state]).await;
+        }
+        let _ = std::fs::remove_dir_all(self.paths.revision_dir(namespace, revision));
+        self.discard_package_if_unused(&rev.config.package_digest);
+        Ok(())
+    }
+}
