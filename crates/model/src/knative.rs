@@ -12,7 +12,7 @@ use crate::annotations::validate_service_annotations;
 use crate::names::{validate_namespace_name, validate_service_name, MAX_NAMESPACE_NAME};
 use crate::quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
 use crate::template::{Readiness, Resources, RevisionTemplate, DEFAULT_TIMEOUT_SECONDS, PACKAGE_IMAGE_PREFIX};
-use crate::traffic::TrafficTarget;
+use crate::traffic::{validate_traffic, TrafficTarget};
 use crate::FieldError;
 
 pub const API_VERSION: &str = "serving.knative.dev/v1";
@@ -256,8 +256,17 @@ impl KService {
             .spec
             .traffic
             .as_ref()
-            .map(|rows| rows.iter().enumerate().map(|(i, t)| traffic_row(i, t)).collect())
+            .map(|rows| {
+                rows.iter()
+                    .enumerate()
+                    .map(|(i, t)| traffic_row(i, t))
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .transpose()?;
+        if let Some(rows) = &traffic {
+            // Which revisions exist is the server's to check.
+            validate_traffic("spec.traffic", &name, rows, None)?;
+        }
         Ok(DesiredService {
             namespace,
             name,

@@ -89,11 +89,13 @@ pub fn default_traffic() -> Vec<TrafficTarget> {
 
 /// Checks a table against the revisions that exist (`revisions`, including one about
 /// to be created). `path` is where the table sits (`spec.traffic`).
+/// With `revisions` of `None` only the table's own shape is checked (before the
+/// revisions are known, as a client does).
 pub fn validate_traffic(
     path: &str,
     service: &str,
     targets: &[TrafficTarget],
-    revisions: &[&str],
+    revisions: Option<&[&str]>,
 ) -> Result<(), FieldError> {
     if targets.is_empty() {
         return Err(FieldError::new(
@@ -118,14 +120,16 @@ pub fn validate_traffic(
                     "names no revision; give revisionName or latestRevision: true",
                 ))
             }
-            (Some(name), false) if !revisions.contains(&name.as_str()) => {
-                return Err(FieldError::new(
-                    format!("{row}.revisionName"),
-                    format!(
-                        "{name:?} is not a revision of service {service:?} (it has {})",
-                        revisions.join(", ")
-                    ),
-                ))
+            (Some(name), false) => {
+                if let Some(known) = revisions.filter(|known| !known.contains(&name.as_str())) {
+                    return Err(FieldError::new(
+                        format!("{row}.revisionName"),
+                        format!(
+                            "{name:?} is not a revision of service {service:?} (it has {})",
+                            known.join(", ")
+                        ),
+                    ));
+                }
             }
             _ => {}
         }
@@ -216,6 +220,19 @@ impl Rollout {
         let steps = self.steps();
         let step = (elapsed.max(0) * steps / self.duration_us.max(1)).min(steps);
         (1 + 99 * step / steps) as u32
+    }
+
+    /// When the share changes next, if it still will.
+    pub fn next_change_us(&self, now_us: i64) -> Option<i64> {
+        if self.done(now_us) {
+            return None;
+        }
+        let steps = self.steps();
+        let elapsed = (now_us - self.started_us).max(0);
+        let step = elapsed * steps / self.duration_us.max(1);
+        // The first instant at which the step count passes `step`.
+        let next = ((step + 1) * self.duration_us + steps - 1) / steps;
+        Some(self.started_us + next)
     }
 
     pub fn done(&self, now_us: i64) -> bool {
@@ -382,24 +399,28 @@ mod tests {
             "t",
             "hello",
             &[rev("hello-00001", 90), TrafficTarget::latest(10)],
-            &revs,
+            Some(&revs),
         )
         .unwrap();
-        let err = validate_traffic("t", "hello", &[rev("hello-00001", 90)], &revs).unwrap_err();
+        // Without the list of revisions, only the shape is checked.
+        validate_traffic("t", "hello", &[rev("hello-00009", 100)], None).unwrap();
+        let err = validate_traffic("t", "hello", &[rev("hello-00001", 90)], Some(&revs)).unwrap_err();
         assert!(err.message.contains("add up to 90"), "{err}");
-        let err = validate_traffic("t", "hello", &[rev("hello-00009", 100)], &revs).unwrap_err();
+        let err = validate_traffic("t", "hello", &[rev("hello-00009", 100)], Some(&revs)).unwrap_err();
         assert_eq!(err.field, "t[0].revisionName");
         let mut tagged = rev("hello-00001", 100);
         tagged.tag = Some("Canary".into());
         assert_eq!(
-            validate_traffic("t", "hello", &[tagged], &revs).unwrap_err().field,
+            validate_traffic("t", "hello", &[tagged], Some(&revs))
+                .unwrap_err()
+                .field,
             "t[0].tag"
         );
         let mut a = rev("hello-00001", 50);
         a.tag = Some("x".into());
         let mut b = rev("hello-00002", 50);
         b.tag = Some("x".into());
-        assert!(validate_traffic("t", "hello", &[a, b], &revs)
+        assert!(validate_traffic("t", "hello", &[a, b], Some(&revs))
             .unwrap_err()
             .message
             .contains("more than one"));
@@ -408,10 +429,10 @@ mod tests {
             ..rev("hello-00001", 100)
         };
         assert_eq!(
-            validate_traffic("t", "hello", &[both], &revs).unwrap_err().field,
+            validate_traffic("t", "hello", &[both], Some(&revs)).unwrap_err().field,
             "t[0]"
         );
-        assert!(validate_traffic("t", "hello", &[], &revs).is_err());
+        assert!(validate_traffic("t", "hello", &[], Some(&revs)).is_err());
     }
 
     #[test]
@@ -438,6 +459,11 @@ mod tests {
         assert_eq!(at(2.5), 50);
         assert_eq!(at(3.0), 75);
         assert_eq!(at(4.0), 100);
+        assert_eq!(r.next_change_us(1_000_000), Some(2_000_000));
+        assert_eq!(r.next_change_us(2_500_000), Some(3_000_000));
+        assert_eq!(r.percent_at(r.next_change_us(2_500_000).unwrap()), 50);
+        assert_eq!(r.next_change_us(4_000_000), Some(5_000_000));
+        assert_eq!(r.next_change_us(5_000_000), None);
         let table = default_traffic();
         let mid = resolve(&table, "b", Some(&r), 1_000_000 + 2_000_000);
         assert_eq!(mid.percent_of("a"), 50);

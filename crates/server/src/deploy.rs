@@ -193,7 +193,7 @@ impl Platform {
         }
         let mut names: Vec<&str> = revisions.iter().map(|r| r.name.as_str()).collect();
         names.extend(new_name.as_deref());
-        validate_traffic("spec.traffic", name, &config.traffic, &names)?;
+        validate_traffic("spec.traffic", name, &config.traffic, Some(&names))?;
         let now = now_us();
         config.rollout = match (&new_name, latest, settings.rollout_duration) {
             (Some(new), Some(previous), Some(duration)) if config.traffic.iter().any(|t| t.latest && t.percent > 0) => {

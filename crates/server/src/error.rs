@@ -23,10 +23,11 @@ impl ApiError {
         }
     }
 
+    /// A refusal of one field; the message names the field, as [`FieldError`]'s do.
     pub fn bad_request(field: &str, message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
-            message: message.into(),
+            message: format!("{field}: {}", message.into()),
             field: Some(field.to_string()),
         }
     }

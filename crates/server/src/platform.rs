@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
@@ -96,8 +96,9 @@ pub struct Platform {
     /// Rate limiters by scope (`service ns/name`, `namespace ns`), kept across route
     /// rebuilds so a rebuild does not refill every bucket.
     pub(crate) limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
-    /// Whether a rollout is under way, so the scaler's tick moves it on.
-    pub(crate) rolling_out: AtomicBool,
+    /// When a rollout's share changes next (µs since the epoch, 0 for never), so the
+    /// scaler's loop rebuilds the routes right then.
+    pub(crate) next_route_change_us: AtomicI64,
 }
 
 struct ScalerPoke(mpsc::UnboundedSender<RevisionKey>);
@@ -178,7 +179,7 @@ impl Platform {
             packages_in_use: Mutex::new(HashMap::new()),
             pokes: tx,
             limiters: Mutex::new(HashMap::new()),
-            rolling_out: AtomicBool::new(false),
+            next_route_change_us: AtomicI64::new(0),
         });
         platform.load_revisions()?;
         platform.collect_garbage();

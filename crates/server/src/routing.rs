@@ -54,7 +54,7 @@ impl Platform {
         let now = now_us();
         let mut hosts = HashMap::new();
         let mut routed: Vec<Arc<RevisionState>> = Vec::new();
-        let mut rolling = false;
+        let mut next_change = None;
         for svc in &services {
             let mut limiters = Vec::new();
             let settings = validate_service_annotations("annotations", &svc.config.annotations).unwrap_or_default();
@@ -67,7 +67,9 @@ impl Platform {
             {
                 limiters.push(self.limiter(format!("namespace {}", svc.namespace), limit));
             }
-            rolling |= svc.config.rollout.as_ref().is_some_and(|r| !r.done(now));
+            if let Some(at) = svc.config.rollout.as_ref().and_then(|r| r.next_change_us(now)) {
+                next_change = Some(next_change.map_or(at, |n: i64| n.min(at)));
+            }
             let routing = self.routing(svc, now);
             let mut weighted = Vec::new();
             for (revision, percent) in &routing.percents {
@@ -91,7 +93,8 @@ impl Platform {
             }
         }
         self.routes.replace(hosts);
-        self.rolling_out.store(rolling, Ordering::Relaxed);
+        self.next_route_change_us
+            .store(next_change.unwrap_or(0), Ordering::Relaxed);
         for state in self.all_revision_states() {
             let now_routed = routed.iter().any(|r| Arc::ptr_eq(r, &state));
             if state.routable.swap(now_routed, Ordering::Relaxed) && !now_routed {
@@ -133,7 +136,7 @@ impl Platform {
         let svc = self.existing_service(namespace, name)?;
         let revisions = self.store.revisions(namespace, name)?;
         let names: Vec<&str> = revisions.iter().map(|r| r.name.as_str()).collect();
-        validate_traffic("traffic", name, &traffic, &names)?;
+        validate_traffic("traffic", name, &traffic, Some(&names))?;
         let mut config = svc.config.clone();
         config.traffic = traffic;
         config.rollout = None;
