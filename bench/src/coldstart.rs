@@ -2,8 +2,7 @@
 //! requests through Updraft, against starting the same N commands directly and
 //! polling their ports until they answer (no platform).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
@@ -13,6 +12,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::apps::{build, App};
+use crate::harness::{free_port, get, Server};
 use crate::stats::{summarize, Summary};
 
 #[derive(Serialize)]
@@ -24,89 +24,6 @@ struct Row {
     /// Updraft's mean over the direct mean.
     ratio_mean: f64,
     ratio_p50: f64,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-/// One HTTP/1.0 GET; returns the status.
-fn get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(600)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply)?;
-    let text = String::from_utf8_lossy(&reply);
-    Ok(text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0))
-}
-
-struct Server {
-    child: Child,
-    api: String,
-    gateway: SocketAddr,
-    _data: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(updraft: &Path) -> anyhow::Result<Server> {
-        let data = tempfile::tempdir()?;
-        let gateway: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let api_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let child = Command::new(updraft)
-            .args(["server", "--data-dir"])
-            .arg(data.path())
-            .args([
-                "--gateway-addr",
-                &gateway.to_string(),
-                "--api-addr",
-                &api_addr.to_string(),
-            ])
-            .args([
-                "--activator-timeout",
-                "600s",
-                "--ready-timeout",
-                "600s",
-                "--stop-grace",
-                "2s",
-            ])
-            .env("UPDRAFT_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", updraft.display()))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while get(api_addr, "api", "/healthz").ok() != Some(200) {
-            if Instant::now() > deadline {
-                bail!("updraft server did not come up");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Server {
-            child,
-            api: format!("http://{api_addr}"),
-            gateway,
-            _data: data,
-        })
-    }
-
-    fn cli(&self, updraft: &Path, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(updraft)
-            .args(args)
-            .env("UPDRAFT_API", &self.api)
-            .output()?;
-        if !out.status.success() {
-            bail!("updraft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn stop(mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
 }
 
 /// Runs `work(i)` on N threads released at the same instant; returns each one's time.
@@ -171,7 +88,7 @@ fn through_updraft(updraft: &Path, app: &App, n: usize) -> anyhow::Result<Vec<f6
             }
         })?);
     }
-    server.stop();
+    drop(server);
     Ok(times)
 }
 

@@ -3,6 +3,8 @@
 
 mod apps;
 mod coldstart;
+mod harness;
+mod proxy;
 mod stats;
 
 use std::path::PathBuf;
@@ -34,6 +36,19 @@ enum Scenario {
         #[arg(long, value_delimiter = ',', default_value = "python,java")]
         kinds: Vec<String>,
     },
+    /// Requests/s and latency of the warm path: an instance called directly, through
+    /// Updraft's gateway, and through nginx as a reverse proxy, in the same run.
+    Proxy {
+        /// Comma-separated numbers of keep-alive client connections.
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        connections: Vec<usize>,
+        /// Seconds of load per target and connection count, split into rounds.
+        #[arg(long, default_value_t = 6.0)]
+        seconds: f64,
+        /// Rounds that alternate between the targets.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +56,10 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.out)?;
     match cli.scenario {
         Scenario::Coldstart { sizes, kinds } => coldstart::run(&cli.updraft, &cli.out, &sizes, &kinds),
+        Scenario::Proxy {
+            connections,
+            seconds,
+            rounds,
+        } => proxy::run(&cli.updraft, &cli.out, &connections, seconds, rounds.max(1)),
     }
 }

@@ -476,3 +476,121 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
     drop(open_tx);
     let _ = open_rx.recv().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicU32;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::{RevisionKey, RevisionLimits, ServiceRoute};
+
+    struct NoPoke;
+
+    impl Poke for NoPoke {
+        fn poke(&self, _: &Arc<RevisionEndpoints>) {}
+    }
+
+    fn endpoint(name: &str, port: u16) -> Arc<Endpoint> {
+        Arc::new(Endpoint {
+            instance: name.into(),
+            port,
+            in_flight: AtomicU32::new(0),
+        })
+    }
+
+    /// A port nothing listens on: connecting to it is refused.
+    fn refused_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    /// An instance that reads one request and either echoes its body or hangs up
+    /// without answering; counts the connections it gets.
+    async fn instance(answer: bool) -> (u16, Arc<AtomicU32>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicU32::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !String::from_utf8_lossy(&request).ends_with("hello body") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if answer {
+                    let body = String::from_utf8_lossy(&request)
+                        .rsplit("\r\n\r\n")
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                }
+            }
+        });
+        (port, connections)
+    }
+
+    async fn post(gateway: &Gateway) -> (StatusCode, String) {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/")
+            .header(header::HOST, "svc.default.localhost")
+            .body(Full::new(Bytes::from_static(b"hello body")))
+            .unwrap();
+        let response = gateway.handle(request, None).await;
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn gateway_over(endpoints: &[Arc<Endpoint>]) -> Gateway {
+        let revision = RevisionEndpoints::new(
+            RevisionKey {
+                namespace: "default".into(),
+                service: "svc".into(),
+                revision: "svc-00001".into(),
+            },
+            RevisionLimits::default(),
+        );
+        for e in endpoints {
+            revision.add_ready(e.clone());
+        }
+        let routes = Arc::new(RouteTable::default());
+        routes.replace(HashMap::from([(
+            "svc.default.localhost".to_string(),
+            Arc::new(ServiceRoute::single(revision, vec![])),
+        )]));
+        Gateway::new(routes, Arc::new(NoPoke), ActivatorConfig::default())
+    }
+
+    #[tokio::test]
+    async fn a_request_body_is_retried_on_another_instance_when_the_first_refuses() {
+        let (port, connections) = instance(true).await;
+        // Round-robin starts with the refusing one.
+        let gateway = gateway_over(&[endpoint("gone", refused_port()), endpoint("alive", port)]);
+        let (status, body) = post(&gateway).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, "hello body", "the body reached the second instance whole");
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_reached_an_instance_is_not_retried() {
+        let (hangs_up, first) = instance(false).await;
+        let (answers, second) = instance(true).await;
+        let gateway = gateway_over(&[endpoint("hangs-up", hangs_up), endpoint("answers", answers)]);
+        let (status, body) = post(&gateway).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+        assert_eq!(first.load(Ordering::SeqCst), 1);
+        assert_eq!(second.load(Ordering::SeqCst), 0, "never sent again elsewhere");
+    }
+}
