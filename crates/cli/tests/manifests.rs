@@ -133,7 +133,7 @@ spec:
   template:
     spec:
       timeoutSeconds: 30
-      responseStartTimeoutSeconds: 10
+      responseStartTimeoutSeconds: 1
       containers:
         - image: package:./app
           command: [python3, main.py]
@@ -158,6 +158,15 @@ spec:
         serde_json::json!(["python3", "main.py"])
     );
     assert_eq!(warm["annotations"]["serving.knative.dev/rollout-duration"], "30s");
+    // The response must start within a second; a stream that starts at once may go on.
+    let late = server.get("warm", "/slow");
+    assert_eq!(late.status, 504, "{}", late.body);
+    assert!(
+        late.body.contains("within 1s (responseStartTimeoutSeconds)"),
+        "{}",
+        late.body
+    );
+    assert_eq!(server.get("warm", "/stream").status, 200);
 
     // Renaming an unchanged template is a new revision; reusing a name for a change is not.
     let manifest = std::fs::read_to_string(dir.path().join("services.yaml")).unwrap();

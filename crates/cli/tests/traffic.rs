@@ -31,7 +31,7 @@ fn percent_of(service: &serde_json::Value, revision: &str) -> u64 {
 
 #[test]
 fn split_tags_rollback_and_revision_delete() {
-    let server = Server::start(&[]);
+    let mut server = Server::start(&[]);
     let (_tmp, app) = fixture("python");
     server.deploy("hello", &app, &[]);
     let updated = server.json(&["update", "hello", "--env", "GREETING=v2"]);
@@ -71,6 +71,15 @@ fn split_tags_rollback_and_revision_delete() {
 
     let canary = spread(&server, "canary-hello.default.localhost", 20);
     assert_eq!(canary.get("hello-00002"), Some(&20), "{canary:?}");
+
+    // The table is in the store: a crash keeps it.
+    server.kill9();
+    server.restart();
+    assert_eq!(percent_of(&server.json(&["service", "hello"]), "hello-00001"), 90);
+    let counts = spread(&server, &Server::host("hello"), 100);
+    assert_eq!(counts.get("hello-00002"), Some(&10), "{counts:?}");
+    let canary = spread(&server, "canary-hello.default.localhost", 3);
+    assert_eq!(canary.get("hello-00002"), Some(&3), "{canary:?}");
     let revisions = server.json(&["revisions", "hello"]);
     let v2 = revisions
         .as_array()
