@@ -156,24 +156,43 @@ fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 /// A request body the proxy can take back when the instance was never reached, so a
 /// request with a body is retried as readily as one without.
 struct Reclaimable {
-    slot: Arc<Mutex<Option<GatewayBody>>>,
-    started: Arc<AtomicBool>,
+    shared: Arc<BodySlot>,
     hint: SizeHint,
     end: bool,
 }
 
+/// Where the body waits while the client may still hand it back.
+struct BodySlot {
+    body: Mutex<Option<GatewayBody>>,
+    /// Set once the client has asked for a frame: from then on bytes may have left.
+    started: AtomicBool,
+}
+
+impl BodySlot {
+    /// The body, if no byte of it can have been sent.
+    fn reclaim(&self) -> Option<GatewayBody> {
+        if self.started.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.body.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 impl Reclaimable {
-    fn wrap(body: GatewayBody) -> (Self, Arc<Mutex<Option<GatewayBody>>>, Arc<AtomicBool>) {
+    fn wrap(body: GatewayBody) -> (Self, Arc<BodySlot>) {
         let (hint, end) = (body.size_hint(), body.is_end_stream());
-        let slot = Arc::new(Mutex::new(Some(body)));
-        let started = Arc::new(AtomicBool::new(false));
-        let wrapper = Reclaimable {
-            slot: slot.clone(),
-            started: started.clone(),
-            hint,
-            end,
-        };
-        (wrapper, slot, started)
+        let shared = Arc::new(BodySlot {
+            body: Mutex::new(Some(body)),
+            started: AtomicBool::new(false),
+        });
+        (
+            Reclaimable {
+                shared: shared.clone(),
+                hint,
+                end,
+            },
+            shared,
+        )
     }
 }
 
@@ -182,8 +201,8 @@ impl Body for Reclaimable {
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.started.store(true, Ordering::Relaxed);
-        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.started.store(true, Ordering::Relaxed);
+        let mut slot = self.shared.body.lock().unwrap_or_else(|p| p.into_inner());
         match slot.as_mut() {
             Some(body) => Pin::new(body).poll_frame(cx),
             None => Poll::Ready(None),
@@ -330,14 +349,21 @@ impl Gateway {
                 Ok(uri) => uri,
                 Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad request target: {e}")),
             };
-            let (wrapped, slot, started) = Reclaimable::wrap(body.take().unwrap_or_else(empty_body));
+            let (wrapped, slot) = Reclaimable::wrap(body.take().unwrap_or_else(empty_body));
             let mut upstream = Request::new(wrapped.boxed_unsync());
             *upstream.method_mut() = parts.method.clone();
             *upstream.uri_mut() = uri;
             *upstream.version_mut() = parts.version;
             *upstream.headers_mut() = parts.headers.clone();
             let sent_at = tokio::time::Instant::now();
-            let answer = tokio::time::timeout(limits.response_start_timeout, self.client.request(upstream)).await;
+            // One timer per request: first the response-start limit, then, moved into
+            // the body, the whole request's.
+            let mut timer = Box::pin(tokio::time::sleep(limits.response_start_timeout));
+            let answer = tokio::select! {
+                biased;
+                answer = self.client.request(upstream) => Ok(answer),
+                () = timer.as_mut() => Err(()),
+            };
             match answer {
                 Ok(Ok(mut response)) => {
                     let deadline = sent_at + limits.timeout;
@@ -353,19 +379,21 @@ impl Gateway {
                     strip_hop_by_hop(&mut parts.headers);
                     let body = Timed {
                         inner: body.map_err(BoxError::from).boxed_unsync(),
-                        deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                        deadline: {
+                            timer.as_mut().reset(deadline);
+                            timer
+                        },
                         timeout: limits.timeout,
                         _in_flight: guard,
                     };
                     return Response::from_parts(parts, body.boxed_unsync());
                 }
                 Ok(Err(e)) => {
-                    let untouched = !started.load(Ordering::Relaxed);
-                    let reclaimed = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let reclaimed = if e.is_connect() { slot.reclaim() } else { None };
                     // Nothing reached the app: the instance is gone or going. Wait for the
                     // endpoints to change (it leaves rotation as soon as its exit is seen)
                     // and go through the activator again.
-                    if e.is_connect() && untouched && attempt < CONNECT_RETRIES {
+                    if reclaimed.is_some() && attempt < CONNECT_RETRIES {
                         attempt += 1;
                         body = reclaimed;
                         drop(guard);

@@ -374,14 +374,20 @@ pub fn rollback(
         .max_by_key(|(_, g)| **g)
         .map(|(name, _)| name.clone())
         .ok_or_else(|| format!("{primary} serves now and there is no earlier revision to roll back to"))?;
-    let mut table = vec![TrafficTarget::new(Target::Revision(previous.clone()), 100, None)];
+    let table = all_to(current, &previous);
+    Ok((previous, table))
+}
+
+/// The table that sends everything to `revision`, keeping the tags of `current`.
+pub fn all_to(current: &[TrafficTarget], revision: &str) -> Vec<TrafficTarget> {
+    let mut table = vec![TrafficTarget::new(Target::Revision(revision.to_string()), 100, None)];
     for t in current.iter().filter(|t| t.tag.is_some()) {
         table.push(TrafficTarget {
             percent: 0,
             ..t.clone()
         });
     }
-    Ok((previous, table))
+    table
 }
 
 #[cfg(test)]

@@ -117,9 +117,7 @@ async fn upload_package(State(p): Shared, request: Request) -> Result<(StatusCod
 
 fn find_service(p: &Platform, ns: &str, name: &str) -> Result<updraft_model::Service, ApiError> {
     p.require_namespace(ns)?;
-    p.store
-        .service(ns, name)?
-        .ok_or_else(|| ApiError::not_found(format!("service {name:?} does not exist in namespace {ns:?}")))
+    p.existing_service(ns, name)
 }
 
 fn namespace_view(ns: Namespace) -> NamespaceView {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use updraft_gateway::{host_for, tag_host_for, RateLimiter, ServiceRoute};
 use updraft_model::annotations::{validate_service_annotations, RateLimit};
-use updraft_model::traffic::{resolve, rollback, validate_traffic, Routing, TrafficTarget};
+use updraft_model::traffic::{all_to, resolve, rollback, validate_traffic, Routing, TrafficTarget};
 use updraft_model::{Namespace, Service};
 use updraft_runtime::logs::now_us;
 
@@ -118,7 +118,7 @@ impl Platform {
         }
     }
 
-    fn existing_service(&self, namespace: &str, name: &str) -> Result<Service, ApiError> {
+    pub fn existing_service(&self, namespace: &str, name: &str) -> Result<Service, ApiError> {
         self.store
             .service(namespace, name)?
             .ok_or_else(|| ApiError::not_found(format!("service {name:?} does not exist in namespace {namespace:?}")))
@@ -158,24 +158,7 @@ impl Platform {
             let revisions = self.store.revisions(namespace, name)?;
             let generations: BTreeMap<String, u32> = revisions.iter().map(|r| (r.name.clone(), r.generation)).collect();
             match to {
-                Some(to) => {
-                    let mut table = vec![TrafficTarget::new(
-                        updraft_model::traffic::Target::Revision(to),
-                        100,
-                        None,
-                    )];
-                    table.extend(
-                        svc.config
-                            .traffic
-                            .iter()
-                            .filter(|t| t.tag.is_some())
-                            .map(|t| TrafficTarget {
-                                percent: 0,
-                                ..t.clone()
-                            }),
-                    );
-                    table
-                }
+                Some(to) => all_to(&svc.config.traffic, &to),
                 None => {
                     let routing = self.routing(&svc, now_us());
                     rollback(&svc.config.traffic, &routing, &generations)
