@@ -14,10 +14,15 @@ fn rate_limits_per_service_and_per_namespace_answer_429() {
     let server = Server::start(&[]);
     let (_tmp, app) = fixture("python");
     server.deploy("hello", &app, &["--rate-limit", "1", "--rate-limit-burst", "2"]);
-    let statuses: Vec<u16> = (0..5).map(|_| server.get("hello", "/").status).collect();
-    assert_eq!(&statuses[..2], &[200, 200], "the burst passes: {statuses:?}");
-    let refused = server.get("hello", "/");
-    assert_eq!(refused.status, 429, "{statuses:?}");
+    let statuses: Vec<u16> = (0..2).map(|_| server.get("hello", "/").status).collect();
+    assert_eq!(statuses, [200, 200], "the burst passes");
+    // At 1 request/s, a refusal comes within a few back-to-back requests however slow
+    // the machine is.
+    let refused = (0..20)
+        .map(|_| server.get("hello", "/"))
+        .find(|r| r.status != 200)
+        .expect("a request over the rate is refused");
+    assert_eq!(refused.status, 429, "{}", refused.body);
     assert!(refused.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
     assert!(refused.body.contains("service default/hello"), "{}", refused.body);
 
@@ -33,9 +38,12 @@ fn rate_limits_per_service_and_per_namespace_answer_429() {
     server.json(&["deploy", "a", app.to_str().unwrap(), "-n", "team"]);
     server.json(&["deploy", "b", app.to_str().unwrap(), "-n", "team"]);
     let first = server.request("GET", "a.team.localhost", "/", &[], b"").unwrap();
-    let second = server.request("GET", "b.team.localhost", "/", &[], b"").unwrap();
     assert_eq!(first.status, 200);
-    assert_eq!(second.status, 429, "the namespace's services share one budget");
+    let second = (0..20)
+        .map(|_| server.request("GET", "b.team.localhost", "/", &[], b"").unwrap())
+        .find(|r| r.status != 200)
+        .expect("the namespace's services share one budget");
+    assert_eq!(second.status, 429, "{}", second.body);
     assert!(second.body.contains("namespace team"), "{}", second.body);
     let out = server.cli(&["namespace", "limits", "team", "--rate-limit", "0"]);
     assert_eq!(out.code, 1, "{}", out.stdout);
@@ -54,10 +62,15 @@ fn container_concurrency_queues_then_refuses_with_503() {
     let (_tmp, app) = fixture("python");
     server.deploy("one", &app, &["--concurrency", "1"]);
     let gateway = server.gateway;
+    let load = |field: &'static str, wanted: u64| {
+        server.wait_service("one", field, Duration::from_secs(10), |s| {
+            s["revisions"][0][field].as_u64() == Some(wanted)
+        });
+    };
     let slow = std::thread::spawn(move || http(gateway, "GET", "one.default.localhost", "/slow", &[], b"").unwrap());
-    std::thread::sleep(Duration::from_millis(300));
+    load("in_flight", 1);
     let queued = std::thread::spawn(move || http(gateway, "GET", "one.default.localhost", "/", &[], b"").unwrap());
-    std::thread::sleep(Duration::from_millis(300));
+    load("waiting", 1);
     let refused = server.get("one", "/");
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert_eq!(refused.header("retry-after"), Some("1"));

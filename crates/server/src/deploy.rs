@@ -328,6 +328,10 @@ impl Platform {
         match self.store.create_revision(new, now) {
             Ok((service, stored)) => {
                 debug_assert_eq!(stored.generation, generation);
+                // Marked before the route table catches up, so the scaler does not take
+                // a routed revision for an unrouted one and stop its first instance.
+                let routed = self.routing(&service, now_us()).routes_to(rev_name);
+                state.routable.store(routed, std::sync::atomic::Ordering::Relaxed);
                 self.register(state);
                 self.rebuild_routes();
                 Ok(service)

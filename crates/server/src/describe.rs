@@ -114,6 +114,8 @@ impl Platform {
             tags: routing.tags_of(&revision.name),
             routed: state.is_some_and(|s| s.routable.load(Ordering::Relaxed)),
             ready_instances: state.map_or(0, |s| s.endpoints.ready_count()),
+            in_flight: state.map_or(0, |s| s.endpoints.in_flight()),
+            waiting: state.map_or(0, |s| s.endpoints.waiting()),
             instances: state
                 .map(|s| s.instances().iter().map(|m| m.view(self.cgroup_version)).collect())
                 .unwrap_or_default(),

@@ -99,6 +99,9 @@ pub struct Platform {
     /// When a rollout's share changes next (µs since the epoch, 0 for never), so the
     /// scaler's loop rebuilds the routes right then.
     pub(crate) next_route_change_us: AtomicI64,
+    /// Held from reading the store to swapping the route table, so a rebuild that
+    /// read older state can never replace a newer one.
+    pub(crate) rebuilding: Mutex<()>,
 }
 
 struct ScalerPoke(mpsc::UnboundedSender<RevisionKey>);
@@ -180,6 +183,7 @@ impl Platform {
             pokes: tx,
             limiters: Mutex::new(HashMap::new()),
             next_route_change_us: AtomicI64::new(0),
+            rebuilding: Mutex::new(()),
         });
         platform.load_revisions()?;
         platform.collect_garbage();

@@ -43,6 +43,7 @@ impl Platform {
     /// traffic table, each tag host leads to its revision. Revisions nothing routes
     /// to are told so, and drain and stop.
     pub fn rebuild_routes(&self) {
+        let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
         let (services, namespaces) = match (self.store.services(None), self.store.namespaces()) {
             (Ok(s), Ok(n)) => (s, n),
             (Err(e), _) | (_, Err(e)) => {

@@ -84,6 +84,10 @@ pub struct RevisionView {
     /// Whether any request can reach it (by share or by tag).
     pub routed: bool,
     pub ready_instances: usize,
+    /// Requests being answered by its instances now.
+    pub in_flight: u32,
+    /// Requests held in the gateway for an instance or a free slot.
+    pub waiting: u32,
     pub instances: Vec<InstanceView>,
     pub last_cold_start: Option<ColdStartView>,
 }
