@@ -39,6 +39,13 @@ pub struct SettingsArgs {
     /// Idle time after which instances are stopped (default 60s).
     #[arg(long, value_name = "DURATION")]
     scale_to_zero_after: Option<String>,
+    /// The program to run instead of the detected one; repeat for its words
+    /// (`--cmd python3 --cmd app.py`).
+    #[arg(long = "cmd", value_name = "WORD")]
+    cmd: Vec<String>,
+    /// An argument appended to the command (repeatable).
+    #[arg(long = "arg", value_name = "ARG")]
+    arg: Vec<String>,
     /// Requests one instance handles at once; more wait in the gateway (0 = no limit).
     #[arg(long, value_name = "N")]
     concurrency: Option<u32>,
@@ -75,6 +82,8 @@ impl SettingsArgs {
             env_remove,
             memory: self.memory,
             cpu: self.cpu,
+            command: (!self.cmd.is_empty()).then_some(self.cmd),
+            args: (!self.arg.is_empty()).then_some(self.arg),
             scale_to_zero_after: self.scale_to_zero_after,
             concurrency: self.concurrency,
             timeout: self.timeout,

@@ -181,4 +181,23 @@ fn blue_green_deploy_then_a_gradual_rollout() {
         mixed.contains_key("hello-00002") && mixed.contains_key("hello-00003"),
         "both revisions served during the rollout: {mixed:?}"
     );
+
+    // A new command is a configuration change too: a revision, without a new package.
+    let changed = server.json(&[
+        "update",
+        "hello",
+        "--cmd",
+        "python3",
+        "--cmd",
+        "main.py",
+        "--arg",
+        "extra",
+        "--rollout-duration",
+        "0s",
+    ]);
+    let newest = changed["revisions"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(newest["name"], "hello-00004");
+    assert_eq!(newest["command"], serde_json::json!(["python3", "main.py", "extra"]));
+    assert_eq!(newest["command_source"], "template (--cmd or the manifest)");
+    assert_eq!(spread(&server, &Server::host("hello"), 3)["hello-00004"], 3);
 }

@@ -33,7 +33,7 @@ pub struct RevisionConfig {
     /// `sha256:<hex>` of the package archive.
     pub package_digest: String,
     pub command: Vec<String>,
-    /// Where the command came from (`updraft.yaml`, `Procfile`, `main.py`, the manifest, …).
+    /// Where the command came from (`updraft.yaml`, `Procfile`, `main.py`, the template, …).
     pub command_source: String,
     pub env: BTreeMap<String, String>,
     pub memory_bytes: Option<u64>,
@@ -122,6 +122,12 @@ pub struct DeploySpec {
     pub cpu: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_to_zero_after: Option<String>,
+    /// The program to run instead of the detected one (Knative's `command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Arguments appended to the command (Knative's `args`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
     /// Requests one instance handles at once (`containerConcurrency`); 0 = no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
@@ -190,6 +196,12 @@ impl DeploySpec {
                 SCALE_TO_ZERO_RETENTION.into(),
                 humantime::format_duration(d).to_string(),
             );
+        }
+        if let Some(command) = &self.command {
+            template.command = Some(command.clone());
+        }
+        if let Some(args) = &self.args {
+            template.args = Some(args.clone());
         }
         if let Some(c) = self.concurrency {
             template.container_concurrency = c;
@@ -295,6 +307,7 @@ mod tests {
         spec.env.insert("GREETING".into(), "hi".into());
         let t = spec.template(None).unwrap();
         assert_eq!(t.resources.memory_limit_bytes, Some(128 << 20));
+        assert_eq!(t.command, None, "detected from the package unless given");
         assert_eq!(t.resources.cpu_limit_millis, Some(500));
         assert_eq!(t.scale_to_zero_after(), Duration::from_secs(5));
         assert_eq!((t.container_concurrency, t.timeout_seconds), (4, 30));
@@ -308,6 +321,19 @@ mod tests {
         assert!(changed.env.is_empty());
         assert_eq!(changed.resources.memory_limit_bytes, Some(64 << 20));
         assert_eq!(changed.container_concurrency, 4, "unchanged settings carry over");
+        let with_command = DeploySpec {
+            command: Some(vec!["python3".into(), "app.py".into()]),
+            args: Some(vec!["--fast".into()]),
+            ..Default::default()
+        };
+        let changed = with_command.template(Some(&t)).unwrap();
+        assert_eq!(changed.command.unwrap(), ["python3", "app.py"]);
+        assert_eq!(changed.args.unwrap(), ["--fast"]);
+        let empty = DeploySpec {
+            command: Some(vec![]),
+            ..Default::default()
+        };
+        assert!(empty.template(Some(&t)).unwrap_err().field.ends_with("command"));
         assert_eq!(update.template(None).unwrap_err().field, "package");
 
         for (bad, field) in [

@@ -377,7 +377,7 @@ fn resolve_config(
             };
             (
                 command.clone(),
-                "manifest".to_string(),
+                "template (--cmd or the manifest)".to_string(),
                 launch.env,
                 launch.memory_bytes,
                 launch.cpu_millis,
