@@ -40,6 +40,7 @@ struct Waiting<'a>(&'a RevisionEndpoints);
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.0.load_changed(false);
     }
 }
 
@@ -55,6 +56,7 @@ pub(crate) async fn ready_endpoint(
         revision.waiting.fetch_sub(1, Ordering::SeqCst);
         return Err(Held::Full);
     }
+    revision.load_changed(true);
     let _waiting = Waiting(revision);
     let since = now_us();
     poke.poke(revision);

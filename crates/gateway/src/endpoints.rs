@@ -55,6 +55,56 @@ pub struct RevisionEndpoints {
     /// The latest failure to start an instance, with its time: held requests give up
     /// on it instead of waiting out their timeout.
     start_failure: Mutex<Option<(i64, String)>>,
+    load: Mutex<LoadMeter>,
+}
+
+/// Requests in flight or waiting, integrated over time, and arrivals: what the
+/// autoscaler samples once a second.
+#[derive(Debug, Default)]
+struct LoadMeter {
+    since_us: i64,
+    last_us: i64,
+    level: u32,
+    /// Σ level × µs since `since_us`.
+    area: u128,
+    arrivals: u64,
+}
+
+impl LoadMeter {
+    fn advance(&mut self, now_us: i64) {
+        self.area += u128::from(self.level) * (now_us - self.last_us).max(0) as u128;
+        self.last_us = now_us;
+    }
+
+    fn change(&mut self, now_us: i64, up: bool) {
+        self.advance(now_us);
+        self.level = if up {
+            self.level + 1
+        } else {
+            self.level.saturating_sub(1)
+        };
+    }
+
+    fn take(&mut self, now_us: i64) -> LoadSample {
+        self.advance(now_us);
+        let span = (now_us - self.since_us).max(1) as f64;
+        let sample = LoadSample {
+            concurrency: self.area as f64 / span,
+            requests_per_second: self.arrivals as f64 * 1e6 / span,
+        };
+        self.since_us = now_us;
+        self.area = 0;
+        self.arrivals = 0;
+        sample
+    }
+}
+
+/// One sample of a revision's load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadSample {
+    /// Time-weighted average of requests in flight or waiting.
+    pub concurrency: f64,
+    pub requests_per_second: f64,
 }
 
 /// Takes one slot of `count` unless `limit` (non-zero) slots are taken.
@@ -89,6 +139,11 @@ impl RevisionEndpoints {
             waiting: AtomicU32::new(0),
             last_active_us: AtomicI64::new(now_us()),
             start_failure: Mutex::new(None),
+            load: Mutex::new(LoadMeter {
+                since_us: now_us(),
+                last_us: now_us(),
+                ..Default::default()
+            }),
         })
     }
 
@@ -155,6 +210,21 @@ impl RevisionEndpoints {
         removed
     }
 
+    /// A request arrived for this revision.
+    pub(crate) fn arrived(&self) {
+        self.load.lock().unwrap_or_else(|p| p.into_inner()).arrivals += 1;
+    }
+
+    /// A request started (+1) or stopped (−1) being in flight or waiting.
+    pub(crate) fn load_changed(&self, up: bool) {
+        self.load.lock().unwrap_or_else(|p| p.into_inner()).change(now_us(), up);
+    }
+
+    /// The load since the last sample, and a fresh start for the next.
+    pub fn sample(&self) -> LoadSample {
+        self.load.lock().unwrap_or_else(|p| p.into_inner()).take(now_us())
+    }
+
     pub fn ready_count(&self) -> usize {
         self.ready.load().len()
     }
@@ -212,6 +282,24 @@ mod tests {
             service: "s".into(),
             revision: "s-00001".into(),
         }
+    }
+
+    #[test]
+    fn the_load_meter_weighs_concurrency_by_time() {
+        let mut meter = LoadMeter {
+            arrivals: 3,
+            ..Default::default()
+        };
+        meter.change(0, true);
+        meter.change(250_000, true);
+        meter.change(750_000, false);
+        // 1 for 0.25 s, 2 for 0.5 s, 1 for 0.25 s.
+        let sample = meter.take(1_000_000);
+        assert!((sample.concurrency - 1.5).abs() < 1e-9, "{sample:?}");
+        assert!((sample.requests_per_second - 3.0).abs() < 1e-9);
+        let next = meter.take(2_000_000);
+        assert!((next.concurrency - 1.0).abs() < 1e-9, "the level carries over");
+        assert_eq!(next.requests_per_second, 0.0);
     }
 
     #[test]

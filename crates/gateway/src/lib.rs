@@ -12,7 +12,7 @@ mod proxy;
 mod routes;
 
 pub use activator::{ActivatorConfig, Poke};
-pub use endpoints::{Endpoint, RevisionEndpoints, RevisionKey, RevisionLimits};
+pub use endpoints::{Endpoint, LoadSample, RevisionEndpoints, RevisionKey, RevisionLimits};
 pub use flow::RateLimiter;
 pub use proxy::{serve, Gateway, GatewayBody};
 pub use routes::{host_for, tag_host_for, RouteTable, ServiceRoute};

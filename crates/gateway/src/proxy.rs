@@ -55,6 +55,7 @@ impl InFlight {
     /// Takes over an endpoint that [`RevisionEndpoints::pick`] already counted.
     fn new(revision: Arc<RevisionEndpoints>, endpoint: Arc<Endpoint>) -> Self {
         revision.in_flight.fetch_add(1, Ordering::Relaxed);
+        revision.load_changed(true);
         revision.touch();
         InFlight { revision, endpoint }
     }
@@ -64,6 +65,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.revision.release(&self.endpoint);
         self.revision.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.revision.load_changed(false);
         self.revision.touch();
     }
 }
@@ -304,6 +306,7 @@ impl Gateway {
             return text(StatusCode::NOT_FOUND, format!("no revision serves host {host:?}"));
         };
         revision.touch();
+        revision.arrived();
         let (mut parts, body) = request.into_parts();
         let upgrade = requested_upgrade(&parts.headers);
         let client_upgrade = upgrade

@@ -1,6 +1,6 @@
 //! Pure scaling deciders. The caller passes in the clock (`now_us`) and the observed
 //! load, so every rule is a function that tests and a trace simulator can drive.
 
-mod decide;
+mod kpa;
 
-pub use decide::{decide, Decision, Reason, RevisionLoad};
+pub use kpa::{Autoscaler, Metric, RevisionLoad, ScaleDecision, ScalingSpec, Why};

@@ -13,6 +13,7 @@
 //! | `GET, DELETE /v1/namespaces/{ns}/services/{name}` | describe; delete |
 //! | `GET /v1/namespaces/{ns}/services/{name}/manifest` | as a Knative manifest (`format=yaml\|json`, `knative=true`) |
 //! | `GET /v1/namespaces/{ns}/services/{name}/revisions` | its revisions with traffic and instances |
+//! | `GET /v1/namespaces/{ns}/services/{name}/events` | its revisions' scale events, oldest first |
 //! | `PUT /v1/namespaces/{ns}/services/{name}/traffic` | replace the traffic table (`{"traffic": [...]}`) |
 //! | `POST /v1/namespaces/{ns}/services/{name}/rollback` | all traffic to the previous revision (`{"to": …}` optional) |
 //! | `DELETE /v1/namespaces/{ns}/revisions/{revision}` | delete a revision without traffic |
@@ -38,7 +39,7 @@ use updraft_runtime::logs::{read_logs, service_log_dir, LogQuery};
 
 use crate::platform::Platform;
 use crate::views::{
-    rfc3339_us, ApplyView, InfoView, LogLineView, NamespaceView, PackageView, RevisionView, ServiceView,
+    rfc3339_us, ApplyView, InfoView, LogLineView, NamespaceView, PackageView, RevisionView, ScaleEventView, ServiceView,
 };
 use crate::ApiError;
 
@@ -59,6 +60,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         )
         .route("/v1/namespaces/{ns}/services/{name}/manifest", get(manifest))
         .route("/v1/namespaces/{ns}/services/{name}/revisions", get(list_revisions))
+        .route("/v1/namespaces/{ns}/services/{name}/events", get(list_events))
         .route("/v1/namespaces/{ns}/services/{name}/traffic", put(set_traffic))
         .route("/v1/namespaces/{ns}/services/{name}/rollback", post(rollback))
         .route("/v1/namespaces/{ns}/revisions/{revision}", delete(delete_revision))
@@ -237,6 +239,14 @@ async fn list_revisions(
     let svc = find_service(&p, &ns, &name)?;
     let routing = p.routing(&svc, updraft_runtime::logs::now_us());
     Ok(Json(p.revision_views(&svc, &routing).map_err(ApiError::internal)?))
+}
+
+async fn list_events(
+    State(p): Shared,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<Vec<ScaleEventView>>, ApiError> {
+    let svc = find_service(&p, &ns, &name)?;
+    Ok(Json(p.service_events(&svc).map_err(ApiError::internal)?))
 }
 
 #[derive(Deserialize)]

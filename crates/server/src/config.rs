@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use updraft_gateway::ActivatorConfig;
+use updraft_scaling::ScalingSpec;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -22,8 +23,10 @@ pub struct ServerConfig {
     pub stop_grace: Duration,
     /// How long shutdown and scale-down wait for requests in flight.
     pub drain_timeout: Duration,
-    /// How often every revision's instance count is reconciled.
+    /// How often every revision's autoscaler decides (Knative's tick, 2 s).
     pub tick: Duration,
+    /// Autoscaling defaults; a revision's annotations override them.
+    pub scaling: ScalingSpec,
 }
 
 impl Default for ServerConfig {
@@ -39,7 +42,8 @@ impl Default for ServerConfig {
             ready_timeout: Duration::from_secs(60),
             stop_grace: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
-            tick: Duration::from_secs(1),
+            tick: Duration::from_secs(2),
+            scaling: ScalingSpec::default(),
         }
     }
 }

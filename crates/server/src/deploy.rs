@@ -306,7 +306,7 @@ impl Platform {
             template,
             config,
         };
-        let state = RevisionState::new(revision.clone());
+        let state = RevisionState::new(revision.clone(), &self.config.scaling);
         let first = match self.start_for_deploy(&state).await {
             Ok(first) => first,
             Err(reason) => {

@@ -10,7 +10,7 @@ use updraft_runtime::logs::now_us;
 
 use crate::platform::{Platform, RevisionState};
 use crate::scaler::ColdStart;
-use crate::views::{rfc3339_us, RevisionView, RolloutView, RouteView, ServiceView};
+use crate::views::{rfc3339_us, RevisionView, RolloutView, RouteView, ScaleEventView, ServiceView};
 use crate::ApiError;
 
 impl Platform {
@@ -120,7 +120,21 @@ impl Platform {
                 .map(|s| s.instances().iter().map(|m| m.view(self.cgroup_version)).collect())
                 .unwrap_or_default(),
             last_cold_start: state.and_then(last_cold_start),
+            scale_events: state.map(|s| scale_events(s, SHOWN_EVENTS)).unwrap_or_default(),
         }
+    }
+
+    /// Every scale event of a service's revisions, oldest first.
+    pub fn service_events(&self, svc: &Service) -> anyhow::Result<Vec<ScaleEventView>> {
+        let mut events: Vec<ScaleEventView> = self
+            .store
+            .revisions(&svc.namespace, &svc.name)?
+            .iter()
+            .filter_map(|r| self.revision(&r.namespace, &r.name))
+            .flat_map(|s| scale_events(&s, usize::MAX))
+            .collect();
+        events.sort_by(|a, b| a.at.cmp(&b.at));
+        Ok(events)
     }
 
     /// The service as a Knative manifest of its latest revision and traffic table, with
@@ -164,6 +178,16 @@ impl Platform {
         }
         Ok(manifest)
     }
+}
+
+/// Scale events a revision's description shows.
+const SHOWN_EVENTS: usize = 10;
+
+/// The last `n` scale events of a revision, oldest first.
+fn scale_events(state: &RevisionState, n: usize) -> Vec<ScaleEventView> {
+    let events = state.events.lock().unwrap_or_else(|p| p.into_inner());
+    let skip = events.len().saturating_sub(n);
+    events.iter().skip(skip).map(|e| e.view(&state.revision.name)).collect()
 }
 
 fn last_cold_start(state: &RevisionState) -> Option<crate::views::ColdStartView> {

@@ -1,7 +1,7 @@
 //! The running platform: the store, the revision registry derived from it, the route
 //! table, and the start-up and shutdown sequences.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64};
@@ -14,9 +14,10 @@ use updraft_gateway::{Gateway, Poke, RateLimiter, RevisionEndpoints, RevisionKey
 use updraft_model::Revision;
 use updraft_runtime::logs::now_us;
 use updraft_runtime::{ProcessRuntime, Runtime};
+use updraft_scaling::{Autoscaler, ScalingSpec};
 use updraft_store::{SqliteStore, Store};
 
-use crate::scaler::{ColdStart, ManagedInstance};
+use crate::scaler::{ColdStart, ManagedInstance, ScaleEvent};
 use crate::{Paths, ServerConfig};
 
 /// Unreferenced packages younger than this are kept: their deploy may be on its way.
@@ -29,10 +30,13 @@ pub struct RevisionState {
     pub instances: Mutex<Vec<Arc<ManagedInstance>>>,
     pub last_cold_start: Mutex<Option<ColdStart>>,
     pub routable: AtomicBool,
+    pub autoscaler: Mutex<Autoscaler>,
+    /// The latest scaling decisions that changed the count, oldest first.
+    pub events: Mutex<VecDeque<ScaleEvent>>,
 }
 
 impl RevisionState {
-    pub fn new(revision: Revision) -> Arc<Self> {
+    pub fn new(revision: Revision, defaults: &ScalingSpec) -> Arc<Self> {
         let key = RevisionKey {
             namespace: revision.namespace.clone(),
             service: revision.service.clone(),
@@ -44,8 +48,16 @@ impl RevisionState {
             timeout: template.timeout(),
             response_start_timeout: template.response_start_timeout(),
         };
+        let spec = ScalingSpec::for_revision(
+            defaults,
+            &template.annotations,
+            template.container_concurrency,
+            revision.config.scale_to_zero_after_ms as i64 * 1000,
+        );
         Arc::new(RevisionState {
             endpoints: RevisionEndpoints::new(key, limits),
+            autoscaler: Mutex::new(Autoscaler::new(spec, revision.created_at_us)),
+            events: Mutex::new(VecDeque::new()),
             revision,
             instances: Mutex::new(Vec::new()),
             last_cold_start: Mutex::new(None),
@@ -202,7 +214,7 @@ impl Platform {
             }
             registry.insert(
                 (revision.namespace.clone(), revision.name.clone()),
-                RevisionState::new(revision),
+                RevisionState::new(revision, &self.config.scaling),
             );
         }
         drop(registry);

@@ -12,10 +12,10 @@ use updraft_gateway::{Endpoint, RevisionKey};
 use updraft_model::template::Readiness;
 use updraft_runtime::logs::now_us;
 use updraft_runtime::{cgroup::Limits, wait_ready, Instance, InstanceSpec, Probe};
-use updraft_scaling::{decide, RevisionLoad};
+use updraft_scaling::{Metric, RevisionLoad, ScaleDecision};
 
 use crate::platform::{Platform, RevisionState};
-use crate::views::{rfc3339_us, CgroupView, ColdStartView, InstanceView};
+use crate::views::{rfc3339_us, CgroupView, ColdStartView, InstanceView, ScaleEventView};
 
 pub struct ColdStart {
     pub at_us: i64,
@@ -82,7 +82,39 @@ fn instance_id(revision: &str) -> String {
     format!("{revision}-{:06x}", hasher.finish() & 0xff_ffff)
 }
 
-/// Runs until `stop`: reconciles a revision at once when poked, and all of them every tick.
+/// A decision that changed a revision's instance count.
+#[derive(Debug, Clone)]
+pub struct ScaleEvent {
+    pub at_us: i64,
+    pub from: u32,
+    pub to: u32,
+    pub decision: ScaleDecision,
+    pub metric: Metric,
+}
+
+impl ScaleEvent {
+    pub fn view(&self, revision: &str) -> ScaleEventView {
+        ScaleEventView {
+            at: rfc3339_us(self.at_us),
+            revision: revision.to_string(),
+            from: self.from,
+            to: self.to,
+            reason: self.decision.why.name().to_string(),
+            metric: self.metric.name().to_string(),
+            stable: self.decision.stable,
+            panic: self.decision.panic,
+            panicking: self.decision.panicking,
+        }
+    }
+}
+
+/// Scale events kept per revision.
+const EVENTS_KEPT: usize = 100;
+/// How often each revision's load is sampled into its autoscaler.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs until `stop`: samples load every second, reconciles a revision at once when
+/// poked, and all of them every tick.
 pub async fn run(
     platform: Arc<Platform>,
     mut pokes: mpsc::UnboundedReceiver<RevisionKey>,
@@ -90,6 +122,8 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(platform.config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sample = tokio::time::interval(SAMPLE_INTERVAL);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
         let route_change = match platform.next_route_change_us.load(Ordering::Relaxed) {
@@ -103,6 +137,17 @@ pub async fn run(
             Some(key) = pokes.recv() => {
                 if let Some(state) = platform.revision(&key.namespace, &key.revision) {
                     platform.reconcile(&state);
+                }
+            }
+            _ = sample.tick() => {
+                let now = now_us();
+                for state in platform.all_revision_states() {
+                    let load = state.endpoints.sample();
+                    state
+                        .autoscaler
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .record(now, load.concurrency, load.requests_per_second);
                 }
             }
             _ = tick.tick() => {
@@ -122,19 +167,49 @@ impl Platform {
             .into_iter()
             .filter(|m| !m.stopping.load(Ordering::Relaxed))
             .collect();
+        let starting = live.iter().filter(|m| !m.ready.load(Ordering::Relaxed)).count() as u32;
+        let current = live.len() as u32;
         let load = RevisionLoad {
             in_flight: state.endpoints.in_flight(),
             waiting: state.endpoints.waiting(),
-            instances: live.len() as u32,
-            starting: live.iter().filter(|m| !m.ready.load(Ordering::Relaxed)).count() as u32,
+            instances: current,
+            starting,
             last_active_us: state.endpoints.last_active_us(),
             routable: state.routable.load(Ordering::Relaxed),
         };
-        let scale_to_zero_us = state.revision.config.scale_to_zero_after_ms as i64 * 1000;
-        let decision = decide(load, scale_to_zero_us, now_us());
-        let current = live.len() as u32;
+        let now = now_us();
+        let (decision, metric) = {
+            let mut autoscaler = state.autoscaler.lock().unwrap_or_else(|p| p.into_inner());
+            (autoscaler.decide(load, current - starting, now), autoscaler.spec.metric)
+        };
+        if decision.desired == current {
+            return;
+        }
+        let revision = &state.revision.name;
+        tracing::info!(
+            revision = %revision,
+            from = current,
+            to = decision.desired,
+            reason = decision.why.name(),
+            stable = decision.stable,
+            panic = decision.panic,
+            panicking = decision.panicking,
+            "scaling"
+        );
+        {
+            let mut events = state.events.lock().unwrap_or_else(|p| p.into_inner());
+            if events.len() == EVENTS_KEPT {
+                events.pop_front();
+            }
+            events.push_back(ScaleEvent {
+                at_us: now,
+                from: current,
+                to: decision.desired,
+                decision,
+                metric,
+            });
+        }
         if decision.desired > current {
-            tracing::info!(revision = %state.revision.name, from = current, to = decision.desired, reason = ?decision.reason, "scaling up");
             for _ in current..decision.desired {
                 let Ok(managed) = self.launch(state) else { break };
                 let platform = self.clone();
@@ -143,10 +218,15 @@ impl Platform {
                     let _ = platform.await_ready(&state, &managed, "request").await;
                 });
             }
-        } else if decision.desired < current {
-            tracing::info!(revision = %state.revision.name, from = current, to = decision.desired, reason = ?decision.reason, "scaling down");
+        } else {
+            // Starting instances go first (they serve nobody yet), then the least busy.
             let mut victims = live;
-            victims.sort_by_key(|m| m.endpoint.in_flight.load(Ordering::Relaxed));
+            victims.sort_by_key(|m| {
+                (
+                    m.ready.load(Ordering::Relaxed),
+                    m.endpoint.in_flight.load(Ordering::Relaxed),
+                )
+            });
             for managed in victims.into_iter().take((current - decision.desired) as usize) {
                 // Marked now so the next reconcile does not pick it again.
                 managed.stopping.store(true, Ordering::Relaxed);

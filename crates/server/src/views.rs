@@ -90,6 +90,27 @@ pub struct RevisionView {
     pub waiting: u32,
     pub instances: Vec<InstanceView>,
     pub last_cold_start: Option<ColdStartView>,
+    /// Its latest scale events, newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scale_events: Vec<ScaleEventView>,
+}
+
+/// A decision that changed a revision's instance count.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleEventView {
+    pub at: String,
+    pub revision: String,
+    pub from: u32,
+    pub to: u32,
+    /// `activation`, `stable window`, `panic window`, `scale-down delay`, `min/max scale`,
+    /// `initial scale`, `idle`, `unrouted` or `starting`.
+    pub reason: String,
+    /// `concurrency` or `rps`.
+    pub metric: String,
+    /// The metric averaged over the stable and panic windows when deciding.
+    pub stable: f64,
+    pub panic: f64,
+    pub panicking: bool,
 }
 
 /// Where requests go now: one row per revision with a share or a tag.
