@@ -52,6 +52,30 @@ pub struct SettingsArgs {
     /// Longest a request may take, e.g. 30s (Knative's timeoutSeconds; at most 600s).
     #[arg(long, value_name = "DURATION")]
     timeout: Option<String>,
+    /// Instances kept while the service is routed (autoscaling.knative.dev/min-scale).
+    #[arg(long, value_name = "N")]
+    min_scale: Option<u32>,
+    /// Most instances (max-scale; 0 = no limit).
+    #[arg(long, value_name = "N")]
+    max_scale: Option<u32>,
+    /// Instances a new revision starts with (initial-scale).
+    #[arg(long, value_name = "N")]
+    initial_scale: Option<u32>,
+    /// What the autoscaler follows: concurrency or rps (metric).
+    #[arg(long, value_name = "METRIC")]
+    metric: Option<String>,
+    /// Per instance: concurrent requests, or requests/s for --metric rps (target).
+    #[arg(long, value_name = "N")]
+    target: Option<String>,
+    /// Percent of the target aimed for (target-utilization-percentage; default 70).
+    #[arg(long, value_name = "PERCENT")]
+    target_utilization: Option<String>,
+    /// The stable window the load is averaged over (window; 6s to 1h, default 60s).
+    #[arg(long, value_name = "DURATION")]
+    window: Option<String>,
+    /// How long a lower count must hold before scaling down (scale-down-delay).
+    #[arg(long, value_name = "DURATION")]
+    scale_down_delay: Option<String>,
     /// Create the revision without sending it traffic (blue/green).
     #[arg(long)]
     no_traffic: bool,
@@ -76,8 +100,22 @@ impl SettingsArgs {
             })?;
             env.insert(k.to_string(), v.to_string());
         }
+        let autoscaling = [
+            ("min-scale", self.min_scale.map(|n| n.to_string())),
+            ("max-scale", self.max_scale.map(|n| n.to_string())),
+            ("initial-scale", self.initial_scale.map(|n| n.to_string())),
+            ("metric", self.metric),
+            ("target", self.target),
+            ("target-utilization-percentage", self.target_utilization),
+            ("window", self.window),
+            ("scale-down-delay", self.scale_down_delay),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+        .collect();
         Ok(DeploySpec {
             package,
+            autoscaling,
             env,
             env_remove,
             memory: self.memory,

@@ -162,6 +162,85 @@ struct ServerArgs {
     /// How long shutdown and scale-down wait for requests in flight.
     #[arg(long, env = "UPDRAFT_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    #[command(flatten)]
+    autoscaler: AutoscalerArgs,
+}
+
+/// Autoscaling defaults, named as Knative's `config-autoscaler`; a revision's
+/// `autoscaling.knative.dev/*` annotations override them.
+#[derive(Args)]
+struct AutoscalerArgs {
+    /// How often each revision's autoscaler decides.
+    #[arg(long, env = "UPDRAFT_TICK_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    tick_interval: Duration,
+    /// Concurrent requests per instance aimed at.
+    #[arg(long, env = "UPDRAFT_CONTAINER_CONCURRENCY_TARGET_DEFAULT", default_value_t = 100.0)]
+    container_concurrency_target_default: f64,
+    /// Requests per second per instance aimed at, for the rps metric.
+    #[arg(long, env = "UPDRAFT_REQUESTS_PER_SECOND_TARGET_DEFAULT", default_value_t = 200.0)]
+    requests_per_second_target_default: f64,
+    /// Percent of the target actually used, leaving room for bursts.
+    #[arg(
+        long,
+        env = "UPDRAFT_CONTAINER_CONCURRENCY_TARGET_PERCENTAGE",
+        default_value_t = 70.0
+    )]
+    container_concurrency_target_percentage: f64,
+    /// The window load is averaged over.
+    #[arg(long, env = "UPDRAFT_STABLE_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
+    stable_window: Duration,
+    /// The panic window, as a percent of the stable window.
+    #[arg(long, env = "UPDRAFT_PANIC_WINDOW_PERCENTAGE", default_value_t = 10.0)]
+    panic_window_percentage: f64,
+    /// Panic when the panic window wants this percent of the ready instances.
+    #[arg(long, env = "UPDRAFT_PANIC_THRESHOLD_PERCENTAGE", default_value_t = 200.0)]
+    panic_threshold_percentage: f64,
+    /// Most a count may grow by in one decision, as a factor of the ready instances.
+    #[arg(long, env = "UPDRAFT_MAX_SCALE_UP_RATE", default_value_t = 1000.0)]
+    max_scale_up_rate: f64,
+    /// Most a count may shrink by in one decision, as a divisor of the ready instances.
+    #[arg(long, env = "UPDRAFT_MAX_SCALE_DOWN_RATE", default_value_t = 2.0)]
+    max_scale_down_rate: f64,
+}
+
+fn scaling_defaults(a: &AutoscalerArgs) -> anyhow::Result<updraft_scaling::ScalingSpec> {
+    let positive = [
+        (
+            "--container-concurrency-target-default",
+            a.container_concurrency_target_default,
+        ),
+        (
+            "--requests-per-second-target-default",
+            a.requests_per_second_target_default,
+        ),
+        ("--panic-window-percentage", a.panic_window_percentage),
+        ("--max-scale-up-rate", a.max_scale_up_rate),
+        ("--max-scale-down-rate", a.max_scale_down_rate),
+    ];
+    for (flag, value) in positive {
+        anyhow::ensure!(value > 0.0, "{flag} {value}: must be above 0");
+    }
+    anyhow::ensure!(
+        a.container_concurrency_target_percentage > 0.0 && a.container_concurrency_target_percentage <= 100.0,
+        "--container-concurrency-target-percentage {}: must be above 0 and at most 100",
+        a.container_concurrency_target_percentage
+    );
+    anyhow::ensure!(
+        a.stable_window >= Duration::from_secs(6) && a.stable_window <= Duration::from_secs(3600),
+        "--stable-window: must be from 6s to 1h"
+    );
+    anyhow::ensure!(!a.tick_interval.is_zero(), "--tick-interval: must be above 0");
+    Ok(updraft_scaling::ScalingSpec {
+        target: a.container_concurrency_target_default,
+        rps_target: a.requests_per_second_target_default,
+        utilization: a.container_concurrency_target_percentage / 100.0,
+        stable_window_us: a.stable_window.as_micros() as i64,
+        panic_window_pct: a.panic_window_percentage,
+        panic_threshold_pct: a.panic_threshold_percentage,
+        max_scale_up_rate: a.max_scale_up_rate,
+        max_scale_down_rate: a.max_scale_down_rate,
+        ..Default::default()
+    })
 }
 
 fn main() -> ExitCode {
@@ -209,7 +288,8 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<u8> {
         ready_timeout: args.ready_timeout,
         stop_grace: args.stop_grace,
         drain_timeout: args.drain_timeout,
-        ..Default::default()
+        tick: args.autoscaler.tick_interval,
+        scaling: scaling_defaults(&args.autoscaler)?,
     };
     let shutdown = async {
         let mut term =

@@ -80,6 +80,18 @@ pub fn print_service(s: &ServiceView) {
         None => println!("Cold start: none yet"),
     }
     print_routes(s);
+    let mut events: Vec<_> = s.revisions.iter().flat_map(|r| r.scale_events.iter()).collect();
+    events.sort_by(|a, b| a.at.cmp(&b.at));
+    if !events.is_empty() {
+        println!("Scale events:");
+        for e in events.iter().rev().take(5).rev() {
+            let panic = if e.panicking { ", panicking" } else { "" };
+            println!(
+                "  {} {} {} → {} ({}; {} stable {:.2}, panic {:.2}{panic})",
+                e.at, e.revision, e.from, e.to, e.reason, e.metric, e.stable, e.panic
+            );
+        }
+    }
     println!("Revisions:");
     for r in &s.revisions {
         let routed = if r.routed {

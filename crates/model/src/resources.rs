@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::annotations::{
-    validate_service_annotations, RateLimit, RATE_LIMIT, RATE_LIMIT_BURST, ROLLOUT_DURATION, SCALE_TO_ZERO_RETENTION,
+    validate_service_annotations, RateLimit, AUTOSCALING_PREFIX, RATE_LIMIT, RATE_LIMIT_BURST, ROLLOUT_DURATION,
+    SCALE_TO_ZERO_RETENTION,
 };
 use crate::names::validate_env_name;
 use crate::quantity::{parse_cpu, parse_memory};
@@ -131,6 +132,10 @@ pub struct DeploySpec {
     /// Requests one instance handles at once (`containerConcurrency`); 0 = no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// Autoscaling settings by Knative's annotation names without their prefix
+    /// (`min-scale`, `target`, `window`, …); an empty value removes one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub autoscaling: BTreeMap<String, String>,
     /// Request timeout (`timeoutSeconds`), e.g. `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
@@ -205,6 +210,14 @@ impl DeploySpec {
         }
         if let Some(c) = self.concurrency {
             template.container_concurrency = c;
+        }
+        for (name, value) in &self.autoscaling {
+            let key = format!("{AUTOSCALING_PREFIX}{name}");
+            if value.is_empty() {
+                template.annotations.remove(&key);
+            } else {
+                template.annotations.insert(key, value.clone());
+            }
         }
         if let Some(t) = &self.timeout {
             let d = parse_duration("timeout", t)?;
@@ -329,6 +342,24 @@ mod tests {
         let changed = with_command.template(Some(&t)).unwrap();
         assert_eq!(changed.command.unwrap(), ["python3", "app.py"]);
         assert_eq!(changed.args.unwrap(), ["--fast"]);
+        let scaled = DeploySpec {
+            autoscaling: [("min-scale", "2"), ("window", "")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let changed = scaled.template(Some(&t)).unwrap();
+        assert_eq!(changed.annotations["autoscaling.knative.dev/min-scale"], "2");
+        let bad = DeploySpec {
+            autoscaling: [("max-scal".to_string(), "2".to_string())].into(),
+            ..Default::default()
+        };
+        assert!(bad
+            .template(Some(&t))
+            .unwrap_err()
+            .message
+            .contains("unknown autoscaling"));
         let empty = DeploySpec {
             command: Some(vec![]),
             ..Default::default()

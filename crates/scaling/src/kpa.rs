@@ -52,6 +52,8 @@ pub struct ScalingSpec {
     pub metric: Metric,
     /// Per instance: concurrent requests or requests per second.
     pub target: f64,
+    /// The target when the metric is `rps` and no target is given.
+    pub rps_target: f64,
     /// The share of the target aimed for, leaving room for bursts (0–1].
     pub utilization: f64,
     pub stable_window_us: i64,
@@ -79,6 +81,7 @@ impl Default for ScalingSpec {
         ScalingSpec {
             metric: Metric::Concurrency,
             target: 100.0,
+            rps_target: 200.0,
             utilization: 0.7,
             stable_window_us: 60 * SEC,
             panic_window_pct: 10.0,
@@ -121,7 +124,7 @@ impl ScalingSpec {
         let int = |keys: &[&str]| annotation(annotations, keys).and_then(|v| v.parse::<u32>().ok());
         if annotation(annotations, &["metric"]) == Some("rps") {
             spec.metric = Metric::Rps;
-            spec.target = 200.0;
+            spec.target = spec.rps_target;
         }
         if container_concurrency > 0 && spec.metric == Metric::Concurrency {
             spec.target = f64::from(container_concurrency);

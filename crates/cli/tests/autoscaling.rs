@@ -1,0 +1,146 @@
+//! A real service through 0 → 1 → N → 1 → 0 under a bounded load, with the scale
+//! events that explain each step.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+/// `clients` threads sending requests to `path`, `pause` apart, until `stop` (and at
+/// most 1,000 each); returns the statuses that were not 200.
+fn load(
+    server: &Server,
+    clients: usize,
+    path: &'static str,
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU32>,
+) -> Vec<std::thread::JoinHandle<Vec<u16>>> {
+    (0..clients)
+        .map(|_| {
+            let gateway = server.gateway;
+            let stop = stop.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                for _ in 0..1000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let r = http(gateway, "GET", "auto.default.localhost", path, &[], b"").unwrap();
+                    if r.status != 200 {
+                        failures.push(r.status);
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(pause);
+                }
+                failures
+            })
+        })
+        .collect()
+}
+
+fn live_instances(service: &serde_json::Value) -> usize {
+    service["revisions"][0]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "ready")
+        .count()
+}
+
+#[test]
+fn a_service_scales_zero_to_n_and_back_with_its_reasons() {
+    let server = Server::start(&["--tick-interval", "1s"]);
+    let (_tmp, app) = fixture("python");
+    server.deploy(
+        "auto",
+        &app,
+        &[
+            "--target",
+            "1",
+            "--target-utilization",
+            "100",
+            "--max-scale",
+            "3",
+            "--window",
+            "6s",
+            "--scale-to-zero-after",
+            "3s",
+        ],
+    );
+    let at_zero = |s: &serde_json::Value| s["revisions"][0]["instances"].as_array().unwrap().is_empty();
+    server.wait_service("auto", "scale to zero", Duration::from_secs(20), at_zero);
+
+    // 0 → 1: one request wakes it.
+    assert_eq!(server.get("auto", "/").status, 200);
+
+    // 1 → 3: three clients each keep a slow request in flight.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU32::new(0));
+    let busy = load(&server, 3, "/slow", Duration::ZERO, stop.clone(), done.clone());
+    let peak = server.wait_service("auto", "three instances", Duration::from_secs(30), |s| {
+        live_instances(s) == 3
+    });
+    assert_eq!(peak["revisions"][0]["ready_instances"], 3);
+    stop.store(true, Ordering::Relaxed);
+    let failures: Vec<u16> = busy.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    assert!(failures.is_empty(), "no request failed while scaling up: {failures:?}");
+
+    // 3 → 1: one client; the windows forget the burst.
+    let stop = Arc::new(AtomicBool::new(false));
+    let light = load(&server, 1, "/", Duration::from_millis(50), stop.clone(), done.clone());
+    server.wait_service("auto", "back to one", Duration::from_secs(40), |s| {
+        live_instances(s) == 1
+    });
+    stop.store(true, Ordering::Relaxed);
+    let failures: Vec<u16> = light.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    assert!(
+        failures.is_empty(),
+        "no request failed while scaling down: {failures:?}"
+    );
+
+    // 1 → 0 once idle.
+    server.wait_service("auto", "zero again", Duration::from_secs(20), at_zero);
+
+    let api: std::net::SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
+    let events = http(
+        api,
+        "GET",
+        "api",
+        "/v1/namespaces/default/services/auto/events",
+        &[],
+        b"",
+    )
+    .unwrap();
+    let events: Vec<serde_json::Value> = serde_json::from_str(&events.body).unwrap();
+    let steps: Vec<(u64, u64, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["from"].as_u64().unwrap(),
+                e["to"].as_u64().unwrap(),
+                e["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(steps.first().map(|s| (s.0, s.1)), Some((1, 0)), "{steps:?}");
+    assert!(
+        steps.iter().any(|s| s.0 == 0 && s.1 == 1 && s.2 == "activation"),
+        "{steps:?}"
+    );
+    assert!(steps.iter().any(|s| s.1 == 3), "{steps:?}");
+    assert!(steps.iter().any(|s| s.0 == 3 && s.1 < 3), "{steps:?}");
+    assert_eq!(
+        steps.last().map(|s| (s.1, s.2.as_str())),
+        Some((0, "idle")),
+        "{steps:?}"
+    );
+    assert!(events.iter().all(|e| e["metric"] == "concurrency"));
+    let table = server.cli(&["service", "auto"]);
+    assert!(table.stdout.contains("Scale events:"), "{}", table.stdout);
+    assert!(done.load(Ordering::Relaxed) > 3);
+}
