@@ -6,6 +6,7 @@ mod commands;
 mod manage;
 mod output;
 mod pack;
+mod sim;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +62,8 @@ pub struct NamespaceArg {
 enum Command {
     /// Run the platform: gateway, API and scaler, with the embedded store.
     Server(ServerArgs),
+    /// Replay a serverless trace through keep-alive and pooling policies.
+    Sim(sim::SimArgs),
     /// Deploy a code package (a folder, .tar.gz, .tar or .zip) as a new revision.
     Deploy(commands::DeployArgs),
     /// Change a service's settings without a new package; a new revision if they
@@ -252,6 +255,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => run_server(args).await,
+            Command::Sim(args) => sim::run(args, cli.output),
             command => commands::run(command, &cli.api, cli.output).await,
         }
     });
