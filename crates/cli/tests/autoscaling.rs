@@ -144,3 +144,64 @@ fn a_service_scales_zero_to_n_and_back_with_its_reasons() {
     assert!(table.stdout.contains("Scale events:"), "{}", table.stdout);
     assert!(done.load(Ordering::Relaxed) > 3);
 }
+
+#[test]
+fn the_hpa_class_scales_on_cpu_from_the_cgroup() {
+    let server = Server::start(&["--tick-interval", "1s"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (_tmp, app) = fixture("python");
+    std::fs::write(
+        dir.path().join("hpa.yaml"),
+        format!(
+            "apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {{name: cpu}}
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/class: hpa.autoscaling.knative.dev
+        autoscaling.knative.dev/metric: cpu
+        autoscaling.knative.dev/target: \"50\"
+        autoscaling.knative.dev/max-scale: \"2\"
+        autoscaling.knative.dev/window: 6s
+        autoscaling.knative.dev/scale-to-zero-pod-retention-period: 1s
+    spec:
+      containers:
+        - image: package:{}
+          resources:
+            requests: {{cpu: 100m}}
+            limits: {{cpu: 200m}}
+",
+            app.display()
+        ),
+    )
+    .unwrap();
+    server.json(&["apply", "-f", dir.path().join("hpa.yaml").to_str().unwrap()]);
+    // One request keeps its instance at its 200m limit: four times the 50m target.
+    let gateway = server.gateway;
+    let spin = std::thread::spawn(move || http(gateway, "GET", "cpu.default.localhost", "/spin?10", &[], b"").unwrap());
+    let scaled = server.wait_service("cpu", "a second instance", Duration::from_secs(30), |s| {
+        s["revisions"][0]["scale_events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["to"] == 2))
+    });
+    let event = scaled["revisions"][0]["scale_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["to"] == 2)
+        .unwrap()
+        .clone();
+    assert_eq!(event["metric"], "cpu", "{event}");
+    assert_eq!(event["panicking"], false, "{event}");
+    assert!(
+        event["stable"].as_f64().unwrap() > 50.0,
+        "millicores over the window: {event}"
+    );
+    assert_eq!(spin.join().unwrap().status, 200);
+    // Idle far past its 1 s retention, the HPA class still keeps one: min-scale is 1.
+    std::thread::sleep(Duration::from_secs(4));
+    let after = server.json(&["service", "cpu"]);
+    assert!(!after["revisions"][0]["instances"].as_array().unwrap().is_empty());
+}

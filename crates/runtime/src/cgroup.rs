@@ -268,6 +268,22 @@ impl InstanceCgroup {
         }
     }
 
+    /// CPU time used and memory held by the group now, as far as the kernel tells.
+    pub fn usage(&self) -> Usage {
+        let read = |name: &str| self.dirs.iter().find_map(|d| fs::read_to_string(d.join(name)).ok());
+        let cpu_ns = match read("cpu.stat").and_then(|t| stat_value(&t, "usage_usec")) {
+            Some(usec) => Some(usec * 1000),
+            None => read("cpuacct.usage").and_then(|t| t.trim().parse().ok()),
+        };
+        let memory_bytes = match read("memory.current") {
+            Some(current) => current.trim().parse().ok(),
+            None => read("memory.usage_in_bytes")
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .map(|usage| working_set(usage, read("memory.stat").as_deref().unwrap_or(""))),
+        };
+        Usage { cpu_ns, memory_bytes }
+    }
+
     /// The memory limit the kernel holds for this group, as text.
     pub fn memory_limit_file(&self) -> Option<PathBuf> {
         self.dirs.iter().find_map(|d| {
@@ -279,9 +295,39 @@ impl InstanceCgroup {
     }
 }
 
+/// A group's CPU time (total, ns) and memory (working set, bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub cpu_ns: Option<u64>,
+    pub memory_bytes: Option<u64>,
+}
+
+/// A `key value` line of a cgroup stat file.
+fn stat_value(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Usage less the page cache the kernel can drop at once, as Kubernetes counts the
+/// working set on cgroup v1.
+fn working_set(usage: u64, stat: &str) -> u64 {
+    usage.saturating_sub(stat_value(stat, "total_inactive_file").unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_files_are_read_as_the_kernel_writes_them() {
+        assert_eq!(
+            stat_value("usage_usec 1500\nuser_usec 1000\n", "usage_usec"),
+            Some(1500)
+        );
+        assert_eq!(stat_value("usage_usec_x 1\n", "usage_usec"), None);
+        assert_eq!(working_set(1000, "cache 10\ntotal_inactive_file 300\n"), 700);
+        assert_eq!(working_set(1000, ""), 1000);
+    }
 
     const HYBRID: &str = "\
 25 30 0:22 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755

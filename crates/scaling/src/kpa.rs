@@ -35,6 +35,10 @@ pub struct RevisionLoad {
 pub enum Metric {
     Concurrency,
     Rps,
+    /// CPU used, against a target percent of each instance's CPU request (HPA class).
+    Cpu,
+    /// Memory held, against a target in MiB per instance (HPA class).
+    Memory,
 }
 
 impl Metric {
@@ -42,8 +46,22 @@ impl Metric {
         match self {
             Metric::Concurrency => "concurrency",
             Metric::Rps => "rps",
+            Metric::Cpu => "cpu",
+            Metric::Memory => "memory",
         }
     }
+}
+
+/// One second of a revision's load: requests, and its instances' resources together.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LoadPoint {
+    /// Average requests in flight or waiting.
+    pub concurrency: f64,
+    pub rps: f64,
+    /// CPU used by all its instances, in millicores.
+    pub cpu_millis: f64,
+    /// Memory held by all its instances, in MiB.
+    pub memory_mib: f64,
 }
 
 /// How one revision scales; Knative's defaults unless its annotations say otherwise.
@@ -74,6 +92,10 @@ pub struct ScalingSpec {
     pub scale_down_delay_us: i64,
     /// Idle time before the last instance stops.
     pub scale_to_zero_after_us: i64,
+    /// The HPA class: resource metrics, no panic mode, never below one instance.
+    pub hpa: bool,
+    /// Each instance's CPU request (or limit), the base of a CPU target percent.
+    pub cpu_request_millis: f64,
 }
 
 impl Default for ScalingSpec {
@@ -94,11 +116,17 @@ impl Default for ScalingSpec {
             activation_scale: 1,
             scale_down_delay_us: 0,
             scale_to_zero_after_us: 60 * SEC,
+            hpa: false,
+            cpu_request_millis: 1000.0,
         }
     }
 }
 
 pub const ANNOTATION: &str = "autoscaling.knative.dev/";
+/// The HPA class's default targets: 80% of the CPU request (Kubernetes' default), and
+/// 512 MiB per instance.
+const HPA_CPU_TARGET_PCT: f64 = 80.0;
+const HPA_MEMORY_TARGET_MIB: f64 = 512.0;
 
 fn annotation<'a>(annotations: &'a BTreeMap<String, String>, keys: &[&str]) -> Option<&'a str> {
     keys.iter()
@@ -117,14 +145,36 @@ impl ScalingSpec {
         defaults: &ScalingSpec,
         annotations: &BTreeMap<String, String>,
         container_concurrency: u32,
+        cpu_request_millis: Option<u32>,
         scale_to_zero_after_us: i64,
     ) -> ScalingSpec {
         let mut spec = defaults.clone();
         let float = |keys: &[&str]| annotation(annotations, keys).and_then(|v| v.parse::<f64>().ok());
         let int = |keys: &[&str]| annotation(annotations, keys).and_then(|v| v.parse::<u32>().ok());
-        if annotation(annotations, &["metric"]) == Some("rps") {
-            spec.metric = Metric::Rps;
-            spec.target = spec.rps_target;
+        spec.hpa = annotation(annotations, &["class"]) == Some("hpa.autoscaling.knative.dev");
+        spec.cpu_request_millis = f64::from(cpu_request_millis.unwrap_or(1000));
+        match annotation(annotations, &["metric"]) {
+            Some("rps") => {
+                spec.metric = Metric::Rps;
+                spec.target = spec.rps_target;
+            }
+            Some("cpu") => {
+                spec.metric = Metric::Cpu;
+                spec.target = HPA_CPU_TARGET_PCT;
+            }
+            Some("memory") => {
+                spec.metric = Metric::Memory;
+                spec.target = HPA_MEMORY_TARGET_MIB;
+            }
+            _ if spec.hpa => {
+                spec.metric = Metric::Cpu;
+                spec.target = HPA_CPU_TARGET_PCT;
+            }
+            _ => {}
+        }
+        if spec.hpa {
+            // Knative's default for the HPA class: it cannot scale to zero.
+            spec.min_scale = 1;
         }
         if container_concurrency > 0 && spec.metric == Metric::Concurrency {
             spec.target = f64::from(container_concurrency);
@@ -163,8 +213,14 @@ impl ScalingSpec {
         spec
     }
 
+    /// How much of the metric one instance should carry.
     fn per_instance(&self) -> f64 {
-        (self.target * self.utilization).max(0.01)
+        let per = match self.metric {
+            Metric::Concurrency | Metric::Rps => self.target * self.utilization,
+            Metric::Cpu => self.cpu_request_millis * self.target / 100.0,
+            Metric::Memory => self.target,
+        };
+        per.max(0.01)
     }
 
     fn panic_window_us(&self) -> i64 {
@@ -185,8 +241,7 @@ impl ScalingSpec {
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Sample {
     at_us: i64,
-    concurrency: f64,
-    rps: f64,
+    load: LoadPoint,
 }
 
 /// Why the autoscaler wants what it wants.
@@ -265,14 +320,9 @@ impl Autoscaler {
         }
     }
 
-    /// Records one second: the average number of requests in flight or waiting, and
-    /// the requests that arrived, per second.
-    pub fn record(&mut self, now_us: i64, concurrency: f64, rps: f64) {
-        self.samples.push_back(Sample {
-            at_us: now_us,
-            concurrency,
-            rps,
-        });
+    /// Records one second of load.
+    pub fn record(&mut self, now_us: i64, load: LoadPoint) {
+        self.samples.push_back(Sample { at_us: now_us, load });
         let horizon = now_us - self.spec.stable_window_us;
         while self.samples.front().is_some_and(|s| s.at_us <= horizon) {
             self.samples.pop_front();
@@ -287,8 +337,10 @@ impl Autoscaler {
             .filter(|s| s.at_us > from)
             .fold((0.0, 0u32), |(sum, n), s| {
                 let v = match self.spec.metric {
-                    Metric::Concurrency => s.concurrency,
-                    Metric::Rps => s.rps,
+                    Metric::Concurrency => s.load.concurrency,
+                    Metric::Rps => s.load.rps,
+                    Metric::Cpu => s.load.cpu_millis,
+                    Metric::Memory => s.load.memory_mib,
                 };
                 (sum + v, n + 1)
             });
@@ -335,7 +387,13 @@ impl Autoscaler {
         let want_stable = clamp(stable.max(if ready == 0 { now_load } else { 0.0 }) / per_instance);
         let want_panic = clamp(panic.max(now_load) / per_instance);
 
-        let over = f64::from(want_panic) / observed_ready >= spec.panic_threshold_pct / 100.0;
+        // The HPA class has no panic mode; requests in flight say nothing of its metric.
+        let (want_stable, want_panic) = if spec.hpa {
+            (clamp(stable / per_instance), 0)
+        } else {
+            (want_stable, want_panic)
+        };
+        let over = !spec.hpa && f64::from(want_panic) / observed_ready >= spec.panic_threshold_pct / 100.0;
         match self.panic_since {
             None if over && ready > 0 => {
                 self.panic_since = Some(now_us);
@@ -424,8 +482,66 @@ mod tests {
     /// Records `seconds` of constant concurrency ending at `end_s`.
     fn feed(a: &mut Autoscaler, from_s: i64, to_s: i64, concurrency: f64) {
         for s in from_s..to_s {
-            a.record(s * SEC, concurrency, concurrency * 10.0);
+            a.record(
+                s * SEC,
+                LoadPoint {
+                    concurrency,
+                    rps: concurrency * 10.0,
+                    ..Default::default()
+                },
+            );
         }
+    }
+
+    #[test]
+    fn the_hpa_class_follows_cpu_and_never_goes_to_zero() {
+        let annotations: BTreeMap<String, String> = [
+            ("autoscaling.knative.dev/class", "hpa.autoscaling.knative.dev"),
+            ("autoscaling.knative.dev/metric", "cpu"),
+            ("autoscaling.knative.dev/target", "50"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let spec = ScalingSpec::for_revision(&ScalingSpec::default(), &annotations, 0, Some(200), 30 * SEC);
+        assert_eq!((spec.metric, spec.min_scale, spec.hpa), (Metric::Cpu, 1, true));
+        let mut a = Autoscaler::new(spec, -100 * SEC);
+        // 350 millicores against 50% of a 200m request: 4 instances; no panic even
+        // though the jump is large.
+        for s in 1..61 {
+            a.record(
+                s * SEC,
+                LoadPoint {
+                    cpu_millis: 350.0,
+                    ..Default::default()
+                },
+            );
+        }
+        let d = a.decide(load(1, 0, 60 * SEC), 1, 60 * SEC);
+        assert_eq!((d.desired, d.why, d.panicking), (4, Why::Stable, false));
+        for s in 61..200 {
+            a.record(s * SEC, LoadPoint::default());
+        }
+        let d = a.decide(load(4, 0, 0), 4, 200 * SEC);
+        assert_eq!(d.desired, 1, "idle, but the HPA class keeps one");
+        let mem: BTreeMap<String, String> = [
+            ("autoscaling.knative.dev/class", "hpa.autoscaling.knative.dev"),
+            ("autoscaling.knative.dev/metric", "memory"),
+            ("autoscaling.knative.dev/target", "100"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let spec = ScalingSpec::for_revision(&ScalingSpec::default(), &mem, 0, None, 30 * SEC);
+        let mut a = Autoscaler::new(spec, -100 * SEC);
+        a.record(
+            SEC,
+            LoadPoint {
+                memory_mib: 250.0,
+                ..Default::default()
+            },
+        );
+        assert_eq!(a.decide(load(1, 0, SEC), 1, SEC).desired, 3, "ceil(250 MiB / 100 MiB)");
     }
 
     #[test]
@@ -591,14 +707,14 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let s = ScalingSpec::for_revision(&ScalingSpec::default(), &annotations, 0, 5 * SEC);
+        let s = ScalingSpec::for_revision(&ScalingSpec::default(), &annotations, 0, None, 5 * SEC);
         assert_eq!(s.metric, Metric::Rps);
         assert_eq!(s.target, 50.0);
         assert_eq!(s.stable_window_us, 20 * SEC);
         assert_eq!((s.min_scale, s.max_scale), (1, 7));
         assert_eq!(s.scale_down_delay_us, 15 * SEC);
         assert_eq!(s.scale_to_zero_after_us, 5 * SEC);
-        let cc = ScalingSpec::for_revision(&ScalingSpec::default(), &BTreeMap::new(), 4, SEC);
+        let cc = ScalingSpec::for_revision(&ScalingSpec::default(), &BTreeMap::new(), 4, None, SEC);
         assert_eq!(cc.target, 4.0, "containerConcurrency is the default target");
     }
 }

@@ -52,6 +52,7 @@ impl RevisionState {
             defaults,
             &template.annotations,
             template.container_concurrency,
+            template.resources.cpu_request_millis.or(revision.config.cpu_millis),
             revision.config.scale_to_zero_after_ms as i64 * 1000,
         );
         Arc::new(RevisionState {

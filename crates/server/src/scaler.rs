@@ -12,7 +12,7 @@ use updraft_gateway::{Endpoint, RevisionKey};
 use updraft_model::template::Readiness;
 use updraft_runtime::logs::now_us;
 use updraft_runtime::{cgroup::Limits, wait_ready, Instance, InstanceSpec, Probe};
-use updraft_scaling::{Metric, RevisionLoad, ScaleDecision};
+use updraft_scaling::{LoadPoint, Metric, RevisionLoad, ScaleDecision};
 
 use crate::platform::{Platform, RevisionState};
 use crate::views::{rfc3339_us, CgroupView, ColdStartView, InstanceView, ScaleEventView};
@@ -44,6 +44,8 @@ pub struct ManagedInstance {
     pub endpoint: Arc<Endpoint>,
     pub ready: AtomicBool,
     pub stopping: AtomicBool,
+    /// The instance's CPU time at the last sample, for the HPA class.
+    pub cpu_seen: std::sync::Mutex<Option<(Instant, u64)>>,
 }
 
 impl ManagedInstance {
@@ -142,12 +144,23 @@ pub async fn run(
             _ = sample.tick() => {
                 let now = now_us();
                 for state in platform.all_revision_states() {
-                    let load = state.endpoints.sample();
-                    state
-                        .autoscaler
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .record(now, load.concurrency, load.requests_per_second);
+                    let requests = state.endpoints.sample();
+                    let mut autoscaler = state.autoscaler.lock().unwrap_or_else(|p| p.into_inner());
+                    // Cgroup files are read only for revisions that scale on them.
+                    let (cpu_millis, memory_mib) = if autoscaler.spec.hpa {
+                        resource_usage(&state)
+                    } else {
+                        (0.0, 0.0)
+                    };
+                    autoscaler.record(
+                        now,
+                        LoadPoint {
+                            concurrency: requests.concurrency,
+                            rps: requests.requests_per_second,
+                            cpu_millis,
+                            memory_mib,
+                        },
+                    );
                 }
             }
             _ = tick.tick() => {
@@ -158,6 +171,35 @@ pub async fn run(
             _ = &mut stop => return,
         }
     }
+}
+
+/// CPU (millicores, since the last sample) and memory (MiB) of a revision's ready
+/// instances together.
+fn resource_usage(state: &RevisionState) -> (f64, f64) {
+    let mut cpu_millis = 0.0;
+    let mut memory_mib = 0.0;
+    for managed in state.instances() {
+        if !managed.ready.load(Ordering::Relaxed) {
+            continue;
+        }
+        let Some(cgroup) = &managed.instance.cgroup else {
+            continue;
+        };
+        let usage = cgroup.usage();
+        if let Some(bytes) = usage.memory_bytes {
+            memory_mib += bytes as f64 / (1024.0 * 1024.0);
+        }
+        if let Some(cpu_ns) = usage.cpu_ns {
+            let now = Instant::now();
+            let mut seen = managed.cpu_seen.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, before)) = *seen {
+                let wall_ns = now.duration_since(at).as_nanos().max(1) as f64;
+                cpu_millis += cpu_ns.saturating_sub(before) as f64 / wall_ns * 1000.0;
+            }
+            *seen = Some((now, cpu_ns));
+        }
+    }
+    (cpu_millis, memory_mib)
 }
 
 impl Platform {
@@ -271,6 +313,7 @@ impl Platform {
             instance,
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            cpu_seen: std::sync::Mutex::new(None),
         });
         state
             .instances
