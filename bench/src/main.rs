@@ -5,6 +5,7 @@ mod apps;
 mod coldstart;
 mod harness;
 mod proxy;
+mod scaleout;
 mod stats;
 
 use std::path::PathBuf;
@@ -49,6 +50,19 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// A step from zero to C concurrent clients on a service at zero: time until the
+    /// autoscaler has enough instances ready, and latency meanwhile, against the same
+    /// step on a service already scaled out.
+    Scaleout {
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// Concurrent requests per instance the autoscaler aims at.
+        #[arg(long, default_value_t = 10)]
+        target: usize,
+        /// Seconds of load per step.
+        #[arg(long, default_value_t = 15.0)]
+        seconds: f64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,5 +75,10 @@ fn main() -> anyhow::Result<()> {
             seconds,
             rounds,
         } => proxy::run(&cli.updraft, &cli.out, &connections, seconds, rounds.max(1)),
+        Scenario::Scaleout {
+            clients,
+            target,
+            seconds,
+        } => scaleout::run(&cli.updraft, &cli.out, clients.max(1), target.max(1), seconds),
     }
 }
