@@ -76,6 +76,10 @@ pub struct SettingsArgs {
     /// How long a lower count must hold before scaling down (scale-down-delay).
     #[arg(long, value_name = "DURATION")]
     scale_down_delay: Option<String>,
+    /// How an idle revision is kept: fixed (its scale-to-zero period) or
+    /// hybrid-histogram (learns the gaps between calls and pre-warms before the next).
+    #[arg(long, value_name = "POLICY")]
+    keep_alive: Option<String>,
     /// Create the revision without sending it traffic (blue/green).
     #[arg(long)]
     no_traffic: bool,
@@ -116,6 +120,7 @@ impl SettingsArgs {
         Ok(DeploySpec {
             package,
             autoscaling,
+            keep_alive: self.keep_alive,
             env,
             env_remove,
             memory: self.memory,

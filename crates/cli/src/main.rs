@@ -204,6 +204,9 @@ struct AutoscalerArgs {
     /// Most a count may shrink by in one decision, as a divisor of the ready instances.
     #[arg(long, env = "UPDRAFT_MAX_SCALE_DOWN_RATE", default_value_t = 2.0)]
     max_scale_down_rate: f64,
+    /// How idle revisions are kept unless they say otherwise: fixed or hybrid-histogram.
+    #[arg(long, env = "UPDRAFT_KEEP_ALIVE_POLICY", default_value = "fixed")]
+    keep_alive_policy: String,
 }
 
 fn scaling_defaults(a: &AutoscalerArgs) -> anyhow::Result<updraft_scaling::ScalingSpec> {
@@ -242,6 +245,12 @@ fn scaling_defaults(a: &AutoscalerArgs) -> anyhow::Result<updraft_scaling::Scali
         panic_threshold_pct: a.panic_threshold_percentage,
         max_scale_up_rate: a.max_scale_up_rate,
         max_scale_down_rate: a.max_scale_down_rate,
+        keep_alive: updraft_scaling::KeepAlivePolicy::parse(&a.keep_alive_policy).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--keep-alive-policy {:?}: use fixed or hybrid-histogram",
+                a.keep_alive_policy
+            )
+        })?,
         ..Default::default()
     })
 }

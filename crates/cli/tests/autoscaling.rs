@@ -142,6 +142,18 @@ fn a_service_scales_zero_to_n_and_back_with_its_reasons() {
     assert!(events.iter().all(|e| e["metric"] == "concurrency"));
     let table = server.cli(&["service", "auto"]);
     assert!(table.stdout.contains("Scale events:"), "{}", table.stdout);
+
+    // The keep-alive policy is chosen per service and checked.
+    let out = server.cli(&["update", "auto", "--keep-alive", "forever"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("updraft.dev/keep-alive") && out.stderr.contains("hybrid-histogram"),
+        "{}",
+        out.stderr
+    );
+    let learning = server.json(&["update", "auto", "--keep-alive", "hybrid-histogram"]);
+    let newest = learning["revisions"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(newest["annotations"]["updraft.dev/keep-alive"], "hybrid-histogram");
     assert!(done.load(Ordering::Relaxed) > 3);
 }
 

@@ -13,6 +13,9 @@ pub const AUTOSCALING_PREFIX: &str = "autoscaling.knative.dev/";
 pub const SCALE_TO_ZERO_RETENTION: &str = "autoscaling.knative.dev/scale-to-zero-pod-retention-period";
 pub const WINDOW: &str = "autoscaling.knative.dev/window";
 pub const ROLLOUT_DURATION: &str = "serving.knative.dev/rollout-duration";
+/// How an idle revision is kept: `fixed` or `hybrid-histogram` (Updraft's own).
+pub const KEEP_ALIVE: &str = "updraft.dev/keep-alive";
+pub const KEEP_ALIVE_POLICIES: &[&str] = &["fixed", "hybrid-histogram"];
 /// Requests per second a service accepts (Updraft's own; Knative ignores it).
 pub const RATE_LIMIT: &str = "updraft.dev/rate-limit";
 /// Requests a service accepts at once above its rate.
@@ -116,6 +119,8 @@ pub fn validate_template_annotations(path: &str, annotations: &BTreeMap<String, 
                 ));
             };
             check(&field, value, *kind)?;
+        } else if key == KEEP_ALIVE {
+            check(&field, value, Kind::Choice(KEEP_ALIVE_POLICIES))?;
         } else if key == ROLLOUT_DURATION || key == RATE_LIMIT || key == RATE_LIMIT_BURST {
             return Err(FieldError::new(
                 field,
@@ -249,6 +254,11 @@ mod tests {
             ("autoscaling.knative.dev/metric", "latency", "not one of"),
             ("autoscaling.knative.dev/target-scale", "3", "unknown autoscaling"),
             ("serving.knative.dev/rollout-duration", "10s", "belongs on the service"),
+            (
+                "updraft.dev/keep-alive",
+                "forever",
+                "not one of fixed, hybrid-histogram",
+            ),
         ] {
             let err = validate_template_annotations("a", &map(&[(key, value)])).unwrap_err();
             assert_eq!(err.field, format!("a[{key}]"));

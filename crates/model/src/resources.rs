@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::annotations::{
-    validate_service_annotations, RateLimit, AUTOSCALING_PREFIX, RATE_LIMIT, RATE_LIMIT_BURST, ROLLOUT_DURATION,
-    SCALE_TO_ZERO_RETENTION,
+    validate_service_annotations, RateLimit, AUTOSCALING_PREFIX, KEEP_ALIVE, RATE_LIMIT, RATE_LIMIT_BURST,
+    ROLLOUT_DURATION, SCALE_TO_ZERO_RETENTION,
 };
 use crate::names::validate_env_name;
 use crate::quantity::{parse_cpu, parse_memory};
@@ -136,6 +136,9 @@ pub struct DeploySpec {
     /// (`min-scale`, `target`, `window`, …); an empty value removes one.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub autoscaling: BTreeMap<String, String>,
+    /// How an idle revision is kept: `fixed` or `hybrid-histogram`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<String>,
     /// Request timeout (`timeoutSeconds`), e.g. `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
@@ -210,6 +213,9 @@ impl DeploySpec {
         }
         if let Some(c) = self.concurrency {
             template.container_concurrency = c;
+        }
+        if let Some(policy) = &self.keep_alive {
+            template.annotations.insert(KEEP_ALIVE.into(), policy.clone());
         }
         for (name, value) in &self.autoscaling {
             let key = format!("{AUTOSCALING_PREFIX}{name}");

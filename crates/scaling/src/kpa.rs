@@ -12,6 +12,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use updraft_model::annotations::KEEP_ALIVE;
+
+use crate::keepalive::KeepAlive;
+
 const SEC: i64 = 1_000_000;
 
 /// What the gateway and the runtime report about one revision at one moment.
@@ -96,6 +100,26 @@ pub struct ScalingSpec {
     pub hpa: bool,
     /// Each instance's CPU request (or limit), the base of a CPU target percent.
     pub cpu_request_millis: f64,
+    /// When an idle revision's last instance stops (and whether one is pre-warmed).
+    pub keep_alive: KeepAlivePolicy,
+}
+
+/// How an idle revision is kept: `fixed` for its scale-to-zero period, or the hybrid
+/// histogram of "Serverless in the Wild", which falls back to that period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlivePolicy {
+    Fixed,
+    HybridHistogram,
+}
+
+impl KeepAlivePolicy {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "fixed" => Some(KeepAlivePolicy::Fixed),
+            "hybrid-histogram" => Some(KeepAlivePolicy::HybridHistogram),
+            _ => None,
+        }
+    }
 }
 
 impl Default for ScalingSpec {
@@ -118,6 +142,7 @@ impl Default for ScalingSpec {
             scale_to_zero_after_us: 60 * SEC,
             hpa: false,
             cpu_request_millis: 1000.0,
+            keep_alive: KeepAlivePolicy::Fixed,
         }
     }
 }
@@ -175,6 +200,12 @@ impl ScalingSpec {
         if spec.hpa {
             // Knative's default for the HPA class: it cannot scale to zero.
             spec.min_scale = 1;
+        }
+        if let Some(policy) = annotations
+            .get(KEEP_ALIVE)
+            .and_then(|v| KeepAlivePolicy::parse(v.trim()))
+        {
+            spec.keep_alive = policy;
         }
         if container_concurrency > 0 && spec.metric == Metric::Concurrency {
             spec.target = f64::from(container_concurrency);
@@ -265,6 +296,8 @@ pub enum Why {
     Unrouted,
     /// A starting instance is not stopped for idleness.
     Starting,
+    /// The keep-alive policy expects a call soon: an instance is started ahead of it.
+    Prewarm,
 }
 
 impl Why {
@@ -279,6 +312,7 @@ impl Why {
             Why::Idle => "idle",
             Why::Unrouted => "unrouted",
             Why::Starting => "starting",
+            Why::Prewarm => "pre-warm",
         }
     }
 }
@@ -305,18 +339,28 @@ pub struct Autoscaler {
     /// Recent desires, for the scale-down delay.
     recent: VecDeque<(i64, u32)>,
     initial_reached: bool,
+    keep_alive: KeepAlive,
+    /// The latest activity seen, and whether the revision was idle at the last decision.
+    last_active_us: i64,
+    was_idle: bool,
 }
 
 impl Autoscaler {
     pub fn new(spec: ScalingSpec, created_us: i64) -> Self {
         Autoscaler {
-            spec,
             samples: VecDeque::new(),
             created_us,
             panic_since: None,
             panic_peak: 0,
             recent: VecDeque::new(),
             initial_reached: false,
+            keep_alive: match spec.keep_alive {
+                KeepAlivePolicy::Fixed => KeepAlive::fixed(spec.scale_to_zero_after_us as f64 / 1e6),
+                KeepAlivePolicy::HybridHistogram => KeepAlive::hybrid(spec.scale_to_zero_after_us as f64 / 1e6),
+            },
+            last_active_us: 0,
+            was_idle: false,
+            spec,
         }
     }
 
@@ -433,17 +477,37 @@ impl Autoscaler {
             why = Why::Initial;
         }
 
-        // Zero only after a whole idle period, which then outweighs what the windows
-        // still remember; before it, one instance stays while any runs.
-        let idle = !busy && now_us - load.last_active_us >= spec.scale_to_zero_after_us;
-        if idle && load.starting > 0 {
+        // The keep-alive policy learns each idle gap as activity resumes after it.
+        if load.last_active_us > self.last_active_us {
+            let gap_us = load.last_active_us - self.last_active_us;
+            if self.last_active_us > 0 && self.was_idle && gap_us >= SEC {
+                self.keep_alive.observe_idle(gap_us as f64 / 1e6);
+            }
+            self.last_active_us = load.last_active_us;
+        }
+        let idle_for = now_us - load.last_active_us;
+        self.was_idle = !busy && idle_for >= SEC;
+        // Outside its keep-alive window an idle revision goes to zero, which then
+        // outweighs what the averaging windows still remember; inside it one instance
+        // stays (or, when the policy pre-warms, comes back just before the call is due).
+        let windows = self.keep_alive.windows();
+        let (from, to) = (
+            (windows.prewarm_s * 1e6) as i64,
+            ((windows.prewarm_s + windows.keep_alive_s) * 1e6) as i64,
+        );
+        let kept = busy || (idle_for >= from && idle_for < to);
+        if !kept && load.starting > 0 && idle_for >= to {
             desired = load.instances;
             why = Why::Starting;
-        } else if idle {
+        } else if !kept {
             desired = 0;
             why = Why::Idle;
         } else if desired == 0 {
-            desired = if busy { 1 } else { load.instances.min(1) };
+            let prewarm = !busy && from > 0 && load.instances == 0;
+            desired = if busy || prewarm { 1 } else { load.instances.min(1) };
+            if prewarm {
+                why = Why::Prewarm;
+            }
         }
 
         let bounded = spec.bounded(desired);
@@ -695,6 +759,38 @@ mod tests {
     }
 
     #[test]
+    fn the_hybrid_histogram_unloads_then_prewarms_before_a_regular_call() {
+        let mut a = Autoscaler::new(
+            ScalingSpec {
+                keep_alive: KeepAlivePolicy::HybridHistogram,
+                ..spec()
+            },
+            -1000 * SEC,
+        );
+        // A call every 10 minutes, decided on every 10 s.
+        let mut last_active = 0;
+        for call in 0..12i64 {
+            let at = call * 600 * SEC;
+            last_active = at;
+            a.decide(load(1, 1, at), 1, at);
+            for t in (at + 10 * SEC..at + 600 * SEC).step_by(10 * SEC as usize) {
+                a.decide(load(1, 0, at), 1, t);
+            }
+        }
+        // Learnt: right after a call it unloads; just before the next it pre-warms.
+        let d = a.decide(load(1, 0, last_active), 1, last_active + 60 * SEC);
+        assert_eq!((d.desired, d.why), (0, Why::Idle), "unloaded between calls");
+        let d = a.decide(load(0, 0, last_active), 0, last_active + 560 * SEC);
+        assert_eq!((d.desired, d.why), (1, Why::Prewarm));
+        let d = a.decide(load(0, 0, last_active), 0, last_active + 800 * SEC);
+        assert_eq!((d.desired, d.why), (0, Why::Idle), "the call did not come");
+        // The fixed policy would have kept it 30 s, then stopped it until the call.
+        let mut fixed = Autoscaler::new(spec(), -1000 * SEC);
+        assert_eq!(fixed.decide(load(1, 0, 0), 1, 20 * SEC).desired, 1);
+        assert_eq!(fixed.decide(load(1, 0, 0), 1, 560 * SEC).desired, 0);
+    }
+
+    #[test]
     fn annotations_override_the_defaults() {
         let annotations: BTreeMap<String, String> = [
             ("autoscaling.knative.dev/metric", "rps"),
@@ -703,6 +799,7 @@ mod tests {
             ("autoscaling.knative.dev/min-scale", "1"),
             ("autoscaling.knative.dev/maxScale", "7"),
             ("autoscaling.knative.dev/scale-down-delay", "15s"),
+            ("updraft.dev/keep-alive", "hybrid-histogram"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -714,6 +811,7 @@ mod tests {
         assert_eq!((s.min_scale, s.max_scale), (1, 7));
         assert_eq!(s.scale_down_delay_us, 15 * SEC);
         assert_eq!(s.scale_to_zero_after_us, 5 * SEC);
+        assert_eq!(s.keep_alive, KeepAlivePolicy::HybridHistogram);
         let cc = ScalingSpec::for_revision(&ScalingSpec::default(), &BTreeMap::new(), 4, None, SEC);
         assert_eq!(cc.target, 4.0, "containerConcurrency is the default target");
     }

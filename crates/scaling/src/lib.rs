@@ -7,4 +7,4 @@ pub mod sim;
 pub mod trace;
 
 pub use keepalive::{KeepAlive, PoolSizer, Windows};
-pub use kpa::{Autoscaler, LoadPoint, Metric, RevisionLoad, ScaleDecision, ScalingSpec, Why};
+pub use kpa::{Autoscaler, KeepAlivePolicy, LoadPoint, Metric, RevisionLoad, ScaleDecision, ScalingSpec, Why};

@@ -12,7 +12,7 @@ use updraft_gateway::{Endpoint, RevisionKey};
 use updraft_model::template::Readiness;
 use updraft_runtime::logs::now_us;
 use updraft_runtime::{cgroup::Limits, wait_ready, Instance, InstanceSpec, Probe};
-use updraft_scaling::{LoadPoint, Metric, RevisionLoad, ScaleDecision};
+use updraft_scaling::{LoadPoint, Metric, RevisionLoad, ScaleDecision, Why};
 
 use crate::platform::{Platform, RevisionState};
 use crate::views::{rfc3339_us, CgroupView, ColdStartView, InstanceView, ScaleEventView};
@@ -252,12 +252,17 @@ impl Platform {
             });
         }
         if decision.desired > current {
+            let cause = if decision.why == Why::Prewarm {
+                "pre-warm"
+            } else {
+                "request"
+            };
             for _ in current..decision.desired {
                 let Ok(managed) = self.launch(state) else { break };
                 let platform = self.clone();
                 let state = state.clone();
                 tokio::spawn(async move {
-                    let _ = platform.await_ready(&state, &managed, "request").await;
+                    let _ = platform.await_ready(&state, &managed, cause).await;
                 });
             }
         } else {

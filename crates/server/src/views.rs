@@ -56,7 +56,7 @@ pub struct ColdStartView {
     pub instance: String,
     /// From starting the process to its first accepted connection.
     pub ready_ms: f64,
-    /// What asked for the instance: `request` or `deploy`.
+    /// What asked for the instance: `request`, `deploy` or `pre-warm`.
     pub cause: String,
 }
 
