@@ -143,42 +143,16 @@ impl Cgroups {
                         let _ = fs::write(dir.join("cgroup.subtree_control"), controller);
                     }
                 }
-                let dir = &group.dirs[0];
-                fs::create_dir(dir)?;
-                if let Some(bytes) = limits.memory_bytes {
-                    fs::write(dir.join("memory.max"), bytes.to_string())?;
-                    let _ = fs::write(dir.join("memory.swap.max"), "0");
-                }
-                if let Some(millis) = limits.cpu_millis {
-                    fs::write(dir.join("cpu.max"), cpu_max(millis))?;
-                }
+                fs::create_dir(&group.dirs[0])?;
             }
-            Layout::V1(mounts) => {
+            Layout::V1(_) => {
                 for dir in &group.dirs {
                     fs::create_dir_all(dir)?;
-                }
-                for (controller, mount) in mounts {
-                    let dir = mount.join(&self.parent).join(group.name());
-                    match controller.as_str() {
-                        "memory" => {
-                            if let Some(bytes) = limits.memory_bytes {
-                                fs::write(dir.join("memory.limit_in_bytes"), bytes.to_string())?;
-                            }
-                        }
-                        "cpu" => {
-                            if let Some(millis) = limits.cpu_millis {
-                                fs::write(dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())?;
-                                let quota = u64::from(millis) * CPU_PERIOD_US / 1000;
-                                fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
-                            }
-                        }
-                        _ => {}
-                    }
                 }
             }
             Layout::None => {}
         }
-        Ok(())
+        group.set_limits(limits)
     }
 
     /// Kills and removes every instance group a previous run left under the parent.
@@ -205,10 +179,6 @@ impl Cgroups {
 }
 
 impl InstanceCgroup {
-    fn name(&self) -> &std::ffi::OsStr {
-        self.dirs[0].file_name().unwrap_or_default()
-    }
-
     /// Paths of the `cgroup.procs` files the child writes itself into before exec.
     pub fn procs_files(&self) -> Vec<CString> {
         self.dirs
@@ -266,6 +236,34 @@ impl InstanceCgroup {
                 }
             }
         }
+    }
+
+    /// Writes memory and CPU limits into whichever of the group's directories hold
+    /// those controllers (v2: `memory.max`, `cpu.max`; v1: `memory.limit_in_bytes`,
+    /// `cpu.cfs_quota_us`).
+    pub fn set_limits(&self, limits: Limits) -> io::Result<()> {
+        for dir in &self.dirs {
+            if let Some(bytes) = limits.memory_bytes {
+                if dir.join("memory.max").exists() {
+                    fs::write(dir.join("memory.max"), bytes.to_string())?;
+                    let _ = fs::write(dir.join("memory.swap.max"), "0");
+                }
+                if dir.join("memory.limit_in_bytes").exists() {
+                    fs::write(dir.join("memory.limit_in_bytes"), bytes.to_string())?;
+                }
+            }
+            if let Some(millis) = limits.cpu_millis {
+                if dir.join("cpu.max").exists() {
+                    fs::write(dir.join("cpu.max"), cpu_max(millis))?;
+                }
+                if dir.join("cpu.cfs_quota_us").exists() {
+                    fs::write(dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())?;
+                    let quota = u64::from(millis) * CPU_PERIOD_US / 1000;
+                    fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// CPU time used and memory held by the group now, as far as the kernel tells.
