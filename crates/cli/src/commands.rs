@@ -195,7 +195,7 @@ fn service_path(ns: &NamespaceArg, name: &str) -> String {
 
 async fn execute(command: Command, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     match command {
-        Command::Server(_) | Command::Sim(_) => unreachable!("handled in main"),
+        Command::Server(_) | Command::Sim(_) | Command::Stem => unreachable!("handled in main"),
         Command::Deploy(args) => deploy(args, client, output).await,
         Command::Update(args) => crate::manage::update(args, client, output).await,
         Command::Apply(args) => crate::apply::apply(args, client, output).await,

@@ -64,6 +64,9 @@ enum Command {
     Server(ServerArgs),
     /// Replay a serverless trace through keep-alive and pooling policies.
     Sim(sim::SimArgs),
+    /// A pre-warmed stem cell: waits for its order on stdin, then becomes the instance.
+    #[command(hide = true)]
+    Stem,
     /// Deploy a code package (a folder, .tar.gz, .tar or .zip) as a new revision.
     Deploy(commands::DeployArgs),
     /// Change a service's settings without a new package; a new revision if they
@@ -167,6 +170,8 @@ struct ServerArgs {
     drain_timeout: Duration,
     #[command(flatten)]
     autoscaler: AutoscalerArgs,
+    #[command(flatten)]
+    pool: PoolArgs,
 }
 
 /// Autoscaling defaults, named as Knative's `config-autoscaler`; a revision's
@@ -207,6 +212,21 @@ struct AutoscalerArgs {
     /// How idle revisions are kept unless they say otherwise: fixed or hybrid-histogram.
     #[arg(long, env = "UPDRAFT_KEEP_ALIVE_POLICY", default_value = "fixed")]
     keep_alive_policy: String,
+}
+
+/// The pre-warmed pool: stem cells already forked into their own cgroup, waiting to
+/// become an instance ("fast expand, slow shrink").
+#[derive(Args)]
+struct PoolArgs {
+    /// Stem cells kept even without demand.
+    #[arg(long, env = "UPDRAFT_POOL_MIN", default_value_t = 1)]
+    pool_min: usize,
+    /// Most memory the pool may hold (0 turns it off).
+    #[arg(long, env = "UPDRAFT_POOL_MAX_MEMORY", default_value = "256Mi")]
+    pool_max_memory: String,
+    /// Without demand, the pool's capacity halves this often.
+    #[arg(long, env = "UPDRAFT_POOL_HALF_LIFE", default_value = "5m", value_parser = humantime::parse_duration)]
+    pool_half_life: Duration,
 }
 
 fn scaling_defaults(a: &AutoscalerArgs) -> anyhow::Result<updraft_scaling::ScalingSpec> {
@@ -255,8 +275,43 @@ fn scaling_defaults(a: &AutoscalerArgs) -> anyhow::Result<updraft_scaling::Scali
     })
 }
 
+/// Reads one order and execs it; returns only on failure. Started by the server's pool
+/// in the instance's process group and cgroup, so exec is all that is left to do.
+fn become_instance() -> ExitCode {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(0) => return ExitCode::SUCCESS,
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("stem cell: reading the order: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    }
+    let order: updraft_server::StemOrder = match serde_json::from_str(&line) {
+        Ok(order) => order,
+        Err(e) => {
+            eprintln!("stem cell: bad order: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let error = std::process::Command::new(&order.program)
+        .args(&order.args)
+        .env_clear()
+        .envs(order.env)
+        .current_dir(&order.cwd)
+        .stdin(std::process::Stdio::null())
+        .exec();
+    eprintln!("cannot start {}: {error}", order.program.display());
+    ExitCode::from(127)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Stem) {
+        return become_instance();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -303,6 +358,15 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<u8> {
         drain_timeout: args.drain_timeout,
         tick: args.autoscaler.tick_interval,
         scaling: scaling_defaults(&args.autoscaler)?,
+        pool: updraft_server::PoolConfig {
+            stem_command: vec![std::env::current_exe()?, "stem".into()],
+            min: args.pool.pool_min,
+            max_memory_bytes: match args.pool.pool_max_memory.trim() {
+                "0" => 0,
+                text => size("--pool-max-memory", text)?,
+            },
+            half_life: args.pool.pool_half_life,
+        },
     };
     let shutdown = async {
         let mut term =

@@ -66,7 +66,7 @@ pub fn parse_cpu(field: &str, text: &str) -> Result<u32, FieldError> {
 /// Formats bytes back into the shortest exact binary quantity.
 pub fn format_memory(bytes: u64) -> String {
     for (suffix, m) in [("Gi", 1u64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-        if bytes % m == 0 {
+        if bytes.is_multiple_of(m) {
             return format!("{}{suffix}", bytes / m);
         }
     }
@@ -74,7 +74,7 @@ pub fn format_memory(bytes: u64) -> String {
 }
 
 pub fn format_cpu(millis: u32) -> String {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else {
         format!("{millis}m")

@@ -238,6 +238,18 @@ impl InstanceCgroup {
         }
     }
 
+    /// The same group under another name beside it (cgroupfs allows renames within a
+    /// parent, members included), so a group made ahead can take its instance's name.
+    pub fn rename(&self, name: &str) -> io::Result<InstanceCgroup> {
+        let mut renamed = Vec::with_capacity(self.dirs.len());
+        for dir in &self.dirs {
+            let to = dir.with_file_name(name);
+            fs::rename(dir, &to)?;
+            renamed.push(to);
+        }
+        Ok(InstanceCgroup { dirs: renamed })
+    }
+
     /// Writes memory and CPU limits into whichever of the group's directories hold
     /// those controllers (v2: `memory.max`, `cpu.max`; v1: `memory.limit_in_bytes`,
     /// `cpu.cfs_quota_us`).

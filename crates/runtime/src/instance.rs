@@ -42,6 +42,8 @@ pub struct Instance {
     pub port: u16,
     pub pid: u32,
     pub started_at: SystemTime,
+    /// Whether a pre-warmed stem cell became this instance.
+    pub from_pool: bool,
     pub cgroup: Option<InstanceCgroup>,
     pub(crate) exit: watch::Receiver<Option<ExitInfo>>,
     /// Turns true once the output written before exit has been captured.

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 pub use instance::{ExitInfo, Instance, InstanceControl};
 pub use ports::{PortAllocator, PortLease};
 pub use probe::{wait_ready, NotReady, Probe};
-pub use process::{ProcessRuntime, INHERITED_ENV};
+pub use process::{ProcessRuntime, StemOrder, INHERITED_ENV};
 
 /// Forking while this process holds a file open for writing would give the child a
 /// copy of that descriptor until its exec, and exec'ing that file anywhere then fails
@@ -74,4 +74,13 @@ pub trait Runtime: Send + Sync + 'static {
     fn start(&self, spec: InstanceSpec) -> Result<Instance, RuntimeError>;
     /// Kills whatever instances an earlier run of this server left behind.
     fn reap_leftovers(&self) -> usize;
+    /// Pre-warmed generic instances ready now, and the memory they hold in bytes.
+    fn pool(&self) -> (usize, u64) {
+        (0, 0)
+    }
+    /// Starts or stops pre-warmed instances until `target` are ready; returns how many
+    /// there are. Drivers without a pool keep none.
+    fn resize_pool(&self, _target: usize) -> usize {
+        0
+    }
 }

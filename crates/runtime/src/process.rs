@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use nix::sys::signal::{killpg, Signal};
@@ -39,6 +39,30 @@ pub struct ProcessRuntime {
     logs_dir: PathBuf,
     /// Holds one file per live instance naming its process group, for reaping.
     run_dir: PathBuf,
+    /// The command that starts a stem cell (`updraft stem`), when the pool is on.
+    stem_command: Option<Vec<PathBuf>>,
+    /// Pre-forked processes, each in its own cgroup, waiting to become an instance.
+    stems: Mutex<Vec<Stem>>,
+}
+
+/// A pre-warmed generic instance: a process already started in its process group and
+/// cgroup, with its output piped, blocked reading the command it is to run.
+struct Stem {
+    id: String,
+    child: tokio::process::Child,
+    /// Where its order is written.
+    orders: std::io::PipeWriter,
+    cgroup: Option<InstanceCgroup>,
+    pid_file: PathBuf,
+}
+
+/// What a stem cell reads on its standard input, one JSON line, before it execs.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct StemOrder {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
 }
 
 impl ProcessRuntime {
@@ -52,6 +76,159 @@ impl ProcessRuntime {
             ports: PortAllocator::default(),
             logs_dir,
             run_dir,
+            stem_command: None,
+            stems: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Turns the pool on: `command` starts a stem cell (the `updraft stem` command),
+    /// which waits for a [`StemOrder`] on its standard input and execs it.
+    pub fn with_stems(mut self, command: Vec<PathBuf>) -> Self {
+        self.stem_command = Some(command);
+        self
+    }
+
+    fn pool_size(&self) -> usize {
+        self.stems.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn resize_stems(&self, target: usize) -> usize {
+        if self.stem_command.is_none() {
+            return 0;
+        }
+        loop {
+            let size = self.pool_size();
+            if size > target {
+                let extra = self.stems.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                if let Some(stem) = extra {
+                    stem.discard();
+                }
+            } else if size < target {
+                match self.spawn_stem() {
+                    Ok(stem) => self.stems.lock().unwrap_or_else(|p| p.into_inner()).push(stem),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start a stem cell");
+                        return size;
+                    }
+                }
+            } else {
+                return size;
+            }
+        }
+    }
+
+    fn spawn_stem(&self) -> Result<Stem, RuntimeError> {
+        let command = self.stem_command.as_ref().expect("the pool is on");
+        let id = format!("stem-{:08x}", random_u32());
+        let cgroup = match self.cgroups.layout() {
+            Layout::None => None,
+            _ => Some(self.cgroups.create(&id, crate::cgroup::Limits::default())?),
+        };
+        let (orders_in, orders) = std::io::pipe()?;
+        let mut cmd = std::process::Command::new(&command[0]);
+        cmd.args(&command[1..])
+            .env_clear()
+            .stdin(orders_in)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = match self.fork(cmd, cgroup.as_ref()) {
+            Ok(child) => child,
+            Err(source) => {
+                if let Some(c) = &cgroup {
+                    c.remove();
+                }
+                return Err(RuntimeError::Spawn {
+                    command: format!("{} (stem cell)", command[0].display()),
+                    source,
+                });
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        let pid_file = self.run_dir.join(format!("{id}.pid"));
+        fs::write(&pid_file, format!("{pid} {}\n", start_time(pid as i32).unwrap_or(0)))?;
+        Ok(Stem {
+            id,
+            child,
+            orders,
+            cgroup,
+            pid_file,
+        })
+    }
+
+    /// Forks `cmd` into its own process group and `cgroup`, dying with the server.
+    fn fork(
+        &self,
+        mut cmd: std::process::Command,
+        cgroup: Option<&InstanceCgroup>,
+    ) -> std::io::Result<tokio::process::Child> {
+        let procs: Vec<CString> = cgroup.map(|c| c.procs_files()).unwrap_or_default();
+        cmd.process_group(0);
+        // SAFETY: only async-signal-safe calls (prctl, open, write, close) on
+        // memory prepared before fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                for path in &procs {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd >= 0 {
+                        libc::write(fd, b"0".as_ptr().cast(), 1);
+                        libc::close(fd);
+                    }
+                }
+                Ok(())
+            });
+        }
+        let _exclusive = crate::FORK_LOCK.write().unwrap_or_else(|p| p.into_inner());
+        tokio::process::Command::from(cmd).spawn()
+    }
+
+    /// The instance's environment: the inherited allowlist, the user's, the contract's.
+    fn environment(spec: &InstanceSpec, port: u16) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = INHERITED_ENV
+            .iter()
+            .filter_map(|name| std::env::var(name).ok().map(|v| (name.to_string(), v)))
+            .collect();
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(spec.contract_env(port).into_iter().map(|(k, v)| (k.to_string(), v)));
+        env
+    }
+
+    /// Makes a stem cell the instance `spec` asks for: its limits, then its command.
+    fn bind(&self, mut stem: Stem, spec: &InstanceSpec, port: u16) -> Result<Started, RuntimeError> {
+        if let Some(cgroup) = stem.cgroup.take() {
+            let named = cgroup.rename(&spec.id).unwrap_or_else(|e| {
+                tracing::warn!(stem = %stem.id, error = %e, "cannot rename the stem cell's cgroup");
+                cgroup
+            });
+            let limited = named.set_limits(spec.limits);
+            stem.cgroup = Some(named);
+            if let Err(e) = limited {
+                stem.discard();
+                return Err(e.into());
+            }
+        }
+        let order = StemOrder {
+            program: resolve_program(&spec.command[0], &spec.workdir),
+            args: spec.command[1..].to_vec(),
+            env: Self::environment(spec, port),
+            cwd: spec.workdir.clone(),
+        };
+        let mut line = serde_json::to_vec(&order).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        // The stem is blocked reading: the write returns as soon as it is taken in.
+        use std::io::Write;
+        if let Err(e) = stem.orders.write_all(&line) {
+            stem.discard();
+            return Err(e.into());
+        }
+        let pid_file = self.run_dir.join(format!("{}.pid", spec.id));
+        let _ = fs::rename(&stem.pid_file, &pid_file);
+        tracing::debug!(stem = %stem.id, instance = %spec.id, "stem cell bound");
+        Ok(Started {
+            child: stem.child,
+            cgroup: stem.cgroup,
+            pid_file,
+            from_pool: true,
         })
     }
 
@@ -132,6 +309,101 @@ impl Runtime for ProcessRuntime {
 
     fn start(&self, spec: InstanceSpec) -> Result<Instance, RuntimeError> {
         let port = self.ports.allocate()?;
+        let stem = self.stems.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let started = match stem {
+            Some(stem) => self.bind(stem, &spec, port.port)?,
+            None => self.spawn(&spec, port.port)?,
+        };
+        self.adopt(started, spec, port)
+    }
+
+    fn pool(&self) -> (usize, u64) {
+        let stems = self.stems.lock().unwrap_or_else(|p| p.into_inner());
+        let memory = stems
+            .iter()
+            .filter_map(|s| s.child.id())
+            .map(|pid| resident_bytes(pid as i32))
+            .sum();
+        (stems.len(), memory)
+    }
+
+    fn resize_pool(&self, target: usize) -> usize {
+        self.resize_stems(target)
+    }
+
+    fn reap_leftovers(&self) -> usize {
+        let mut reaped = 0;
+        for entry in fs::read_dir(&self.run_dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+            if let (Some(Some(pid)), Some(Some(stamp))) = (fields.next(), fields.next()) {
+                if pid > 0 && start_time(pid as i32) == Some(stamp) {
+                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    reaped += 1;
+                }
+            }
+            let _ = fs::remove_file(&path);
+        }
+        reaped.max(self.cgroups.reap_all())
+    }
+}
+
+/// A process that is to be an instance, however it was started.
+struct Started {
+    child: tokio::process::Child,
+    cgroup: Option<InstanceCgroup>,
+    pid_file: PathBuf,
+    from_pool: bool,
+}
+
+impl Stem {
+    /// Stops an unused stem cell and removes its group.
+    fn discard(mut self) {
+        let _ = self.child.start_kill();
+        if let Some(pid) = self.child.id() {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill_all();
+            let cgroup = cgroup.clone();
+            tokio::spawn(async move {
+                let _ = self.child.wait().await;
+                cgroup.remove();
+            });
+        }
+        let _ = fs::remove_file(&self.pid_file);
+    }
+}
+
+/// A process's resident memory (`VmRSS` of `/proc/PID/status`), in bytes.
+fn resident_bytes(pid: i32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Stem cell names need only differ from each other.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish() as u32
+}
+
+impl ProcessRuntime {
+    /// Forks the instance's command directly.
+    fn spawn(&self, spec: &InstanceSpec, port: u16) -> Result<Started, RuntimeError> {
         let cgroup = match self.cgroups.layout() {
             Layout::None => None,
             _ => match self.cgroups.create(&spec.id, spec.limits) {
@@ -142,44 +414,16 @@ impl Runtime for ProcessRuntime {
                 }
             },
         };
-        let procs: Vec<CString> = cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default();
-
         let program = resolve_program(&spec.command[0], &spec.workdir);
         let mut cmd = std::process::Command::new(&program);
         cmd.args(&spec.command[1..])
             .current_dir(&spec.workdir)
             .env_clear()
+            .envs(Self::environment(spec, port))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        for name in INHERITED_ENV {
-            if let Some(value) = std::env::var_os(name) {
-                cmd.env(name, value);
-            }
-        }
-        cmd.envs(&spec.env);
-        cmd.envs(spec.contract_env(port.port));
-        // SAFETY: only async-signal-safe calls (prctl, open, write, close) on
-        // memory prepared before fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                for path in &procs {
-                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                    if fd >= 0 {
-                        libc::write(fd, b"0".as_ptr().cast(), 1);
-                        libc::close(fd);
-                    }
-                }
-                Ok(())
-            });
-        }
-        let spawned = {
-            let _exclusive = crate::FORK_LOCK.write().unwrap_or_else(|p| p.into_inner());
-            tokio::process::Command::from(cmd).spawn()
-        };
-        let mut child = match spawned {
+            .stderr(Stdio::piped());
+        let child = match self.fork(cmd, cgroup.as_ref()) {
             Ok(child) => child,
             Err(source) => {
                 if let Some(c) = &cgroup {
@@ -193,9 +437,24 @@ impl Runtime for ProcessRuntime {
         };
         let pid = child.id().unwrap_or(0);
         let pid_file = self.run_dir.join(format!("{}.pid", spec.id));
-        let stamp = start_time(pid as i32).unwrap_or(0);
-        fs::write(&pid_file, format!("{pid} {stamp}\n"))?;
+        fs::write(&pid_file, format!("{pid} {}\n", start_time(pid as i32).unwrap_or(0)))?;
+        Ok(Started {
+            child,
+            cgroup,
+            pid_file,
+            from_pool: false,
+        })
+    }
 
+    /// Captures a started process's output and watches its exit.
+    fn adopt(&self, started: Started, spec: InstanceSpec, port: crate::PortLease) -> Result<Instance, RuntimeError> {
+        let Started {
+            mut child,
+            cgroup,
+            pid_file,
+            from_pool,
+        } = started;
+        let pid = child.id().unwrap_or(0);
         let log = Arc::new(LogFile::create(
             &service_log_dir(&self.logs_dir, &spec.namespace, &spec.service),
             &spec.revision,
@@ -241,6 +500,7 @@ impl Runtime for ProcessRuntime {
             port: port.port,
             pid,
             started_at: SystemTime::now(),
+            from_pool,
             cgroup: cgroup.clone(),
             exit: exit_rx,
             logs_drained: drained_rx,
@@ -252,23 +512,6 @@ impl Runtime for ProcessRuntime {
             }),
             _port: port,
         })
-    }
-
-    fn reap_leftovers(&self) -> usize {
-        let mut reaped = 0;
-        for entry in fs::read_dir(&self.run_dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            let text = fs::read_to_string(&path).unwrap_or_default();
-            let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-            if let (Some(Some(pid)), Some(Some(stamp))) = (fields.next(), fields.next()) {
-                if pid > 0 && start_time(pid as i32) == Some(stamp) {
-                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                    reaped += 1;
-                }
-            }
-            let _ = fs::remove_file(&path);
-        }
-        reaped.max(self.cgroups.reap_all())
     }
 }
 

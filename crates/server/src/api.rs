@@ -84,6 +84,8 @@ async fn info(State(p): Shared) -> Json<InfoView> {
         max_package_bytes: p.config.max_package_bytes,
         max_unpacked_bytes: p.config.max_unpacked_bytes,
         cgroup: p.cgroup_version.to_string(),
+        pool_size: p.runtime.pool().0,
+        pool_memory_bytes: p.runtime.pool().1,
     })
 }
 

@@ -27,6 +27,7 @@ pub struct ServerConfig {
     pub tick: Duration,
     /// Autoscaling defaults; a revision's annotations override them.
     pub scaling: ScalingSpec,
+    pub pool: PoolConfig,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +45,32 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(30),
             tick: Duration::from_secs(2),
             scaling: ScalingSpec::default(),
+            pool: PoolConfig::default(),
+        }
+    }
+}
+
+/// The pre-warmed pool of stem cells: generic processes already in their own cgroup,
+/// waiting to become an instance.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// The command that starts a stem cell (`updraft stem`); none turns the pool off.
+    pub stem_command: Vec<PathBuf>,
+    /// Stem cells kept even without demand.
+    pub min: usize,
+    /// Most memory the pool may hold.
+    pub max_memory_bytes: u64,
+    /// Without demand, capacity halves this often.
+    pub half_life: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            stem_command: Vec::new(),
+            min: 1,
+            max_memory_bytes: 256 << 20,
+            half_life: Duration::from_secs(300),
         }
     }
 }

@@ -12,7 +12,8 @@ mod routing;
 mod scaler;
 pub mod views;
 
-pub use config::{Paths, ServerConfig};
+pub use config::{Paths, PoolConfig, ServerConfig};
 pub use error::ApiError;
 pub use platform::run;
 pub use updraft_gateway::ActivatorConfig;
+pub use updraft_runtime::StemOrder;

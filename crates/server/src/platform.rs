@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
@@ -115,6 +115,8 @@ pub struct Platform {
     /// Held from reading the store to swapping the route table, so a rebuild that
     /// read older state can never replace a newer one.
     pub(crate) rebuilding: Mutex<()>,
+    /// Instances launched since the pool was last sized: the demand it follows.
+    pub(crate) launches: AtomicU64,
 }
 
 struct ScalerPoke(mpsc::UnboundedSender<RevisionKey>);
@@ -167,7 +169,10 @@ impl Platform {
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&paths.db, now_us()).with_context(|| format!("opening {}", paths.db.display()))?,
         );
-        let process = ProcessRuntime::new(paths.logs.clone(), paths.run.clone(), &cgroup_parent(&paths))?;
+        let mut process = ProcessRuntime::new(paths.logs.clone(), paths.run.clone(), &cgroup_parent(&paths))?;
+        if !config.pool.stem_command.is_empty() && config.pool.max_memory_bytes > 0 {
+            process = process.with_stems(config.pool.stem_command.clone());
+        }
         let cgroup_version = process.cgroups().version();
         let runtime: Arc<dyn Runtime> = Arc::new(process);
         let reaped = runtime.reap_leftovers();
@@ -197,6 +202,7 @@ impl Platform {
             limiters: Mutex::new(HashMap::new()),
             next_route_change_us: AtomicI64::new(0),
             rebuilding: Mutex::new(()),
+            launches: AtomicU64::new(0),
         });
         platform.load_revisions()?;
         platform.collect_garbage();
@@ -385,6 +391,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     };
 
     let scaler = tokio::spawn(crate::scaler::run(platform.clone(), pokes, stopped(stop_rx.clone())));
+    let pool = tokio::spawn(crate::scaler::keep_pool(platform.clone(), stopped(stop_rx.clone())));
     let gateway = tokio::spawn(updraft_gateway::serve(
         gateway_listener,
         platform.gateway.clone(),
@@ -417,6 +424,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     }
     let _ = api.await;
     let _ = scaler.await;
+    let _ = pool.await;
+    platform.runtime.resize_pool(0);
     platform.stop_revisions(platform.all_revision_states()).await;
     Ok(())
 }

@@ -12,7 +12,7 @@ use updraft_gateway::{Endpoint, RevisionKey};
 use updraft_model::template::Readiness;
 use updraft_runtime::logs::now_us;
 use updraft_runtime::{cgroup::Limits, wait_ready, Instance, InstanceSpec, Probe};
-use updraft_scaling::{LoadPoint, Metric, RevisionLoad, ScaleDecision, Why};
+use updraft_scaling::{LoadPoint, Metric, PoolSizer, RevisionLoad, ScaleDecision, Why};
 
 use crate::platform::{Platform, RevisionState};
 use crate::views::{rfc3339_us, CgroupView, ColdStartView, InstanceView, ScaleEventView};
@@ -22,6 +22,7 @@ pub struct ColdStart {
     pub instance: String,
     pub ready: Duration,
     pub cause: &'static str,
+    pub from_pool: bool,
 }
 
 impl ColdStart {
@@ -31,6 +32,7 @@ impl ColdStart {
             instance: self.instance.clone(),
             ready_ms: self.ready.as_secs_f64() * 1000.0,
             cause: self.cause.to_string(),
+            from_pool: self.from_pool,
         }
     }
 }
@@ -114,6 +116,41 @@ impl ScaleEvent {
 const EVENTS_KEPT: usize = 100;
 /// How often each revision's load is sampled into its autoscaler.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keeps the pool of stem cells at the size demand asks for ("fast expand, slow
+/// shrink"): each second, capacity = max(instances launched in that second, the last
+/// capacity decayed by the half-life), at least the minimum and within the memory cap.
+pub async fn keep_pool(platform: Arc<Platform>, stop: impl Future<Output = ()>) {
+    let config = platform.config.pool.clone();
+    if config.stem_command.is_empty() || config.max_memory_bytes == 0 {
+        return;
+    }
+    let mut sizer = PoolSizer::new(config.half_life.as_secs_f64(), config.min as f64, f64::MAX);
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = &mut stop => return,
+        }
+        let demand = platform.launches.swap(0, Ordering::Relaxed) as f64;
+        let wanted = sizer.update(demand, 1.0).ceil() as usize;
+        let runtime = platform.runtime.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let (size, memory) = runtime.pool();
+            // A stem cell's size is measured on the ones running; 8 MiB until there are.
+            let each = if size > 0 {
+                (memory / size as u64).max(1 << 20)
+            } else {
+                8 << 20
+            };
+            let fits = (config.max_memory_bytes / each) as usize;
+            runtime.resize_pool(wanted.min(fits))
+        })
+        .await;
+    }
+}
 
 /// Runs until `stop`: samples load every second, reconciles a revision at once when
 /// poked, and all of them every tick.
@@ -303,6 +340,7 @@ impl Platform {
                 cpu_millis: config.cpu_millis,
             },
         };
+        self.launches.fetch_add(1, Ordering::Relaxed);
         let instance = self.runtime.start(spec).map_err(|e| {
             state.endpoints.start_failed(e.to_string());
             e.to_string()
@@ -349,11 +387,13 @@ impl Platform {
                     instance: managed.instance.id.clone(),
                     ready,
                     cause,
+                    from_pool: managed.instance.from_pool,
                 });
                 tracing::info!(
                     instance = %managed.instance.id,
                     ready_ms = ready.as_secs_f64() * 1000.0,
                     spawn_ms = managed.spawned.as_secs_f64() * 1000.0,
+                    from_pool = managed.instance.from_pool,
                     "instance ready"
                 );
                 if !managed.stopping.load(Ordering::Relaxed) {

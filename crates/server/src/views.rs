@@ -14,6 +14,9 @@ pub struct InfoView {
     pub max_package_bytes: u64,
     pub max_unpacked_bytes: u64,
     pub cgroup: String,
+    /// Pre-warmed stem cells ready now, and the memory they hold.
+    pub pool_size: usize,
+    pub pool_memory_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +61,9 @@ pub struct ColdStartView {
     pub ready_ms: f64,
     /// What asked for the instance: `request`, `deploy` or `pre-warm`.
     pub cause: String,
+    /// Whether a pre-warmed stem cell became the instance.
+    #[serde(default)]
+    pub from_pool: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
