@@ -5,11 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::endpoints::now_us;
-use crate::{Endpoint, RevisionEndpoints};
+use crate::{Endpoint, RevisionEndpoints, RevisionKey};
 
 /// Asks the scaler to act on a revision now rather than at its next tick.
 pub trait Poke: Send + Sync + 'static {
     fn poke(&self, revision: &Arc<RevisionEndpoints>);
+}
+
+/// Told how each request went, for metrics.
+pub trait RequestObserver: Send + Sync + 'static {
+    /// A request to `revision` was answered with `status`; its response ended `took`
+    /// after it arrived.
+    fn answered(&self, revision: &RevisionKey, status: u16, took: Duration);
+    /// A request was held `waited` for an instance or a free slot.
+    fn held(&self, revision: &RevisionKey, waited: Duration);
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -48,10 +57,24 @@ pub(crate) async fn ready_endpoint(
     revision: &Arc<RevisionEndpoints>,
     poke: &dyn Poke,
     config: ActivatorConfig,
+    observer: Option<&dyn RequestObserver>,
 ) -> Result<Arc<Endpoint>, Held> {
     if let Some(endpoint) = revision.pick() {
         return Ok(endpoint);
     }
+    let started = tokio::time::Instant::now();
+    let held = hold(revision, poke, config).await;
+    if let Some(observer) = observer {
+        observer.held(&revision.key, started.elapsed());
+    }
+    held
+}
+
+async fn hold(
+    revision: &Arc<RevisionEndpoints>,
+    poke: &dyn Poke,
+    config: ActivatorConfig,
+) -> Result<Arc<Endpoint>, Held> {
     if revision.waiting.fetch_add(1, Ordering::SeqCst) >= config.capacity {
         revision.waiting.fetch_sub(1, Ordering::SeqCst);
         return Err(Held::Full);

@@ -18,8 +18,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::activator::{ready_endpoint, ActivatorConfig, Held, Poke};
-use crate::{Endpoint, RevisionEndpoints, RouteTable};
+use crate::activator::{ready_endpoint, ActivatorConfig, Held, Poke, RequestObserver};
+use crate::{Endpoint, RevisionEndpoints, RouteTable, ServiceRoute};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type GatewayBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -42,6 +42,40 @@ pub struct Gateway {
     client: Client<HttpConnector, GatewayBody>,
     poke: Arc<dyn Poke>,
     activator: ActivatorConfig,
+    observer: Option<Arc<dyn RequestObserver>>,
+}
+
+/// Reports a response to the observer when its body is done (or dropped).
+struct Observed {
+    inner: GatewayBody,
+    observer: Arc<dyn RequestObserver>,
+    revision: Arc<RevisionEndpoints>,
+    status: u16,
+    arrived: tokio::time::Instant,
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        self.observer
+            .answered(&self.revision.key, self.status, self.arrived.elapsed());
+    }
+}
+
+impl Body for Observed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Counts a request against its revision and instance until its response body is done
@@ -90,6 +124,24 @@ fn retry_after(status: StatusCode, message: String, seconds: u64) -> Response<Ga
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     response
+}
+
+const TRACEPARENT: &str = "traceparent";
+
+/// A new W3C `traceparent`: version 00, a random trace and parent id, sampled.
+fn new_traceparent() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = || {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        // Never all zeros, which the spec forbids.
+        hasher.finish() | 1
+    };
+    format!("00-{:016x}{:016x}-{:016x}-01", random(), random(), random())
 }
 
 /// Times a request that could not connect is tried again before 502.
@@ -271,7 +323,14 @@ impl Gateway {
             client,
             poke,
             activator,
+            observer: None,
         }
+    }
+
+    /// Reports every request routed to a revision to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Routes one request by its Host and answers it.
@@ -290,6 +349,43 @@ impl Gateway {
         let Some(route) = self.routes.lookup(&host) else {
             return text(StatusCode::NOT_FOUND, format!("no service is routed at host {host:?}"));
         };
+        let Some(revision) = route.pick().cloned() else {
+            return text(StatusCode::NOT_FOUND, format!("no revision serves host {host:?}"));
+        };
+        let arrived = tokio::time::Instant::now();
+        let response = self.forward(&route, revision.clone(), request, client_ip, &host).await;
+        match &self.observer {
+            None => response,
+            Some(observer) => {
+                let status = response.status().as_u16();
+                let observer = observer.clone();
+                response.map(|inner| {
+                    Observed {
+                        inner,
+                        observer,
+                        revision,
+                        status,
+                        arrived,
+                    }
+                    .boxed_unsync()
+                })
+            }
+        }
+    }
+
+    /// Applies the route's rate limits, then proxies to an instance of `revision`.
+    async fn forward<B>(
+        &self,
+        route: &ServiceRoute,
+        revision: Arc<RevisionEndpoints>,
+        request: Request<B>,
+        client_ip: Option<IpAddr>,
+        host: &str,
+    ) -> Response<GatewayBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         for limiter in &route.limiters {
             if let Err(wait) = limiter.check() {
                 return retry_after(
@@ -302,9 +398,6 @@ impl Gateway {
                 );
             }
         }
-        let Some(revision) = route.pick().cloned() else {
-            return text(StatusCode::NOT_FOUND, format!("no revision serves host {host:?}"));
-        };
         revision.touch();
         revision.arrived();
         let (mut parts, body) = request.into_parts();
@@ -331,22 +424,29 @@ impl Gateway {
                 parts.headers.insert("x-forwarded-for", value);
             }
         }
-        if let Ok(value) = HeaderValue::try_from(host.as_str()) {
+        if let Ok(value) = HeaderValue::try_from(host) {
             parts.headers.insert("x-forwarded-host", value);
         }
         parts
             .headers
             .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        // W3C trace context: a request without one starts a trace here.
+        if !parts.headers.contains_key(TRACEPARENT) {
+            if let Ok(value) = HeaderValue::try_from(new_traceparent()) {
+                parts.headers.insert(TRACEPARENT, value);
+            }
+        }
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         let mut body = Some(body.map_err(Into::into).boxed_unsync());
         let limits = revision.limits;
 
         let mut attempt = 0;
         loop {
-            let endpoint = match ready_endpoint(&revision, self.poke.as_ref(), self.activator).await {
-                Ok(endpoint) => endpoint,
-                Err(held) => return held_response(&revision, held),
-            };
+            let endpoint =
+                match ready_endpoint(&revision, self.poke.as_ref(), self.activator, self.observer.as_deref()).await {
+                    Ok(endpoint) => endpoint,
+                    Err(held) => return held_response(&revision, held),
+                };
             let guard = InFlight::new(revision.clone(), endpoint.clone());
             let uri = match Uri::try_from(format!("http://127.0.0.1:{}{path}", endpoint.port)) {
                 Ok(uri) => uri,
@@ -612,6 +712,17 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body, "hello body", "the body reached the second instance whole");
         assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_new_traceparent_follows_the_w3c_format() {
+        let t = new_traceparent();
+        let parts: Vec<&str> = t.split('-').collect();
+        assert_eq!(parts.len(), 4, "{t}");
+        assert_eq!((parts[0], parts[3]), ("00", "01"));
+        assert_eq!((parts[1].len(), parts[2].len()), (32, 16));
+        assert!(parts[1].bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(new_traceparent(), t);
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! | method and path | what |
 //! |---|---|
 //! | `GET /healthz` | liveness |
+//! | `GET /metrics` | Prometheus metrics (`updraft_*`) |
 //! | `GET /v1/info` | version, domain, limits |
 //! | `GET, POST /v1/namespaces` | list; create `{"name": …}` |
 //! | `PUT /v1/namespaces/{ns}` | set its limits (`{"rate_limit": {"per_second": …, "burst": …}}`) |
@@ -48,6 +49,7 @@ type Shared = State<Arc<Platform>>;
 pub fn router(platform: Arc<Platform>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/v1/info", get(info))
         .route("/v1/namespaces", get(list_namespaces).post(create_namespace))
         .route("/v1/namespaces/{ns}", put(set_namespace_limits))
@@ -74,6 +76,45 @@ pub fn router(platform: Arc<Platform>) -> Router {
 /// Parses a JSON body so that errors name the field, unlike the stock extractor.
 fn json_body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("body", format!("invalid JSON body: {e}")))
+}
+
+/// The Prometheus scrape: gauges are read from the live state, then all is encoded.
+async fn metrics(State(p): Shared) -> Response {
+    let m = &p.metrics;
+    m.in_flight.clear();
+    m.activator_waiting.clear();
+    m.instances.clear();
+    for state in p.all_revision_states() {
+        let labels = crate::platform::revision_labels(&state.endpoints.key);
+        m.in_flight
+            .get_or_create(&labels)
+            .set(i64::from(state.endpoints.in_flight()));
+        m.activator_waiting
+            .get_or_create(&labels)
+            .set(i64::from(state.endpoints.waiting()));
+        for instance in state.instances() {
+            let view = instance.view(p.cgroup_version);
+            m.instances
+                .get_or_create(&updraft_telemetry::InstanceLabels {
+                    namespace: labels.namespace.clone(),
+                    service: labels.service.clone(),
+                    revision: labels.revision.clone(),
+                    state: view.state,
+                })
+                .inc();
+        }
+    }
+    let (size, memory) = p.runtime.pool();
+    m.pool_size.set(size as i64);
+    m.pool_memory_bytes.set(memory as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+        .into_response()
 }
 
 async fn info(State(p): Shared) -> Json<InfoView> {

@@ -10,12 +10,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use updraft_gateway::{Gateway, Poke, RateLimiter, RevisionEndpoints, RevisionKey, RevisionLimits, RouteTable};
+use updraft_gateway::{
+    Gateway, Poke, RateLimiter, RequestObserver, RevisionEndpoints, RevisionKey, RevisionLimits, RouteTable,
+};
 use updraft_model::Revision;
 use updraft_runtime::logs::now_us;
 use updraft_runtime::{ProcessRuntime, Runtime};
 use updraft_scaling::{Autoscaler, ScalingSpec};
 use updraft_store::{SqliteStore, Store};
+use updraft_telemetry::{Metrics, RevisionLabels};
 
 use crate::scaler::{ColdStart, ManagedInstance, ScaleEvent};
 use crate::{Paths, ServerConfig};
@@ -117,6 +120,31 @@ pub struct Platform {
     pub(crate) rebuilding: Mutex<()>,
     /// Instances launched since the pool was last sized: the demand it follows.
     pub(crate) launches: AtomicU64,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The gateway's reports, counted into the platform's metrics.
+struct MetricsObserver(Arc<Metrics>);
+
+pub fn revision_labels(key: &RevisionKey) -> RevisionLabels {
+    RevisionLabels {
+        namespace: key.namespace.clone(),
+        service: key.service.clone(),
+        revision: key.revision.clone(),
+    }
+}
+
+impl RequestObserver for MetricsObserver {
+    fn answered(&self, revision: &RevisionKey, status: u16, took: std::time::Duration) {
+        self.0.request(revision_labels(revision), status, took);
+    }
+
+    fn held(&self, revision: &RevisionKey, waited: std::time::Duration) {
+        self.0
+            .activator_wait
+            .get_or_create(&revision_labels(revision))
+            .observe(waited.as_secs_f64());
+    }
 }
 
 struct ScalerPoke(mpsc::UnboundedSender<RevisionKey>);
@@ -181,11 +209,11 @@ impl Platform {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let routes = Arc::new(RouteTable::default());
-        let gateway = Arc::new(Gateway::new(
-            routes.clone(),
-            Arc::new(ScalerPoke(tx.clone())),
-            config.activator,
-        ));
+        let metrics = Arc::new(Metrics::new());
+        let gateway = Arc::new(
+            Gateway::new(routes.clone(), Arc::new(ScalerPoke(tx.clone())), config.activator)
+                .with_observer(Arc::new(MetricsObserver(metrics.clone()))),
+        );
         let platform = Arc::new(Platform {
             config,
             paths,
@@ -203,6 +231,7 @@ impl Platform {
             next_route_change_us: AtomicI64::new(0),
             rebuilding: Mutex::new(()),
             launches: AtomicU64::new(0),
+            metrics,
         });
         platform.load_revisions()?;
         platform.collect_garbage();

@@ -13,6 +13,7 @@ use updraft_model::template::Readiness;
 use updraft_runtime::logs::now_us;
 use updraft_runtime::{cgroup::Limits, wait_ready, Instance, InstanceSpec, Probe};
 use updraft_scaling::{LoadPoint, Metric, PoolSizer, RevisionLoad, ScaleDecision, Why};
+use updraft_telemetry::{ColdStartLabels, ScaleLabels};
 
 use crate::platform::{Platform, RevisionState};
 use crate::views::{rfc3339_us, CgroupView, ColdStartView, InstanceView, ScaleEventView};
@@ -275,6 +276,17 @@ impl Platform {
             panicking = decision.panicking,
             "scaling"
         );
+        let key = &state.endpoints.key;
+        self.metrics
+            .scale_decisions
+            .get_or_create(&ScaleLabels {
+                namespace: key.namespace.clone(),
+                service: key.service.clone(),
+                revision: key.revision.clone(),
+                direction: if decision.desired > current { "up" } else { "down" }.into(),
+                reason: decision.why.name().into(),
+            })
+            .inc();
         {
             let mut events = state.events.lock().unwrap_or_else(|p| p.into_inner());
             if events.len() == EVENTS_KEPT {
@@ -382,6 +394,16 @@ impl Platform {
             Ok(_) => {
                 let ready = managed.began.elapsed();
                 managed.ready.store(true, Ordering::Relaxed);
+                let key = &state.endpoints.key;
+                self.metrics.cold_start(
+                    ColdStartLabels {
+                        namespace: key.namespace.clone(),
+                        service: key.service.clone(),
+                        revision: key.revision.clone(),
+                        runtime: self.runtime.kind().to_string(),
+                    },
+                    ready,
+                );
                 *state.last_cold_start.lock().unwrap_or_else(|p| p.into_inner()) = Some(ColdStart {
                     at_us: now_us(),
                     instance: managed.instance.id.clone(),
