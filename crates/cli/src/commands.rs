@@ -198,6 +198,7 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
         Command::Server(_) | Command::Sim(_) | Command::Stem => unreachable!("handled in main"),
         Command::Deploy(args) => deploy(args, client, output).await,
         Command::Update(args) => crate::manage::update(args, client, output).await,
+        Command::Top(args) => crate::manage::top(args, client, output).await,
         Command::Apply(args) => crate::apply::apply(args, client, output).await,
         Command::Get(get) => crate::apply::get(get, client, output).await,
         Command::Revisions { name, ns } => crate::manage::revisions(&name, &ns, client, output).await,

@@ -77,6 +77,8 @@ enum Command {
     /// Print a resource as a manifest (`updraft get service hello -o yaml`).
     #[command(subcommand)]
     Get(apply::GetCommand),
+    /// A live table of services: requests/s, latency, instances, cold starts.
+    Top(manage::TopArgs),
     /// List a service's revisions with their traffic, tags and ready instances.
     Revisions {
         name: String,

@@ -6,7 +6,7 @@ use http::Method;
 use updraft_model::annotations::RateLimit;
 use updraft_model::traffic::{edit, Target};
 use updraft_model::NamespaceLimits;
-use updraft_server::views::{NamespaceView, RevisionView, ServiceView};
+use updraft_server::views::{NamespaceView, RevisionView, ServiceView, TopView};
 
 use crate::client::{ApiClient, CliError};
 use crate::commands::{print_deploy_traffic, SettingsArgs};
@@ -23,6 +23,18 @@ pub struct UpdateArgs {
     /// Remove an environment variable (repeatable).
     #[arg(long, value_name = "KEY")]
     env_remove: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    ns: NamespaceArg,
+    /// Print one table and exit (as when the output is not a terminal).
+    #[arg(long)]
+    once: bool,
+    /// Time between refreshes.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -212,4 +224,44 @@ pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, out
         }
     }
     Ok(0)
+}
+
+pub async fn top(args: TopArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    use std::io::IsTerminal;
+    let live = !args.once && output == Output::Table && std::io::stdout().is_terminal();
+    let path = format!("/v1/namespaces/{}/top", args.ns.namespace);
+    loop {
+        let rows: Vec<TopView> = client.json(Method::GET, &path, None::<&()>).await?;
+        if print_structured(&rows, output) {
+            return Ok(0);
+        }
+        if live {
+            // Home and clear: redraw in place.
+            print!("\x1b[H\x1b[2J");
+        }
+        println!(
+            "{:<24} {:>9} {:>9} {:>9} {:>9} {:>8} {:>11} {:>6}",
+            "SERVICE", "REQ/S", "P50 MS", "P99 MS", "IN-FLIGHT", "WAITING", "INSTANCES", "COLD"
+        );
+        for r in &rows {
+            println!(
+                "{:<24} {:>9.1} {:>9.2} {:>9.2} {:>9} {:>8} {:>11} {:>6}",
+                r.service,
+                r.requests_per_second,
+                r.p50_ms,
+                r.p99_ms,
+                r.in_flight,
+                r.waiting,
+                format!("{}/{}", r.ready, r.instances),
+                r.cold_starts
+            );
+        }
+        if !live {
+            return Ok(0);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(args.interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(0),
+        }
+    }
 }

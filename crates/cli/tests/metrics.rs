@@ -110,3 +110,40 @@ fn a_w3c_traceparent_is_started_or_passed_on() {
     let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     assert_eq!(headers(&[("traceparent", given)])["traceparent"], given);
 }
+
+#[test]
+fn top_shows_each_service_load() {
+    let server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    server.deploy("busy", &app, &[]);
+    server.deploy("quiet", &app, &[]);
+    for _ in 0..20 {
+        assert_eq!(server.get("busy", "/").status, 200);
+    }
+    // Samples are taken each second: wait for one past the requests.
+    std::thread::sleep(Duration::from_millis(1500));
+    let rows = server.json(&["top"]);
+    let row = |name: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["service"] == name)
+            .unwrap_or_else(|| panic!("{name} in {rows}"))
+            .clone()
+    };
+    let busy = row("busy");
+    assert_eq!(busy["requests"], 20, "{busy}");
+    assert!(busy["requests_per_second"].as_f64().unwrap() > 0.0, "{busy}");
+    assert!(busy["p50_ms"].as_f64().unwrap() > 0.0);
+    assert!(busy["p99_ms"].as_f64().unwrap() >= busy["p50_ms"].as_f64().unwrap());
+    assert_eq!(busy["ready"], 1);
+    assert_eq!(busy["cold_starts"], 1, "the deploy's start");
+    assert_eq!(row("quiet")["requests"], 0);
+    let table = server.cli(&["top", "--once"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(
+        table.stdout.contains("REQ/S") && table.stdout.contains("busy"),
+        "{}",
+        table.stdout
+    );
+}

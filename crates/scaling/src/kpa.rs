@@ -373,6 +373,21 @@ impl Autoscaler {
         }
     }
 
+    /// Requests per second over the last `window_us`.
+    pub fn recent_rps(&self, now_us: i64, window_us: i64) -> f64 {
+        let from = now_us - window_us;
+        let (sum, n) = self
+            .samples
+            .iter()
+            .filter(|s| s.at_us > from)
+            .fold((0.0, 0u32), |(sum, n), s| (sum + s.load.rps, n + 1));
+        if n == 0 {
+            0.0
+        } else {
+            sum / f64::from(n)
+        }
+    }
+
     fn average(&self, now_us: i64, window_us: i64) -> f64 {
         let from = now_us - window_us;
         let (sum, n) = self
@@ -612,6 +627,7 @@ mod tests {
     fn the_stable_window_sets_the_count() {
         let mut a = Autoscaler::new(spec(), 0);
         feed(&mut a, 1, 61, 35.0);
+        assert!((a.recent_rps(60 * SEC, 10 * SEC) - 350.0).abs() < 1e-9);
         let d = a.decide(load(4, 35, 60 * SEC), 4, 60 * SEC);
         assert_eq!((d.desired, d.why, d.panicking), (4, Why::Stable, false));
         assert!((d.stable - 35.0).abs() < 1e-9);

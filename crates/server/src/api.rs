@@ -10,6 +10,7 @@
 //! | `POST /v1/packages` | upload an archive (body); returns its digest |
 //! | `POST /v1/apply` | apply one Knative Service (YAML or JSON body; `?namespace=` default) |
 //! | `GET /v1/namespaces/{ns}/services` | list services |
+//! | `GET /v1/namespaces/{ns}/top` | each service's load over the last 10 s (`updraft top`) |
 //! | `PUT /v1/namespaces/{ns}/services/{name}` | deploy a [`DeploySpec`] (no package: change settings) |
 //! | `GET, DELETE /v1/namespaces/{ns}/services/{name}` | describe; delete |
 //! | `GET /v1/namespaces/{ns}/services/{name}/manifest` | as a Knative manifest (`format=yaml\|json`, `knative=true`) |
@@ -40,7 +41,8 @@ use updraft_runtime::logs::{read_logs, service_log_dir, LogQuery};
 
 use crate::platform::Platform;
 use crate::views::{
-    rfc3339_us, ApplyView, InfoView, LogLineView, NamespaceView, PackageView, RevisionView, ScaleEventView, ServiceView,
+    rfc3339_us, ApplyView, InfoView, LogLineView, NamespaceView, PackageView, RevisionView, ScaleEventView,
+    ServiceView, TopView,
 };
 use crate::ApiError;
 
@@ -56,6 +58,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/packages", post(upload_package))
         .route("/v1/apply", post(apply))
         .route("/v1/namespaces/{ns}/services", get(list_services))
+        .route("/v1/namespaces/{ns}/top", get(top))
         .route(
             "/v1/namespaces/{ns}/services/{name}",
             get(describe_service).put(deploy).delete(delete_service),
@@ -335,6 +338,59 @@ async fn delete_revision(
     p.require_namespace(&ns)?;
     p.delete_revision(&ns, &revision).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The window `top` reports on.
+const TOP_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn top(State(p): Shared, Path(ns): Path<String>) -> Result<Json<Vec<TopView>>, ApiError> {
+    p.require_namespace(&ns)?;
+    let now = updraft_runtime::logs::now_us();
+    let mut rows = Vec::new();
+    for svc in p.store.services(Some(&ns))? {
+        let mut row = TopView {
+            namespace: ns.clone(),
+            service: svc.name.clone(),
+            requests_per_second: 0.0,
+            requests: 0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            in_flight: 0,
+            waiting: 0,
+            instances: 0,
+            ready: 0,
+            cold_starts: 0,
+        };
+        let mut latencies = Vec::new();
+        for revision in p.store.revisions(&ns, &svc.name)? {
+            let Some(state) = p.revision(&ns, &revision.name) else {
+                continue;
+            };
+            let labels = crate::platform::revision_labels(&state.endpoints.key);
+            row.requests_per_second += state
+                .autoscaler
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .recent_rps(now, TOP_WINDOW.as_micros() as i64);
+            row.in_flight += state.endpoints.in_flight();
+            row.waiting += state.endpoints.waiting();
+            row.instances += state.instances().len();
+            row.ready += state.endpoints.ready_count();
+            row.cold_starts += p.metrics.cold_starts_of(&labels, p.runtime.kind());
+            let (n, p50, p99) = p.metrics.recent.percentiles(&labels, TOP_WINDOW);
+            if n > 0 {
+                latencies.push((n, p50, p99));
+            }
+        }
+        // Across revisions: the busiest revision's percentiles stand for the service.
+        if let Some((_, p50, p99)) = latencies.iter().copied().max_by_key(|(n, _, _)| *n) {
+            row.requests = latencies.iter().map(|(n, _, _)| n).sum();
+            row.p50_ms = p50 * 1000.0;
+            row.p99_ms = p99 * 1000.0;
+        }
+        rows.push(row);
+    }
+    Ok(Json(rows))
 }
 
 async fn list_services(State(p): Shared, Path(ns): Path<String>) -> Result<Json<Vec<ServiceView>>, ApiError> {

@@ -204,3 +204,21 @@ pub fn rfc3339_us(us: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
+
+/// One row of `updraft top`: a service's load over the last seconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopView {
+    pub namespace: String,
+    pub service: String,
+    pub requests_per_second: f64,
+    /// Requests answered in the window, and their latency.
+    pub requests: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub in_flight: u32,
+    pub waiting: u32,
+    pub instances: usize,
+    pub ready: usize,
+    /// Since the server started.
+    pub cold_starts: u64,
+}

@@ -5,7 +5,9 @@
 //! `updraft_cold_start_duration_seconds`, labelled by namespace, service, revision and
 //! runtime.
 
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -68,8 +70,49 @@ fn cold_start_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 15))
 }
 
+/// Latencies of the last requests of each revision, for live views (`updraft top`).
+#[derive(Default)]
+pub struct RecentLatency {
+    by_revision: Mutex<HashMap<RevisionLabels, VecDeque<(Instant, f64)>>>,
+}
+
+/// Requests remembered per revision.
+const RECENT_KEPT: usize = 4096;
+
+impl RecentLatency {
+    pub fn record(&self, revision: &RevisionLabels, seconds: f64) {
+        let mut all = self.by_revision.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = all.entry(revision.clone()).or_default();
+        if recent.len() == RECENT_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back((Instant::now(), seconds));
+    }
+
+    /// p50 and p99 in seconds of the requests answered within `window`, and how many.
+    pub fn percentiles(&self, revision: &RevisionLabels, window: Duration) -> (usize, f64, f64) {
+        let all = self.by_revision.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(recent) = all.get(revision) else {
+            return (0, 0.0, 0.0);
+        };
+        let since = Instant::now().checked_sub(window);
+        let mut values: Vec<f64> = recent
+            .iter()
+            .filter(|(at, _)| since.is_none_or(|s| *at >= s))
+            .map(|(_, v)| *v)
+            .collect();
+        if values.is_empty() {
+            return (0, 0.0, 0.0);
+        }
+        values.sort_by(f64::total_cmp);
+        let rank = |p: f64| values[((p * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+        (values.len(), rank(0.5), rank(0.99))
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub recent: RecentLatency,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<RevisionLabels, Histogram, fn() -> Histogram>,
     pub in_flight: Family<RevisionLabels, Gauge>,
@@ -156,6 +199,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            recent: RecentLatency::default(),
             requests,
             request_duration,
             in_flight,
@@ -198,6 +242,19 @@ impl Metrics {
         self.request_duration
             .get_or_create(&revision)
             .observe(took.as_secs_f64());
+        self.recent.record(&revision, took.as_secs_f64());
+    }
+
+    /// Cold starts counted so far for a revision, of any runtime.
+    pub fn cold_starts_of(&self, revision: &RevisionLabels, runtime: &str) -> u64 {
+        self.cold_starts
+            .get_or_create(&ColdStartLabels {
+                namespace: revision.namespace.clone(),
+                service: revision.service.clone(),
+                revision: revision.revision.clone(),
+                runtime: runtime.to_string(),
+            })
+            .get()
     }
 }
 
@@ -240,5 +297,17 @@ mod tests {
         assert!(text.contains("code=\"5xx\"} 1"), "{text}");
         assert!(text.contains("updraft_request_duration_seconds_count{"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn recent_percentiles_cover_the_window() {
+        let recent = RecentLatency::default();
+        for ms in 1..=100 {
+            recent.record(&revision(), f64::from(ms) / 1000.0);
+        }
+        let (n, p50, p99) = recent.percentiles(&revision(), Duration::from_secs(60));
+        assert_eq!(n, 100);
+        assert!((p50 - 0.050).abs() < 1e-9 && (p99 - 0.099).abs() < 1e-9, "{p50} {p99}");
+        assert_eq!(recent.percentiles(&revision(), Duration::ZERO).0, 0);
     }
 }
