@@ -100,6 +100,36 @@ impl ApiClient {
         })
     }
 
+    /// A GET whose reply body is read as it arrives (server-sent events); an error
+    /// reply is decoded as any other.
+    pub async fn stream(&self, path: &str) -> Result<hyper::body::Incoming, CliError> {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}{path}", self.base))
+            .header("accept", "text/event-stream")
+            .body(empty())
+            .map_err(|e| CliError::failed(format!("bad request: {e}")))?;
+        let response = self.client.request(request).await.map_err(|e| CliError {
+            code: exit::UNREACHABLE,
+            message: format!("cannot reach the Updraft API at {} ({e})", self.base),
+        })?;
+        let (parts, body) = response.into_parts();
+        if !parts.status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| CliError::failed(format!("reading the reply: {e}")))?
+                .to_bytes();
+            return decode::<()>(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body: bytes,
+            })
+            .map(|_| unreachable!("an error status decodes to an error"));
+        }
+        Ok(body)
+    }
+
     /// Sends a JSON request and decodes a JSON reply; API errors become [`CliError`]s.
     pub async fn json<T: DeserializeOwned>(
         &self,

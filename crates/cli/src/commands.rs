@@ -176,6 +176,18 @@ pub struct LogsArgs {
     /// Only the last N lines.
     #[arg(long)]
     tail: Option<usize>,
+    /// Only lines from this time (RFC 3339) or age (10m, 2h) on.
+    #[arg(long, value_name = "TIME|AGE")]
+    since: Option<String>,
+    /// Only lines before this time or age.
+    #[arg(long, value_name = "TIME|AGE")]
+    until: Option<String>,
+    /// Only lines containing this text.
+    #[arg(long, value_name = "TEXT")]
+    grep: Option<String>,
+    /// Keep printing new lines as the instances write them (Ctrl-C to stop).
+    #[arg(long, short = 'f')]
+    follow: bool,
 }
 
 pub async fn run(command: Command, api: &str, output: Output) -> anyhow::Result<u8> {
@@ -240,12 +252,21 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
             if let Some(t) = args.tail {
                 query.push(format!("tail={t}"));
             }
+            for (key, value) in [("since", &args.since), ("until", &args.until), ("grep", &args.grep)] {
+                if let Some(v) = value {
+                    query.push(format!("{key}={}", url_encode(v)));
+                }
+            }
+            if args.follow {
+                query.push("follow=true".into());
+                let path = format!("{}/logs?{}", service_path(&args.ns, &args.name), query.join("&"));
+                return follow_logs(client, &path, output).await;
+            }
             let path = format!("{}/logs?{}", service_path(&args.ns, &args.name), query.join("&"));
             let lines: Vec<LogLineView> = client.json(Method::GET, &path, None::<&()>).await?;
             if !print_structured(&lines, output) {
                 for l in &lines {
-                    let marker = if l.continued { " …" } else { "" };
-                    println!("{} {} {} {}{marker}", l.time, l.instance, l.stream, l.line);
+                    print_line(l, output);
                 }
             }
             Ok(0)
@@ -286,6 +307,63 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
             }
             Ok(0)
         }
+    }
+}
+
+/// Percent-encodes a query value.
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn print_line(l: &LogLineView, output: Output) {
+    match output {
+        Output::Table => {
+            let marker = if l.continued { " …" } else { "" };
+            println!("{} {} {} {}{marker}", l.time, l.instance, l.stream, l.line);
+        }
+        _ => println!("{}", serde_json::to_string(l).unwrap_or_default()),
+    }
+}
+
+/// Prints server-sent log events as they come, until the stream ends or Ctrl-C.
+async fn follow_logs(client: &ApiClient, path: &str, output: Output) -> Result<u8, CliError> {
+    use http_body_util::BodyExt;
+    use std::io::Write;
+    let mut body = client.stream(path).await?;
+    let mut pending = String::new();
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            _ = tokio::signal::ctrl_c() => return Ok(0),
+        };
+        let Some(frame) = frame else { return Ok(0) };
+        let frame = frame.map_err(|e| CliError::failed(format!("the log stream broke: {e}")))?;
+        let Some(data) = frame.data_ref() else { continue };
+        pending.push_str(&String::from_utf8_lossy(data));
+        while let Some(end) = pending.find("\n\n") {
+            let event: String = pending.drain(..end + 2).collect();
+            let kind = event.lines().find_map(|l| l.strip_prefix("event:")).map(str::trim);
+            let data: String = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            match kind {
+                Some("line") => {
+                    if let Ok(line) = serde_json::from_str::<LogLineView>(&data) {
+                        print_line(&line, output);
+                    }
+                }
+                Some("dropped") => eprintln!("({data} lines dropped: this follower fell behind)"),
+                _ => {}
+            }
+        }
+        let _ = std::io::stdout().flush();
     }
 }
 

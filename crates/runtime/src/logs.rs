@@ -60,15 +60,37 @@ impl LogTail {
     }
 }
 
-/// Appends one instance's records to its file.
+/// A record as followers see it live: where it came from, and the record.
+#[derive(Debug, Clone)]
+pub struct LiveRecord {
+    pub namespace: String,
+    pub service: String,
+    pub record: LogRecord,
+}
+
+/// New records for live followers. Bounded: a follower that falls behind loses the
+/// oldest records and is told how many; writers never wait.
+pub type LogFeed = tokio::sync::broadcast::Sender<std::sync::Arc<LiveRecord>>;
+
+/// Records a live feed holds for followers that fall behind.
+pub const FEED_CAPACITY: usize = 4096;
+
+/// Appends one instance's records to its file, and offers them to live followers.
 pub struct LogFile {
     file: Mutex<File>,
     revision: String,
     instance: String,
+    feed: Option<(LogFeed, String, String)>,
 }
 
 impl LogFile {
-    pub fn create(dir: &Path, revision: &str, instance: &str) -> std::io::Result<Self> {
+    /// `feed`, when given, is the live feed with the instance's namespace and service.
+    pub fn create(
+        dir: &Path,
+        revision: &str,
+        instance: &str,
+        feed: Option<(LogFeed, String, String)>,
+    ) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
         let file = OpenOptions::new()
             .create(true)
@@ -78,6 +100,7 @@ impl LogFile {
             file: Mutex::new(file),
             revision: revision.to_string(),
             instance: instance.to_string(),
+            feed,
         })
     }
 
@@ -94,9 +117,20 @@ impl LogFile {
             return;
         };
         text.push('\n');
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        // One write per record keeps concurrent stdout/stderr records whole.
-        let _ = file.write_all(text.as_bytes());
+        {
+            let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            // One write per record keeps concurrent stdout/stderr records whole.
+            let _ = file.write_all(text.as_bytes());
+        }
+        if let Some((feed, namespace, service)) = &self.feed {
+            if feed.receiver_count() > 0 {
+                let _ = feed.send(std::sync::Arc::new(LiveRecord {
+                    namespace: namespace.clone(),
+                    service: service.clone(),
+                    record,
+                }));
+            }
+        }
     }
 }
 
@@ -151,6 +185,23 @@ pub struct LogQuery {
     pub instance: Option<String>,
     /// Keep only the last this many records.
     pub tail: Option<usize>,
+    /// Records at or after this time (µs since the epoch).
+    pub since_us: Option<i64>,
+    /// Records before this time.
+    pub until_us: Option<i64>,
+    /// Records whose line contains this text.
+    pub grep: Option<String>,
+}
+
+impl LogQuery {
+    /// Whether a record passes every filter but `tail`.
+    pub fn matches(&self, record: &LogRecord) -> bool {
+        self.revision.as_ref().is_none_or(|r| *r == record.revision)
+            && self.instance.as_ref().is_none_or(|i| *i == record.instance)
+            && self.since_us.is_none_or(|t| record.ts_us >= t)
+            && self.until_us.is_none_or(|t| record.ts_us < t)
+            && self.grep.as_ref().is_none_or(|g| record.line.contains(g.as_str()))
+    }
 }
 
 /// Reads the records of a service's instances, oldest first.
@@ -175,7 +226,7 @@ pub fn read_logs(dir: &Path, query: &LogQuery) -> std::io::Result<Vec<LogRecord>
             let Ok(record) = serde_json::from_str::<LogRecord>(&line?) else {
                 continue;
             };
-            if query.revision.as_ref().is_none_or(|r| *r == record.revision) {
+            if query.matches(&record) {
                 records.push(record);
             }
         }
@@ -196,7 +247,16 @@ mod tests {
     #[tokio::test]
     async fn captures_lines_and_marks_long_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let file = Arc::new(LogFile::create(dir.path(), "hello-00001", "i1").unwrap());
+        let (feed, mut follower) = tokio::sync::broadcast::channel(FEED_CAPACITY);
+        let file = Arc::new(
+            LogFile::create(
+                dir.path(),
+                "hello-00001",
+                "i1",
+                Some((feed, "default".into(), "hello".into())),
+            )
+            .unwrap(),
+        );
         let tail = Arc::new(LogTail::default());
         let long = "x".repeat(MAX_LINE + 10);
         let input = format!("first\r\nsecond\n{long}\nlast-no-newline");
@@ -237,5 +297,22 @@ mod tests {
         )
         .unwrap();
         assert!(none.is_empty());
+        let grep = LogQuery {
+            grep: Some("cond".into()),
+            since_us: Some(records[0].ts_us),
+            ..Default::default()
+        };
+        assert_eq!(read_logs(dir.path(), &grep).unwrap().len(), 1);
+        let until = LogQuery {
+            until_us: Some(records[0].ts_us),
+            ..Default::default()
+        };
+        assert!(read_logs(dir.path(), &until).unwrap().is_empty());
+        // Followers saw the same records, live, with where they came from.
+        let live = follower.try_recv().unwrap();
+        assert_eq!(
+            (live.namespace.as_str(), live.record.line.as_str()),
+            ("default", "first")
+        );
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::cgroup::{Cgroups, InstanceCgroup, Layout};
 use crate::instance::{ExitInfo, Instance, InstanceControl};
-use crate::logs::{capture, service_log_dir, LogFile, LogTail};
+use crate::logs::{capture, service_log_dir, LogFeed, LogFile, LogTail};
 use crate::{InstanceSpec, PortAllocator, Runtime, RuntimeError};
 
 /// Variables passed from the server's environment to instances, so interpreters are
@@ -43,6 +43,8 @@ pub struct ProcessRuntime {
     stem_command: Option<Vec<PathBuf>>,
     /// Pre-forked processes, each in its own cgroup, waiting to become an instance.
     stems: Mutex<Vec<Stem>>,
+    /// Where new output records go for live followers.
+    log_feed: Option<LogFeed>,
 }
 
 /// A pre-warmed generic instance: a process already started in its process group and
@@ -78,7 +80,14 @@ impl ProcessRuntime {
             run_dir,
             stem_command: None,
             stems: Mutex::new(Vec::new()),
+            log_feed: None,
         })
+    }
+
+    /// Offers every instance's output records to live followers through `feed`.
+    pub fn with_log_feed(mut self, feed: LogFeed) -> Self {
+        self.log_feed = Some(feed);
+        self
     }
 
     /// Turns the pool on: `command` starts a stem cell (the `updraft stem` command),
@@ -459,6 +468,9 @@ impl ProcessRuntime {
             &service_log_dir(&self.logs_dir, &spec.namespace, &spec.service),
             &spec.revision,
             &spec.id,
+            self.log_feed
+                .clone()
+                .map(|feed| (feed, spec.namespace.clone(), spec.service.clone())),
         )?);
         let tail = Arc::new(LogTail::default());
         let stdout = child.stdout.take().expect("stdout is piped");

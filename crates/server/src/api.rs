@@ -19,7 +19,7 @@
 //! | `PUT /v1/namespaces/{ns}/services/{name}/traffic` | replace the traffic table (`{"traffic": [...]}`) |
 //! | `POST /v1/namespaces/{ns}/services/{name}/rollback` | all traffic to the previous revision (`{"to": …}` optional) |
 //! | `DELETE /v1/namespaces/{ns}/revisions/{revision}` | delete a revision without traffic |
-//! | `GET /v1/namespaces/{ns}/services/{name}/logs` | instance output (`revision`, `instance`, `tail`) |
+//! | `GET /v1/namespaces/{ns}/services/{name}/logs` | instance output (`revision`, `instance`, `tail`, `since`, `until`, `grep`; `follow=true`: server-sent events) |
 //! | `ANY /v1/namespaces/{ns}/services/{name}/invoke/{path}` | a request through the gateway |
 
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post, put};
 use axum::{Json, Router};
@@ -433,37 +434,104 @@ struct LogParams {
     revision: Option<String>,
     instance: Option<String>,
     tail: Option<usize>,
+    /// A time (RFC 3339) or an age (`10m`: that long ago).
+    since: Option<String>,
+    until: Option<String>,
+    grep: Option<String>,
+    /// Keep the response open and send new lines as server-sent events.
+    #[serde(default)]
+    follow: bool,
+}
+
+/// A point in time given as RFC 3339 or as an age before now.
+fn time_param(field: &str, text: &str) -> Result<i64, ApiError> {
+    if let Ok(at) = humantime::parse_rfc3339_weak(text) {
+        let since_epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        return Ok(since_epoch.as_micros() as i64);
+    }
+    match humantime::parse_duration(text) {
+        Ok(age) => Ok(updraft_runtime::logs::now_us() - age.as_micros() as i64),
+        Err(_) => Err(ApiError::bad_request(
+            field,
+            format!("{text:?} is neither a time (2026-11-23T10:00:00Z) nor an age (10m, 2h)"),
+        )),
+    }
+}
+
+fn line_view(r: updraft_runtime::logs::LogRecord) -> LogLineView {
+    LogLineView {
+        time: rfc3339_us(r.ts_us),
+        revision: r.revision,
+        instance: r.instance,
+        stream: r.stream,
+        line: r.line,
+        continued: r.continued,
+    }
 }
 
 async fn logs(
     State(p): Shared,
     Path((ns, name)): Path<(String, String)>,
     Query(params): Query<LogParams>,
-) -> Result<Json<Vec<LogLineView>>, ApiError> {
+) -> Result<Response, ApiError> {
     find_service(&p, &ns, &name)?;
     let dir = service_log_dir(&p.paths.logs, &ns, &name);
     let query = LogQuery {
         revision: params.revision,
         instance: params.instance,
-        tail: params.tail,
+        // A follow starts with the last few lines, as `tail -f` does.
+        tail: params.tail.or(params.follow.then_some(10)),
+        since_us: params.since.as_deref().map(|t| time_param("since", t)).transpose()?,
+        until_us: params.until.as_deref().map(|t| time_param("until", t)).transpose()?,
+        grep: params.grep,
     };
-    let records = tokio::task::spawn_blocking(move || read_logs(&dir, &query))
+    // Subscribed before the stored lines are read, so none falls between the two.
+    let live = params.follow.then(|| p.log_feed.subscribe());
+    let stored = query.clone();
+    let records = tokio::task::spawn_blocking(move || read_logs(&dir, &stored))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    Ok(Json(
+    let Some(live) = live else {
+        return Ok(Json(records.into_iter().map(line_view).collect::<Vec<_>>()).into_response());
+    };
+    let last_seen = records.last().map_or(i64::MIN, |r| r.ts_us);
+    let history = futures_util::stream::iter(
         records
             .into_iter()
-            .map(|r| LogLineView {
-                time: rfc3339_us(r.ts_us),
-                revision: r.revision,
-                instance: r.instance,
-                stream: r.stream,
-                line: r.line,
-                continued: r.continued,
-            })
-            .collect(),
-    ))
+            .map(|r| Ok::<_, std::convert::Infallible>(line_event(line_view(r)))),
+    );
+    let follow = futures_util::stream::unfold(live, move |mut live| {
+        let (ns, name, query) = (ns.clone(), name.clone(), query.clone());
+        async move {
+            loop {
+                match live.recv().await {
+                    Ok(r) if r.namespace == ns && r.service == name && r.record.ts_us > last_seen => {
+                        if query.matches(&r.record) {
+                            return Some((Ok(line_event(line_view(r.record.clone()))), live));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let event = Event::default().event("dropped").data(n.to_string());
+                        return Some((Ok(event), live));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    use futures_util::StreamExt;
+    Ok(Sse::new(history.chain(follow))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn line_event(view: LogLineView) -> Event {
+    Event::default()
+        .event("line")
+        .json_data(view)
+        .unwrap_or_else(|_| Event::default().event("line"))
 }
 
 /// Sends a request through the gateway as if it came to the service's URL, so a test

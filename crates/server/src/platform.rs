@@ -121,6 +121,8 @@ pub struct Platform {
     /// Instances launched since the pool was last sized: the demand it follows.
     pub(crate) launches: AtomicU64,
     pub metrics: Arc<Metrics>,
+    /// New instance output, for `logs --follow`.
+    pub log_feed: updraft_runtime::logs::LogFeed,
 }
 
 /// The gateway's reports, counted into the platform's metrics.
@@ -197,7 +199,9 @@ impl Platform {
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&paths.db, now_us()).with_context(|| format!("opening {}", paths.db.display()))?,
         );
-        let mut process = ProcessRuntime::new(paths.logs.clone(), paths.run.clone(), &cgroup_parent(&paths))?;
+        let (log_feed, _) = tokio::sync::broadcast::channel(updraft_runtime::logs::FEED_CAPACITY);
+        let mut process = ProcessRuntime::new(paths.logs.clone(), paths.run.clone(), &cgroup_parent(&paths))?
+            .with_log_feed(log_feed.clone());
         if !config.pool.stem_command.is_empty() && config.pool.max_memory_bytes > 0 {
             process = process.with_stems(config.pool.stem_command.clone());
         }
@@ -232,6 +236,7 @@ impl Platform {
             rebuilding: Mutex::new(()),
             launches: AtomicU64::new(0),
             metrics,
+            log_feed,
         });
         platform.load_revisions()?;
         platform.collect_garbage();

@@ -1,0 +1,75 @@
+//! Logs read back with filters, and followed live over server-sent events.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn logs_filter_by_text_and_time() {
+    let server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    server.deploy("hello", &app, &[]);
+    for path in ["/one", "/two", "/two"] {
+        assert_eq!(server.get("hello", path).status, 200);
+    }
+    let grep = server.json(&["logs", "hello", "--grep", "GET /two"]);
+    assert_eq!(grep.as_array().unwrap().len(), 2, "{grep}");
+    let recent = server.json(&["logs", "hello", "--since", "1h", "--grep", "listening"]);
+    assert_eq!(recent.as_array().unwrap().len(), 1, "{recent}");
+    let future = server.json(&["logs", "hello", "--since", "2099-01-01T00:00:00Z"]);
+    assert!(future.as_array().unwrap().is_empty());
+    let old = server.json(&["logs", "hello", "--until", "1h"]);
+    assert!(old.as_array().unwrap().is_empty());
+    let out = server.cli(&["logs", "hello", "--since", "yesterday-ish"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("since: \"yesterday-ish\" is neither a time"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn follow_streams_new_lines_as_they_are_written() {
+    let server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    server.deploy("hello", &app, &[]);
+    let mut follower = Command::new(BIN)
+        .args(["logs", "hello", "--follow", "--grep", "GET /followed"])
+        .env("UPDRAFT_API", &server.api)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Give the follower time to subscribe, then write lines it must see.
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..3 {
+        assert_eq!(server.get("hello", &format!("/followed/{i}")).status, 200);
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("line {i} not followed: {e}"));
+        assert!(line.contains(&format!("GET /followed/{i}")), "{line}");
+        assert!(line.contains("stderr"), "{line}");
+    }
+    assert_eq!(server.get("hello", "/not-matching").status, 200);
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the filter applies live"
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
+}
