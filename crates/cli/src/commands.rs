@@ -211,6 +211,7 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
         Command::Deploy(args) => deploy(args, client, output).await,
         Command::Update(args) => crate::manage::update(args, client, output).await,
         Command::Top(args) => crate::manage::top(args, client, output).await,
+        Command::Usage(args) => crate::manage::usage(args, client, output).await,
         Command::Apply(args) => crate::apply::apply(args, client, output).await,
         Command::Get(get) => crate::apply::get(get, client, output).await,
         Command::Revisions { name, ns } => crate::manage::revisions(&name, &ns, client, output).await,
@@ -322,7 +323,7 @@ fn url_encode(text: &str) -> String {
 
 fn print_line(l: &LogLineView, output: Output) {
     match output {
-        Output::Table => {
+        Output::Table | Output::Csv => {
             let marker = if l.continued { " …" } else { "" };
             println!("{} {} {} {}{marker}", l.time, l.instance, l.stream, l.line);
         }
@@ -474,7 +475,7 @@ async fn invoke(args: InvokeArgs, client: &ApiClient, output: Output) -> Result<
                 output,
             );
         }
-        Output::Table => {
+        Output::Table | Output::Csv => {
             if args.include {
                 println!("HTTP {}", reply.status);
                 for (k, v) in &reply.headers {

@@ -49,6 +49,8 @@ pub enum Output {
     Table,
     Json,
     Yaml,
+    /// Comma-separated values (`updraft usage`; a table elsewhere).
+    Csv,
 }
 
 #[derive(Args, Clone)]
@@ -79,6 +81,8 @@ enum Command {
     Get(apply::GetCommand),
     /// A live table of services: requests/s, latency, instances, cold starts.
     Top(manage::TopArgs),
+    /// Metered usage: vCPU- and GiB-seconds, CPU used, invocations, GB-seconds.
+    Usage(manage::UsageArgs),
     /// List a service's revisions with their traffic, tags and ready instances.
     Revisions {
         name: String,

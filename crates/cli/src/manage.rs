@@ -6,7 +6,7 @@ use http::Method;
 use updraft_model::annotations::RateLimit;
 use updraft_model::traffic::{edit, Target};
 use updraft_model::NamespaceLimits;
-use updraft_server::views::{NamespaceView, RevisionView, ServiceView, TopView};
+use updraft_server::views::{NamespaceView, RevisionView, ServiceView, TopView, UsageView};
 
 use crate::client::{ApiClient, CliError};
 use crate::commands::{print_deploy_traffic, SettingsArgs};
@@ -35,6 +35,19 @@ pub struct TopArgs {
     /// Time between refreshes.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     interval: std::time::Duration,
+}
+
+#[derive(Args)]
+pub struct UsageArgs {
+    /// Only this namespace (all by default).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// From this time (RFC 3339) or age (7d, 24h) on.
+    #[arg(long, value_name = "TIME|AGE")]
+    since: Option<String>,
+    /// Sum by service, revision, day or hour.
+    #[arg(long, default_value = "service")]
+    by: String,
 }
 
 #[derive(Subcommand)]
@@ -82,7 +95,7 @@ fn service_path(ns: &NamespaceArg, name: &str) -> String {
     format!("/v1/namespaces/{}/services/{name}", ns.namespace)
 }
 
-fn usage(message: String) -> CliError {
+fn usage_error(message: String) -> CliError {
     CliError {
         code: exit::USAGE,
         message,
@@ -146,7 +159,7 @@ pub async fn revision(command: RevisionCommand, client: &ApiClient, output: Outp
 fn pair(flag: &str, text: &str) -> Result<(Target, String), CliError> {
     let (target, value) = text
         .split_once('=')
-        .ok_or_else(|| usage(format!("--{flag} {text:?}: expected REVISION={}", flag.to_uppercase())))?;
+        .ok_or_else(|| usage_error(format!("--{flag} {text:?}: expected REVISION={}", flag.to_uppercase())))?;
     Ok((Target::parse(target.trim()), value.trim().to_string()))
 }
 
@@ -155,7 +168,7 @@ pub async fn traffic(args: TrafficArgs, client: &ApiClient, output: Output) -> R
     for text in &args.to {
         let (target, percent) = pair("to", text)?;
         let percent = percent.trim_end_matches('%').parse::<u32>().map_err(|_| {
-            usage(format!(
+            usage_error(format!(
                 "--to {text:?}: the percent must be a whole number from 0 to 100"
             ))
         })?;
@@ -164,7 +177,7 @@ pub async fn traffic(args: TrafficArgs, client: &ApiClient, output: Output) -> R
     let tags = args.tag.iter().map(|t| pair("tag", t)).collect::<Result<Vec<_>, _>>()?;
     let path = service_path(&args.ns, &args.name);
     let current: ServiceView = client.json(Method::GET, &path, None::<&()>).await?;
-    let table = edit(&current.traffic, &shares, &tags, &args.untag).map_err(usage)?;
+    let table = edit(&current.traffic, &shares, &tags, &args.untag).map_err(usage_error)?;
     let service: ServiceView = client
         .json(
             Method::PUT,
@@ -264,4 +277,68 @@ pub async fn top(args: TopArgs, client: &ApiClient, output: Output) -> Result<u8
             _ = tokio::signal::ctrl_c() => return Ok(0),
         }
     }
+}
+
+pub async fn usage(args: UsageArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    let mut query = vec![format!("by={}", args.by)];
+    if let Some(ns) = &args.namespace {
+        query.push(format!("namespace={ns}"));
+    }
+    if let Some(since) = &args.since {
+        query.push(format!("since={since}"));
+    }
+    let rows: Vec<UsageView> = client
+        .json(Method::GET, &format!("/v1/usage?{}", query.join("&")), None::<&()>)
+        .await?;
+    if print_structured(&rows, output) {
+        return Ok(0);
+    }
+    let key = |r: &UsageView| {
+        [
+            Some(r.namespace.clone()),
+            r.service.clone(),
+            r.revision.clone(),
+            r.period.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("/")
+    };
+    if output == Output::Csv {
+        println!(
+            "namespace,service,revision,period,vcpu_seconds,gib_seconds,cpu_seconds,invocations,request_gb_seconds"
+        );
+        for r in &rows {
+            println!(
+                "{},{},{},{},{:.3},{:.3},{:.3},{},{:.3}",
+                r.namespace,
+                r.service.as_deref().unwrap_or(""),
+                r.revision.as_deref().unwrap_or(""),
+                r.period.as_deref().unwrap_or(""),
+                r.vcpu_seconds,
+                r.gib_seconds,
+                r.cpu_seconds,
+                r.invocations,
+                r.request_gb_seconds
+            );
+        }
+        return Ok(0);
+    }
+    println!(
+        "{:<40} {:>12} {:>12} {:>10} {:>11} {:>12}",
+        "KEY", "vCPU-s", "GiB-s", "CPU-s", "REQUESTS", "GB-s (req)"
+    );
+    for r in &rows {
+        println!(
+            "{:<40} {:>12.1} {:>12.1} {:>10.2} {:>11} {:>12.3}",
+            key(r),
+            r.vcpu_seconds,
+            r.gib_seconds,
+            r.cpu_seconds,
+            r.invocations,
+            r.request_gb_seconds
+        );
+    }
+    Ok(0)
 }

@@ -14,7 +14,7 @@ pub fn print_structured(value: &impl Serialize, output: Output) -> bool {
     match output {
         Output::Json => print_json(value),
         Output::Yaml => print!("{}", serde_yaml_ng::to_string(value).unwrap_or_default()),
-        Output::Table => return false,
+        Output::Table | Output::Csv => return false,
     }
     true
 }

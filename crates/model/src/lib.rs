@@ -15,7 +15,7 @@ pub mod template;
 pub mod traffic;
 
 pub use error::FieldError;
-pub use resources::{DeploySpec, Namespace, NamespaceLimits, Revision, RevisionConfig, Service, ServiceConfig};
+pub use resources::{DeploySpec, Namespace, NamespaceLimits, Revision, RevisionConfig, Service, ServiceConfig, Usage};
 pub use template::RevisionTemplate;
 pub use traffic::TrafficTarget;
 

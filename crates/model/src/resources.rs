@@ -97,6 +97,26 @@ pub struct Service {
     pub config: ServiceConfig,
 }
 
+/// What a revision used within one hour, as metered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub namespace: String,
+    pub service: String,
+    pub revision: String,
+    /// Start of the hour, µs since the epoch.
+    pub hour_us: i64,
+    /// Instances' CPU limits × time alive.
+    pub vcpu_seconds: f64,
+    /// Instances' memory limits (GiB) × time alive.
+    pub gib_seconds: f64,
+    /// CPU time actually used, from the instances' cgroups.
+    pub cpu_seconds: f64,
+    pub invocations: u64,
+    /// Request durations × the revision's memory in GiB (Lambda's GB-seconds, where a
+    /// GB is 1024 MB).
+    pub request_gb_seconds: f64,
+}
+
 /// Limits a namespace puts on all its services together.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

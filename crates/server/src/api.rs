@@ -8,6 +8,7 @@
 //! | `GET, POST /v1/namespaces` | list; create `{"name": …}` |
 //! | `PUT /v1/namespaces/{ns}` | set its limits (`{"rate_limit": {"per_second": …, "burst": …}}`) |
 //! | `POST /v1/packages` | upload an archive (body); returns its digest |
+//! | `GET /v1/usage` | metered usage (`namespace`, `since`, `by=service\|revision\|day\|hour`) |
 //! | `POST /v1/apply` | apply one Knative Service (YAML or JSON body; `?namespace=` default) |
 //! | `GET /v1/namespaces/{ns}/services` | list services |
 //! | `GET /v1/namespaces/{ns}/top` | each service's load over the last 10 s (`updraft top`) |
@@ -43,7 +44,7 @@ use updraft_runtime::logs::{read_logs, service_log_dir, LogQuery};
 use crate::platform::Platform;
 use crate::views::{
     rfc3339_us, ApplyView, InfoView, LogLineView, NamespaceView, PackageView, RevisionView, ScaleEventView,
-    ServiceView, TopView,
+    ServiceView, TopView, UsageView,
 };
 use crate::ApiError;
 
@@ -58,6 +59,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/namespaces/{ns}", put(set_namespace_limits))
         .route("/v1/packages", post(upload_package))
         .route("/v1/apply", post(apply))
+        .route("/v1/usage", get(usage))
         .route("/v1/namespaces/{ns}/services", get(list_services))
         .route("/v1/namespaces/{ns}/top", get(top))
         .route(
@@ -339,6 +341,65 @@ async fn delete_revision(
     p.require_namespace(&ns)?;
     p.delete_revision(&ns, &revision).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageParams {
+    namespace: Option<String>,
+    since: Option<String>,
+    by: Option<String>,
+}
+
+async fn usage(State(p): Shared, Query(params): Query<UsageParams>) -> Result<Json<Vec<UsageView>>, ApiError> {
+    if let Some(ns) = &params.namespace {
+        p.require_namespace(ns)?;
+    }
+    let by = params.by.as_deref().unwrap_or("service");
+    if !["service", "revision", "day", "hour"].contains(&by) {
+        return Err(ApiError::bad_request(
+            "by",
+            format!("{by:?} is not a grouping; use service, revision, day or hour"),
+        ));
+    }
+    let since = params.since.as_deref().map(|t| time_param("since", t)).transpose()?;
+    // What accrued since the last write is written first, so the answer is current.
+    let platform = p.clone();
+    tokio::task::spawn_blocking(move || platform.meter())
+        .await
+        .map_err(ApiError::internal)?;
+    let rows = p.store.usage(params.namespace.as_deref(), since.unwrap_or(0))?;
+    let mut sums: Vec<UsageView> = Vec::new();
+    for row in rows {
+        let (service, revision, period) = match by {
+            "revision" => (Some(row.service), Some(row.revision), None),
+            "day" => (None, None, Some(rfc3339_us(row.hour_us)[..10].to_string())),
+            "hour" => (None, None, Some(rfc3339_us(row.hour_us))),
+            _ => (Some(row.service), None, None),
+        };
+        let index = match sums.iter().position(|s| {
+            s.namespace == row.namespace && s.service == service && s.revision == revision && s.period == period
+        }) {
+            Some(i) => i,
+            None => {
+                sums.push(UsageView {
+                    namespace: row.namespace.clone(),
+                    service,
+                    revision,
+                    period,
+                    ..Default::default()
+                });
+                sums.len() - 1
+            }
+        };
+        let sum = &mut sums[index];
+        sum.vcpu_seconds += row.vcpu_seconds;
+        sum.gib_seconds += row.gib_seconds;
+        sum.cpu_seconds += row.cpu_seconds;
+        sum.invocations += row.invocations;
+        sum.request_gb_seconds += row.request_gb_seconds;
+    }
+    Ok(Json(sums))
 }
 
 /// The window `top` reports on.

@@ -6,6 +6,7 @@ mod config;
 mod deploy;
 mod describe;
 mod error;
+mod meter;
 mod packages;
 mod platform;
 mod routing;

@@ -20,6 +20,7 @@ use updraft_scaling::{Autoscaler, ScalingSpec};
 use updraft_store::{SqliteStore, Store};
 use updraft_telemetry::{Metrics, RevisionLabels};
 
+use crate::meter::RequestLedger;
 use crate::scaler::{ColdStart, ManagedInstance, ScaleEvent};
 use crate::{Paths, ServerConfig};
 
@@ -123,10 +124,12 @@ pub struct Platform {
     pub metrics: Arc<Metrics>,
     /// New instance output, for `logs --follow`.
     pub log_feed: updraft_runtime::logs::LogFeed,
+    /// Requests answered since metering last wrote.
+    pub(crate) requests: Arc<RequestLedger>,
 }
 
-/// The gateway's reports, counted into the platform's metrics.
-struct MetricsObserver(Arc<Metrics>);
+/// The gateway's reports, counted into the platform's metrics and metering.
+struct MetricsObserver(Arc<Metrics>, Arc<RequestLedger>);
 
 pub fn revision_labels(key: &RevisionKey) -> RevisionLabels {
     RevisionLabels {
@@ -139,6 +142,7 @@ pub fn revision_labels(key: &RevisionKey) -> RevisionLabels {
 impl RequestObserver for MetricsObserver {
     fn answered(&self, revision: &RevisionKey, status: u16, took: std::time::Duration) {
         self.0.request(revision_labels(revision), status, took);
+        self.1.add(revision, took.as_secs_f64());
     }
 
     fn held(&self, revision: &RevisionKey, waited: std::time::Duration) {
@@ -214,9 +218,10 @@ impl Platform {
         let (tx, rx) = mpsc::unbounded_channel();
         let routes = Arc::new(RouteTable::default());
         let metrics = Arc::new(Metrics::new());
+        let requests = Arc::new(RequestLedger::default());
         let gateway = Arc::new(
             Gateway::new(routes.clone(), Arc::new(ScalerPoke(tx.clone())), config.activator)
-                .with_observer(Arc::new(MetricsObserver(metrics.clone()))),
+                .with_observer(Arc::new(MetricsObserver(metrics.clone(), requests.clone()))),
         );
         let platform = Arc::new(Platform {
             config,
@@ -237,6 +242,7 @@ impl Platform {
             launches: AtomicU64::new(0),
             metrics,
             log_feed,
+            requests,
         });
         platform.load_revisions()?;
         platform.collect_garbage();
@@ -426,6 +432,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
 
     let scaler = tokio::spawn(crate::scaler::run(platform.clone(), pokes, stopped(stop_rx.clone())));
     let pool = tokio::spawn(crate::scaler::keep_pool(platform.clone(), stopped(stop_rx.clone())));
+    let meter = tokio::spawn(crate::meter::run(platform.clone(), stopped(stop_rx.clone())));
     let gateway = tokio::spawn(updraft_gateway::serve(
         gateway_listener,
         platform.gateway.clone(),
@@ -459,6 +466,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let _ = api.await;
     let _ = scaler.await;
     let _ = pool.await;
+    let _ = meter.await;
+    platform.meter();
     platform.runtime.resize_pool(0);
     platform.stop_revisions(platform.all_revision_states()).await;
     Ok(())

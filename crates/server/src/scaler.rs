@@ -49,6 +49,10 @@ pub struct ManagedInstance {
     pub stopping: AtomicBool,
     /// The instance's CPU time at the last sample, for the HPA class.
     pub cpu_seen: std::sync::Mutex<Option<(Instant, u64)>>,
+    /// How far its usage has been metered.
+    pub metered: std::sync::Mutex<crate::meter::Metered>,
+    /// Set once its last usage is metered.
+    pub stopped: AtomicBool,
 }
 
 impl ManagedInstance {
@@ -369,6 +373,11 @@ impl Platform {
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             cpu_seen: std::sync::Mutex::new(None),
+            metered: std::sync::Mutex::new(crate::meter::Metered {
+                until_us: now_us(),
+                cpu_ns: 0,
+            }),
+            stopped: AtomicBool::new(false),
         });
         state
             .instances
@@ -464,6 +473,7 @@ impl Platform {
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        self.meter_stopping(state, managed);
         managed.instance.stop(self.config.stop_grace).await;
         state
             .instances

@@ -222,3 +222,22 @@ pub struct TopView {
     /// Since the server started.
     pub cold_starts: u64,
 }
+
+/// Metered usage, summed by the key asked for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UsageView {
+    pub namespace: String,
+    /// Set when summed by service or revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Set when summed by day (UTC, `YYYY-MM-DD`) or hour (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    pub vcpu_seconds: f64,
+    pub gib_seconds: f64,
+    pub cpu_seconds: f64,
+    pub invocations: u64,
+    pub request_gb_seconds: f64,
+}

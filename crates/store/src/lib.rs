@@ -7,7 +7,9 @@
 
 mod sqlite;
 
-use updraft_model::{Namespace, NamespaceLimits, Revision, RevisionConfig, RevisionTemplate, Service, ServiceConfig};
+use updraft_model::{
+    Namespace, NamespaceLimits, Revision, RevisionConfig, RevisionTemplate, Service, ServiceConfig, Usage,
+};
 
 pub use sqlite::SqliteStore;
 
@@ -80,6 +82,11 @@ pub trait Store: Send + Sync + 'static {
     fn delete_revision(&self, namespace: &str, name: &str) -> Result<Revision>;
     /// Deletes a service with its revisions and returns the revisions removed.
     fn delete_service(&self, namespace: &str, name: &str) -> Result<Vec<Revision>>;
+
+    /// Adds metered usage to its hours, all rows in one transaction.
+    fn add_usage(&self, rows: &[Usage]) -> Result<()>;
+    /// Hourly usage since `since_us`, of one namespace or all.
+    fn usage(&self, namespace: Option<&str>, since_us: i64) -> Result<Vec<Usage>>;
 
     /// A counter bumped by every write.
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;

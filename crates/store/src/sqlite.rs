@@ -6,7 +6,9 @@ use tokio::sync::watch;
 use updraft_model::annotations::SCALE_TO_ZERO_RETENTION;
 use updraft_model::names::revision_name;
 use updraft_model::template::{Resources, RevisionTemplate};
-use updraft_model::{Namespace, NamespaceLimits, Revision, RevisionConfig, Service, ServiceConfig, DEFAULT_NAMESPACE};
+use updraft_model::{
+    Namespace, NamespaceLimits, Revision, RevisionConfig, Service, ServiceConfig, Usage, DEFAULT_NAMESPACE,
+};
 
 use crate::{NewRevision, Result, Store, StoreError};
 
@@ -44,6 +46,18 @@ CREATE TABLE IF NOT EXISTS revisions (
     FOREIGN KEY (namespace, service) REFERENCES services(namespace, name)
 );
 CREATE INDEX IF NOT EXISTS revisions_by_service ON revisions(namespace, service);
+CREATE TABLE IF NOT EXISTS usage (
+    namespace TEXT NOT NULL,
+    service TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    hour_us INTEGER NOT NULL,
+    vcpu_seconds REAL NOT NULL,
+    gib_seconds REAL NOT NULL,
+    cpu_seconds REAL NOT NULL,
+    invocations INTEGER NOT NULL,
+    request_gb_seconds REAL NOT NULL,
+    PRIMARY KEY (namespace, service, revision, hour_us)
+);
 ";
 
 /// Columns added after the first release; a store from then gets them on open, and a
@@ -516,6 +530,61 @@ impl Store for SqliteStore {
         Ok(revisions)
     }
 
+    fn add_usage(&self, rows: &[Usage]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for u in rows {
+            tx.execute(
+                "INSERT INTO usage (namespace, service, revision, hour_us, vcpu_seconds, gib_seconds,
+                    cpu_seconds, invocations, request_gb_seconds)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (namespace, service, revision, hour_us) DO UPDATE SET
+                    vcpu_seconds = vcpu_seconds + excluded.vcpu_seconds,
+                    gib_seconds = gib_seconds + excluded.gib_seconds,
+                    cpu_seconds = cpu_seconds + excluded.cpu_seconds,
+                    invocations = invocations + excluded.invocations,
+                    request_gb_seconds = request_gb_seconds + excluded.request_gb_seconds",
+                params![
+                    u.namespace,
+                    u.service,
+                    u.revision,
+                    u.hour_us,
+                    u.vcpu_seconds,
+                    u.gib_seconds,
+                    u.cpu_seconds,
+                    u.invocations as i64,
+                    u.request_gb_seconds
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn usage(&self, namespace: Option<&str>, since_us: i64) -> Result<Vec<Usage>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT namespace, service, revision, hour_us, vcpu_seconds, gib_seconds, cpu_seconds,
+                    invocations, request_gb_seconds
+             FROM usage WHERE (?1 IS NULL OR namespace = ?1) AND hour_us >= ?2
+             ORDER BY hour_us, namespace, service, revision",
+        )?;
+        let rows = stmt.query_map(params![namespace, since_us], |row| {
+            Ok(Usage {
+                namespace: row.get(0)?,
+                service: row.get(1)?,
+                revision: row.get(2)?,
+                hour_us: row.get(3)?,
+                vcpu_seconds: row.get(4)?,
+                gib_seconds: row.get(5)?,
+                cpu_seconds: row.get(6)?,
+                invocations: row.get::<_, i64>(7)? as u64,
+                request_gb_seconds: row.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
@@ -672,6 +741,29 @@ mod tests {
             store.namespace("default").unwrap().unwrap().limits,
             NamespaceLimits::default()
         );
+    }
+
+    #[test]
+    fn usage_adds_up_per_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db"), 1).unwrap();
+        let row = |hour_us, vcpu| Usage {
+            namespace: "default".into(),
+            service: "hello".into(),
+            revision: "hello-00001".into(),
+            hour_us,
+            vcpu_seconds: vcpu,
+            invocations: 2,
+            ..Default::default()
+        };
+        store
+            .add_usage(&[row(0, 1.5), row(0, 2.5), row(3_600_000_000, 1.0)])
+            .unwrap();
+        let all = store.usage(None, 0).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!((all[0].vcpu_seconds, all[0].invocations), (4.0, 4));
+        assert_eq!(store.usage(Some("default"), 1).unwrap().len(), 1);
+        assert!(store.usage(Some("other"), 0).unwrap().is_empty());
     }
 
     #[test]
