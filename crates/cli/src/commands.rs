@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Args;
 use http::Method;
 use updraft_model::DeploySpec;
-use updraft_server::views::{InfoView, LogLineView, NamespaceView, PackageView, ServiceView};
+use updraft_server::views::{AccessLineView, InfoView, LogLineView, NamespaceView, PackageView, ServiceView};
 
 use crate::client::{full, ApiClient, CliError};
 use crate::output::{print_service, print_services, print_structured};
@@ -186,8 +186,12 @@ pub struct LogsArgs {
     #[arg(long, value_name = "TEXT")]
     grep: Option<String>,
     /// Keep printing new lines as the instances write them (Ctrl-C to stop).
-    #[arg(long, short = 'f')]
+    #[arg(long, short = 'f', conflicts_with = "requests")]
     follow: bool,
+    /// The access log: one line per request (method, path, status, duration, instance,
+    /// cold or warm) instead of the instances' output.
+    #[arg(long)]
+    requests: bool,
 }
 
 pub async fn run(command: Command, api: &str, output: Output) -> anyhow::Result<u8> {
@@ -257,6 +261,27 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
                 if let Some(v) = value {
                     query.push(format!("{key}={}", url_encode(v)));
                 }
+            }
+            if args.requests {
+                query.push("requests=true".into());
+                let path = format!("{}/logs?{}", service_path(&args.ns, &args.name), query.join("&"));
+                let lines: Vec<AccessLineView> = client.json(Method::GET, &path, None::<&()>).await?;
+                if !print_structured(&lines, output) {
+                    for l in &lines {
+                        let start = if l.cold { "cold" } else { "warm" };
+                        println!(
+                            "{} {} {} {} {} {:.1}ms {} {start}",
+                            l.time,
+                            l.revision,
+                            l.method,
+                            l.path,
+                            l.status,
+                            l.duration_ms,
+                            l.instance.as_deref().unwrap_or("-")
+                        );
+                    }
+                }
+                return Ok(0);
             }
             if args.follow {
                 query.push("follow=true".into());

@@ -73,3 +73,68 @@ fn follow_streams_new_lines_as_they_are_written() {
     let _ = follower.kill();
     let _ = follower.wait();
 }
+
+#[test]
+fn requests_are_logged_apart_with_cold_or_warm_and_json_lines_are_parsed() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    std::fs::create_dir(&app).unwrap();
+    std::fs::copy(fixtures().join("python/main.py"), app.join("main.py")).unwrap();
+    std::fs::write(
+        app.join("updraft.yaml"),
+        "run: \"python3 -c 'import json; print(json.dumps({\\\"level\\\": \\\"info\\\", \\\"msg\\\": \\\"starting\\\"}), flush=True)' && exec python3 main.py\"\n",
+    )
+    .unwrap();
+    server.deploy("acc", &app, &["--scale-to-zero-after", "1s"]);
+    assert_eq!(server.get("acc", "/warm-one").status, 200);
+    server.wait_service("acc", "scale to zero", Duration::from_secs(20), |s| {
+        s["revisions"][0]["instances"].as_array().unwrap().is_empty()
+    });
+    assert_eq!(server.get("acc", "/cold-one").status, 200);
+    assert_eq!(
+        server
+            .request("GET", "acc.default.localhost", "/missing-method", &[], b"")
+            .unwrap()
+            .status,
+        200
+    );
+    // The writer is asynchronous: wait (bounded) for the records.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let records = server.json(&["logs", "acc", "--requests"]);
+        if records.as_array().unwrap().len() >= 3 || std::time::Instant::now() > deadline {
+            break records;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let find = |path: &str| {
+        records
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["path"] == path)
+            .unwrap_or_else(|| panic!("{path} in {records}"))
+            .clone()
+    };
+    let warm = find("/warm-one");
+    assert_eq!(
+        (warm["status"].as_u64(), warm["cold"].as_bool(), warm["method"].as_str()),
+        (Some(200), Some(false), Some("GET"))
+    );
+    assert!(warm["instance"].as_str().unwrap().starts_with("acc-00001-"));
+    assert!(warm["traceparent"].as_str().unwrap().starts_with("00-"));
+    assert_eq!(find("/cold-one")["cold"], true);
+    let only = server.json(&["logs", "acc", "--requests", "--grep", "cold"]);
+    assert_eq!(only.as_array().unwrap().len(), 1);
+    // The app's output has none of them, and its JSON line was parsed.
+    let output = server.json(&["logs", "acc"]);
+    assert!(output.as_array().unwrap().iter().all(|l| l.get("path").is_none()));
+    let structured = output
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["fields"].is_object())
+        .unwrap_or_else(|| panic!("a parsed line in {output}"));
+    assert_eq!(structured["fields"]["msg"], "starting");
+}

@@ -12,11 +12,25 @@ pub trait Poke: Send + Sync + 'static {
     fn poke(&self, revision: &Arc<RevisionEndpoints>);
 }
 
-/// Told how each request went, for metrics.
+/// How one request went, as an access log records it.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// From arrival to the end of the response.
+    pub took: Duration,
+    /// The instance that answered, when one did.
+    pub instance: Option<String>,
+    /// It waited for an instance to start.
+    pub cold: bool,
+    pub traceparent: Option<String>,
+}
+
+/// Told how each request went, for metrics and access logs.
 pub trait RequestObserver: Send + Sync + 'static {
-    /// A request to `revision` was answered with `status`; its response ended `took`
-    /// after it arrived.
-    fn answered(&self, revision: &RevisionKey, status: u16, took: Duration);
+    /// A request to `revision` was answered; called when its response has ended.
+    fn answered(&self, revision: &RevisionKey, access: Access);
     /// A request was held `waited` for an instance or a free slot.
     fn held(&self, revision: &RevisionKey, waited: Duration);
 }
@@ -58,16 +72,18 @@ pub(crate) async fn ready_endpoint(
     poke: &dyn Poke,
     config: ActivatorConfig,
     observer: Option<&dyn RequestObserver>,
-) -> Result<Arc<Endpoint>, Held> {
+) -> Result<(Arc<Endpoint>, bool), Held> {
     if let Some(endpoint) = revision.pick() {
-        return Ok(endpoint);
+        return Ok((endpoint, false));
     }
+    // Cold when no instance was ready at all, not when they were only busy.
+    let cold = revision.ready_count() == 0;
     let started = tokio::time::Instant::now();
     let held = hold(revision, poke, config).await;
     if let Some(observer) = observer {
         observer.held(&revision.key, started.elapsed());
     }
-    held
+    held.map(|endpoint| (endpoint, cold))
 }
 
 async fn hold(

@@ -11,7 +11,7 @@ mod flow;
 mod proxy;
 mod routes;
 
-pub use activator::{ActivatorConfig, Poke, RequestObserver};
+pub use activator::{Access, ActivatorConfig, Poke, RequestObserver};
 pub use endpoints::{Endpoint, LoadSample, RevisionEndpoints, RevisionKey, RevisionLimits};
 pub use flow::RateLimiter;
 pub use proxy::{serve, Gateway, GatewayBody};

@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::activator::{ready_endpoint, ActivatorConfig, Held, Poke, RequestObserver};
+use crate::activator::{ready_endpoint, Access, ActivatorConfig, Held, Poke, RequestObserver};
 use crate::{Endpoint, RevisionEndpoints, RouteTable, ServiceRoute};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -50,15 +50,24 @@ struct Observed {
     inner: GatewayBody,
     observer: Arc<dyn RequestObserver>,
     revision: Arc<RevisionEndpoints>,
-    status: u16,
+    access: Access,
     arrived: tokio::time::Instant,
 }
 
 impl Drop for Observed {
     fn drop(&mut self) {
-        self.observer
-            .answered(&self.revision.key, self.status, self.arrived.elapsed());
+        let mut access = self.access.clone();
+        access.took = self.arrived.elapsed();
+        self.observer.answered(&self.revision.key, access);
     }
+}
+
+/// What proxying a request found out, for its access record.
+#[derive(Default)]
+struct Served {
+    instance: Option<String>,
+    cold: bool,
+    traceparent: Option<String>,
 }
 
 impl Body for Observed {
@@ -353,18 +362,31 @@ impl Gateway {
             return text(StatusCode::NOT_FOUND, format!("no revision serves host {host:?}"));
         };
         let arrived = tokio::time::Instant::now();
-        let response = self.forward(&route, revision.clone(), request, client_ip, &host).await;
+        let method = request.method().to_string();
+        let path = request.uri().path().to_string();
+        let mut served = Served::default();
+        let response = self
+            .forward(&route, revision.clone(), request, client_ip, &host, &mut served)
+            .await;
         match &self.observer {
             None => response,
             Some(observer) => {
-                let status = response.status().as_u16();
+                let access = Access {
+                    method,
+                    path,
+                    status: response.status().as_u16(),
+                    took: Duration::ZERO,
+                    instance: served.instance,
+                    cold: served.cold,
+                    traceparent: served.traceparent,
+                };
                 let observer = observer.clone();
                 response.map(|inner| {
                     Observed {
                         inner,
                         observer,
                         revision,
-                        status,
+                        access,
                         arrived,
                     }
                     .boxed_unsync()
@@ -381,6 +403,7 @@ impl Gateway {
         request: Request<B>,
         client_ip: Option<IpAddr>,
         host: &str,
+        served: &mut Served,
     ) -> Response<GatewayBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -436,6 +459,11 @@ impl Gateway {
                 parts.headers.insert(TRACEPARENT, value);
             }
         }
+        served.traceparent = parts
+            .headers
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         let mut body = Some(body.map_err(Into::into).boxed_unsync());
         let limits = revision.limits;
@@ -444,7 +472,11 @@ impl Gateway {
         loop {
             let endpoint =
                 match ready_endpoint(&revision, self.poke.as_ref(), self.activator, self.observer.as_deref()).await {
-                    Ok(endpoint) => endpoint,
+                    Ok((endpoint, cold)) => {
+                        served.cold |= cold;
+                        served.instance = Some(endpoint.instance.clone());
+                        endpoint
+                    }
                     Err(held) => return held_response(&revision, held),
                 };
             let guard = InFlight::new(revision.clone(), endpoint.clone());

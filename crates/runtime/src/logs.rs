@@ -25,6 +25,61 @@ pub struct LogRecord {
     /// Set when the line went on past [`MAX_LINE`] and continues in the next record.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub continued: bool,
+    /// A line that is a JSON object (structured logging), parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// One request through the gateway, as the access log keeps it (apart from the
+/// instances' own output, in `requests.access` beside their logs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessRecord {
+    pub ts_us: i64,
+    pub revision: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub duration_ms: f64,
+    /// It waited for an instance to start.
+    pub cold: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// The access log's file name in a service's log directory.
+pub const ACCESS_LOG: &str = "requests.access";
+
+/// Reads a service's access records that pass `query` (its `grep` looks at the path).
+pub fn read_access(dir: &Path, query: &LogQuery) -> std::io::Result<Vec<AccessRecord>> {
+    let file = match File::open(dir.join(ACCESS_LOG)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut records = Vec::new();
+    for line in BufReader::new(file).lines() {
+        let Ok(record) = serde_json::from_str::<AccessRecord>(&line?) else {
+            continue;
+        };
+        let passes = query.revision.as_ref().is_none_or(|r| *r == record.revision)
+            && query
+                .instance
+                .as_ref()
+                .is_none_or(|i| record.instance.as_ref() == Some(i))
+            && query.since_us.is_none_or(|t| record.ts_us >= t)
+            && query.until_us.is_none_or(|t| record.ts_us < t)
+            && query.grep.as_ref().is_none_or(|g| record.path.contains(g.as_str()));
+        if passes {
+            records.push(record);
+        }
+    }
+    if let Some(n) = query.tail {
+        let skip = records.len().saturating_sub(n);
+        records.drain(..skip);
+    }
+    Ok(records)
 }
 
 pub fn now_us() -> i64 {
@@ -105,6 +160,11 @@ impl LogFile {
     }
 
     pub fn write(&self, stream: &str, line: String, continued: bool) {
+        let fields = if !continued && line.starts_with('{') {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&line).ok()
+        } else {
+            None
+        };
         let record = LogRecord {
             ts_us: now_us(),
             revision: self.revision.clone(),
@@ -112,6 +172,7 @@ impl LogFile {
             stream: stream.to_string(),
             line,
             continued,
+            fields,
         };
         let Ok(mut text) = serde_json::to_string(&record) else {
             return;
@@ -259,7 +320,7 @@ mod tests {
         );
         let tail = Arc::new(LogTail::default());
         let long = "x".repeat(MAX_LINE + 10);
-        let input = format!("first\r\nsecond\n{long}\nlast-no-newline");
+        let input = format!("first\r\nsecond\n{long}\n{{\"level\":\"info\",\"n\":1}}\nlast-no-newline");
         capture(input.as_bytes(), "stdout", file, tail.clone()).await;
         let records = read_logs(dir.path(), &LogQuery::default()).unwrap();
         let lines: Vec<(&str, bool)> = records
@@ -273,9 +334,12 @@ mod tests {
                 ("secon", false),
                 ("xxxxx", true),
                 ("xxxxx", false),
+                ("{\"lev", false),
                 ("last-", false)
             ]
         );
+        assert_eq!(records[4].fields.as_ref().unwrap()["level"], "info");
+        assert!(records[0].fields.is_none());
         assert_eq!(records[2].line.len(), MAX_LINE);
         assert_eq!(records[3].line.len(), 10);
         assert_eq!(tail.lines().last().unwrap(), "last-no-newline");

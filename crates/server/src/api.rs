@@ -39,12 +39,12 @@ use updraft_model::knative::parse_manifests;
 use updraft_model::names::validate_namespace_name;
 use updraft_model::template::PACKAGE_IMAGE_PREFIX;
 use updraft_model::{DeploySpec, Namespace, NamespaceLimits, TrafficTarget, DEFAULT_NAMESPACE};
-use updraft_runtime::logs::{read_logs, service_log_dir, LogQuery};
+use updraft_runtime::logs::{read_access, read_logs, service_log_dir, LogQuery};
 
 use crate::platform::Platform;
 use crate::views::{
-    rfc3339_us, ApplyView, InfoView, LogLineView, NamespaceView, PackageView, RevisionView, ScaleEventView,
-    ServiceView, TopView, UsageView,
+    rfc3339_us, AccessLineView, ApplyView, InfoView, LogLineView, NamespaceView, PackageView, RevisionView,
+    ScaleEventView, ServiceView, TopView, UsageView,
 };
 use crate::ApiError;
 
@@ -133,6 +133,7 @@ async fn info(State(p): Shared) -> Json<InfoView> {
         cgroup: p.cgroup_version.to_string(),
         pool_size: p.runtime.pool().0,
         pool_memory_bytes: p.runtime.pool().1,
+        access_log_dropped: p.access_log.dropped.load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 
@@ -502,6 +503,9 @@ struct LogParams {
     /// Keep the response open and send new lines as server-sent events.
     #[serde(default)]
     follow: bool,
+    /// The access log (one record per request) instead of the instances' output.
+    #[serde(default)]
+    requests: bool,
 }
 
 /// A point in time given as RFC 3339 or as an age before now.
@@ -527,6 +531,7 @@ fn line_view(r: updraft_runtime::logs::LogRecord) -> LogLineView {
         stream: r.stream,
         line: r.line,
         continued: r.continued,
+        fields: r.fields,
     }
 }
 
@@ -546,6 +551,33 @@ async fn logs(
         until_us: params.until.as_deref().map(|t| time_param("until", t)).transpose()?,
         grep: params.grep,
     };
+    if params.requests {
+        if params.follow {
+            return Err(ApiError::bad_request(
+                "follow",
+                "follows instance output; read the access log without it",
+            ));
+        }
+        let records = tokio::task::spawn_blocking(move || read_access(&dir, &query))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+        let views: Vec<AccessLineView> = records
+            .into_iter()
+            .map(|r| AccessLineView {
+                time: rfc3339_us(r.ts_us),
+                revision: r.revision,
+                instance: r.instance,
+                method: r.method,
+                path: r.path,
+                status: r.status,
+                duration_ms: r.duration_ms,
+                cold: r.cold,
+                traceparent: r.traceparent,
+            })
+            .collect();
+        return Ok(Json(views).into_response());
+    }
     // Subscribed before the stored lines are read, so none falls between the two.
     let live = params.follow.then(|| p.log_feed.subscribe());
     let stored = query.clone();

@@ -1,6 +1,7 @@
 //! The composition root: opens the store, builds the runtime, gateway and scaler from
 //! it, and serves the REST API. Nothing else depends on this crate but the CLI.
 
+mod access;
 mod api;
 mod config;
 mod deploy;

@@ -11,15 +11,17 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use updraft_gateway::{
-    Gateway, Poke, RateLimiter, RequestObserver, RevisionEndpoints, RevisionKey, RevisionLimits, RouteTable,
+    Access, Gateway, Poke, RateLimiter, RequestObserver, RevisionEndpoints, RevisionKey, RevisionLimits, RouteTable,
 };
 use updraft_model::Revision;
 use updraft_runtime::logs::now_us;
+use updraft_runtime::logs::AccessRecord;
 use updraft_runtime::{ProcessRuntime, Runtime};
 use updraft_scaling::{Autoscaler, ScalingSpec};
 use updraft_store::{SqliteStore, Store};
 use updraft_telemetry::{Metrics, RevisionLabels};
 
+use crate::access::AccessLog;
 use crate::meter::RequestLedger;
 use crate::scaler::{ColdStart, ManagedInstance, ScaleEvent};
 use crate::{Paths, ServerConfig};
@@ -126,10 +128,11 @@ pub struct Platform {
     pub log_feed: updraft_runtime::logs::LogFeed,
     /// Requests answered since metering last wrote.
     pub(crate) requests: Arc<RequestLedger>,
+    pub(crate) access_log: Arc<AccessLog>,
 }
 
-/// The gateway's reports, counted into the platform's metrics and metering.
-struct MetricsObserver(Arc<Metrics>, Arc<RequestLedger>);
+/// The gateway's reports, counted into the platform's metrics, metering and access log.
+struct MetricsObserver(Arc<Metrics>, Arc<RequestLedger>, Arc<AccessLog>);
 
 pub fn revision_labels(key: &RevisionKey) -> RevisionLabels {
     RevisionLabels {
@@ -140,9 +143,24 @@ pub fn revision_labels(key: &RevisionKey) -> RevisionLabels {
 }
 
 impl RequestObserver for MetricsObserver {
-    fn answered(&self, revision: &RevisionKey, status: u16, took: std::time::Duration) {
-        self.0.request(revision_labels(revision), status, took);
-        self.1.add(revision, took.as_secs_f64());
+    fn answered(&self, revision: &RevisionKey, access: Access) {
+        self.0.request(revision_labels(revision), access.status, access.took);
+        self.1.add(revision, access.took.as_secs_f64());
+        self.2.record(
+            &revision.namespace,
+            &revision.service,
+            AccessRecord {
+                ts_us: updraft_runtime::logs::now_us(),
+                revision: revision.revision.clone(),
+                instance: access.instance,
+                method: access.method,
+                path: access.path,
+                status: access.status,
+                duration_ms: access.took.as_secs_f64() * 1000.0,
+                cold: access.cold,
+                traceparent: access.traceparent,
+            },
+        );
     }
 
     fn held(&self, revision: &RevisionKey, waited: std::time::Duration) {
@@ -219,9 +237,13 @@ impl Platform {
         let routes = Arc::new(RouteTable::default());
         let metrics = Arc::new(Metrics::new());
         let requests = Arc::new(RequestLedger::default());
+        let (access_log, access_writer) = AccessLog::new(&paths.logs);
+        tokio::spawn(access_writer);
+        let access_log = Arc::new(access_log);
         let gateway = Arc::new(
-            Gateway::new(routes.clone(), Arc::new(ScalerPoke(tx.clone())), config.activator)
-                .with_observer(Arc::new(MetricsObserver(metrics.clone(), requests.clone()))),
+            Gateway::new(routes.clone(), Arc::new(ScalerPoke(tx.clone())), config.activator).with_observer(Arc::new(
+                MetricsObserver(metrics.clone(), requests.clone(), access_log.clone()),
+            )),
         );
         let platform = Arc::new(Platform {
             config,
@@ -243,6 +265,7 @@ impl Platform {
             metrics,
             log_feed,
             requests,
+            access_log,
         });
         platform.load_revisions()?;
         platform.collect_garbage();

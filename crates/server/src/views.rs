@@ -17,6 +17,8 @@ pub struct InfoView {
     /// Pre-warmed stem cells ready now, and the memory they hold.
     pub pool_size: usize,
     pub pool_memory_bytes: u64,
+    /// Access records the log writer could not keep up with.
+    pub access_log_dropped: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +178,21 @@ pub struct ApplyView {
     pub service: ServiceView,
 }
 
+/// One request through the gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessLineView {
+    pub time: String,
+    pub revision: String,
+    pub instance: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub duration_ms: f64,
+    /// It waited for an instance to start.
+    pub cold: bool,
+    pub traceparent: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogLineView {
     pub time: String,
@@ -185,6 +202,9 @@ pub struct LogLineView {
     pub line: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub continued: bool,
+    /// The line's fields, when it is a JSON object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
