@@ -78,16 +78,24 @@ pub struct TrafficArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true)
+    .args(["rate_limit", "log_max_age", "log_max_size", "clear"])))]
 pub struct NamespaceLimitsArgs {
     name: String,
-    /// Requests per second all the namespace's services take together.
-    #[arg(long, value_name = "N", required_unless_present = "clear")]
+    /// Requests per second all the namespace's services take together (0 removes it).
+    #[arg(long, value_name = "N")]
     rate_limit: Option<u32>,
     /// Requests accepted at once above the rate (default: the rate).
     #[arg(long, value_name = "N", requires = "rate_limit")]
     rate_limit_burst: Option<u32>,
-    /// Remove the namespace's limits.
-    #[arg(long, conflicts_with = "rate_limit")]
+    /// Delete instance logs older than this (e.g. 7d; 0s removes the limit).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    log_max_age: Option<std::time::Duration>,
+    /// Delete the oldest instance logs past this total (e.g. 1Gi; 0 removes the limit).
+    #[arg(long, value_name = "SIZE")]
+    log_max_size: Option<String>,
+    /// Remove all of the namespace's limits.
+    #[arg(long, conflicts_with_all = ["rate_limit", "log_max_age", "log_max_size"])]
     clear: bool,
 }
 
@@ -218,12 +226,32 @@ pub async fn rollback(
 }
 
 pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
-    let limits = NamespaceLimits {
-        rate_limit: args.rate_limit.map(|rate| RateLimit {
+    // The API replaces the limits whole: start from the current ones.
+    let namespaces: Vec<NamespaceView> = client.json(Method::GET, "/v1/namespaces", None::<&()>).await?;
+    let mut limits = match namespaces.into_iter().find(|n| n.name == args.name) {
+        Some(ns) if !args.clear => ns.limits,
+        Some(_) => NamespaceLimits::default(),
+        None => {
+            return Err(CliError {
+                code: exit::NOT_FOUND,
+                message: format!("namespace {:?} does not exist", args.name),
+            })
+        }
+    };
+    if let Some(rate) = args.rate_limit {
+        limits.rate_limit = (rate > 0).then(|| RateLimit {
             per_second: rate,
             burst: args.rate_limit_burst.unwrap_or(rate),
-        }),
-    };
+        });
+    }
+    if let Some(age) = args.log_max_age {
+        limits.log_max_age_seconds = (!age.is_zero()).then(|| age.as_secs().max(1));
+    }
+    if let Some(size) = &args.log_max_size {
+        let bytes =
+            updraft_model::quantity::parse_bytes("--log-max-size", size).map_err(|e| usage_error(e.to_string()))?;
+        limits.log_max_bytes = (bytes > 0).then_some(bytes);
+    }
     let ns: NamespaceView = client
         .json(Method::PUT, &format!("/v1/namespaces/{}", args.name), Some(&limits))
         .await?;
@@ -234,6 +262,15 @@ pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, out
                 ns.name, r.per_second, r.burst
             ),
             None => println!("Namespace {}: no rate limit", ns.name),
+        }
+        if let Some(age) = ns.limits.log_max_age_seconds {
+            println!(
+                "  logs kept {}",
+                humantime::format_duration(std::time::Duration::from_secs(age))
+            );
+        }
+        if let Some(bytes) = ns.limits.log_max_bytes {
+            println!("  logs kept up to {}", updraft_model::quantity::format_memory(bytes));
         }
     }
     Ok(0)

@@ -45,9 +45,11 @@ fn rate_limits_per_service_and_per_namespace_answer_429() {
         .expect("the namespace's services share one budget");
     assert_eq!(second.status, 429, "{}", second.body);
     assert!(second.body.contains("namespace team"), "{}", second.body);
-    let out = server.cli(&["namespace", "limits", "team", "--rate-limit", "0"]);
-    assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(out.stderr.contains("rate_limit"), "{}", out.stderr);
+    let api: std::net::SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
+    let zero = br#"{"rate_limit": {"per_second": 0, "burst": 1}}"#;
+    let refused = http(api, "PUT", "api", "/v1/namespaces/team", &[], zero).unwrap();
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("rate_limit"), "{}", refused.body);
     server.json(&["namespace", "limits", "team", "--clear"]);
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(

@@ -138,3 +138,45 @@ fn requests_are_logged_apart_with_cold_or_warm_and_json_lines_are_parsed() {
         .unwrap_or_else(|| panic!("a parsed line in {output}"));
     assert_eq!(structured["fields"]["msg"], "starting");
 }
+
+#[test]
+fn retention_deletes_old_logs_of_stopped_instances_only() {
+    let server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    server.deploy("kept", &app, &["--scale-to-zero-after", "1s"]);
+    let first = server.json(&["service", "kept"])["revisions"][0]["instances"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.wait_service("kept", "scale to zero", Duration::from_secs(20), |s| {
+        s["revisions"][0]["instances"].as_array().unwrap().is_empty()
+    });
+    assert_eq!(server.get("kept", "/").status, 200);
+    let second = server.json(&["service", "kept"])["revisions"][0]["instances"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = server.data.join("logs/default/kept");
+    assert!(dir.join(format!("{first}.log")).exists());
+    std::thread::sleep(Duration::from_millis(1100));
+    let limits = server.json(&[
+        "namespace",
+        "limits",
+        "default",
+        "--log-max-age",
+        "1s",
+        "--log-max-size",
+        "1Gi",
+    ]);
+    assert_eq!(limits["limits"]["log_max_age_seconds"], 1);
+    assert!(
+        !dir.join(format!("{first}.log")).exists(),
+        "the stopped instance's old log is gone"
+    );
+    assert!(
+        dir.join(format!("{second}.log")).exists(),
+        "the live instance's log stays"
+    );
+    let cleared = server.json(&["namespace", "limits", "default", "--clear"]);
+    assert!(cleared["limits"].get("log_max_age_seconds").is_none(), "{cleared}");
+}

@@ -19,6 +19,18 @@ pub const MIN_MEMORY_BYTES: u64 = 4 << 20;
 
 /// Parses a memory quantity into bytes.
 pub fn parse_memory(field: &str, text: &str) -> Result<u64, FieldError> {
+    let bytes = parse_bytes(field, text)?;
+    if bytes < MIN_MEMORY_BYTES {
+        return Err(FieldError::new(
+            field,
+            format!("{:?} is below the minimum of 4Mi", text.trim()),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Parses a size in bytes with the memory suffixes (`512Mi`, `1G`), any size.
+pub fn parse_bytes(field: &str, text: &str) -> Result<u64, FieldError> {
     let text = text.trim();
     let (number, multiplier) = MEMORY_UNITS
         .iter()
@@ -30,13 +42,9 @@ pub fn parse_memory(field: &str, text: &str) -> Result<u64, FieldError> {
             format!("{text:?} is not a memory quantity; use bytes or a suffix Ki, Mi, Gi, K, M, G (e.g. 256Mi)"),
         )
     })?;
-    let bytes = value
+    value
         .checked_mul(multiplier)
-        .ok_or_else(|| FieldError::new(field, format!("{text:?} is too large")))?;
-    if bytes < MIN_MEMORY_BYTES {
-        return Err(FieldError::new(field, format!("{text:?} is below the minimum of 4Mi")));
-    }
-    Ok(bytes)
+        .ok_or_else(|| FieldError::new(field, format!("{text:?} is too large")))
 }
 
 /// Parses a CPU quantity into millicores.

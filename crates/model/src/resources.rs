@@ -123,6 +123,12 @@ pub struct Usage {
 pub struct NamespaceLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Instance logs older than this are deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_max_age_seconds: Option<u64>,
+    /// Instance logs past this total size are deleted, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_max_bytes: Option<u64>,
 }
 
 /// A deploy as the REST API receives it: a stored package (or none, to change the

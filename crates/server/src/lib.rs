@@ -10,6 +10,7 @@ mod error;
 mod meter;
 mod packages;
 mod platform;
+mod retention;
 mod routing;
 mod scaler;
 pub mod views;

@@ -456,6 +456,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let scaler = tokio::spawn(crate::scaler::run(platform.clone(), pokes, stopped(stop_rx.clone())));
     let pool = tokio::spawn(crate::scaler::keep_pool(platform.clone(), stopped(stop_rx.clone())));
     let meter = tokio::spawn(crate::meter::run(platform.clone(), stopped(stop_rx.clone())));
+    let retention = tokio::spawn(crate::retention::run(platform.clone(), stopped(stop_rx.clone())));
     let gateway = tokio::spawn(updraft_gateway::serve(
         gateway_listener,
         platform.gateway.clone(),
@@ -490,6 +491,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let _ = scaler.await;
     let _ = pool.await;
     let _ = meter.await;
+    let _ = retention.await;
     platform.meter();
     platform.runtime.resize_pool(0);
     platform.stop_revisions(platform.all_revision_states()).await;

@@ -809,6 +809,8 @@ mod tests {
                 per_second: 5,
                 burst: 5,
             }),
+            log_max_age_seconds: Some(60),
+            log_max_bytes: None,
         };
         assert_eq!(store.set_namespace_limits("team", &limits).unwrap().limits, limits);
         assert!(store.set_namespace_limits("nope", &limits).is_err());
