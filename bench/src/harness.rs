@@ -75,6 +75,11 @@ impl Server {
         })
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self._data.path()
+    }
+
     pub fn cli(&self, updraft: &Path, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new(updraft)
             .args(args)

@@ -4,6 +4,7 @@
 mod apps;
 mod coldstart;
 mod harness;
+mod logquery;
 mod proxy;
 mod scaleout;
 mod stats;
@@ -50,6 +51,14 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Query time over a million stored log lines through the API, against GNU grep
+    /// over the same file.
+    Logs {
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// A step from zero to C concurrent clients on a service at zero: time until the
     /// autoscaler has enough instances ready, and latency meanwhile, against the same
     /// step on a service already scaled out.
@@ -75,6 +84,7 @@ fn main() -> anyhow::Result<()> {
             seconds,
             rounds,
         } => proxy::run(&cli.updraft, &cli.out, &connections, seconds, rounds.max(1)),
+        Scenario::Logs { lines, runs } => logquery::run(&cli.updraft, &cli.out, lines, runs.max(1)),
         Scenario::Scaleout {
             clients,
             target,

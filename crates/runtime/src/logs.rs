@@ -255,6 +255,27 @@ pub struct LogQuery {
 }
 
 impl LogQuery {
+    /// A cheap look at a stored line before it is parsed: its leading timestamp, and
+    /// the grep text where JSON would store it unescaped. False only for lines that
+    /// cannot match.
+    fn may_match(&self, raw: &str) -> bool {
+        if self.since_us.is_some() || self.until_us.is_some() {
+            let ts = raw
+                .strip_prefix("{\"ts_us\":")
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|n| n.parse::<i64>().ok());
+            if let Some(ts) = ts {
+                if self.since_us.is_some_and(|t| ts < t) || self.until_us.is_some_and(|t| ts >= t) {
+                    return false;
+                }
+            }
+        }
+        match &self.grep {
+            Some(g) if !g.chars().any(|c| c == '"' || c == '\\' || c.is_control()) => raw.contains(g.as_str()),
+            _ => true,
+        }
+    }
+
     /// Whether a record passes every filter but `tail`.
     pub fn matches(&self, record: &LogRecord) -> bool {
         self.revision.as_ref().is_none_or(|r| *r == record.revision)
@@ -284,7 +305,11 @@ pub fn read_logs(dir: &Path, query: &LogQuery) -> std::io::Result<Vec<LogRecord>
             }
         }
         for line in BufReader::new(File::open(&path)?).lines() {
-            let Ok(record) = serde_json::from_str::<LogRecord>(&line?) else {
+            let line = line?;
+            if !query.may_match(&line) {
+                continue;
+            }
+            let Ok(record) = serde_json::from_str::<LogRecord>(&line) else {
                 continue;
             };
             if query.matches(&record) {
@@ -304,6 +329,37 @@ pub fn read_logs(dir: &Path, query: &LogQuery) -> std::io::Result<Vec<LogRecord>
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn the_raw_prefilter_never_hides_a_match() {
+        let record = LogRecord {
+            ts_us: 5,
+            revision: "r".into(),
+            instance: "i".into(),
+            stream: "stdout".into(),
+            line: "say \"hi\"\tnow".into(),
+            continued: false,
+            fields: None,
+        };
+        let raw = serde_json::to_string(&record).unwrap();
+        for grep in ["\"hi\"", "\tnow", "say", "hi"] {
+            let q = LogQuery {
+                grep: Some(grep.into()),
+                ..Default::default()
+            };
+            assert!(q.may_match(&raw) && q.matches(&record), "{grep:?}");
+        }
+        let later = LogQuery {
+            since_us: Some(6),
+            ..Default::default()
+        };
+        assert!(!later.may_match(&raw));
+        let miss = LogQuery {
+            grep: Some("absent".into()),
+            ..Default::default()
+        };
+        assert!(!miss.may_match(&raw));
+    }
 
     #[tokio::test]
     async fn captures_lines_and_marks_long_ones() {
