@@ -4,6 +4,7 @@
 mod apps;
 mod coldstart;
 mod harness;
+mod ingest;
 mod logquery;
 mod proxy;
 mod scaleout;
@@ -51,6 +52,17 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Gateway throughput to an app that logs many lines per request, against the same
+    /// app logging none.
+    Ingest {
+        /// Log lines the noisy app writes per request.
+        #[arg(long, default_value_t = 20)]
+        lines: usize,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        #[arg(long, default_value_t = 6.0)]
+        seconds: f64,
+    },
     /// Query time over a million stored log lines through the API, against GNU grep
     /// over the same file.
     Logs {
@@ -84,6 +96,11 @@ fn main() -> anyhow::Result<()> {
             seconds,
             rounds,
         } => proxy::run(&cli.updraft, &cli.out, &connections, seconds, rounds.max(1)),
+        Scenario::Ingest {
+            lines,
+            connections,
+            seconds,
+        } => ingest::run(&cli.updraft, &cli.out, lines, connections.max(1), seconds),
         Scenario::Logs { lines, runs } => logquery::run(&cli.updraft, &cli.out, lines, runs.max(1)),
         Scenario::Scaleout {
             clients,

@@ -39,10 +39,10 @@ struct Ratios {
     updraft_p50_over_nginx: f64,
 }
 
-struct Target {
-    name: &'static str,
-    addr: SocketAddr,
-    host: String,
+pub struct Target {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    pub host: String,
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length body; returns its status and
@@ -84,7 +84,7 @@ fn connect(addr: SocketAddr) -> anyhow::Result<(TcpStream, BufReader<TcpStream>)
 
 /// `connections` clients, each sending requests on one keep-alive connection for
 /// `duration`; returns every request's latency in ms and the wall time.
-fn load(target: &Target, connections: usize, duration: Duration) -> anyhow::Result<(Vec<f64>, f64)> {
+pub fn load(target: &Target, connections: usize, duration: Duration) -> anyhow::Result<(Vec<f64>, f64)> {
     let barrier = Arc::new(Barrier::new(connections + 1));
     let request = format!("GET /bench HTTP/1.1\r\nHost: {}\r\n\r\n", target.host);
     let handles: Vec<_> = (0..connections)
