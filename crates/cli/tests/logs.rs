@@ -158,6 +158,8 @@ fn retention_deletes_old_logs_of_stopped_instances_only() {
         .to_string();
     let dir = server.data.join("logs/default/kept");
     assert!(dir.join(format!("{first}.log")).exists());
+    // An access log the writer moved aside when it grew past its size.
+    std::fs::write(dir.join("requests.access.1"), "{}\n").unwrap();
     std::thread::sleep(Duration::from_millis(1100));
     let limits = server.json(&[
         "namespace",
@@ -177,6 +179,7 @@ fn retention_deletes_old_logs_of_stopped_instances_only() {
         dir.join(format!("{second}.log")).exists(),
         "the live instance's log stays"
     );
+    assert!(!dir.join("requests.access.1").exists(), "a rotated access log goes too");
     let cleared = server.json(&["namespace", "limits", "default", "--clear"]);
     assert!(cleared["limits"].get("log_max_age_seconds").is_none(), "{cleared}");
 }

@@ -50,15 +50,30 @@ pub struct AccessRecord {
 
 /// The access log's file name in a service's log directory.
 pub const ACCESS_LOG: &str = "requests.access";
+/// Where the access log goes when it grows past [`ACCESS_LOG_ROTATE_BYTES`]; retention
+/// deletes it like any stopped instance's log.
+pub const ACCESS_LOG_ROTATED: &str = "requests.access.1";
+pub const ACCESS_LOG_ROTATE_BYTES: u64 = 64 << 20;
 
 /// Reads a service's access records that pass `query` (its `grep` looks at the path).
 pub fn read_access(dir: &Path, query: &LogQuery) -> std::io::Result<Vec<AccessRecord>> {
-    let file = match File::open(dir.join(ACCESS_LOG)) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
     let mut records = Vec::new();
+    for name in [ACCESS_LOG_ROTATED, ACCESS_LOG] {
+        let file = match File::open(dir.join(name)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        read_access_file(file, query, &mut records)?;
+    }
+    if let Some(n) = query.tail {
+        let skip = records.len().saturating_sub(n);
+        records.drain(..skip);
+    }
+    Ok(records)
+}
+
+fn read_access_file(file: File, query: &LogQuery, records: &mut Vec<AccessRecord>) -> std::io::Result<()> {
     for line in BufReader::new(file).lines() {
         let Ok(record) = serde_json::from_str::<AccessRecord>(&line?) else {
             continue;
@@ -75,11 +90,7 @@ pub fn read_access(dir: &Path, query: &LogQuery) -> std::io::Result<Vec<AccessRe
             records.push(record);
         }
     }
-    if let Some(n) = query.tail {
-        let skip = records.len().saturating_sub(n);
-        records.drain(..skip);
-    }
-    Ok(records)
+    Ok(())
 }
 
 pub fn now_us() -> i64 {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
-use updraft_runtime::logs::{service_log_dir, AccessRecord, ACCESS_LOG};
+use updraft_runtime::logs::{service_log_dir, AccessRecord, ACCESS_LOG, ACCESS_LOG_ROTATED, ACCESS_LOG_ROTATE_BYTES};
 
 /// Records waiting to be written before new ones are dropped.
 const BUFFER: usize = 16 * 1024;
@@ -77,6 +77,12 @@ async fn write_all(logs_dir: PathBuf, mut rx: mpsc::Receiver<(String, String, Ac
                 }
                 if let Some(file) = owned.get_mut(&key) {
                     let _ = file.write_all(line.as_bytes());
+                    // Past its size the log moves aside, for retention to delete.
+                    if file.metadata().is_ok_and(|m| m.len() > ACCESS_LOG_ROTATE_BYTES) {
+                        let dir = service_log_dir(&dir, &key.0, &key.1);
+                        let _ = std::fs::rename(dir.join(ACCESS_LOG), dir.join(ACCESS_LOG_ROTATED));
+                        owned.remove(&key);
+                    }
                 }
             }
             owned

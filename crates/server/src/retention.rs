@@ -1,10 +1,12 @@
-//! Log retention per namespace: instance log files past the namespace's age are
-//! deleted, then the oldest until its logs fit its size. Files of live instances are
-//! kept: deleting one would lose what the instance writes next.
+//! Log retention per namespace: instance log files (and rotated access logs) past the
+//! namespace's age are deleted, then the oldest until its logs fit its size. Files of
+//! live instances are kept: deleting one would lose what the instance writes next.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use updraft_runtime::logs::ACCESS_LOG_ROTATED;
 
 use crate::platform::Platform;
 
@@ -40,7 +42,11 @@ impl Platform {
                 .flatten()
                 .flatten()
                 .flat_map(|service| std::fs::read_dir(service.path()).into_iter().flatten().flatten())
-                .filter(|f| f.path().extension().is_some_and(|e| e == "log"))
+                .filter(|f| {
+                    let path = f.path();
+                    path.extension().is_some_and(|e| e == "log")
+                        || path.file_name().is_some_and(|n| n == ACCESS_LOG_ROTATED)
+                })
                 .filter(|f| {
                     f.path()
                         .file_stem()
