@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -143,10 +144,56 @@ pub const FEED_CAPACITY: usize = 4096;
 
 /// Appends one instance's records to its file, and offers them to live followers.
 pub struct LogFile {
-    file: Mutex<File>,
+    file: Arc<Mutex<File>>,
     revision: String,
     instance: String,
     feed: Option<(LogFeed, String, String)>,
+    /// Records the writer had no room for since the last one it took.
+    dropped: AtomicU64,
+}
+
+/// Records queued for the writer thread before new ones are dropped.
+const WRITE_QUEUE: usize = 64 * 1024;
+
+enum WriteOp {
+    Record(Arc<Mutex<File>>, String),
+    /// Answered once everything queued before it is written.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// One thread writes every instance's records, so a slow disk stalls neither the
+/// capture tasks nor the runtime threads the proxy shares with them.
+fn writer() -> &'static std::sync::mpsc::SyncSender<WriteOp> {
+    static WRITER: OnceLock<std::sync::mpsc::SyncSender<WriteOp>> = OnceLock::new();
+    WRITER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<WriteOp>(WRITE_QUEUE);
+        std::thread::Builder::new()
+            .name("updraft-log-writer".into())
+            .spawn(move || {
+                for op in rx {
+                    match op {
+                        WriteOp::Record(file, text) => {
+                            let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+                            // One write per record keeps concurrent records whole.
+                            let _ = file.write_all(text.as_bytes());
+                        }
+                        WriteOp::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .expect("the log writer thread starts");
+        tx
+    })
+}
+
+/// Waits until every record queued so far is in its file.
+pub fn flush_writes() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    if writer().send(WriteOp::Flush(tx)).is_ok() {
+        let _ = rx.recv();
+    }
 }
 
 impl LogFile {
@@ -163,10 +210,11 @@ impl LogFile {
             .append(true)
             .open(dir.join(format!("{instance}.log")))?;
         Ok(LogFile {
-            file: Mutex::new(file),
+            file: Arc::new(Mutex::new(file)),
             revision: revision.to_string(),
             instance: instance.to_string(),
             feed,
+            dropped: AtomicU64::new(0),
         })
     }
 
@@ -189,11 +237,7 @@ impl LogFile {
             return;
         };
         text.push('\n');
-        {
-            let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-            // One write per record keeps concurrent stdout/stderr records whole.
-            let _ = file.write_all(text.as_bytes());
-        }
+        self.queue(text);
         if let Some((feed, namespace, service)) = &self.feed {
             if feed.receiver_count() > 0 {
                 let _ = feed.send(std::sync::Arc::new(LiveRecord {
@@ -202,6 +246,34 @@ impl LogFile {
                     record,
                 }));
             }
+        }
+    }
+}
+
+impl LogFile {
+    /// Hands a record to the writer, or counts it as dropped when the writer is full;
+    /// the next record that gets through is preceded by the count.
+    fn queue(&self, text: String) {
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let note = LogRecord {
+                ts_us: now_us(),
+                revision: self.revision.clone(),
+                instance: self.instance.clone(),
+                stream: "updraft".into(),
+                line: format!("{dropped} lines dropped: the log writer fell behind"),
+                continued: false,
+                fields: None,
+            };
+            if let Ok(mut note) = serde_json::to_string(&note) {
+                note.push('\n');
+                if writer().try_send(WriteOp::Record(self.file.clone(), note)).is_err() {
+                    self.dropped.fetch_add(dropped, Ordering::Relaxed);
+                }
+            }
+        }
+        if writer().try_send(WriteOp::Record(self.file.clone(), text)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -299,6 +371,7 @@ impl LogQuery {
 
 /// Reads the records of a service's instances, oldest first.
 pub fn read_logs(dir: &Path, query: &LogQuery) -> std::io::Result<Vec<LogRecord>> {
+    flush_writes();
     let mut records = Vec::new();
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
