@@ -237,7 +237,7 @@ impl LogFile {
             return;
         };
         text.push('\n');
-        self.queue(text);
+        self.queue(text, record.ts_us);
         if let Some((feed, namespace, service)) = &self.feed {
             if feed.receiver_count() > 0 {
                 let _ = feed.send(std::sync::Arc::new(LiveRecord {
@@ -253,11 +253,12 @@ impl LogFile {
 impl LogFile {
     /// Hands a record to the writer, or counts it as dropped when the writer is full;
     /// the next record that gets through is preceded by the count.
-    fn queue(&self, text: String) {
+    fn queue(&self, text: String, ts_us: i64) {
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
+            // Stamped as the record it precedes, so it sorts just before it.
             let note = LogRecord {
-                ts_us: now_us(),
+                ts_us,
                 revision: self.revision.clone(),
                 instance: self.instance.clone(),
                 stream: "updraft".into(),
@@ -413,6 +414,35 @@ pub fn read_logs(dir: &Path, query: &LogQuery) -> std::io::Result<Vec<LogRecord>
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn a_full_write_queue_drops_and_says_how_many() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::create(dir.path(), "r-00001", "stalled", None).unwrap();
+        // The writer blocks on this file's lock: the queue fills and overflows.
+        let held = log.file.lock().unwrap();
+        let total = WRITE_QUEUE + 500;
+        for i in 0..total {
+            log.write("stdout", format!("line {i}"), false);
+        }
+        let dropped = log.dropped.load(Ordering::Relaxed);
+        assert!(dropped >= 499, "{dropped}");
+        drop(held);
+        // Once the writer has caught up, the next record gets through with the count.
+        flush_writes();
+        log.write("stdout", "after".into(), false);
+        let records = read_logs(dir.path(), &LogQuery::default()).unwrap();
+        let note = records
+            .iter()
+            .find(|r| r.stream == "updraft")
+            .expect("a dropped-lines record");
+        assert_eq!(
+            note.line,
+            format!("{dropped} lines dropped: the log writer fell behind")
+        );
+        assert_eq!(records.last().unwrap().line, "after");
+        assert_eq!(records.len() as u64, total as u64 - dropped + 2);
+    }
 
     #[test]
     fn the_raw_prefilter_never_hides_a_match() {
