@@ -214,7 +214,7 @@ pub fn parse_manifests(text: &str) -> Result<Vec<KService>, (usize, FieldError)>
     Ok(out)
 }
 
-fn parse_manifest_value(value: serde_yaml_ng::Value) -> Result<KService, FieldError> {
+pub fn parse_manifest_value(value: serde_yaml_ng::Value) -> Result<KService, FieldError> {
     let text_at = |key: &str| value.get(key).and_then(|v| v.as_str()).unwrap_or("").to_string();
     let (api_version, kind) = (text_at("apiVersion"), text_at("kind"));
     if api_version != API_VERSION || kind != KIND {
