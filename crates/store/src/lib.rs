@@ -5,12 +5,14 @@
 //! rebuilt from it after a crash. Writers bump a version that [`Store::subscribe`]
 //! exposes, so derived state can be refreshed on change instead of polled.
 
+pub mod events;
 mod sqlite;
 
 use updraft_model::{
     Namespace, NamespaceLimits, Revision, RevisionConfig, RevisionTemplate, Service, ServiceConfig, Usage,
 };
 
+pub use events::EventStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -97,6 +97,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::events::SCHEMA)?;
         add_missing_columns(&conn)?;
         conn.execute(
             "INSERT OR IGNORE INTO namespaces (name, created_at_us) VALUES (?1, ?2)",
@@ -108,18 +109,18 @@ impl SqliteStore {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions
         // roll back on drop), so a poisoned lock is still safe to use.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn changed(&self) {
+    pub(crate) fn changed(&self) {
         self.version.send_modify(|v| *v += 1);
     }
 }
 
-fn namespace_exists(conn: &Connection, name: &str) -> Result<bool> {
+pub(crate) fn namespace_exists(conn: &Connection, name: &str) -> Result<bool> {
     Ok(conn
         .query_row("SELECT 1 FROM namespaces WHERE name = ?1", [name], |_| Ok(()))
         .optional()?
