@@ -60,6 +60,14 @@ pub struct ScaleLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    pub namespace: String,
+    pub trigger: String,
+    /// `cron`, `event` or `nats`.
+    pub kind: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms to about 65 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
@@ -124,6 +132,9 @@ pub struct Metrics {
     pub scale_decisions: Family<ScaleLabels, Counter>,
     pub pool_size: Gauge,
     pub pool_memory_bytes: Gauge,
+    pub trigger_deliveries: Family<TriggerLabels, Counter>,
+    pub trigger_failures: Family<TriggerLabels, Counter>,
+    pub events_accepted: Counter,
 }
 
 impl Default for Metrics {
@@ -197,6 +208,24 @@ impl Metrics {
             "Memory held by pre-warmed stem cells",
             pool_memory_bytes.clone(),
         );
+        let trigger_deliveries = Family::<TriggerLabels, Counter>::default();
+        registry.register(
+            "updraft_trigger_deliveries",
+            "Events delivered by triggers (cron firings, broker events, queue messages)",
+            trigger_deliveries.clone(),
+        );
+        let trigger_failures = Family::<TriggerLabels, Counter>::default();
+        registry.register(
+            "updraft_trigger_failures",
+            "Delivery attempts that failed (each retry counts; dead letters included)",
+            trigger_failures.clone(),
+        );
+        let events_accepted = Counter::default();
+        registry.register(
+            "updraft_broker_events_accepted",
+            "CloudEvents accepted by the brokers' ingress and stored",
+            events_accepted.clone(),
+        );
         Metrics {
             registry,
             recent: RecentLatency::default(),
@@ -211,6 +240,9 @@ impl Metrics {
             scale_decisions,
             pool_size,
             pool_memory_bytes,
+            trigger_deliveries,
+            trigger_failures,
+            events_accepted,
         }
     }
 
