@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use http::Method;
-use updraft_model::knative::{parse_manifests, KService};
+use updraft_events::manifest::{parse_documents, Document};
 use updraft_model::template::PACKAGE_IMAGE_PREFIX;
-use updraft_server::views::ApplyView;
+use updraft_server::views::{AppliedView, ApplyView};
 
 use crate::client::{full, ApiClient, CliError};
 use crate::commands::upload_package;
@@ -40,13 +40,19 @@ pub enum GetCommand {
         #[arg(long)]
         knative: bool,
     },
+    /// A cron trigger as a PingSource, an event trigger as a Trigger manifest.
+    Trigger {
+        name: String,
+        #[command(flatten)]
+        ns: NamespaceArg,
+    },
 }
 
 /// One document to apply, with where it came from.
-struct Document {
+struct Entry {
     origin: String,
     base: PathBuf,
-    manifest: KService,
+    document: Document,
 }
 
 fn manifest_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
@@ -85,16 +91,24 @@ fn package_path(image: &str, base: &Path) -> Option<PathBuf> {
 /// A digest that passes validation, standing in for a package not uploaded yet.
 const PLACEHOLDER_DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
-fn read_documents(files: &[PathBuf], namespace: &str) -> Result<Vec<Document>, CliError> {
+fn read_documents(files: &[PathBuf], namespace: &str) -> Result<Vec<Entry>, CliError> {
     let mut documents = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|e| CliError::failed(format!("{}: {e}", file.display())))?;
         let base = file.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let manifests = parse_manifests(&text)
+        let parsed = parse_documents(&text)
             .map_err(|(i, e)| CliError::failed(format!("{}: document {i}: {e}", file.display())))?;
-        for (i, manifest) in manifests.into_iter().enumerate() {
+        for (i, document) in parsed.into_iter().enumerate() {
             let origin = format!("{}: document {}", file.display(), i + 1);
-            let mut check = manifest.clone();
+            let Document::Service(manifest) = document else {
+                documents.push(Entry {
+                    origin,
+                    base: base.clone(),
+                    document,
+                });
+                continue;
+            };
+            let mut check = (*manifest).clone();
             for container in &mut check.spec.template.spec.containers {
                 if let Some(path) = package_path(&container.image, &base) {
                     if !path.exists() {
@@ -109,10 +123,10 @@ fn read_documents(files: &[PathBuf], namespace: &str) -> Result<Vec<Document>, C
             check
                 .desired(namespace)
                 .map_err(|e| CliError::failed(format!("{origin}: {e}")))?;
-            documents.push(Document {
+            documents.push(Entry {
                 origin,
                 base: base.clone(),
-                manifest,
+                document: Document::Service(manifest),
             });
         }
     }
@@ -124,8 +138,15 @@ pub async fn apply(args: ApplyArgs, client: &ApiClient, output: Output) -> Resul
     let documents = read_documents(&files, &args.ns.namespace)?;
     let mut uploaded: HashMap<PathBuf, String> = HashMap::new();
     let mut results = Vec::new();
-    for mut doc in documents {
-        for container in &mut doc.manifest.spec.template.spec.containers {
+    for doc in documents {
+        let mut manifest = match doc.document {
+            Document::Service(manifest) => manifest,
+            other => {
+                results.push(apply_eventing(client, &args.ns.namespace, &doc.origin, &other, output).await?);
+                continue;
+            }
+        };
+        for container in &mut manifest.spec.template.spec.containers {
             if let Some(path) = package_path(&container.image, &doc.base) {
                 let digest = match uploaded.get(&path) {
                     Some(digest) => digest.clone(),
@@ -138,7 +159,7 @@ pub async fn apply(args: ApplyArgs, client: &ApiClient, output: Output) -> Resul
                 container.image = format!("{PACKAGE_IMAGE_PREFIX}{digest}");
             }
         }
-        let body = serde_json::to_vec(&doc.manifest).map_err(|e| CliError::failed(e.to_string()))?;
+        let body = serde_json::to_vec(&manifest).map_err(|e| CliError::failed(e.to_string()))?;
         let reply = client
             .send(
                 Method::POST,
@@ -162,31 +183,84 @@ pub async fn apply(args: ApplyArgs, client: &ApiClient, output: Output) -> Resul
                 applied.service.name, applied.result, applied.service.url
             );
         }
-        results.push(applied);
+        results.push(serde_json::to_value(&applied).unwrap_or_default());
     }
     print_structured(&results, output);
     Ok(0)
 }
 
-pub async fn get(command: GetCommand, client: &ApiClient, output: Output) -> Result<u8, CliError> {
-    match command {
-        GetCommand::Service { name, ns, knative } => {
-            let format = if output == Output::Json { "json" } else { "yaml" };
-            let path = format!(
-                "/v1/namespaces/{}/services/{name}/manifest?format={format}&knative={knative}",
-                ns.namespace
-            );
-            let reply = client.send(Method::GET, &path, &[], crate::client::empty()).await?;
-            if !reply.status.is_success() {
-                return crate::client::decode::<()>(reply).map(|_| crate::exit::FAILED);
-            }
-            use std::io::Write;
-            let mut out = std::io::stdout();
-            let _ = out.write_all(&reply.body);
-            if !reply.body.ends_with(b"\n") {
-                let _ = out.write_all(b"\n");
-            }
-            Ok(0)
+/// A PingSource, Trigger or Broker, sent as the manifest it was written as.
+async fn apply_eventing(
+    client: &ApiClient,
+    namespace: &str,
+    origin: &str,
+    document: &Document,
+    output: Output,
+) -> Result<serde_json::Value, CliError> {
+    let (kind, name, body) = match document {
+        Document::Trigger(t) => {
+            let kind = if t.spec.kind() == "cron" {
+                "pingsource"
+            } else {
+                "trigger"
+            };
+            let body =
+                updraft_events::manifest::to_manifest(t.namespace.as_deref().unwrap_or(namespace), &t.name, &t.spec);
+            (kind, t.name.clone(), body)
         }
+        Document::Broker(b) => {
+            let body = serde_json::json!({
+                "apiVersion": "eventing.knative.dev/v1",
+                "kind": "Broker",
+                "metadata": { "name": b.name, "namespace": b.namespace.as_deref().unwrap_or(namespace) },
+                "spec": { "delivery": b.delivery },
+            });
+            ("broker", b.name.clone(), Some(body))
+        }
+        Document::Service(_) => unreachable!("services are applied by the caller"),
+    };
+    let body = body.ok_or_else(|| CliError::failed(format!("{origin}: has no manifest form")))?;
+    let reply = client
+        .send(
+            Method::POST,
+            &format!("/v1/apply?namespace={namespace}"),
+            &[("content-type".to_string(), "application/json".to_string())],
+            full(serde_json::to_vec(&body).map_err(|e| CliError::failed(e.to_string()))?),
+        )
+        .await?;
+    let applied: AppliedView = crate::client::decode(reply).map_err(|e| CliError {
+        code: e.code,
+        message: format!("{origin}: {}", e.message),
+    })?;
+    if output == Output::Table {
+        println!("{kind}/{name} {}", applied.result);
     }
+    Ok(serde_json::to_value(&applied).unwrap_or_default())
+}
+
+pub async fn get(command: GetCommand, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    let format = if output == Output::Json { "json" } else { "yaml" };
+    let path = match command {
+        GetCommand::Service { name, ns, knative } => format!(
+            "/v1/namespaces/{}/services/{name}/manifest?format={format}&knative={knative}",
+            ns.namespace
+        ),
+        GetCommand::Trigger { name, ns } => {
+            format!(
+                "/v1/namespaces/{}/triggers/{name}/manifest?format={format}",
+                ns.namespace
+            )
+        }
+    };
+    let reply = client.send(Method::GET, &path, &[], crate::client::empty()).await?;
+    if !reply.status.is_success() {
+        return crate::client::decode::<()>(reply).map(|_| crate::exit::FAILED);
+    }
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = out.write_all(&reply.body);
+    if !reply.body.ends_with(b"\n") {
+        let _ = out.write_all(b"\n");
+    }
+    Ok(0)
 }

@@ -7,6 +7,7 @@ mod manage;
 mod output;
 mod pack;
 mod sim;
+mod triggers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,7 +75,8 @@ enum Command {
     /// Change a service's settings without a new package; a new revision if they
     /// change the revision (env, limits, concurrency, timeout, scaling).
     Update(manage::UpdateArgs),
-    /// Apply Knative Service manifests (files or folders; several documents per file).
+    /// Apply Knative manifests: Service, PingSource, Trigger, Broker (files or folders;
+    /// several documents per file).
     Apply(apply::ApplyArgs),
     /// Print a resource as a manifest (`updraft get service hello -o yaml`).
     #[command(subcommand)]
@@ -124,6 +126,28 @@ enum Command {
         #[command(flatten)]
         ns: NamespaceArg,
     },
+    /// Create a cron or event trigger, or show and delete one.
+    #[command(subcommand)]
+    Trigger(triggers::TriggerCommand),
+    /// Create a queue source (NATS) that delivers messages as CloudEvents.
+    #[command(subcommand)]
+    Source(triggers::SourceCommand),
+    /// List triggers and sources with their next fire times and deliveries.
+    Triggers {
+        #[command(flatten)]
+        ns: NamespaceArg,
+    },
+    /// List brokers and the URLs that take CloudEvents.
+    Brokers {
+        #[command(flatten)]
+        ns: NamespaceArg,
+    },
+    /// Create, configure or delete a broker.
+    #[command(subcommand)]
+    Broker(triggers::BrokerCommand),
+    /// Send a CloudEvent to a broker.
+    #[command(subcommand)]
+    Event(triggers::EventCommand),
     /// List namespaces.
     Namespaces,
     /// Manage namespaces.

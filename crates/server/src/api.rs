@@ -9,7 +9,7 @@
 //! | `PUT /v1/namespaces/{ns}` | set its limits (`{"rate_limit": {"per_second": …, "burst": …}}`) |
 //! | `POST /v1/packages` | upload an archive (body); returns its digest |
 //! | `GET /v1/usage` | metered usage (`namespace`, `since`, `by=service\|revision\|day\|hour`) |
-//! | `POST /v1/apply` | apply one Knative Service (YAML or JSON body; `?namespace=` default) |
+//! | `POST /v1/apply` | apply one Knative Service, PingSource, Trigger or Broker (YAML or JSON body; `?namespace=` default) |
 //! | `GET /v1/namespaces/{ns}/services` | list services |
 //! | `GET /v1/namespaces/{ns}/top` | each service's load over the last 10 s (`updraft top`) |
 //! | `PUT /v1/namespaces/{ns}/services/{name}` | deploy a [`DeploySpec`] (no package: change settings) |
@@ -34,8 +34,8 @@ use axum::routing::{any, delete, get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use updraft_events::manifest::{parse_documents, Document};
 use updraft_gateway::host_for;
-use updraft_model::knative::parse_manifests;
 use updraft_model::names::validate_namespace_name;
 use updraft_model::template::PACKAGE_IMAGE_PREFIX;
 use updraft_model::{DeploySpec, Namespace, NamespaceLimits, TrafficTarget, DEFAULT_NAMESPACE};
@@ -43,8 +43,8 @@ use updraft_runtime::logs::{read_access, read_logs, service_log_dir, LogQuery};
 
 use crate::platform::Platform;
 use crate::views::{
-    rfc3339_us, AccessLineView, ApplyView, InfoView, LogLineView, NamespaceView, PackageView, RevisionView,
-    ScaleEventView, ServiceView, TopView, UsageView,
+    rfc3339_us, AccessLineView, InfoView, LogLineView, NamespaceView, PackageView, RevisionView, ScaleEventView,
+    ServiceView, TopView, UsageView,
 };
 use crate::ApiError;
 
@@ -76,6 +76,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/namespaces/{ns}/services/{name}/invoke", any(invoke))
         .route("/v1/namespaces/{ns}/services/{name}/invoke/", any(invoke))
         .route("/v1/namespaces/{ns}/services/{name}/invoke/{*path}", any(invoke))
+        .merge(crate::trigger_api::routes())
         .with_state(platform)
 }
 
@@ -208,19 +209,32 @@ struct ApplyParams {
     namespace: Option<String>,
 }
 
-async fn apply(State(p): Shared, Query(params): Query<ApplyParams>, body: Bytes) -> Result<Json<ApplyView>, ApiError> {
+/// Applies one document: a Service answers with an [`ApplyView`](crate::views::ApplyView), a PingSource,
+/// Trigger or Broker with an [`AppliedView`](crate::views::AppliedView).
+async fn apply(State(p): Shared, Query(params): Query<ApplyParams>, body: Bytes) -> Result<Response, ApiError> {
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body", "is not UTF-8 text"))?;
-    let mut docs = parse_manifests(text).map_err(|(_, e)| ApiError::from(e))?;
+    let mut docs = parse_documents(text).map_err(|(_, e)| ApiError::from(e))?;
     if docs.len() != 1 {
         return Err(ApiError::bad_request(
             "body",
-            format!("has {} documents; send one Service per request", docs.len()),
+            format!("has {} documents; send one per request", docs.len()),
         ));
     }
-    let desired = docs
-        .remove(0)
-        .desired(params.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE))?;
-    Ok(Json(p.apply(desired).await?))
+    let namespace = params.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    match docs.remove(0) {
+        Document::Service(service) => {
+            let desired = service.desired(namespace)?;
+            Ok(Json(p.apply(desired).await?).into_response())
+        }
+        Document::Trigger(t) => {
+            let ns = t.namespace.as_deref().unwrap_or(namespace);
+            Ok(Json(p.put_trigger(ns, &t.name, &t.spec)?).into_response())
+        }
+        Document::Broker(b) => {
+            let ns = b.namespace.as_deref().unwrap_or(namespace);
+            Ok(Json(p.put_broker(ns, &b.name, b.delivery.as_ref())?).into_response())
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,8 @@ mod platform;
 mod retention;
 mod routing;
 mod scaler;
+mod trigger_api;
+mod triggers;
 pub mod views;
 
 pub use config::{Paths, PoolConfig, ServerConfig};

@@ -18,12 +18,13 @@ use updraft_runtime::logs::now_us;
 use updraft_runtime::logs::AccessRecord;
 use updraft_runtime::{ProcessRuntime, Runtime};
 use updraft_scaling::{Autoscaler, ScalingSpec};
-use updraft_store::{SqliteStore, Store};
+use updraft_store::{EventStore, SqliteStore, Store};
 use updraft_telemetry::{Metrics, RevisionLabels};
 
 use crate::access::AccessLog;
 use crate::meter::RequestLedger;
 use crate::scaler::{ColdStart, ManagedInstance, ScaleEvent};
+use crate::triggers::{SinkClient, TriggerSignals};
 use crate::{Paths, ServerConfig};
 
 /// Unreferenced packages younger than this are kept: their deploy may be on its way.
@@ -129,6 +130,10 @@ pub struct Platform {
     /// Requests answered since metering last wrote.
     pub(crate) requests: Arc<RequestLedger>,
     pub(crate) access_log: Arc<AccessLog>,
+    /// The same store, seen as triggers, brokers and the delivery queue.
+    pub events: Arc<dyn EventStore>,
+    pub(crate) signals: TriggerSignals,
+    pub(crate) sink_client: SinkClient,
 }
 
 /// The gateway's reports, counted into the platform's metrics, metering and access log.
@@ -218,9 +223,11 @@ impl Platform {
         // Half-written uploads and unpacks from a crashed run.
         let _ = fs::remove_dir_all(&paths.tmp);
         fs::create_dir_all(&paths.tmp)?;
-        let store: Arc<dyn Store> = Arc::new(
+        let sqlite = Arc::new(
             SqliteStore::open(&paths.db, now_us()).with_context(|| format!("opening {}", paths.db.display()))?,
         );
+        let store: Arc<dyn Store> = sqlite.clone();
+        let events: Arc<dyn EventStore> = sqlite;
         let (log_feed, _) = tokio::sync::broadcast::channel(updraft_runtime::logs::FEED_CAPACITY);
         let mut process = ProcessRuntime::new(paths.logs.clone(), paths.run.clone(), &cgroup_parent(&paths))?
             .with_log_feed(log_feed.clone());
@@ -266,6 +273,9 @@ impl Platform {
             log_feed,
             requests,
             access_log,
+            events,
+            signals: TriggerSignals::default(),
+            sink_client: crate::triggers::sink_client(),
         });
         platform.load_revisions()?;
         platform.collect_garbage();
@@ -457,6 +467,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let pool = tokio::spawn(crate::scaler::keep_pool(platform.clone(), stopped(stop_rx.clone())));
     let meter = tokio::spawn(crate::meter::run(platform.clone(), stopped(stop_rx.clone())));
     let retention = tokio::spawn(crate::retention::run(platform.clone(), stopped(stop_rx.clone())));
+    let schedule = tokio::spawn(crate::triggers::schedule(platform.clone(), stopped(stop_rx.clone())));
+    let dispatch = tokio::spawn(crate::triggers::dispatch(platform.clone(), stopped(stop_rx.clone())));
+    let sources = tokio::spawn(crate::triggers::run_sources(platform.clone(), stopped(stop_rx.clone())));
     let gateway = tokio::spawn(updraft_gateway::serve(
         gateway_listener,
         platform.gateway.clone(),
@@ -492,6 +505,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let _ = pool.await;
     let _ = meter.await;
     let _ = retention.await;
+    let _ = schedule.await;
+    let _ = dispatch.await;
+    let _ = sources.await;
     platform.meter();
     platform.runtime.resize_pool(0);
     platform.stop_revisions(platform.all_revision_states()).await;

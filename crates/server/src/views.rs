@@ -261,3 +261,83 @@ pub struct UsageView {
     pub invocations: u64,
     pub request_gb_seconds: f64,
 }
+
+/// A trigger: a cron schedule, a broker filter or a queue source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TriggerView {
+    pub namespace: String,
+    pub name: String,
+    /// `cron`, `event` or `nats`.
+    pub kind: String,
+    /// What it fires: the schedule, the broker and filter, or the subject.
+    pub source: String,
+    /// Where events go: a service (with its path) or a URI.
+    pub target: String,
+    /// Cron only: the next scheduled time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_fire: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fired: Option<String>,
+    pub created_at: String,
+    /// Deliveries by status: pending, delivered, dead-lettered, failed.
+    pub deliveries: BTreeMap<String, u64>,
+    pub spec: serde_json::Value,
+}
+
+/// One event's delivery by a trigger: a cron firing, a broker event, a dead letter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryView {
+    pub id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    /// Cron only: the scheduled time this firing is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<String>,
+    /// `pending`, `retrying`, `delivered`, `dead-lettered` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    /// A dead letter: the event sent to the dead-letter sink after the retries.
+    pub dead_letter: bool,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Cron only, once delivered: from the scheduled time to the answer, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_after_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TriggerDetailView {
+    pub trigger: TriggerView,
+    pub history: Vec<DeliveryView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BrokerView {
+    pub namespace: String,
+    pub name: String,
+    /// Where to POST CloudEvents (binary, structured or batched mode).
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AcceptedView {
+    /// Events stored, all of them, before this answer.
+    pub accepted: usize,
+    /// Deliveries queued for the triggers they matched.
+    pub deliveries: usize,
+}
+
+/// The result of applying a trigger or broker manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppliedView {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// `created`, `updated` or `unchanged`.
+    pub result: String,
+}

@@ -1,0 +1,531 @@
+//! `updraft trigger`, `updraft source`, `updraft triggers`, `updraft broker(s)` and
+//! `updraft event send`.
+
+use std::collections::BTreeMap;
+
+use clap::{Args, Subcommand};
+use http::Method;
+use updraft_events::cron::CatchUp;
+use updraft_events::delivery::{BackoffPolicy, DeliverySpec, Destination};
+use updraft_events::filter::Filter;
+use updraft_events::trigger::{CronSpec, EventSpec, NatsSpec, TriggerSpec, DEFAULT_BROKER, DEFAULT_NATS_URL};
+use updraft_server::views::{AcceptedView, AppliedView, BrokerView, TriggerDetailView, TriggerView};
+
+use crate::client::{full, ApiClient, CliError};
+use crate::output::print_structured;
+use crate::{NamespaceArg, Output};
+
+#[derive(Args)]
+pub struct TargetArgs {
+    /// The service events go to (through the gateway, so one at zero is woken).
+    #[arg(long, required_unless_present = "sink_uri", conflicts_with = "sink_uri")]
+    target: Option<String>,
+    /// The path under the service events are POSTed to.
+    #[arg(long, requires = "target")]
+    path: Option<String>,
+    /// Send events to this http:// URL instead of a service.
+    #[arg(long)]
+    sink_uri: Option<String>,
+}
+
+impl TargetArgs {
+    fn destination(&self) -> Destination {
+        match (&self.target, &self.sink_uri) {
+            (Some(service), _) => Destination::service(service, self.path.as_deref()),
+            (None, uri) => Destination {
+                reference: None,
+                uri: uri.clone(),
+            },
+        }
+    }
+}
+
+/// Knative's delivery spec as flags. Durations take ISO-8601 (`PT0.5S`) or `500ms`.
+#[derive(Args)]
+pub struct DeliveryArgs {
+    /// Retries after the first attempt before giving up (default 3).
+    #[arg(long)]
+    retry: Option<u32>,
+    /// `linear` (delay × n) or `exponential` (delay × 2^n).
+    #[arg(long, value_parser = parse_backoff)]
+    backoff_policy: Option<BackoffPolicy>,
+    /// The backoff's base delay (default 200ms).
+    #[arg(long, value_parser = parse_duration)]
+    backoff_delay: Option<String>,
+    /// Each attempt's time limit (default 30s).
+    #[arg(long, value_parser = parse_duration)]
+    delivery_timeout: Option<String>,
+    /// The service that gets an event when its retries run out.
+    #[arg(long, conflicts_with = "dead_letter_uri")]
+    dead_letter: Option<String>,
+    /// An http:// URL that gets an event when its retries run out.
+    #[arg(long)]
+    dead_letter_uri: Option<String>,
+}
+
+fn parse_backoff(s: &str) -> Result<BackoffPolicy, String> {
+    match s {
+        "linear" => Ok(BackoffPolicy::Linear),
+        "exponential" => Ok(BackoffPolicy::Exponential),
+        other => Err(format!("{other:?} is not linear or exponential")),
+    }
+}
+
+/// ISO-8601 passes as it is; `500ms`-style durations become ISO-8601.
+fn parse_duration(s: &str) -> Result<String, String> {
+    if s.starts_with('P') {
+        updraft_events::delivery::parse_iso8601("duration", s).map_err(|e| e.message)?;
+        return Ok(s.to_string());
+    }
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}; use 500ms, 2s or PT0.5S"))?;
+    Ok(format!("PT{}S", d.as_secs_f64()))
+}
+
+impl DeliveryArgs {
+    fn spec(&self) -> Option<DeliverySpec> {
+        let dead_letter_sink = match (&self.dead_letter, &self.dead_letter_uri) {
+            (Some(service), _) => Some(Destination::service(service, None)),
+            (None, Some(uri)) => Some(Destination {
+                reference: None,
+                uri: Some(uri.clone()),
+            }),
+            (None, None) => None,
+        };
+        let spec = DeliverySpec {
+            retry: self.retry,
+            backoff_policy: self.backoff_policy,
+            backoff_delay: self.backoff_delay.clone(),
+            dead_letter_sink,
+            timeout: self.delivery_timeout.clone(),
+        };
+        (spec != DeliverySpec::default()).then_some(spec)
+    }
+}
+
+#[derive(Subcommand)]
+pub enum TriggerCommand {
+    /// Fire a service on a schedule: 6 fields with seconds, 5 fields, or @hourly-style.
+    Cron(CronArgs),
+    /// Deliver a broker's events that match filters to a service.
+    Event(EventArgs),
+    /// A trigger with its recent deliveries (firings, events, dead letters).
+    Show {
+        name: String,
+        #[command(flatten)]
+        ns: NamespaceArg,
+        /// How many deliveries to show, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Delete a trigger or source; its pending deliveries go with it.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        ns: NamespaceArg,
+    },
+}
+
+#[derive(Args)]
+pub struct CronArgs {
+    name: String,
+    /// e.g. "*/5 * * * * *" (every 5 s), "0 9 * * MON-FRI", "@hourly".
+    #[arg(long)]
+    schedule: String,
+    /// IANA time zone the schedule is read in (default UTC).
+    #[arg(long = "tz")]
+    timezone: Option<String>,
+    /// The event's data.
+    #[arg(long, conflicts_with = "data_base64")]
+    data: Option<String>,
+    /// The event's data, base64-encoded (binary payloads).
+    #[arg(long)]
+    data_base64: Option<String>,
+    /// The data's media type (default application/json when the data is JSON).
+    #[arg(long)]
+    content_type: Option<String>,
+    /// Ticks missed while the server was down: skip them, or fire once for the latest.
+    #[arg(long, default_value = "skip")]
+    catch_up: CatchUp,
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+    #[command(flatten)]
+    ns: NamespaceArg,
+}
+
+#[derive(Args)]
+pub struct EventArgs {
+    name: String,
+    /// The broker whose events it filters.
+    #[arg(long, default_value = DEFAULT_BROKER)]
+    broker: String,
+    /// An attribute that must equal a value (`type=order.created`); repeatable.
+    #[arg(long, value_parser = parse_pair)]
+    filter: Vec<(String, String)>,
+    /// An attribute that must start with a value (`type=com.shop.`); repeatable.
+    #[arg(long, value_parser = parse_pair)]
+    filter_prefix: Vec<(String, String)>,
+    /// An attribute that must end with a value; repeatable.
+    #[arg(long, value_parser = parse_pair)]
+    filter_suffix: Vec<(String, String)>,
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+    #[command(flatten)]
+    ns: NamespaceArg,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not attribute=value"))
+}
+
+#[derive(Subcommand)]
+pub enum SourceCommand {
+    /// Turn NATS messages into CloudEvents for a service; with --stream, JetStream
+    /// messages are acknowledged only once delivered.
+    Nats(NatsArgs),
+}
+
+#[derive(Args)]
+pub struct NatsArgs {
+    name: String,
+    /// The subject to read (wildcards allowed: orders.*).
+    #[arg(long)]
+    subject: String,
+    #[arg(long, default_value = DEFAULT_NATS_URL)]
+    url: String,
+    /// A JetStream stream (created over the subject when missing).
+    #[arg(long)]
+    stream: Option<String>,
+    /// The durable consumer's name (default updraft-{namespace}-{name}).
+    #[arg(long, requires = "stream")]
+    durable: Option<String>,
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+    #[command(flatten)]
+    ns: NamespaceArg,
+}
+
+#[derive(Subcommand)]
+pub enum BrokerCommand {
+    /// Create a broker or set its delivery spec (triggers' own specs win).
+    Set {
+        name: String,
+        #[command(flatten)]
+        delivery: DeliveryArgs,
+        #[command(flatten)]
+        ns: NamespaceArg,
+    },
+    /// Delete a broker that no trigger uses.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        ns: NamespaceArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EventCommand {
+    /// Send a CloudEvent to a broker (binary mode), as any producer would.
+    Send(SendArgs),
+}
+
+#[derive(Args)]
+pub struct SendArgs {
+    #[arg(long, default_value = DEFAULT_BROKER)]
+    broker: String,
+    #[arg(long = "type")]
+    ty: String,
+    #[arg(long, default_value = "/updraft/cli")]
+    source: String,
+    /// The event id (default: a new UUID).
+    #[arg(long)]
+    id: Option<String>,
+    #[arg(long)]
+    subject: Option<String>,
+    #[arg(long)]
+    data: Option<String>,
+    #[arg(long, default_value = "application/json")]
+    content_type: String,
+    /// An extension attribute (`region=eu`); repeatable.
+    #[arg(long, value_parser = parse_pair)]
+    ext: Vec<(String, String)>,
+    #[command(flatten)]
+    ns: NamespaceArg,
+}
+
+async fn put_trigger(
+    client: &ApiClient,
+    ns: &NamespaceArg,
+    name: &str,
+    spec: TriggerSpec,
+    output: Output,
+) -> Result<u8, CliError> {
+    let applied: AppliedView = client
+        .json(
+            Method::PUT,
+            &format!("/v1/namespaces/{}/triggers/{name}", ns.namespace),
+            Some(&spec),
+        )
+        .await?;
+    if !print_structured(&applied, output) {
+        println!("{}/{} {}", applied.kind, applied.name, applied.result);
+    }
+    Ok(0)
+}
+
+pub async fn trigger(command: TriggerCommand, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    match command {
+        TriggerCommand::Cron(a) => {
+            let spec = TriggerSpec::Cron(CronSpec {
+                schedule: a.schedule,
+                timezone: a.timezone,
+                data: a.data,
+                data_base64: a.data_base64,
+                content_type: a.content_type,
+                sink: a.target.destination(),
+                catch_up: a.catch_up,
+                delivery: a.delivery.spec(),
+            });
+            put_trigger(client, &a.ns, &a.name, spec, output).await
+        }
+        TriggerCommand::Event(a) => {
+            let dialect = |pairs: &[(String, String)], make: fn(BTreeMap<String, String>) -> Filter| {
+                pairs
+                    .iter()
+                    .map(|(k, v)| make(BTreeMap::from([(k.clone(), v.clone())])))
+                    .collect::<Vec<_>>()
+            };
+            let mut filters = Vec::new();
+            if !a.filter_prefix.is_empty() || !a.filter_suffix.is_empty() {
+                filters.extend(dialect(&a.filter, |m| Filter {
+                    exact: Some(m),
+                    ..Default::default()
+                }));
+                filters.extend(dialect(&a.filter_prefix, |m| Filter {
+                    prefix: Some(m),
+                    ..Default::default()
+                }));
+                filters.extend(dialect(&a.filter_suffix, |m| Filter {
+                    suffix: Some(m),
+                    ..Default::default()
+                }));
+            }
+            let spec = TriggerSpec::Event(EventSpec {
+                broker: a.broker,
+                filter: if filters.is_empty() {
+                    a.filter.into_iter().collect()
+                } else {
+                    BTreeMap::new()
+                },
+                filters,
+                subscriber: a.target.destination(),
+                delivery: a.delivery.spec(),
+            });
+            put_trigger(client, &a.ns, &a.name, spec, output).await
+        }
+        TriggerCommand::Show { name, ns, limit } => {
+            let detail: TriggerDetailView = client
+                .json(
+                    Method::GET,
+                    &format!("/v1/namespaces/{}/triggers/{name}?limit={limit}", ns.namespace),
+                    None::<&()>,
+                )
+                .await?;
+            if !print_structured(&detail, output) {
+                print_detail(&detail);
+            }
+            Ok(0)
+        }
+        TriggerCommand::Delete { name, ns } => {
+            client
+                .json::<serde_json::Value>(
+                    Method::DELETE,
+                    &format!("/v1/namespaces/{}/triggers/{name}", ns.namespace),
+                    None::<&()>,
+                )
+                .await?;
+            if output == Output::Table {
+                println!("trigger/{name} deleted");
+            }
+            Ok(0)
+        }
+    }
+}
+
+pub async fn source(command: SourceCommand, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    match command {
+        SourceCommand::Nats(a) => {
+            let spec = TriggerSpec::Nats(NatsSpec {
+                url: a.url,
+                subject: a.subject,
+                stream: a.stream,
+                durable: a.durable,
+                sink: a.target.destination(),
+                delivery: a.delivery.spec(),
+            });
+            put_trigger(client, &a.ns, &a.name, spec, output).await
+        }
+    }
+}
+
+pub async fn list(ns: &NamespaceArg, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    let triggers: Vec<TriggerView> = client
+        .json(
+            Method::GET,
+            &format!("/v1/namespaces/{}/triggers", ns.namespace),
+            None::<&()>,
+        )
+        .await?;
+    if !print_structured(&triggers, output) {
+        println!(
+            "{:<20} {:<6} {:<36} {:<20} {:<26} DELIVERED/PENDING/DEAD/FAILED",
+            "NAME", "KIND", "SOURCE", "TARGET", "NEXT"
+        );
+        for t in &triggers {
+            let count = |s: &str| t.deliveries.get(s).copied().unwrap_or(0);
+            println!(
+                "{:<20} {:<6} {:<36} {:<20} {:<26} {}/{}/{}/{}",
+                t.name,
+                t.kind,
+                t.source,
+                t.target,
+                t.next_fire.as_deref().unwrap_or("-"),
+                count("delivered"),
+                count("pending"),
+                count("dead-lettered"),
+                count("failed"),
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn print_detail(d: &TriggerDetailView) {
+    let t = &d.trigger;
+    println!("Trigger:  {} ({}, namespace {})", t.name, t.kind, t.namespace);
+    println!("Source:   {}", t.source);
+    println!("Target:   {}", t.target);
+    if let Some(next) = &t.next_fire {
+        println!("Next:     {next}");
+    }
+    if let Some(last) = &t.last_fired {
+        println!("Last:     {last}");
+    }
+    println!("History:");
+    println!(
+        "  {:<26} {:<14} {:>8} {:<38} {:<12} ERROR",
+        "WHEN", "STATUS", "ATTEMPTS", "EVENT", "AFTER"
+    );
+    for h in &d.history {
+        let status = if h.dead_letter {
+            format!("{} (dlq)", h.status)
+        } else {
+            h.status.clone()
+        };
+        let after = h
+            .delivered_after_ms
+            .map(|ms| format!("{ms:.1} ms"))
+            .unwrap_or_else(|| "-".to_string());
+        println!(
+            "  {:<26} {:<14} {:>8} {:<38} {:<12} {}",
+            h.scheduled.as_deref().unwrap_or(&h.created_at),
+            status,
+            h.attempts,
+            h.event_id,
+            after,
+            h.last_error.as_deref().unwrap_or("")
+        );
+    }
+}
+
+pub async fn brokers(ns: &NamespaceArg, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    let brokers: Vec<BrokerView> = client
+        .json(
+            Method::GET,
+            &format!("/v1/namespaces/{}/brokers", ns.namespace),
+            None::<&()>,
+        )
+        .await?;
+    if !print_structured(&brokers, output) {
+        println!("{:<20} URL", "NAME");
+        for b in &brokers {
+            println!("{:<20} {}", b.name, b.url);
+        }
+    }
+    Ok(0)
+}
+
+pub async fn broker(command: BrokerCommand, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    match command {
+        BrokerCommand::Set { name, delivery, ns } => {
+            let body = serde_json::json!({ "delivery": delivery.spec() });
+            let applied: AppliedView = client
+                .json(
+                    Method::PUT,
+                    &format!("/v1/namespaces/{}/brokers/{name}", ns.namespace),
+                    Some(&body),
+                )
+                .await?;
+            if !print_structured(&applied, output) {
+                println!("broker/{} {}", applied.name, applied.result);
+            }
+            Ok(0)
+        }
+        BrokerCommand::Delete { name, ns } => {
+            client
+                .json::<serde_json::Value>(
+                    Method::DELETE,
+                    &format!("/v1/namespaces/{}/brokers/{name}", ns.namespace),
+                    None::<&()>,
+                )
+                .await?;
+            if output == Output::Table {
+                println!("broker/{name} deleted");
+            }
+            Ok(0)
+        }
+    }
+}
+
+pub async fn event(command: EventCommand, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    let EventCommand::Send(a) = command;
+    let mut headers = vec![
+        ("ce-specversion".to_string(), "1.0".to_string()),
+        (
+            "ce-id".to_string(),
+            a.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        ),
+        ("ce-type".to_string(), a.ty),
+        ("ce-source".to_string(), a.source),
+        ("content-type".to_string(), a.content_type),
+    ];
+    if let Some(subject) = a.subject {
+        headers.push(("ce-subject".to_string(), subject));
+    }
+    for (k, v) in a.ext {
+        headers.push((format!("ce-{k}"), v));
+    }
+    let reply = client
+        .send(
+            Method::POST,
+            &format!("/v1/namespaces/{}/brokers/{}/events", a.ns.namespace, a.broker),
+            &headers,
+            full(a.data.unwrap_or_default()),
+        )
+        .await?;
+    let accepted: AcceptedView = crate::client::decode(reply)?;
+    if !print_structured(&accepted, output) {
+        println!(
+            "accepted {} event(s); {} delivery(ies) queued",
+            accepted.accepted, accepted.deliveries
+        );
+    }
+    Ok(0)
+}
