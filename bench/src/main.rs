@@ -9,6 +9,7 @@ mod logquery;
 mod proxy;
 mod scaleout;
 mod stats;
+mod triggers;
 
 use std::path::PathBuf;
 
@@ -84,6 +85,18 @@ enum Scenario {
         #[arg(long, default_value_t = 15.0)]
         seconds: f64,
     },
+    /// Cron firings' delay after their scheduled second (warm and at zero) against plain
+    /// requests, and broker events delivered per second against gateway requests.
+    Triggers {
+        /// Seconds the cron triggers run.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Events posted to the broker.
+        #[arg(long, default_value_t = 2000)]
+        events: usize,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -107,5 +120,10 @@ fn main() -> anyhow::Result<()> {
             target,
             seconds,
         } => scaleout::run(&cli.updraft, &cli.out, clients.max(1), target.max(1), seconds),
+        Scenario::Triggers {
+            seconds,
+            events,
+            connections,
+        } => triggers::run(&cli.updraft, &cli.out, seconds, events, connections.max(1)),
     }
 }

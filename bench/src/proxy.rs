@@ -47,7 +47,7 @@ pub struct Target {
 
 /// Reads one HTTP/1.1 response with a Content-Length body; returns its status and
 /// whether the server will close the connection after it.
-fn read_response(reader: &mut BufReader<TcpStream>) -> anyhow::Result<(u16, bool)> {
+pub fn read_response(reader: &mut BufReader<TcpStream>) -> anyhow::Result<(u16, bool)> {
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -75,7 +75,7 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> anyhow::Result<(u16, bool
     Ok((status, closing))
 }
 
-fn connect(addr: SocketAddr) -> anyhow::Result<(TcpStream, BufReader<TcpStream>)> {
+pub fn connect(addr: SocketAddr) -> anyhow::Result<(TcpStream, BufReader<TcpStream>)> {
     let stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
