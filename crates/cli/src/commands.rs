@@ -17,7 +17,11 @@ pub struct DeployArgs {
     /// The service name (a DNS label: lower-case letters, digits, '-').
     name: String,
     /// A folder, or a .tar.gz, .tar or .zip archive.
-    path: PathBuf,
+    #[arg(required_unless_present = "wasm", conflicts_with = "wasm")]
+    path: Option<PathBuf>,
+    /// A WebAssembly component (wasi:http/incoming-handler) to run instead of a package.
+    #[arg(long, value_name = "FILE")]
+    wasm: Option<PathBuf>,
     #[command(flatten)]
     ns: NamespaceArg,
     #[command(flatten)]
@@ -92,6 +96,10 @@ pub struct SettingsArgs {
     /// Requests accepted at once above the rate (default: the rate).
     #[arg(long, value_name = "N")]
     rate_limit_burst: Option<u32>,
+    /// WebAssembly: a host (or host:port, or *) outbound HTTP may reach; repeatable.
+    /// `--allow-host ''` removes them all.
+    #[arg(long = "allow-host", value_name = "HOST")]
+    allow_host: Vec<String>,
 }
 
 impl SettingsArgs {
@@ -117,8 +125,12 @@ impl SettingsArgs {
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
         .collect();
+        let allow_hosts =
+            (!self.allow_host.is_empty()).then(|| self.allow_host.into_iter().filter(|h| !h.is_empty()).collect());
         Ok(DeploySpec {
             package,
+            wasm: None,
+            allow_hosts,
             autoscaling,
             keep_alive: self.keep_alive,
             env,
@@ -416,11 +428,28 @@ pub async fn upload_package(client: &ApiClient, path: &std::path::Path) -> Resul
     Ok(uploaded.digest)
 }
 
+/// Uploads a component file as it is; the server checks it at deploy.
+pub async fn upload_component(client: &ApiClient, path: &std::path::Path) -> Result<String, CliError> {
+    let bytes = std::fs::read(path).map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
+    if !bytes.starts_with(b"\0asm") {
+        return Err(CliError::failed(format!(
+            "{}: is not a WebAssembly binary (it does not start with \\0asm)",
+            path.display()
+        )));
+    }
+    let uploaded: PackageView = client.upload("/v1/packages", path).await?;
+    Ok(uploaded.digest)
+}
+
 async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     let started = Instant::now();
     // Bad settings are refused before the upload.
     let mut spec = args.settings.spec(None, Vec::new())?;
-    spec.package = Some(upload_package(client, &args.path).await?);
+    match (&args.path, &args.wasm) {
+        (_, Some(component)) => spec.wasm = Some(upload_component(client, component).await?),
+        (Some(path), None) => spec.package = Some(upload_package(client, path).await?),
+        (None, None) => unreachable!("clap requires a path or --wasm"),
+    }
     let service: ServiceView = client
         .json(Method::PUT, &service_path(&args.ns, &args.name), Some(&spec))
         .await?;

@@ -257,6 +257,13 @@ struct PoolArgs {
     /// Without demand, the pool's capacity halves this often.
     #[arg(long, env = "UPDRAFT_POOL_HALF_LIFE", default_value = "5m", value_parser = humantime::parse_duration)]
     pool_half_life: Duration,
+    /// WebAssembly requests in flight the pooling allocator reserves room for (0: allocate
+    /// each instance on demand).
+    #[arg(long, env = "UPDRAFT_WASM_POOL_INSTANCES", default_value_t = 1000)]
+    wasm_pool_instances: u32,
+    /// Largest linear memory a pooled wasm instance may grow to.
+    #[arg(long, env = "UPDRAFT_WASM_MAX_MEMORY", default_value = "4Gi")]
+    wasm_max_memory: String,
 }
 
 fn scaling_defaults(a: &AutoscalerArgs) -> anyhow::Result<updraft_scaling::ScalingSpec> {
@@ -396,6 +403,10 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<u8> {
                 text => size("--pool-max-memory", text)?,
             },
             half_life: args.pool.pool_half_life,
+        },
+        wasm_pool: updraft_server::WasmPoolConfig {
+            instances: args.pool.wasm_pool_instances,
+            max_memory_bytes: size("--wasm-max-memory", &args.pool.wasm_max_memory)?,
         },
     };
     let shutdown = async {

@@ -17,6 +17,9 @@ pub const ROLLOUT_DURATION: &str = "serving.knative.dev/rollout-duration";
 pub const KEEP_ALIVE: &str = "updraft.dev/keep-alive";
 pub const KEEP_ALIVE_POLICIES: &[&str] = &["fixed", "hybrid-histogram"];
 /// Requests per second a service accepts (Updraft's own; Knative ignores it).
+/// Hosts (`host` or `host:port`, `*` for any) a WebAssembly revision may send
+/// `wasi:http` requests to, comma-separated; none when absent.
+pub const ALLOWED_OUTBOUND_HOSTS: &str = "updraft.dev/allowed-outbound-hosts";
 pub const RATE_LIMIT: &str = "updraft.dev/rate-limit";
 /// Requests a service accepts at once above its rate.
 pub const RATE_LIMIT_BURST: &str = "updraft.dev/rate-limit-burst";
@@ -121,6 +124,20 @@ pub fn validate_template_annotations(path: &str, annotations: &BTreeMap<String, 
             check(&field, value, *kind)?;
         } else if key == KEEP_ALIVE {
             check(&field, value, Kind::Choice(KEEP_ALIVE_POLICIES))?;
+        } else if key == ALLOWED_OUTBOUND_HOSTS {
+            for host in allowed_outbound_hosts(annotations) {
+                let ok = host == "*"
+                    || (!host.is_empty()
+                        && host
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')));
+                if !ok {
+                    return Err(FieldError::new(
+                        field,
+                        format!("{host:?} is not a host, host:port or *"),
+                    ));
+                }
+            }
         } else if key == ROLLOUT_DURATION || key == RATE_LIMIT || key == RATE_LIMIT_BURST {
             return Err(FieldError::new(
                 field,
@@ -226,6 +243,19 @@ pub fn scale_to_zero_after(annotations: &BTreeMap<String, String>) -> Duration {
         .and_then(|v| humantime::parse_duration(v.trim()).ok())
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_SCALE_TO_ZERO_AFTER)
+}
+
+/// The hosts of [`ALLOWED_OUTBOUND_HOSTS`], trimmed.
+pub fn allowed_outbound_hosts(annotations: &BTreeMap<String, String>) -> Vec<String> {
+    annotations
+        .get(ALLOWED_OUTBOUND_HOSTS)
+        .map(|v| {
+            v.split(',')
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

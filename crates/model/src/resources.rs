@@ -42,6 +42,20 @@ pub struct RevisionConfig {
     pub scale_to_zero_after_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<Readiness>,
+    /// `process` (a code package) or `wasm` (a component run in the server).
+    #[serde(default = "process_runtime", skip_serializing_if = "is_process")]
+    pub runtime: String,
+    /// Wasm only: hosts its outbound HTTP may reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+}
+
+fn process_runtime() -> String {
+    "process".to_string()
+}
+
+fn is_process(runtime: &String) -> bool {
+    runtime == "process"
 }
 
 impl RevisionConfig {
@@ -138,6 +152,12 @@ pub struct NamespaceLimits {
 pub struct DeploySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
+    /// A stored WebAssembly component's digest, instead of a package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm: Option<String>,
+    /// Wasm only: hosts outbound requests may go to (`updraft.dev/allowed-outbound-hosts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_hosts: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Variables to drop from the latest revision's (only without a package).
@@ -185,15 +205,20 @@ impl DeploySpec {
     /// The revision template this deploy asks for. With a package it starts from the
     /// defaults; without one, from `latest` (the service's latest revision).
     pub fn template(&self, latest: Option<&RevisionTemplate>) -> Result<RevisionTemplate, FieldError> {
+        if self.package.is_some() && self.wasm.is_some() {
+            return Err(FieldError::new("wasm", "and package are both given; deploy one"));
+        }
+        let fresh = self.package.is_some() || self.wasm.is_some();
+        if fresh && !self.env_remove.is_empty() {
+            return Err(FieldError::new(
+                "env_remove",
+                "only applies when changing settings without a new package",
+            ));
+        }
         let mut template = match (&self.package, latest) {
-            (Some(package), _) => {
-                if !self.env_remove.is_empty() {
-                    return Err(FieldError::new(
-                        "env_remove",
-                        "only applies when changing settings without a new package",
-                    ));
-                }
-                RevisionTemplate::for_package(&validate_digest("package", package)?)
+            (Some(package), _) => RevisionTemplate::for_package(&validate_digest("package", package)?),
+            (None, _) if self.wasm.is_some() => {
+                RevisionTemplate::for_wasm(&validate_digest("wasm", self.wasm.as_deref().unwrap_or_default())?)
             }
             (None, Some(latest)) => RevisionTemplate {
                 name: None,
@@ -206,6 +231,15 @@ impl DeploySpec {
                 ))
             }
         };
+        if let Some(hosts) = &self.allow_hosts {
+            if hosts.is_empty() {
+                template.annotations.remove(crate::annotations::ALLOWED_OUTBOUND_HOSTS);
+            } else {
+                template
+                    .annotations
+                    .insert(crate::annotations::ALLOWED_OUTBOUND_HOSTS.to_string(), hosts.join(","));
+            }
+        }
         for name in &self.env_remove {
             if template.env.remove(name).is_none() {
                 return Err(FieldError::new(

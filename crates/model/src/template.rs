@@ -19,11 +19,24 @@ pub const MAX_TIMEOUT_SECONDS: u32 = 600;
 /// The `image` prefix that names a stored code package instead of an OCI image.
 pub const PACKAGE_IMAGE_PREFIX: &str = "package:";
 
+/// The `image` prefix that names a WebAssembly component (`wasm:sha256:…`).
+pub const WASM_IMAGE_PREFIX: &str = "wasm:";
+
 /// What a revision runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// A code package stored by digest (`package:sha256:…`).
     Package { digest: String },
+    /// A `wasi:http/incoming-handler` component stored by digest (`wasm:sha256:…`).
+    Wasm { digest: String },
+}
+
+impl Source {
+    pub fn digest(&self) -> &str {
+        match self {
+            Source::Package { digest } | Source::Wasm { digest } => digest,
+        }
+    }
 }
 
 /// How readiness is decided once the instance listens on its port.
@@ -102,6 +115,14 @@ impl RevisionTemplate {
         }
     }
 
+    /// A template running a stored component with every setting at its default.
+    pub fn for_wasm(digest: &str) -> Self {
+        RevisionTemplate {
+            image: format!("{WASM_IMAGE_PREFIX}{digest}"),
+            ..Self::for_package(digest)
+        }
+    }
+
     /// Checks every field; `path` is where the template sits in the caller's document
     /// (`spec.template` in a manifest), so errors name the field as the user wrote it.
     pub fn validate(&self, path: &str) -> Result<Source, FieldError> {
@@ -151,7 +172,21 @@ impl RevisionTemplate {
                 "is empty; give the program to run, or leave the field out to detect it from the package",
             ));
         }
-        parse_image(&format!("{container}.image"), &self.image)
+        let source = parse_image(&format!("{container}.image"), &self.image)?;
+        if matches!(source, Source::Wasm { .. }) {
+            let refused = [
+                ("command", self.command.is_some()),
+                ("args", self.args.is_some()),
+                ("readinessProbe", self.readiness.is_some()),
+            ];
+            if let Some((name, _)) = refused.iter().find(|(_, set)| *set) {
+                return Err(FieldError::new(
+                    format!("{container}.{name}"),
+                    "does not apply to a WebAssembly component: Updraft runs it and serves its HTTP itself",
+                ));
+            }
+        }
+        Ok(source)
     }
 
     pub fn scale_to_zero_after(&self) -> Duration {
@@ -183,22 +218,29 @@ impl RevisionTemplate {
     }
 }
 
-/// Reads an `image` value: `package:sha256:<hex>` names a stored package.
+/// Reads an `image` value: `package:sha256:<hex>` names a stored package and
+/// `wasm:sha256:<hex>` a stored WebAssembly component.
 pub fn parse_image(field: &str, image: &str) -> Result<Source, FieldError> {
+    if let Some(digest) = image.strip_prefix(WASM_IMAGE_PREFIX) {
+        return Ok(Source::Wasm {
+            digest: validate_digest(field, digest)?,
+        });
+    }
     match image.strip_prefix(PACKAGE_IMAGE_PREFIX) {
         Some(digest) => Ok(Source::Package {
             digest: validate_digest(field, digest)?,
         }),
         None if image.trim().is_empty() => Err(FieldError::new(
             field,
-            "is empty; name a code package as package:<folder, archive or sha256 digest>",
+            "is empty; name a code package as package:<folder, archive or sha256 digest>, or a component as wasm:<file or sha256 digest>",
         )),
         None => Err(FieldError::new(
             field,
             format!(
                 "{image:?} is an OCI image reference; this Updraft runs code packages only \
                  (container images arrive with the container runtime). Name a code package \
-                 as package:<folder, archive or sha256 digest> instead"
+                 as package:<folder, archive or sha256 digest> or a WebAssembly component as \
+                 wasm:<file or sha256 digest> instead"
             ),
         )),
     }
@@ -209,6 +251,33 @@ mod tests {
     use super::*;
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn components_are_named_wasm_and_take_no_command() {
+        let t = RevisionTemplate::for_wasm(DIGEST);
+        assert_eq!(
+            t.validate("spec.template").unwrap(),
+            Source::Wasm { digest: DIGEST.into() }
+        );
+        let with_command = RevisionTemplate {
+            command: Some(vec!["python3".into()]),
+            ..t.clone()
+        };
+        let err = with_command.validate("spec.template").unwrap_err();
+        assert_eq!(err.field, "spec.template.spec.containers[0].command");
+        let bad = RevisionTemplate {
+            image: "wasm:sha256:nothex".into(),
+            ..t.clone()
+        };
+        assert_eq!(bad.validate("t").unwrap_err().field, "t.spec.containers[0].image");
+        let mut hosts = t;
+        hosts.annotations.insert(
+            crate::annotations::ALLOWED_OUTBOUND_HOSTS.into(),
+            "api.example.com, *:8080 x".into(),
+        );
+        let err = hosts.validate("t").unwrap_err();
+        assert!(err.message.contains("\"*:8080 x\" is not a host"), "{err}");
+    }
 
     #[test]
     fn defaults_validate_and_bad_fields_are_named() {

@@ -3,8 +3,8 @@
 //! A driver starts an instance of a revision listening on an assigned port, captures
 //! its output, reports its exit at once, and stops it (graceful signal, then kill).
 //! Instances live in per-instance cgroups with the revision's limits. The `process`
-//! driver runs code packages as child processes; later drivers (OCI, wasm) plug in
-//! behind the same trait.
+//! driver runs code packages as child processes; the `wasm` driver runs
+//! `wasi:http` components in this process; [`Runtimes`] sends each spec to its driver.
 
 pub mod cgroup;
 mod instance;
@@ -14,9 +14,11 @@ pub mod package;
 mod ports;
 mod probe;
 mod process;
+pub mod wasm;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use instance::{ExitInfo, Instance, InstanceControl};
 pub use ports::{PortAllocator, PortLease};
@@ -41,6 +43,8 @@ pub struct InstanceSpec {
     pub env: BTreeMap<String, String>,
     pub workdir: PathBuf,
     pub limits: cgroup::Limits,
+    /// Set for a WebAssembly component, which the wasm driver runs in process.
+    pub wasm: Option<wasm::WasmSpec>,
 }
 
 impl InstanceSpec {
@@ -82,5 +86,37 @@ pub trait Runtime: Send + Sync + 'static {
     /// there are. Drivers without a pool keep none.
     fn resize_pool(&self, _target: usize) -> usize {
         0
+    }
+}
+
+/// The drivers together: a spec with a component goes to `wasm`, any other to
+/// `process`. The pool is the process driver's.
+pub struct Runtimes {
+    pub process: Arc<dyn Runtime>,
+    pub wasm: Arc<wasm::WasmRuntime>,
+}
+
+impl Runtime for Runtimes {
+    fn kind(&self) -> &'static str {
+        self.process.kind()
+    }
+
+    fn start(&self, mut spec: InstanceSpec) -> Result<Instance, RuntimeError> {
+        match spec.wasm.take() {
+            Some(wasm) => self.wasm.start(spec, wasm),
+            None => self.process.start(spec),
+        }
+    }
+
+    fn reap_leftovers(&self) -> usize {
+        self.process.reap_leftovers()
+    }
+
+    fn pool(&self) -> (usize, u64) {
+        self.process.pool()
+    }
+
+    fn resize_pool(&self, target: usize) -> usize {
+        self.process.resize_pool(target)
     }
 }

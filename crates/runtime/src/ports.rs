@@ -23,6 +23,20 @@ impl Drop for PortLease {
 }
 
 impl PortAllocator {
+    /// Records a port this process already listens on, so no instance is given it.
+    pub fn hold(&self, port: u16) -> std::io::Result<PortLease> {
+        if !self.in_use.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("port {port} is held"),
+            ));
+        }
+        Ok(PortLease {
+            port,
+            in_use: self.in_use.clone(),
+        })
+    }
+
     pub fn allocate(&self) -> std::io::Result<PortLease> {
         for _ in 0..64 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();

@@ -135,6 +135,8 @@ async fn info(State(p): Shared) -> Json<InfoView> {
         pool_size: p.runtime.pool().0,
         pool_memory_bytes: p.runtime.pool().1,
         access_log_dropped: p.access_log.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        wasm_components_loaded: p.wasm.loaded(),
+        wasm_pooling: p.wasm.pooling(),
     })
 }
 

@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use updraft_gateway::ActivatorConfig;
+use updraft_runtime::wasm::WasmPoolConfig;
 use updraft_scaling::ScalingSpec;
 
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct ServerConfig {
     /// Autoscaling defaults; a revision's annotations override them.
     pub scaling: ScalingSpec,
     pub pool: PoolConfig,
+    /// The wasm driver's pooling allocator (0 instances: allocate on demand).
+    pub wasm_pool: WasmPoolConfig,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +49,7 @@ impl Default for ServerConfig {
             tick: Duration::from_secs(2),
             scaling: ScalingSpec::default(),
             pool: PoolConfig::default(),
+            wasm_pool: WasmPoolConfig::default(),
         }
     }
 }

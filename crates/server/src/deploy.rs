@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use updraft_model::annotations::validate_service_annotations;
+use updraft_model::annotations::{allowed_outbound_hosts, validate_service_annotations};
 use updraft_model::knative::DesiredService;
 use updraft_model::names::{validate_namespace_name, validate_service_name};
 use updraft_model::package::detect;
-use updraft_model::template::{RevisionTemplate, Source, PACKAGE_IMAGE_PREFIX};
+use updraft_model::template::{RevisionTemplate, Source, PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
 use updraft_model::traffic::{default_traffic, validate_traffic, Rollout, Target, TrafficTarget};
 use updraft_model::{DeploySpec, Revision, RevisionConfig, Service, ServiceConfig};
 use updraft_runtime::logs::{now_us, service_log_dir};
@@ -56,7 +56,7 @@ impl Platform {
         name: &str,
         spec: DeploySpec,
     ) -> Result<ServiceView, ApiError> {
-        let package = spec.package.clone();
+        let package = spec.package.clone().or_else(|| spec.wasm.clone());
         let result = self.deploy_spec(namespace, name, spec).await;
         if let (Err(_), Some(digest)) = (&result, package) {
             // A refused deploy leaves nothing behind, its upload included.
@@ -88,7 +88,7 @@ impl Platform {
         )?;
         let change = ServiceChange {
             template,
-            force_revision: spec.package.is_some(),
+            force_revision: spec.package.is_some() || spec.wasm.is_some(),
             labels: None,
             annotations,
             traffic: if spec.no_traffic {
@@ -103,7 +103,11 @@ impl Platform {
     /// `updraft apply`: a Knative Service as desired state.
     pub async fn apply(self: &Arc<Self>, desired: DesiredService) -> Result<ApplyView, ApiError> {
         if let Err(e) = self.require_namespace(&desired.namespace) {
-            if let Some(digest) = desired.template.image.strip_prefix(PACKAGE_IMAGE_PREFIX) {
+            let image = &desired.template.image;
+            if let Some(digest) = image
+                .strip_prefix(PACKAGE_IMAGE_PREFIX)
+                .or_else(|| image.strip_prefix(WASM_IMAGE_PREFIX))
+            {
                 self.discard_package_if_unused(digest);
             }
             return Err(e);
@@ -132,11 +136,17 @@ impl Platform {
         name: &str,
         change: ServiceChange,
     ) -> Result<ApplyView, ApiError> {
-        let Source::Package { digest } = change.template.validate("template")?;
+        let source = change.template.validate("template")?;
+        let digest = source.digest().to_string();
         if !self.store.blob_exists(&digest)? {
+            let field = if matches!(source, Source::Wasm { .. }) {
+                "wasm"
+            } else {
+                "package"
+            };
             return Err(ApiError::bad_request(
-                "package",
-                format!("no package {digest} is stored; upload it first (POST /v1/packages)"),
+                field,
+                format!("no {field} {digest} is stored; upload it first (POST /v1/packages)"),
             ));
         }
         let _package = self.use_package(&digest);
@@ -274,26 +284,40 @@ impl Platform {
         template: RevisionTemplate,
         service_config: &ServiceConfig,
     ) -> Result<Service, ApiError> {
-        let Source::Package { digest } = template.validate("template")?;
         let workdir = self.paths.revision_dir(namespace, rev_name);
         let _ = std::fs::remove_dir_all(&workdir);
         std::fs::create_dir_all(workdir.parent().expect("revision dirs have a parent")).map_err(ApiError::internal)?;
-
-        let blob = self.paths.blob(&digest);
-        let limits = self.unpack_limits();
-        let dir = workdir.clone();
-        let unpacked = tokio::task::spawn_blocking(move || {
-            unpack(&blob, &dir, limits)?;
-            Ok::<_, updraft_runtime::package::PackageError>(detect(&DirFiles(&dir)))
-        })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(package_error)?;
-        let config = match resolve_config(&template, &digest, unpacked) {
-            Ok(config) => config,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&workdir);
-                return Err(e);
+        let config = match template.validate("template")? {
+            Source::Package { digest } => {
+                let blob = self.paths.blob(&digest);
+                let limits = self.unpack_limits();
+                let dir = workdir.clone();
+                let unpacked = tokio::task::spawn_blocking(move || {
+                    unpack(&blob, &dir, limits)?;
+                    Ok::<_, updraft_runtime::package::PackageError>(detect(&DirFiles(&dir)))
+                })
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(package_error)?;
+                match resolve_config(&template, &digest, unpacked) {
+                    Ok(config) => config,
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&workdir);
+                        return Err(e);
+                    }
+                }
+            }
+            Source::Wasm { digest } => {
+                // Compiled (and cached) now: a file that is not a wasi:http component
+                // is refused before anything is stored.
+                let wasm = self.wasm.clone();
+                let blob = self.paths.blob(&digest);
+                let checked = digest.clone();
+                tokio::task::spawn_blocking(move || wasm.check(&checked, &blob))
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map_err(|e| ApiError::bad_request("wasm", format!("is not a usable wasi:http component: {e}")))?;
+                wasm_config(&template, &digest)
             }
         };
         let now = now_us();
@@ -403,5 +427,23 @@ fn resolve_config(
         cpu_millis: template.resources.cpu_limit_millis.or(cpu),
         scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,
         readiness: template.readiness.clone(),
+        runtime: "process".to_string(),
+        allowed_hosts: Vec::new(),
     })
+}
+
+/// What runs for a component: the server itself serves it, so no command.
+fn wasm_config(template: &RevisionTemplate, digest: &str) -> RevisionConfig {
+    RevisionConfig {
+        package_digest: digest.to_string(),
+        command: Vec::new(),
+        command_source: "wasi:http component".to_string(),
+        env: template.env.clone(),
+        memory_bytes: template.resources.memory_limit_bytes,
+        cpu_millis: template.resources.cpu_limit_millis,
+        scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,
+        readiness: None,
+        runtime: "wasm".to_string(),
+        allowed_hosts: allowed_outbound_hosts(&template.annotations),
+    }
 }

@@ -21,4 +21,5 @@ pub use config::{Paths, PoolConfig, ServerConfig};
 pub use error::ApiError;
 pub use platform::run;
 pub use updraft_gateway::ActivatorConfig;
+pub use updraft_runtime::wasm::WasmPoolConfig;
 pub use updraft_runtime::StemOrder;

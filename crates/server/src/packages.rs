@@ -52,9 +52,12 @@ impl Platform {
         let mut file = tokio::fs::File::create(&archive).await.map_err(ApiError::internal)?;
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
+        let mut head = Vec::with_capacity(4);
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| ApiError::bad_request("package", format!("upload interrupted: {e}")))?;
+            let wanted = 4usize.saturating_sub(head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..wanted]);
             size += chunk.len() as u64;
             if size > limit {
                 return Err(too_large());
@@ -72,7 +75,12 @@ impl Platform {
         drop(file);
         let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
 
-        if !self.store.blob_exists(&digest)? {
+        // A WebAssembly binary is stored as it is; deploying it compiles and checks it.
+        let is_wasm = head == b"\0asm";
+        if !self.store.blob_exists(&digest)? && is_wasm {
+            std::fs::rename(&archive, self.paths.blob(&digest)).map_err(ApiError::internal)?;
+            self.store.put_blob(&digest, size, now_us())?;
+        } else if !self.store.blob_exists(&digest)? {
             let limits = self.unpack_limits();
             let check_dir = staging.path().join("check");
             let archive_path = archive.clone();

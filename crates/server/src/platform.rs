@@ -16,7 +16,8 @@ use updraft_gateway::{
 use updraft_model::Revision;
 use updraft_runtime::logs::now_us;
 use updraft_runtime::logs::AccessRecord;
-use updraft_runtime::{ProcessRuntime, Runtime};
+use updraft_runtime::wasm::WasmRuntime;
+use updraft_runtime::{ProcessRuntime, Runtime, Runtimes};
 use updraft_scaling::{Autoscaler, ScalingSpec};
 use updraft_store::{EventStore, SqliteStore, Store};
 use updraft_telemetry::{Metrics, RevisionLabels};
@@ -102,6 +103,8 @@ pub struct Platform {
     pub paths: Paths,
     pub store: Arc<dyn Store>,
     pub runtime: Arc<dyn Runtime>,
+    /// The wasm driver, also inside `runtime`, for checking components at deploy.
+    pub wasm: Arc<WasmRuntime>,
     pub routes: Arc<RouteTable>,
     pub gateway: Arc<Gateway>,
     pub cgroup_version: &'static str,
@@ -235,7 +238,15 @@ impl Platform {
             process = process.with_stems(config.pool.stem_command.clone());
         }
         let cgroup_version = process.cgroups().version();
-        let runtime: Arc<dyn Runtime> = Arc::new(process);
+        let wasm = Arc::new(
+            WasmRuntime::new(paths.root.join("wasm-cache"), paths.logs.clone(), config.wasm_pool)
+                .context("starting the wasm runtime")?
+                .with_log_feed(log_feed.clone()),
+        );
+        let runtime: Arc<dyn Runtime> = Arc::new(Runtimes {
+            process: Arc::new(process),
+            wasm: wasm.clone(),
+        });
         let reaped = runtime.reap_leftovers();
         if reaped > 0 {
             tracing::info!(reaped, "stopped instances left by an earlier run");
@@ -257,6 +268,7 @@ impl Platform {
             paths,
             store,
             runtime,
+            wasm,
             routes,
             gateway,
             cgroup_version,
@@ -286,7 +298,8 @@ impl Platform {
         let mut registry = self.revisions.write().unwrap_or_else(|p| p.into_inner());
         for revision in self.store.all_revisions()? {
             let dir = self.paths.revision_dir(&revision.namespace, &revision.name);
-            if !dir.exists() {
+            // A component is run from its blob; only packages are unpacked.
+            if !dir.exists() && revision.config.runtime != "wasm" {
                 // Unpacked trees are derived state; rebuild one that went missing.
                 let blob = self.paths.blob(&revision.config.package_digest);
                 updraft_runtime::package::unpack(&blob, &dir, self.unpack_limits())

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use updraft_gateway::{Endpoint, RevisionKey};
 use updraft_model::template::Readiness;
 use updraft_runtime::logs::now_us;
+use updraft_runtime::wasm::WasmSpec;
 use updraft_runtime::{cgroup::Limits, wait_ready, Instance, InstanceSpec, Probe};
 use updraft_scaling::{LoadPoint, Metric, PoolSizer, RevisionLoad, ScaleDecision, Why};
 use updraft_telemetry::{ColdStartLabels, ScaleLabels};
@@ -355,6 +356,12 @@ impl Platform {
                 memory_bytes: config.memory_bytes,
                 cpu_millis: config.cpu_millis,
             },
+            wasm: (config.runtime == "wasm").then(|| WasmSpec {
+                digest: config.package_digest.clone(),
+                component: self.paths.blob(&config.package_digest),
+                allowed_hosts: config.allowed_hosts.clone(),
+                request_timeout: revision.template.timeout(),
+            }),
         };
         self.launches.fetch_add(1, Ordering::Relaxed);
         let instance = self.runtime.start(spec).map_err(|e| {
@@ -409,7 +416,7 @@ impl Platform {
                         namespace: key.namespace.clone(),
                         service: key.service.clone(),
                         revision: key.revision.clone(),
-                        runtime: self.runtime.kind().to_string(),
+                        runtime: state.revision.config.runtime.clone(),
                     },
                     ready,
                 );

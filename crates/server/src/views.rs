@@ -19,6 +19,12 @@ pub struct InfoView {
     pub pool_memory_bytes: u64,
     /// Access records the log writer could not keep up with.
     pub access_log_dropped: u64,
+    /// WebAssembly components with compiled state in memory (revisions not at zero).
+    #[serde(default)]
+    pub wasm_components_loaded: usize,
+    /// Whether wasm instances come from the pooling allocator (else on demand).
+    #[serde(default)]
+    pub wasm_pooling: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

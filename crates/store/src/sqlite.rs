@@ -609,6 +609,8 @@ mod tests {
             cpu_millis: None,
             scale_to_zero_after_ms: 60_000,
             readiness: None,
+            runtime: "process".into(),
+            allowed_hosts: Vec::new(),
         }
     }
 

@@ -451,3 +451,8 @@ impl Drop for Nats {
         let _ = self.child.wait();
     }
 }
+
+/// The test component (`crates/wasm-fixture`) written into `dir`.
+pub fn wasm_component(dir: &Path) -> PathBuf {
+    updraft_wasm_fixture::write_handler_component(dir).unwrap_or_else(|e| panic!("building the test component: {e}"))
+}
