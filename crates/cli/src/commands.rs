@@ -17,11 +17,21 @@ pub struct DeployArgs {
     /// The service name (a DNS label: lower-case letters, digits, '-').
     name: String,
     /// A folder, or a .tar.gz, .tar or .zip archive.
-    #[arg(required_unless_present = "wasm", conflicts_with = "wasm")]
+    #[arg(required_unless_present_any = ["wasm", "function"], conflicts_with_all = ["wasm", "function"])]
     path: Option<PathBuf>,
     /// A WebAssembly component (wasi:http/incoming-handler) to run instead of a package.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "function")]
     wasm: Option<PathBuf>,
+    /// A handler file (or a folder holding one) for a function runtime: Updraft runs
+    /// the HTTP server and calls it.
+    #[arg(long, value_name = "PATH", requires = "runtime")]
+    function: Option<PathBuf>,
+    /// The function runtime: python3 or node.
+    #[arg(long, value_name = "RUNTIME", requires = "function", value_parser = ["python3", "node"])]
+    runtime: Option<String>,
+    /// Functions: put an exception's traceback in the 500 response, not only in the logs.
+    #[arg(long, requires = "function")]
+    debug: bool,
     #[command(flatten)]
     ns: NamespaceArg,
     #[command(flatten)]
@@ -130,6 +140,8 @@ impl SettingsArgs {
         Ok(DeploySpec {
             package,
             wasm: None,
+            function_runtime: None,
+            function_handler: None,
             allow_hosts,
             autoscaling,
             keep_alive: self.keep_alive,
@@ -428,6 +440,37 @@ pub async fn upload_package(client: &ApiClient, path: &std::path::Path) -> Resul
     Ok(uploaded.digest)
 }
 
+/// A function's package and its handler inside it: a folder is the package (the
+/// runtime finds its entry file); a single file is packed alone.
+fn function_package(path: &std::path::Path) -> Result<(FunctionPackage, String), CliError> {
+    if path.is_dir() {
+        return Ok((FunctionPackage::Folder(path.to_path_buf()), ".".to_string()));
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| CliError::failed(format!("{}: not a file or folder", path.display())))?
+        .to_string();
+    let dir = tempfile::tempdir().map_err(|e| CliError::failed(e.to_string()))?;
+    std::fs::copy(path, dir.path().join(&name)).map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
+    Ok((FunctionPackage::File(dir), name))
+}
+
+/// Where a function's package is, kept alive until it is uploaded.
+enum FunctionPackage {
+    Folder(PathBuf),
+    File(tempfile::TempDir),
+}
+
+impl AsRef<std::path::Path> for FunctionPackage {
+    fn as_ref(&self) -> &std::path::Path {
+        match self {
+            FunctionPackage::Folder(path) => path,
+            FunctionPackage::File(dir) => dir.path(),
+        }
+    }
+}
+
 /// Uploads a component file as it is; the server checks it at deploy.
 pub async fn upload_component(client: &ApiClient, path: &std::path::Path) -> Result<String, CliError> {
     let bytes = std::fs::read(path).map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
@@ -445,10 +488,19 @@ async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<
     let started = Instant::now();
     // Bad settings are refused before the upload.
     let mut spec = args.settings.spec(None, Vec::new())?;
-    match (&args.path, &args.wasm) {
-        (_, Some(component)) => spec.wasm = Some(upload_component(client, component).await?),
-        (Some(path), None) => spec.package = Some(upload_package(client, path).await?),
-        (None, None) => unreachable!("clap requires a path or --wasm"),
+    match (&args.path, &args.wasm, &args.function) {
+        (_, Some(component), _) => spec.wasm = Some(upload_component(client, component).await?),
+        (_, None, Some(function)) => {
+            let (package, handler) = function_package(function)?;
+            spec.package = Some(upload_package(client, package.as_ref()).await?);
+            spec.function_runtime = args.runtime.clone();
+            spec.function_handler = Some(handler);
+            if args.debug {
+                spec.env.insert("UPDRAFT_DEBUG".into(), "1".into());
+            }
+        }
+        (Some(path), None, None) => spec.package = Some(upload_package(client, path).await?),
+        (None, None, None) => unreachable!("clap requires a path, --wasm or --function"),
     }
     let service: ServiceView = client
         .json(Method::PUT, &service_path(&args.ns, &args.name), Some(&spec))

@@ -20,6 +20,12 @@ pub const KEEP_ALIVE_POLICIES: &[&str] = &["fixed", "hybrid-histogram"];
 /// Hosts (`host` or `host:port`, `*` for any) a WebAssembly revision may send
 /// `wasi:http` requests to, comma-separated; none when absent.
 pub const ALLOWED_OUTBOUND_HOSTS: &str = "updraft.dev/allowed-outbound-hosts";
+/// A function revision's runtime (`python3` or `node`): the package holds a handler,
+/// not a server, and Updraft's shim serves it.
+pub const FUNCTION_RUNTIME: &str = "updraft.dev/function-runtime";
+pub const FUNCTION_RUNTIMES: &[&str] = &["python3", "node"];
+/// The handler file or folder inside the package (`.` for the package itself).
+pub const FUNCTION_HANDLER: &str = "updraft.dev/function-handler";
 pub const RATE_LIMIT: &str = "updraft.dev/rate-limit";
 /// Requests a service accepts at once above its rate.
 pub const RATE_LIMIT_BURST: &str = "updraft.dev/rate-limit-burst";
@@ -124,6 +130,28 @@ pub fn validate_template_annotations(path: &str, annotations: &BTreeMap<String, 
             check(&field, value, *kind)?;
         } else if key == KEEP_ALIVE {
             check(&field, value, Kind::Choice(KEEP_ALIVE_POLICIES))?;
+        } else if key == FUNCTION_RUNTIME {
+            check(&field, value, Kind::Choice(FUNCTION_RUNTIMES))?;
+            if !annotations.contains_key(FUNCTION_HANDLER) {
+                return Err(FieldError::new(
+                    format!("{path}[{FUNCTION_HANDLER}]"),
+                    "is missing; a function names its handler file or folder",
+                ));
+            }
+        } else if key == FUNCTION_HANDLER {
+            let escapes = value.starts_with('/') || value.split('/').any(|part| part == "..");
+            if value.is_empty() || escapes {
+                return Err(FieldError::new(
+                    field,
+                    format!("{value:?} must be a path inside the package (no leading / and no ..)"),
+                ));
+            }
+            if !annotations.contains_key(FUNCTION_RUNTIME) {
+                return Err(FieldError::new(
+                    format!("{path}[{FUNCTION_RUNTIME}]"),
+                    "is missing; say python3 or node",
+                ));
+            }
         } else if key == ALLOWED_OUTBOUND_HOSTS {
             for host in allowed_outbound_hosts(annotations) {
                 let ok = host == "*"

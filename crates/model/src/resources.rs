@@ -155,6 +155,12 @@ pub struct DeploySpec {
     /// A stored WebAssembly component's digest, instead of a package.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wasm: Option<String>,
+    /// With a package: serve its handler with the `python3` or `node` function runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_runtime: Option<String>,
+    /// The handler file or folder inside the package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_handler: Option<String>,
     /// Wasm only: hosts outbound requests may go to (`updraft.dev/allowed-outbound-hosts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_hosts: Option<Vec<String>>,
@@ -231,6 +237,20 @@ impl DeploySpec {
                 ))
             }
         };
+        if let (Some(runtime), Some(handler)) = (&self.function_runtime, &self.function_handler) {
+            if self.package.is_none() {
+                return Err(FieldError::new(
+                    "function_runtime",
+                    "needs a package holding the handler",
+                ));
+            }
+            template
+                .annotations
+                .insert(crate::annotations::FUNCTION_RUNTIME.to_string(), runtime.clone());
+            template
+                .annotations
+                .insert(crate::annotations::FUNCTION_HANDLER.to_string(), handler.clone());
+        }
         if let Some(hosts) = &self.allow_hosts {
             if hosts.is_empty() {
                 template.annotations.remove(crate::annotations::ALLOWED_OUTBOUND_HOSTS);

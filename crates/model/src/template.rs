@@ -173,6 +173,20 @@ impl RevisionTemplate {
             ));
         }
         let source = parse_image(&format!("{container}.image"), &self.image)?;
+        if self.annotations.contains_key(crate::annotations::FUNCTION_RUNTIME) {
+            if matches!(source, Source::Wasm { .. }) {
+                return Err(FieldError::new(
+                    format!("{path}.metadata.annotations[{}]", crate::annotations::FUNCTION_RUNTIME),
+                    "is for code packages; a component is its own runtime",
+                ));
+            }
+            if self.command.is_some() || self.readiness.is_some() {
+                return Err(FieldError::new(
+                    format!("{container}.command"),
+                    "does not apply to a function: the function runtime runs the handler",
+                ));
+            }
+        }
         if matches!(source, Source::Wasm { .. }) {
             let refused = [
                 ("command", self.command.is_some()),

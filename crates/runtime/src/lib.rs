@@ -23,7 +23,7 @@ use std::sync::Arc;
 pub use instance::{ExitInfo, Instance, InstanceControl};
 pub use ports::{PortAllocator, PortLease};
 pub use probe::{wait_ready, NotReady, Probe};
-pub use process::{ProcessRuntime, StemOrder, INHERITED_ENV};
+pub use process::{FunctionSpec, Language, ProcessRuntime, StemOrder, INHERITED_ENV};
 
 /// Forking while this process holds a file open for writing would give the child a
 /// copy of that descriptor until its exec, and exec'ing that file anywhere then fails
@@ -45,6 +45,9 @@ pub struct InstanceSpec {
     pub limits: cgroup::Limits,
     /// Set for a WebAssembly component, which the wasm driver runs in process.
     pub wasm: Option<wasm::WasmSpec>,
+    /// Set for a Python or Node function, which a shim serves (from a stem cell when
+    /// one is warm); `command` is then the shim's.
+    pub function: Option<FunctionSpec>,
 }
 
 impl InstanceSpec {

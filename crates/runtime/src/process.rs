@@ -1,6 +1,7 @@
 //! The `process` driver: each instance is a child process in its own process group
 //! and cgroup, with the instance contract's environment.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -43,6 +44,12 @@ pub struct ProcessRuntime {
     stem_command: Option<Vec<PathBuf>>,
     /// Pre-forked processes, each in its own cgroup, waiting to become an instance.
     stems: Mutex<Vec<Stem>>,
+    /// Where the function runtimes' shims are written, once function stems are on.
+    shims: Option<PathBuf>,
+    /// Started interpreters with the shim loaded, per language, waiting for a handler.
+    function_stems: Mutex<HashMap<Language, Vec<Stem>>>,
+    /// Languages deployed since start: only their pools are kept warm.
+    languages: Mutex<HashSet<Language>>,
     /// Where new output records go for live followers.
     log_feed: Option<LogFeed>,
 }
@@ -56,6 +63,59 @@ struct Stem {
     orders: std::io::PipeWriter,
     cgroup: Option<InstanceCgroup>,
     pid_file: PathBuf,
+}
+
+/// A function runtime's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Language {
+    Python,
+    Node,
+}
+
+impl Language {
+    /// `python3` or `node`, as `--runtime` names them.
+    pub fn parse(name: &str) -> Option<Language> {
+        match name {
+            "python3" | "python" => Some(Language::Python),
+            "node" | "nodejs" => Some(Language::Node),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Language::Python => "python3",
+            Language::Node => "node",
+        }
+    }
+
+    fn interpreter(self) -> &'static [&'static str] {
+        match self {
+            Language::Python => &["python3", "-u"],
+            Language::Node => &["node"],
+        }
+    }
+
+    fn shim_name(self) -> &'static str {
+        match self {
+            Language::Python => "updraft_function.py",
+            Language::Node => "updraft_function.mjs",
+        }
+    }
+
+    fn shim(self) -> &'static str {
+        match self {
+            Language::Python => include_str!("shims/python.py"),
+            Language::Node => include_str!("shims/node.mjs"),
+        }
+    }
+}
+
+/// A function revision's handler: a file or folder inside its unpacked package.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    pub language: Language,
+    pub handler: PathBuf,
 }
 
 /// What a stem cell reads on its standard input, one JSON line, before it execs.
@@ -80,8 +140,84 @@ impl ProcessRuntime {
             run_dir,
             stem_command: None,
             stems: Mutex::new(Vec::new()),
+            shims: None,
+            function_stems: Mutex::new(HashMap::new()),
+            languages: Mutex::new(HashSet::new()),
             log_feed: None,
         })
+    }
+
+    /// Writes the Python and Node shims under `dir` and turns the function pools on.
+    pub fn with_function_runtimes(mut self, dir: PathBuf) -> std::io::Result<Self> {
+        fs::create_dir_all(&dir)?;
+        for language in [Language::Python, Language::Node] {
+            fs::write(dir.join(language.shim_name()), language.shim())?;
+        }
+        self.shims = Some(dir);
+        Ok(self)
+    }
+
+    fn shim_command(&self, language: Language) -> Vec<String> {
+        let shim = self
+            .shims
+            .as_ref()
+            .map(|d| d.join(language.shim_name()))
+            .unwrap_or_default();
+        let mut command: Vec<String> = language.interpreter().iter().map(|s| s.to_string()).collect();
+        command.push(shim.display().to_string());
+        command
+    }
+
+    fn resize_function_stems(&self, target: usize) {
+        let languages: Vec<Language> = self
+            .languages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        for language in languages {
+            loop {
+                let size = self.function_stems_of(language);
+                if size > target {
+                    let extra = self
+                        .function_stems
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_mut(&language)
+                        .and_then(Vec::pop);
+                    if let Some(stem) = extra {
+                        stem.discard();
+                    }
+                } else if size < target {
+                    let mut command = self.shim_command(language);
+                    command.push("--stem".into());
+                    match self.spawn_stem(&command) {
+                        Ok(stem) => self
+                            .function_stems
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry(language)
+                            .or_default()
+                            .push(stem),
+                        Err(e) => {
+                            tracing::warn!(error = %e, ?language, "cannot start a function stem cell");
+                            break;
+                        }
+                    }
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn function_stems_of(&self, language: Language) -> usize {
+        self.function_stems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&language)
+            .map_or(0, Vec::len)
     }
 
     /// Offers every instance's output records to live followers through `feed`.
@@ -113,7 +249,13 @@ impl ProcessRuntime {
                     stem.discard();
                 }
             } else if size < target {
-                match self.spawn_stem() {
+                let command: Vec<String> = self
+                    .stem_command
+                    .iter()
+                    .flatten()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                match self.spawn_stem(&command) {
                     Ok(stem) => self.stems.lock().unwrap_or_else(|p| p.into_inner()).push(stem),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot start a stem cell");
@@ -126,8 +268,7 @@ impl ProcessRuntime {
         }
     }
 
-    fn spawn_stem(&self) -> Result<Stem, RuntimeError> {
-        let command = self.stem_command.as_ref().expect("the pool is on");
+    fn spawn_stem(&self, command: &[String]) -> Result<Stem, RuntimeError> {
         let id = format!("stem-{:08x}", random_u32());
         let cgroup = match self.cgroups.layout() {
             Layout::None => None,
@@ -137,6 +278,11 @@ impl ProcessRuntime {
         let mut cmd = std::process::Command::new(&command[0]);
         cmd.args(&command[1..])
             .env_clear()
+            .envs(
+                INHERITED_ENV
+                    .iter()
+                    .filter_map(|n| std::env::var(n).ok().map(|v| (*n, v))),
+            )
             .stdin(orders_in)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -147,7 +293,7 @@ impl ProcessRuntime {
                     c.remove();
                 }
                 return Err(RuntimeError::Spawn {
-                    command: format!("{} (stem cell)", command[0].display()),
+                    command: format!("{} (stem cell)", command[0]),
                     source,
                 });
             }
@@ -316,8 +462,35 @@ impl Runtime for ProcessRuntime {
         "process"
     }
 
-    fn start(&self, spec: InstanceSpec) -> Result<Instance, RuntimeError> {
+    fn start(&self, mut spec: InstanceSpec) -> Result<Instance, RuntimeError> {
         let port = self.ports.allocate()?;
+        if let Some(function) = spec.function.clone() {
+            // A function stem is an interpreter with the shim loaded: its order names
+            // the handler; without one, the shim starts with the handler as argument.
+            self.languages
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(function.language);
+            let handler = function.handler.display().to_string();
+            let stem = self
+                .function_stems
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&function.language)
+                .and_then(Vec::pop);
+            let started = match stem {
+                Some(stem) => {
+                    spec.command = vec![function.language.interpreter()[0].to_string(), handler];
+                    self.bind(stem, &spec, port.port)?
+                }
+                None => {
+                    spec.command = self.shim_command(function.language);
+                    spec.command.push(handler);
+                    self.spawn(&spec, port.port)?
+                }
+            };
+            return self.adopt(started, spec, port);
+        }
         let stem = self.stems.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let started = match stem {
             Some(stem) => self.bind(stem, &spec, port.port)?,
@@ -328,16 +501,22 @@ impl Runtime for ProcessRuntime {
 
     fn pool(&self) -> (usize, u64) {
         let stems = self.stems.lock().unwrap_or_else(|p| p.into_inner());
-        let memory = stems
+        let functions = self.function_stems.lock().unwrap_or_else(|p| p.into_inner());
+        let all: Vec<&Stem> = stems.iter().chain(functions.values().flatten()).collect();
+        let memory = all
             .iter()
             .filter_map(|s| s.child.id())
             .map(|pid| resident_bytes(pid as i32))
             .sum();
-        (stems.len(), memory)
+        (all.len(), memory)
     }
 
     fn resize_pool(&self, target: usize) -> usize {
-        self.resize_stems(target)
+        let generic = self.resize_stems(target);
+        if self.shims.is_some() && self.stem_command.is_some() {
+            self.resize_function_stems(target);
+        }
+        generic
     }
 
     fn reap_leftovers(&self) -> usize {

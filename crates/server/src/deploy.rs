@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use updraft_model::annotations::{allowed_outbound_hosts, validate_service_annotations};
+use updraft_model::annotations::{
+    allowed_outbound_hosts, validate_service_annotations, FUNCTION_HANDLER, FUNCTION_RUNTIME,
+};
 use updraft_model::knative::DesiredService;
 use updraft_model::names::{validate_namespace_name, validate_service_name};
 use updraft_model::package::detect;
@@ -299,7 +301,15 @@ impl Platform {
                 .await
                 .map_err(ApiError::internal)?
                 .map_err(package_error)?;
-                match resolve_config(&template, &digest, unpacked) {
+                let function = template
+                    .annotations
+                    .get(FUNCTION_RUNTIME)
+                    .zip(template.annotations.get(FUNCTION_HANDLER));
+                let resolved = match function {
+                    Some((runtime, handler)) => function_config(&template, &digest, runtime, handler, &workdir),
+                    None => resolve_config(&template, &digest, unpacked),
+                };
+                match resolved {
                     Ok(config) => config,
                     Err(e) => {
                         let _ = std::fs::remove_dir_all(&workdir);
@@ -428,6 +438,35 @@ fn resolve_config(
         scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,
         readiness: template.readiness.clone(),
         runtime: "process".to_string(),
+        allowed_hosts: Vec::new(),
+    })
+}
+
+/// What runs for a function: the runtime's shim with the handler; the handler must
+/// exist in the package.
+fn function_config(
+    template: &RevisionTemplate,
+    digest: &str,
+    runtime: &str,
+    handler: &str,
+    workdir: &std::path::Path,
+) -> Result<RevisionConfig, ApiError> {
+    if !workdir.join(handler).exists() {
+        return Err(ApiError::bad_request(
+            "function_handler",
+            format!("{handler:?} is not in the package"),
+        ));
+    }
+    Ok(RevisionConfig {
+        package_digest: digest.to_string(),
+        command: vec![handler.to_string()],
+        command_source: format!("{runtime} function runtime"),
+        env: template.env.clone(),
+        memory_bytes: template.resources.memory_limit_bytes,
+        cpu_millis: template.resources.cpu_limit_millis,
+        scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,
+        readiness: None,
+        runtime: runtime.to_string(),
         allowed_hosts: Vec::new(),
     })
 }

@@ -237,6 +237,7 @@ impl Platform {
         if !config.pool.stem_command.is_empty() && config.pool.max_memory_bytes > 0 {
             process = process.with_stems(config.pool.stem_command.clone());
         }
+        let process = process.with_function_runtimes(paths.root.join("shims"))?;
         let cgroup_version = process.cgroups().version();
         let wasm = Arc::new(
             WasmRuntime::new(paths.root.join("wasm-cache"), paths.logs.clone(), config.wasm_pool)

@@ -12,7 +12,7 @@ use updraft_gateway::{Endpoint, RevisionKey};
 use updraft_model::template::Readiness;
 use updraft_runtime::logs::now_us;
 use updraft_runtime::wasm::WasmSpec;
-use updraft_runtime::{cgroup::Limits, wait_ready, Instance, InstanceSpec, Probe};
+use updraft_runtime::{cgroup::Limits, wait_ready, FunctionSpec, Instance, InstanceSpec, Language, Probe};
 use updraft_scaling::{LoadPoint, Metric, PoolSizer, RevisionLoad, ScaleDecision, Why};
 use updraft_telemetry::{ColdStartLabels, ScaleLabels};
 
@@ -356,6 +356,10 @@ impl Platform {
                 memory_bytes: config.memory_bytes,
                 cpu_millis: config.cpu_millis,
             },
+            function: Language::parse(&config.runtime).map(|language| FunctionSpec {
+                language,
+                handler: config.command.first().cloned().unwrap_or_default().into(),
+            }),
             wasm: (config.runtime == "wasm").then(|| WasmSpec {
                 digest: config.package_digest.clone(),
                 component: self.paths.blob(&config.package_digest),
