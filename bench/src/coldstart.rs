@@ -51,14 +51,29 @@ fn simultaneously(
 }
 
 fn through_updraft(updraft: &Path, app: &App, n: usize) -> anyhow::Result<Vec<f64>> {
-    let server = Server::start(updraft)?;
     let dir = app.dir.to_str().context("app path is not UTF-8")?.to_string();
+    let server = Server::start(updraft)?;
+    cold_starts(&server, updraft, &[dir], n, 0)
+}
+
+/// N services deployed with `what` (a path, or `--function F --runtime R`), then bursts
+/// of N simultaneous requests at zero; the first `warmups` bursts are not counted (they
+/// let a pool grow to the demand).
+pub fn cold_starts(
+    server: &Server,
+    updraft: &Path,
+    what: &[String],
+    n: usize,
+    warmups: usize,
+) -> anyhow::Result<Vec<f64>> {
     // Deploy a few at a time: each deploy starts and checks a first instance.
     for chunk in (0..n).collect::<Vec<_>>().chunks(4) {
         let deploys: Vec<_> = chunk
             .iter()
             .map(|i| {
-                let args = ["deploy", &format!("svc-{i}"), &dir, "--scale-to-zero-after", "1s"].map(String::from);
+                let mut args = vec!["deploy".to_string(), format!("svc-{i}")];
+                args.extend(what.iter().cloned());
+                args.extend(["--scale-to-zero-after", "1s"].map(String::from));
                 let updraft = updraft.to_path_buf();
                 let api = server.api.clone();
                 std::thread::spawn(move || {
@@ -78,17 +93,19 @@ fn through_updraft(updraft: &Path, app: &App, n: usize) -> anyhow::Result<Vec<f6
         }
     }
     let mut times = Vec::new();
-    for _ in 0..rounds(n) {
-        wait_for_zero(&server, updraft, n)?;
+    for round in 0..rounds(n) + warmups {
+        wait_for_zero(server, updraft, n)?;
         let gateway = server.gateway;
-        times.extend(simultaneously(n, move |i| {
+        let burst = simultaneously(n, move |i| {
             match get(gateway, &format!("svc-{i}.default.localhost"), "/")? {
                 200 => Ok(()),
                 status => bail!("svc-{i} answered {status}"),
             }
-        })?);
+        })?;
+        if round >= warmups {
+            times.extend(burst);
+        }
     }
-    drop(server);
     Ok(times)
 }
 

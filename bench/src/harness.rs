@@ -36,6 +36,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(updraft: &Path) -> anyhow::Result<Server> {
+        Self::start_with_env(updraft, &[])
+    }
+
+    /// A server with extra environment (server flags by their env names).
+    pub fn start_with_env(updraft: &Path, env: &[(&str, &str)]) -> anyhow::Result<Server> {
         let data = tempfile::tempdir()?;
         let gateway: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let api_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -57,6 +62,7 @@ impl Server {
                 "2s",
             ])
             .env("UPDRAFT_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", updraft.display()))?;

@@ -3,6 +3,7 @@
 
 mod apps;
 mod coldstart;
+mod functions;
 mod harness;
 mod ingest;
 mod logquery;
@@ -112,6 +113,15 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         colds: usize,
     },
+    /// Python and Node function cold starts from stem cells (warm interpreters) against
+    /// fresh interpreters (pool off), at 1 and N simultaneous cold starts.
+    Function {
+        #[arg(long, value_delimiter = ',', default_value = "1,50")]
+        sizes: Vec<usize>,
+        /// The pool's memory cap for the stem-cell runs.
+        #[arg(long, default_value = "4Gi")]
+        pool_memory: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -135,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             target,
             seconds,
         } => scaleout::run(&cli.updraft, &cli.out, clients.max(1), target.max(1), seconds),
+        Scenario::Function { sizes, pool_memory } => functions::run(&cli.updraft, &cli.out, &sizes, &pool_memory),
         Scenario::Wasm {
             wasmtime,
             connections,
