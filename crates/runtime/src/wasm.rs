@@ -629,3 +629,48 @@ impl InstanceControl for WasmControl {
         vec![std::process::id() as i32]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn outbound(hooks: &mut OutboundHooks, uri: &str) -> impl std::future::Future<Output = Result<u16, String>> {
+        let body = http_body_util::Empty::<Bytes>::new()
+            .map_err(|never: Infallible| match never {})
+            .boxed_unsync();
+        let request = http::Request::builder().uri(uri).body(body).unwrap();
+        let sent = Pin::from(hooks.send_request(request, None, Box::new(async { Ok(()) })));
+        async move {
+            sent.await
+                .map(|(response, _)| response.status().as_u16())
+                .map_err(|e| format!("{e:?}"))
+        }
+    }
+
+    #[tokio::test]
+    async fn outbound_requests_reach_only_allowed_hosts() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut conn, _)) = listener.accept() {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+        let url = format!("http://127.0.0.1:{port}/");
+        let mut none = OutboundHooks {
+            allowed: Arc::new(Vec::new()),
+        };
+        assert_eq!(outbound(&mut none, &url).await, Err("HttpRequestDenied".to_string()));
+        let mut other = OutboundHooks {
+            allowed: Arc::new(vec!["api.example.com".into()]),
+        };
+        assert_eq!(outbound(&mut other, &url).await, Err("HttpRequestDenied".to_string()));
+        let mut allowed = OutboundHooks {
+            allowed: Arc::new(vec![format!("127.0.0.1:{port}")]),
+        };
+        assert_eq!(outbound(&mut allowed, &url).await, Ok(204));
+    }
+}
