@@ -648,6 +648,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_pool_too_big_to_reserve_falls_back_to_on_demand_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let fits = WasmRuntime::new(dir.path().join("a"), dir.path().join("l"), WasmPoolConfig::default()).unwrap();
+        assert!(fits.pooling());
+        // Ten million 4 GiB slots are far more address space than x86-64 has.
+        let huge = WasmPoolConfig {
+            instances: 10_000_000,
+            max_memory_bytes: 4 << 30,
+        };
+        let fallback = WasmRuntime::new(dir.path().join("b"), dir.path().join("l"), huge).unwrap();
+        assert!(!fallback.pooling());
+        let off = WasmPoolConfig {
+            instances: 0,
+            ..WasmPoolConfig::default()
+        };
+        assert!(!WasmRuntime::new(dir.path().join("c"), dir.path().join("l"), off)
+            .unwrap()
+            .pooling());
+    }
+
     #[tokio::test]
     async fn outbound_requests_reach_only_allowed_hosts() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
