@@ -25,7 +25,7 @@ use updraft_telemetry::{Metrics, RevisionLabels};
 use crate::access::AccessLog;
 use crate::meter::RequestLedger;
 use crate::scaler::{ColdStart, ManagedInstance, ScaleEvent};
-use crate::triggers::{SinkClient, TriggerSignals};
+use crate::triggers::{EventWriter, SinkClient, TriggerSignals};
 use crate::{Paths, ServerConfig};
 
 /// Unreferenced packages younger than this are kept: their deploy may be on its way.
@@ -136,6 +136,9 @@ pub struct Platform {
     /// The same store, seen as triggers, brokers and the delivery queue.
     pub events: Arc<dyn EventStore>,
     pub(crate) signals: TriggerSignals,
+    pub(crate) event_writer: EventWriter,
+    /// Namespaces, brokers and triggers as of the store's last version, for routing.
+    pub(crate) routing_cache: Mutex<Option<Arc<crate::triggers::RoutingSnapshot>>>,
     pub(crate) sink_client: SinkClient,
 }
 
@@ -286,8 +289,10 @@ impl Platform {
             log_feed,
             requests,
             access_log,
+            event_writer: EventWriter::start(events.clone())?,
             events,
             signals: TriggerSignals::default(),
+            routing_cache: Mutex::new(None),
             sink_client: crate::triggers::sink_client(),
         });
         platform.load_revisions()?;

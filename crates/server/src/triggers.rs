@@ -30,8 +30,8 @@ use updraft_events::trigger::{CronSpec, NatsSpec, TriggerSpec, DEFAULT_BROKER, N
 use updraft_gateway::host_for;
 use updraft_runtime::logs::now_us;
 use updraft_store::events::{
-    Accepted, BrokerRecord, DeliveryRecord, NewDelivery, Outcome, TriggerRecord, DEAD_LETTERED, DELIVERED, FAILED,
-    PENDING,
+    Accepted, BrokerRecord, DeliveryRecord, NewDelivery, Outcome, TriggerRecord, Write, DEAD_LETTERED, DELIVERED,
+    FAILED, PENDING,
 };
 use updraft_telemetry::TriggerLabels;
 
@@ -51,6 +51,61 @@ const MAX_REPLY_BYTES: usize = 1024 * 1024;
 const ERROR_DATA_BYTES: usize = 1024;
 /// Finished deliveries and accepted events are kept this long for history.
 pub const HISTORY_US: i64 = 7 * 24 * 3_600_000_000;
+
+/// Writes that arrive together are committed together.
+const GROUP_MAX: usize = 256;
+
+type Reply = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// Group commit for accepted events and delivery outcomes: each is stored before its
+/// caller goes on, and the ones queued while a transaction syncs share the next one.
+pub struct EventWriter {
+    queue: std::sync::mpsc::Sender<(Write, Reply)>,
+}
+
+impl EventWriter {
+    pub fn start(store: Arc<dyn updraft_store::EventStore>) -> std::io::Result<EventWriter> {
+        let (queue, pending) = std::sync::mpsc::channel::<(Write, Reply)>();
+        std::thread::Builder::new().name("event-writer".into()).spawn(move || {
+            while let Ok(first) = pending.recv() {
+                let mut batch = vec![first];
+                while batch.len() < GROUP_MAX {
+                    match pending.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let (writes, replies): (Vec<Write>, Vec<Reply>) = batch.into_iter().unzip();
+                let result = store.write(writes, now_us()).map_err(|e| e.to_string());
+                for reply in replies {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        })?;
+        Ok(EventWriter { queue })
+    }
+
+    fn enqueue(&self, write: Write) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, String> {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.queue
+            .send((write, reply))
+            .map_err(|_| "the event writer stopped".to_string())?;
+        Ok(done)
+    }
+
+    pub async fn write(&self, write: Write) -> Result<(), String> {
+        self.enqueue(write)?
+            .await
+            .map_err(|_| "the event writer stopped".to_string())?
+    }
+
+    /// For callers on a blocking thread.
+    pub fn write_blocking(&self, write: Write) -> Result<(), String> {
+        self.enqueue(write)?
+            .blocking_recv()
+            .map_err(|_| "the event writer stopped".to_string())?
+    }
+}
 
 /// Wake-ups for the trigger loops.
 #[derive(Default)]
@@ -84,7 +139,103 @@ fn labels(namespace: &str, trigger: &str, kind: &str) -> TriggerLabels {
     }
 }
 
+/// What routing an event needs, read once per store version: an event's path through
+/// the broker never waits on the database while a commit syncs.
+#[derive(Default)]
+pub(crate) struct RoutingSnapshot {
+    version: u64,
+    namespaces: HashSet<String>,
+    brokers: HashMap<(String, String), Option<updraft_events::delivery::DeliverySpec>>,
+    /// (namespace, name, kind, spec) of every trigger.
+    triggers: Vec<(String, String, String, Option<TriggerSpec>)>,
+}
+
+impl RoutingSnapshot {
+    fn kind_of(&self, namespace: &str, trigger: &str) -> Option<&str> {
+        self.triggers
+            .iter()
+            .find(|(ns, name, _, _)| ns == namespace && name == trigger)
+            .map(|(_, _, kind, _)| kind.as_str())
+    }
+
+    /// The broker's delivery spec; the default broker exists in every namespace.
+    fn broker(&self, namespace: &str, name: &str) -> Result<Option<&updraft_events::delivery::DeliverySpec>, ApiError> {
+        if !self.namespaces.contains(namespace) {
+            return Err(updraft_store::StoreError::NoSuchNamespace(namespace.to_string()).into());
+        }
+        match self.brokers.get(&(namespace.to_string(), name.to_string())) {
+            Some(delivery) => Ok(delivery.as_ref()),
+            None if name == DEFAULT_BROKER => Ok(None),
+            None => Err(ApiError::not_found(format!(
+                "broker {name:?} does not exist in namespace {namespace:?}; the default broker is {DEFAULT_BROKER:?}"
+            ))),
+        }
+    }
+
+    /// The event, with a delivery for every trigger of the broker it matches.
+    fn route(&self, namespace: &str, broker: &str, event: &Event) -> Result<Accepted, ApiError> {
+        let broker_delivery = self.broker(namespace, broker)?;
+        let json = serde_json::to_string(event).map_err(ApiError::internal)?;
+        let mut deliveries = Vec::new();
+        for (ns, name, _, spec) in &self.triggers {
+            let Some(TriggerSpec::Event(spec)) = spec else {
+                continue;
+            };
+            if ns != namespace || spec.broker != broker || !trigger_matches(&spec.filter, &spec.filters, event) {
+                continue;
+            }
+            let policy = spec.delivery.clone().unwrap_or_default().policy(broker_delivery);
+            deliveries.push(NewDelivery {
+                trigger: name.clone(),
+                event: json.clone(),
+                target: serde_json::to_string(&spec.subscriber).map_err(ApiError::internal)?,
+                policy: policy_json(&policy),
+                dead_letter: false,
+                broker: Some(broker.to_string()),
+                scheduled_at_us: None,
+            });
+        }
+        Ok(Accepted {
+            event: json,
+            deliveries,
+        })
+    }
+}
+
 impl Platform {
+    /// The routing snapshot of the store's current version.
+    pub(crate) fn routing_snapshot(&self) -> Result<Arc<RoutingSnapshot>, ApiError> {
+        let version = *self.store.subscribe().borrow();
+        let mut cached = self.routing_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(snapshot) = cached.as_ref().filter(|s| s.version == version) {
+            return Ok(snapshot.clone());
+        }
+        let snapshot = Arc::new(RoutingSnapshot {
+            version,
+            namespaces: self.store.namespaces()?.into_iter().map(|n| n.name).collect(),
+            brokers: self
+                .events
+                .brokers(None)?
+                .into_iter()
+                .map(|b| {
+                    let delivery = b.delivery.as_deref().and_then(|d| serde_json::from_str(d).ok());
+                    ((b.namespace, b.name), delivery)
+                })
+                .collect(),
+            triggers: self
+                .events
+                .triggers(None)?
+                .into_iter()
+                .map(|t| {
+                    let spec = parse_spec(&t);
+                    (t.namespace, t.name, t.kind, spec)
+                })
+                .collect(),
+        });
+        *cached = Some(snapshot.clone());
+        Ok(snapshot)
+    }
+
     /// A broker's delivery spec; the default broker exists in every namespace.
     pub(crate) fn broker(&self, namespace: &str, name: &str) -> Result<Option<BrokerRecord>, ApiError> {
         self.require_namespace(namespace)?;
@@ -104,56 +255,22 @@ impl Platform {
     /// Stores events sent to a broker with a delivery for every trigger each matches,
     /// in one transaction, before the caller answers.
     pub(crate) fn accept_events(&self, namespace: &str, broker: &str, events: &[Event]) -> Result<usize, ApiError> {
-        let record = self.broker(namespace, broker)?;
+        let routing = self.routing_snapshot()?;
         let accepted: Vec<Accepted> = events
             .iter()
-            .map(|event| self.route_event(namespace, broker, record.as_ref(), event))
+            .map(|event| routing.route(namespace, broker, event))
             .collect::<Result<_, _>>()?;
         let deliveries = accepted.iter().map(|a| a.deliveries.len()).sum();
-        self.events.accept(namespace, broker, &accepted, now_us())?;
+        self.event_writer
+            .write_blocking(Write::Accept {
+                namespace: namespace.to_string(),
+                broker: broker.to_string(),
+                events: accepted,
+            })
+            .map_err(ApiError::internal)?;
         self.metrics.events_accepted.inc_by(events.len() as u64);
         self.signals.queued.notify_one();
         Ok(deliveries)
-    }
-
-    fn route_event(
-        &self,
-        namespace: &str,
-        broker: &str,
-        record: Option<&BrokerRecord>,
-        event: &Event,
-    ) -> Result<Accepted, ApiError> {
-        let broker_delivery = record
-            .and_then(|b| b.delivery.as_deref())
-            .and_then(|d| serde_json::from_str(d).ok());
-        let json = serde_json::to_string(event).map_err(ApiError::internal)?;
-        let mut deliveries = Vec::new();
-        for trigger in self.events.triggers(Some(namespace))? {
-            let Some(TriggerSpec::Event(spec)) = parse_spec(&trigger) else {
-                continue;
-            };
-            if spec.broker != broker || !trigger_matches(&spec.filter, &spec.filters, event) {
-                continue;
-            }
-            let policy = spec
-                .delivery
-                .clone()
-                .unwrap_or_default()
-                .policy(broker_delivery.as_ref());
-            deliveries.push(NewDelivery {
-                trigger: trigger.name,
-                event: json.clone(),
-                target: serde_json::to_string(&spec.subscriber).map_err(ApiError::internal)?,
-                policy: policy_json(&policy),
-                dead_letter: false,
-                broker: Some(broker.to_string()),
-                scheduled_at_us: None,
-            });
-        }
-        Ok(Accepted {
-            event: json,
-            deliveries,
-        })
     }
 
     pub(crate) fn trigger_view(&self, record: &TriggerRecord, counts: &[(String, String, u64)]) -> TriggerView {
@@ -515,35 +632,35 @@ fn dead_letter_event(mut event: Event, target: &Destination, status: Option<u16>
 }
 
 async fn deliver(platform: &Platform, delivery: DeliveryRecord) {
-    let kind = platform
-        .events
-        .trigger(&delivery.namespace, &delivery.trigger)
-        .ok()
-        .flatten()
-        .map(|t| t.kind)
-        .unwrap_or_else(|| "event".to_string());
+    let routing = platform.routing_snapshot().ok();
+    let kind = routing
+        .as_ref()
+        .and_then(|r| r.kind_of(&delivery.namespace, &delivery.trigger))
+        .unwrap_or("event")
+        .to_string();
     let labels = labels(&delivery.namespace, &delivery.trigger, &kind);
     let parsed = (
         serde_json::from_str::<Event>(&delivery.event),
         serde_json::from_str::<Destination>(&delivery.target),
         serde_json::from_str::<Policy>(&delivery.policy),
     );
+    let finish = |outcome| Write::Finish {
+        id: delivery.id,
+        namespace: delivery.namespace.clone(),
+        outcome,
+    };
     let (Ok(event), Ok(destination), Ok(policy)) = parsed else {
         let outcome = Outcome::Failed {
             error: "the stored delivery cannot be read".to_string(),
         };
-        let _ = platform
-            .events
-            .finish(delivery.id, &delivery.namespace, outcome, now_us());
+        let _ = platform.event_writer.write(finish(outcome)).await;
         return;
     };
     let target = match destination.resolve("target", &delivery.namespace) {
         Ok(target) => target,
         Err(e) => {
             let outcome = Outcome::Failed { error: e.to_string() };
-            let _ = platform
-                .events
-                .finish(delivery.id, &delivery.namespace, outcome, now_us());
+            let _ = platform.event_writer.write(finish(outcome)).await;
             return;
         }
     };
@@ -555,10 +672,8 @@ async fn deliver(platform: &Platform, delivery: DeliveryRecord) {
             let reply = match (&attempt, &delivery.broker) {
                 (Attempt::Answered { headers, body, .. }, Some(broker)) => {
                     read_reply(headers, body.clone()).and_then(|reply| {
-                        let record = platform.broker(&delivery.namespace, broker).ok()?;
-                        platform
-                            .route_event(&delivery.namespace, broker, record.as_ref(), &reply)
-                            .ok()
+                        let routing = platform.routing_snapshot().ok()?;
+                        routing.route(&delivery.namespace, broker, &reply).ok()
                     })
                 }
                 _ => None,
@@ -601,10 +716,7 @@ async fn deliver(platform: &Platform, delivery: DeliveryRecord) {
             }
         }
     };
-    if let Err(e) = platform
-        .events
-        .finish(delivery.id, &delivery.namespace, outcome, now_us())
-    {
+    if let Err(e) = platform.event_writer.write(finish(outcome)).await {
         tracing::warn!(delivery = delivery.id, "cannot record a delivery's outcome: {e}");
     }
 }

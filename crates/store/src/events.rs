@@ -121,6 +121,20 @@ pub struct Accepted {
     pub deliveries: Vec<NewDelivery>,
 }
 
+/// One write of a group commit.
+pub enum Write {
+    Accept {
+        namespace: String,
+        broker: String,
+        events: Vec<Accepted>,
+    },
+    Finish {
+        id: i64,
+        namespace: String,
+        outcome: Outcome,
+    },
+}
+
 pub enum Outcome {
     Delivered { reply: Option<Accepted> },
     Retry { next_at_us: i64, error: String },
@@ -142,7 +156,7 @@ pub trait EventStore: Send + Sync + 'static {
     fn delete_broker(&self, namespace: &str, name: &str) -> Result<()>;
 
     /// Stores accepted events and their deliveries in one transaction.
-    fn accept(&self, namespace: &str, broker: &str, events: &[Accepted], now_us: i64) -> Result<()>;
+    fn accept(&self, namespace: &str, broker: &str, events: Vec<Accepted>, now_us: i64) -> Result<()>;
     /// Moves a cron trigger's cursor forward and queues its firing, atomically. Returns
     /// false (and does nothing) when the cursor is already there, or the trigger is gone.
     fn fire(
@@ -160,6 +174,9 @@ pub trait EventStore: Send + Sync + 'static {
     fn next_due_us(&self) -> Result<Option<i64>>;
     /// Records one attempt's outcome, with the reply or dead letter it starts.
     fn finish(&self, id: i64, namespace: &str, outcome: Outcome, now_us: i64) -> Result<()>;
+    /// Several accepts and outcomes in one transaction: one sync to disk for all, so
+    /// writers that arrive together share it (group commit).
+    fn write(&self, writes: Vec<Write>, now_us: i64) -> Result<()>;
     /// A trigger's deliveries, newest first.
     fn deliveries(&self, namespace: &str, trigger: &str, limit: usize) -> Result<Vec<DeliveryRecord>>;
     /// Deliveries by status of each trigger of a namespace: (trigger, status, count).
@@ -251,6 +268,39 @@ fn insert_accepted(
     )?;
     for d in &accepted.deliveries {
         insert_delivery(tx, namespace, d, now_us)?;
+    }
+    Ok(())
+}
+
+/// Records one attempt's outcome inside `tx`; a delivery already finished is left as
+/// it is.
+fn finish_in(tx: &rusqlite::Transaction<'_>, id: i64, namespace: &str, outcome: &Outcome, now_us: i64) -> Result<()> {
+    let (status, next_at, error) = match outcome {
+        Outcome::Delivered { .. } => (DELIVERED, None, None),
+        Outcome::Retry { next_at_us, error } => (PENDING, Some(*next_at_us), Some(error.as_str())),
+        Outcome::Failed { error } => (FAILED, None, Some(error.as_str())),
+        Outcome::DeadLettered { error, .. } => (DEAD_LETTERED, None, Some(error.as_str())),
+    };
+    let updated = tx.execute(
+        "UPDATE deliveries SET attempts = attempts + 1, status = ?2, next_at_us = coalesce(?3, next_at_us),
+            last_error = coalesce(?4, last_error), updated_at_us = ?5
+         WHERE id = ?1 AND status = ?6",
+        params![id, status, next_at, error, now_us, PENDING],
+    )?;
+    if updated == 1 {
+        match outcome {
+            Outcome::Delivered { reply: Some(reply) } => {
+                let broker: Option<String> =
+                    tx.query_row("SELECT broker FROM deliveries WHERE id = ?1", params![id], |row| {
+                        row.get(0)
+                    })?;
+                if let Some(broker) = broker {
+                    insert_accepted(tx, namespace, &broker, reply, now_us)?;
+                }
+            }
+            Outcome::DeadLettered { dead_letter, .. } => insert_delivery(tx, namespace, dead_letter, now_us)?,
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -396,14 +446,15 @@ impl EventStore for SqliteStore {
         Ok(())
     }
 
-    fn accept(&self, namespace: &str, broker: &str, events: &[Accepted], now_us: i64) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for accepted in events {
-            insert_accepted(&tx, namespace, broker, accepted, now_us)?;
-        }
-        tx.commit()?;
-        Ok(())
+    fn accept(&self, namespace: &str, broker: &str, events: Vec<Accepted>, now_us: i64) -> Result<()> {
+        self.write(
+            vec![Write::Accept {
+                namespace: namespace.to_string(),
+                broker: broker.to_string(),
+                events,
+            }],
+            now_us,
+        )
     }
 
     fn fire(
@@ -451,33 +502,31 @@ impl EventStore for SqliteStore {
     }
 
     fn finish(&self, id: i64, namespace: &str, outcome: Outcome, now_us: i64) -> Result<()> {
+        self.write(
+            vec![Write::Finish {
+                id,
+                namespace: namespace.to_string(),
+                outcome,
+            }],
+            now_us,
+        )
+    }
+
+    fn write(&self, writes: Vec<Write>, now_us: i64) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (status, next_at, error) = match &outcome {
-            Outcome::Delivered { .. } => (DELIVERED, None, None),
-            Outcome::Retry { next_at_us, error } => (PENDING, Some(*next_at_us), Some(error.as_str())),
-            Outcome::Failed { error } => (FAILED, None, Some(error.as_str())),
-            Outcome::DeadLettered { error, .. } => (DEAD_LETTERED, None, Some(error.as_str())),
-        };
-        let updated = tx.execute(
-            "UPDATE deliveries SET attempts = attempts + 1, status = ?2, next_at_us = coalesce(?3, next_at_us),
-                last_error = coalesce(?4, last_error), updated_at_us = ?5
-             WHERE id = ?1 AND status = ?6",
-            params![id, status, next_at, error, now_us, PENDING],
-        )?;
-        if updated == 1 {
-            match &outcome {
-                Outcome::Delivered { reply: Some(reply) } => {
-                    let broker: Option<String> =
-                        tx.query_row("SELECT broker FROM deliveries WHERE id = ?1", params![id], |row| {
-                            row.get(0)
-                        })?;
-                    if let Some(broker) = broker {
-                        insert_accepted(&tx, namespace, &broker, reply, now_us)?;
+        for write in &writes {
+            match write {
+                Write::Accept {
+                    namespace,
+                    broker,
+                    events,
+                } => {
+                    for accepted in events {
+                        insert_accepted(&tx, namespace, broker, accepted, now_us)?;
                     }
                 }
-                Outcome::DeadLettered { dead_letter, .. } => insert_delivery(&tx, namespace, dead_letter, now_us)?,
-                _ => {}
+                Write::Finish { id, namespace, outcome } => finish_in(&tx, *id, namespace, outcome, now_us)?,
             }
         }
         tx.commit()?;
@@ -604,7 +653,7 @@ mod tests {
             event: "{\"id\":\"1\"}".into(),
             deliveries: vec![delivery("t"), delivery("t")],
         };
-        store.accept("default", "default", &[accepted], 5).unwrap();
+        store.accept("default", "default", vec![accepted], 5).unwrap();
         let due = store.due_deliveries(5, 10).unwrap();
         assert_eq!(due.len(), 2);
         store
@@ -671,5 +720,43 @@ mod tests {
             Err(StoreError::NotFound { .. })
         ));
         assert_eq!(store.prune_events(i64::MAX).unwrap(), 4);
+    }
+
+    #[test]
+    fn a_group_commit_writes_all_or_nothing() {
+        let (_dir, store) = store();
+        store.put_trigger("default", "t", "event", "{}", 1).unwrap();
+        let accept = |id: &str| Write::Accept {
+            namespace: "default".into(),
+            broker: "default".into(),
+            events: vec![Accepted {
+                event: format!("{{\"id\":\"{id}\"}}"),
+                deliveries: vec![delivery("t")],
+            }],
+        };
+        store.write(vec![accept("a"), accept("b")], 2).unwrap();
+        assert_eq!(store.due_deliveries(2, 10).unwrap().len(), 2);
+        // One bad write fails the group: nothing of it is kept.
+        let bad = Write::Accept {
+            namespace: "default".into(),
+            broker: "default".into(),
+            events: vec![Accepted {
+                event: "{}".into(),
+                deliveries: vec![NewDelivery {
+                    event: String::new(),
+                    ..delivery("t")
+                }],
+            }],
+        };
+        let conn = store.conn();
+        conn.execute_batch("CREATE TRIGGER no_empty BEFORE INSERT ON deliveries WHEN NEW.event = '' BEGIN SELECT RAISE(ABORT, 'empty'); END;")
+            .unwrap();
+        drop(conn);
+        assert!(store.write(vec![accept("c"), bad], 3).is_err());
+        assert_eq!(
+            store.due_deliveries(3, 10).unwrap().len(),
+            2,
+            "c was rolled back with the bad write"
+        );
     }
 }
