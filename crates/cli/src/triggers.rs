@@ -343,19 +343,7 @@ pub async fn trigger(command: TriggerCommand, client: &ApiClient, output: Output
             }
             Ok(0)
         }
-        TriggerCommand::Delete { name, ns } => {
-            client
-                .json::<serde_json::Value>(
-                    Method::DELETE,
-                    &format!("/v1/namespaces/{}/triggers/{name}", ns.namespace),
-                    None::<&()>,
-                )
-                .await?;
-            if output == Output::Table {
-                println!("trigger/{name} deleted");
-            }
-            Ok(0)
-        }
+        TriggerCommand::Delete { name, ns } => delete(client, &ns, "triggers", &name, output).await,
     }
 }
 
@@ -478,20 +466,32 @@ pub async fn broker(command: BrokerCommand, client: &ApiClient, output: Output) 
             }
             Ok(0)
         }
-        BrokerCommand::Delete { name, ns } => {
-            client
-                .json::<serde_json::Value>(
-                    Method::DELETE,
-                    &format!("/v1/namespaces/{}/brokers/{name}", ns.namespace),
-                    None::<&()>,
-                )
-                .await?;
-            if output == Output::Table {
-                println!("broker/{name} deleted");
-            }
-            Ok(0)
-        }
+        BrokerCommand::Delete { name, ns } => delete(client, &ns, "brokers", &name, output).await,
     }
+}
+
+/// Deletes `/v1/namespaces/{ns}/{collection}/{name}` and says so.
+async fn delete(
+    client: &ApiClient,
+    ns: &NamespaceArg,
+    collection: &str,
+    name: &str,
+    output: Output,
+) -> Result<u8, CliError> {
+    client
+        .json::<serde_json::Value>(
+            Method::DELETE,
+            &format!("/v1/namespaces/{}/{collection}/{name}", ns.namespace),
+            None::<&()>,
+        )
+        .await?;
+    if !print_structured(
+        &serde_json::json!({ "deleted": name, "namespace": ns.namespace }),
+        output,
+    ) {
+        println!("{}/{name} deleted", collection.trim_end_matches('s'));
+    }
+    Ok(0)
 }
 
 pub async fn event(command: EventCommand, client: &ApiClient, output: Output) -> Result<u8, CliError> {

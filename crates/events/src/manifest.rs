@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use updraft_model::knative::{parse_manifest_value, KService, ObjectMeta};
+use updraft_model::knative::{parse_manifest_value, strict, yaml_documents, KService, ObjectMeta};
 use updraft_model::FieldError;
 
 use crate::cron::CatchUp;
@@ -98,16 +97,10 @@ struct BrokerSpec {
 /// Splits a file into its documents and parses each; empty documents are skipped. An
 /// error carries the document's position (1-based).
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, (usize, FieldError)> {
-    let mut out = Vec::new();
-    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let value = serde_yaml_ng::Value::deserialize(doc)
-            .map_err(|e| (i + 1, FieldError::new("(document)", format!("is not valid YAML: {e}"))))?;
-        if value.is_null() {
-            continue;
-        }
-        out.push(parse_document(value).map_err(|e| (i + 1, e))?);
-    }
-    Ok(out)
+    yaml_documents(text)?
+        .into_iter()
+        .map(|(i, value)| parse_document(value).map_err(|e| (i, e)))
+        .collect()
 }
 
 pub fn parse_document(value: serde_yaml_ng::Value) -> Result<Document, FieldError> {
@@ -183,18 +176,6 @@ fn named(meta: ObjectMeta, spec: TriggerSpec) -> Result<Document, FieldError> {
         name,
         spec,
     })))
-}
-
-fn strict<T: DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let message = match inner.strip_prefix("unknown field ") {
-            Some(rest) => format!("unknown or unsupported field {rest}"),
-            None => inner,
-        };
-        FieldError::new(path, message)
-    })
 }
 
 /// A trigger as the Knative manifest that makes it, or `None` for a NATS source, which

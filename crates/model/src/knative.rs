@@ -199,19 +199,31 @@ pub struct DesiredService {
     pub traffic: Option<Vec<TrafficTarget>>,
 }
 
-/// Splits a file into its documents and parses each; empty documents are skipped.
-/// An error carries the document's position (1-based) in the file.
-pub fn parse_manifests(text: &str) -> Result<Vec<KService>, (usize, FieldError)> {
+/// Splits a file into its YAML documents, skipping empty ones; each comes with its
+/// position (1-based) in the file, which an error carries too.
+pub fn yaml_documents(text: &str) -> Result<Vec<(usize, serde_yaml_ng::Value)>, (usize, FieldError)> {
     let mut out = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = serde_yaml_ng::Value::deserialize(doc)
             .map_err(|e| (i + 1, FieldError::new("(document)", format!("is not valid YAML: {e}"))))?;
-        if value.is_null() {
-            continue;
+        if !value.is_null() {
+            out.push((i + 1, value));
         }
-        out.push(parse_manifest_value(value).map_err(|e| (i + 1, e))?);
     }
     Ok(out)
+}
+
+/// Reads a manifest strictly: an unknown field is an error naming its path.
+pub fn strict<T: serde::de::DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let message = match inner.strip_prefix("unknown field ") {
+            Some(rest) => format!("unknown or unsupported field {rest}"),
+            None => inner,
+        };
+        FieldError::new(path, message)
+    })
 }
 
 pub fn parse_manifest_value(value: serde_yaml_ng::Value) -> Result<KService, FieldError> {
@@ -223,15 +235,7 @@ pub fn parse_manifest_value(value: serde_yaml_ng::Value) -> Result<KService, Fie
             format!("{api_version:?}/{kind:?} is not supported; updraft apply takes {API_VERSION} {KIND}"),
         ));
     }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let message = match inner.strip_prefix("unknown field ") {
-            Some(rest) => format!("unknown or unsupported field {rest}"),
-            None => inner,
-        };
-        FieldError::new(path, message)
-    })
+    strict(value)
 }
 
 impl KService {
@@ -560,6 +564,13 @@ fn readiness(path: &str, probe: &Probe, container_port: Option<u16>) -> Result<R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_manifests(text: &str) -> Result<Vec<KService>, (usize, FieldError)> {
+        yaml_documents(text)?
+            .into_iter()
+            .map(|(i, value)| parse_manifest_value(value).map_err(|e| (i, e)))
+            .collect()
+    }
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
