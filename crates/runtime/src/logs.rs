@@ -218,6 +218,16 @@ impl LogFile {
         })
     }
 
+    /// The log file of one instance under `logs_dir`, offered to `feed` when given.
+    pub fn for_instance(logs_dir: &Path, spec: &crate::InstanceSpec, feed: Option<LogFeed>) -> std::io::Result<Self> {
+        Self::create(
+            &service_log_dir(logs_dir, &spec.namespace, &spec.service),
+            &spec.revision,
+            &spec.id,
+            feed.map(|feed| (feed, spec.namespace.clone(), spec.service.clone())),
+        )
+    }
+
     pub fn write(&self, stream: &str, line: String, continued: bool) {
         let fields = if !continued && line.starts_with('{') {
             serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&line).ok()

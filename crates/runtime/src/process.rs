@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::cgroup::{Cgroups, InstanceCgroup, Layout};
 use crate::instance::{ExitInfo, Instance, InstanceControl};
-use crate::logs::{capture, service_log_dir, LogFeed, LogFile, LogTail};
+use crate::logs::{capture, LogFeed, LogFile, LogTail};
 use crate::{InstanceSpec, PortAllocator, Runtime, RuntimeError};
 
 /// Variables passed from the server's environment to instances, so interpreters are
@@ -643,14 +643,7 @@ impl ProcessRuntime {
             from_pool,
         } = started;
         let pid = child.id().unwrap_or(0);
-        let log = Arc::new(LogFile::create(
-            &service_log_dir(&self.logs_dir, &spec.namespace, &spec.service),
-            &spec.revision,
-            &spec.id,
-            self.log_feed
-                .clone()
-                .map(|feed| (feed, spec.namespace.clone(), spec.service.clone())),
-        )?);
+        let log = Arc::new(LogFile::for_instance(&self.logs_dir, &spec, self.log_feed.clone())?);
         let tail = Arc::new(LogTail::default());
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");

@@ -38,7 +38,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::logs::{service_log_dir, LogFeed, LogFile, LogTail};
+use crate::logs::{LogFeed, LogFile, LogTail};
 use crate::{ExitInfo, Instance, InstanceControl, InstanceSpec, PortAllocator, RuntimeError};
 
 /// How often the engine's epoch ticks: the granularity of timeouts and of yielding a
@@ -368,14 +368,7 @@ impl WasmRuntime {
         listener.set_nonblocking(true)?;
         let port = self.ports.hold(listener.local_addr()?.port())?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let log = Arc::new(LogFile::create(
-            &service_log_dir(&self.logs_dir, &spec.namespace, &spec.service),
-            &spec.revision,
-            &spec.id,
-            self.log_feed
-                .clone()
-                .map(|feed| (feed, spec.namespace.clone(), spec.service.clone())),
-        )?);
+        let log = Arc::new(LogFile::for_instance(&self.logs_dir, &spec, self.log_feed.clone())?);
         let tail = Arc::new(LogTail::default());
         let mut env: Vec<(String, String)> = spec.env.clone().into_iter().collect();
         env.extend(
