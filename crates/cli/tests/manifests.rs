@@ -208,9 +208,9 @@ fn invalid_manifests_are_refused_with_their_field_path_and_change_nothing() {
             "unknown or unsupported field",
         ),
         (
-            format!("{base}spec:\n  template:\n    spec:\n      containers:\n        - image: ghcr.io/knative/helloworld-go:latest\n"),
+            format!("{base}spec:\n  template:\n    spec:\n      containers:\n        - image: ghcr.io/Knative/helloworld-go:latest\n"),
             "spec.template.spec.containers[0].image",
-            "OCI image reference",
+            "is not an image reference",
         ),
         (
             format!("{base}spec:\n  template:\n    spec:\n{container}  traffic:\n    - latestRevision: true\n      percent: 90\n"),

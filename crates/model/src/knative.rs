@@ -665,9 +665,9 @@ spec:
         ));
         assert_eq!(e.field, "spec.template.spec.containers[0].readinessProbe.periodSeconds");
         let e = err(&manifest(
-            "spec:\n  template:\n    spec:\n      containers:\n        - image: ghcr.io/knative/helloworld-go:latest\n",
+            "spec:\n  template:\n    spec:\n      containers:\n        - image: ghcr.io/knative/helloworld-go:latest@sha256:abc\n",
         ));
-        assert!(e.message.contains("OCI image"), "{e}");
+        assert!(e.message.contains("is not an image reference"), "{e}");
         let e = err("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
         assert!(e.message.contains("not supported"), "{e}");
         let e = err(&manifest(&format!(

@@ -6,6 +6,7 @@
 
 pub mod annotations;
 pub mod error;
+pub mod image_ref;
 pub mod knative;
 pub mod names;
 pub mod package;

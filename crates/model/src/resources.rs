@@ -155,6 +155,10 @@ pub struct DeploySpec {
     /// A stored WebAssembly component's digest, instead of a package.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wasm: Option<String>,
+    /// An OCI image instead of a package: a registry reference, or `oci:sha256:…` for
+    /// one imported through `POST /v1/images`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// With a package: serve its handler with the `python3` or `node` function runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function_runtime: Option<String>,
@@ -208,13 +212,19 @@ pub struct DeploySpec {
 }
 
 impl DeploySpec {
+    /// Whether this deploy brings something new to run (and so always makes a revision).
+    pub fn is_fresh(&self) -> bool {
+        self.package.is_some() || self.wasm.is_some() || self.image.is_some()
+    }
+
     /// The revision template this deploy asks for. With a package it starts from the
     /// defaults; without one, from `latest` (the service's latest revision).
     pub fn template(&self, latest: Option<&RevisionTemplate>) -> Result<RevisionTemplate, FieldError> {
-        if self.package.is_some() && self.wasm.is_some() {
-            return Err(FieldError::new("wasm", "and package are both given; deploy one"));
+        let given = [self.package.is_some(), self.wasm.is_some(), self.image.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(FieldError::new("package", "package, wasm and image: give only one"));
         }
-        let fresh = self.package.is_some() || self.wasm.is_some();
+        let fresh = self.is_fresh();
         if fresh && !self.env_remove.is_empty() {
             return Err(FieldError::new(
                 "env_remove",
@@ -225,6 +235,11 @@ impl DeploySpec {
             (Some(package), _) => RevisionTemplate::for_package(&validate_digest("package", package)?),
             (None, _) if self.wasm.is_some() => {
                 RevisionTemplate::for_wasm(&validate_digest("wasm", self.wasm.as_deref().unwrap_or_default())?)
+            }
+            (None, _) if self.image.is_some() => {
+                let image = self.image.as_deref().unwrap_or_default();
+                crate::template::parse_image("image", image)?;
+                RevisionTemplate::for_image(image)
             }
             (None, Some(latest)) => RevisionTemplate {
                 name: None,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::annotations::{scale_to_zero_after, validate_template_annotations};
+use crate::image_ref::{validate_image_reference, STORED_IMAGE_PREFIX};
 use crate::names::validate_env_name;
 use crate::resources::validate_digest;
 use crate::FieldError;
@@ -29,12 +30,17 @@ pub enum Source {
     Package { digest: String },
     /// A `wasi:http/incoming-handler` component stored by digest (`wasm:sha256:…`).
     Wasm { digest: String },
+    /// An OCI image: a registry reference, or `oci:sha256:…` for one imported from an
+    /// archive or layout.
+    Image { reference: String },
 }
 
 impl Source {
-    pub fn digest(&self) -> &str {
+    /// The digest of the uploaded blob this source needs, if it runs one.
+    pub fn uploaded_blob(&self) -> Option<&str> {
         match self {
-            Source::Package { digest } | Source::Wasm { digest } => digest,
+            Source::Package { digest } | Source::Wasm { digest } => Some(digest),
+            Source::Image { .. } => None,
         }
     }
 }
@@ -72,7 +78,8 @@ pub struct RevisionTemplate {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_name: Option<String>,
-    /// `package:sha256:<hex>`; OCI image references come with the container runtime.
+    /// `package:sha256:<hex>`, `wasm:sha256:<hex>`, an OCI image reference, or
+    /// `oci:sha256:<hex>` for an imported image.
     pub image: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
@@ -120,6 +127,14 @@ impl RevisionTemplate {
         RevisionTemplate {
             image: format!("{WASM_IMAGE_PREFIX}{digest}"),
             ..Self::for_package(digest)
+        }
+    }
+
+    /// A template running an OCI image with every setting at its default.
+    pub fn for_image(reference: &str) -> Self {
+        RevisionTemplate {
+            image: reference.to_string(),
+            ..Self::for_package("")
         }
     }
 
@@ -174,10 +189,10 @@ impl RevisionTemplate {
         }
         let source = parse_image(&format!("{container}.image"), &self.image)?;
         if self.annotations.contains_key(crate::annotations::FUNCTION_RUNTIME) {
-            if matches!(source, Source::Wasm { .. }) {
+            if !matches!(source, Source::Package { .. }) {
                 return Err(FieldError::new(
                     format!("{path}.metadata.annotations[{}]", crate::annotations::FUNCTION_RUNTIME),
-                    "is for code packages; a component is its own runtime",
+                    "is for code packages; a component or an image is its own runtime",
                 ));
             }
             if self.command.is_some() || self.readiness.is_some() {
@@ -232,12 +247,19 @@ impl RevisionTemplate {
     }
 }
 
-/// Reads an `image` value: `package:sha256:<hex>` names a stored package and
-/// `wasm:sha256:<hex>` a stored WebAssembly component.
+/// Reads an `image` value: `package:sha256:<hex>` names a stored package,
+/// `wasm:sha256:<hex>` a stored WebAssembly component, `oci:sha256:<hex>` an imported
+/// image, and anything else must be an OCI image reference.
 pub fn parse_image(field: &str, image: &str) -> Result<Source, FieldError> {
     if let Some(digest) = image.strip_prefix(WASM_IMAGE_PREFIX) {
         return Ok(Source::Wasm {
             digest: validate_digest(field, digest)?,
+        });
+    }
+    if let Some(digest) = image.strip_prefix(STORED_IMAGE_PREFIX) {
+        validate_digest(field, digest)?;
+        return Ok(Source::Image {
+            reference: image.to_string(),
         });
     }
     match image.strip_prefix(PACKAGE_IMAGE_PREFIX) {
@@ -248,15 +270,12 @@ pub fn parse_image(field: &str, image: &str) -> Result<Source, FieldError> {
             field,
             "is empty; name a code package as package:<folder, archive or sha256 digest>, or a component as wasm:<file or sha256 digest>",
         )),
-        None => Err(FieldError::new(
-            field,
-            format!(
-                "{image:?} is an OCI image reference; this Updraft runs code packages only \
-                 (container images arrive with the container runtime). Name a code package \
-                 as package:<folder, archive or sha256 digest> or a WebAssembly component as \
-                 wasm:<file or sha256 digest> instead"
-            ),
-        )),
+        None => {
+            validate_image_reference(field, image)?;
+            Ok(Source::Image {
+                reference: image.to_string(),
+            })
+        }
     }
 }
 
@@ -317,12 +336,22 @@ mod tests {
             "spec.template.spec.responseStartTimeoutSeconds"
         );
         let bad = RevisionTemplate {
-            image: "ghcr.io/knative/helloworld-go:latest".into(),
+            image: "ghcr.io/knative/helloworld-go:".into(),
             ..t.clone()
         };
         let err = bad.validate("spec.template").unwrap_err();
         assert_eq!(err.field, "spec.template.spec.containers[0].image");
-        assert!(err.message.contains("OCI image"), "{err}");
+        assert!(err.message.contains("is not an image reference"), "{err}");
+        let image = RevisionTemplate {
+            image: "ghcr.io/knative/helloworld-go:latest".into(),
+            ..t.clone()
+        };
+        assert_eq!(
+            image.validate("spec.template").unwrap(),
+            Source::Image {
+                reference: "ghcr.io/knative/helloworld-go:latest".into()
+            }
+        );
         let bad = RevisionTemplate {
             readiness: Some(Readiness::HttpGet { path: "ready".into() }),
             ..t.clone()
