@@ -119,6 +119,15 @@ impl Cgroups {
         }
     }
 
+    /// The group an instance would have, without creating it (runc creates its own),
+    /// and its path from the hierarchy's root, as runc's `cgroupsPath` takes it.
+    pub fn planned(&self, instance: &str) -> (String, InstanceCgroup) {
+        let group = InstanceCgroup {
+            dirs: self.parent_dirs().into_iter().map(|d| d.join(instance)).collect(),
+        };
+        (format!("/{}/{instance}", self.parent), group)
+    }
+
     /// Creates the group of one instance with its limits.
     pub fn create(&self, instance: &str, limits: Limits) -> io::Result<InstanceCgroup> {
         let group = InstanceCgroup {

@@ -3,13 +3,16 @@
 //! A driver starts an instance of a revision listening on an assigned port, captures
 //! its output, reports its exit at once, and stops it (graceful signal, then kill).
 //! Instances live in per-instance cgroups with the revision's limits. The `process`
-//! driver runs code packages as child processes; the `wasm` driver runs
-//! `wasi:http` components in this process; [`Runtimes`] sends each spec to its driver.
+//! driver runs code packages as child processes, and OCI images as runc containers
+//! (the `oci` module); the `wasm` driver runs `wasi:http` components in this process;
+//! [`Runtimes`] sends each spec to its driver.
 
 pub mod cgroup;
+pub mod image;
 mod instance;
 mod listeners;
 pub mod logs;
+pub mod oci;
 pub mod package;
 mod ports;
 mod probe;
@@ -48,6 +51,8 @@ pub struct InstanceSpec {
     /// Set for a Python or Node function, which a shim serves (from a stem cell when
     /// one is warm); `command` is then the shim's.
     pub function: Option<FunctionSpec>,
+    /// Set for an OCI image, which runc runs from the image's shared rootfs.
+    pub container: Option<oci::ContainerSpec>,
 }
 
 impl InstanceSpec {
@@ -71,6 +76,8 @@ pub enum RuntimeError {
     Spawn { command: String, source: std::io::Error },
     #[error("instance set-up failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot build the container: {0}")]
+    Bundle(String),
 }
 
 pub trait Runtime: Send + Sync + 'static {

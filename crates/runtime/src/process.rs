@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::cgroup::{Cgroups, InstanceCgroup, Layout};
 use crate::instance::{ExitInfo, Instance, InstanceControl};
 use crate::logs::{capture, LogFeed, LogFile, LogTail};
+use crate::oci::{ContainerControl, ContainerSpec, Containers};
 use crate::{InstanceSpec, PortAllocator, Runtime, RuntimeError};
 
 /// Variables passed from the server's environment to instances, so interpreters are
@@ -52,6 +53,8 @@ pub struct ProcessRuntime {
     languages: Mutex<HashSet<Language>>,
     /// Where new output records go for live followers.
     log_feed: Option<LogFeed>,
+    /// runc and its directories, once OCI images are on.
+    containers: Option<Containers>,
 }
 
 /// A pre-warmed generic instance: a process already started in its process group and
@@ -144,6 +147,7 @@ impl ProcessRuntime {
             function_stems: Mutex::new(HashMap::new()),
             languages: Mutex::new(HashSet::new()),
             log_feed: None,
+            containers: None,
         })
     }
 
@@ -218,6 +222,12 @@ impl ProcessRuntime {
             .unwrap_or_else(|p| p.into_inner())
             .get(&language)
             .map_or(0, Vec::len)
+    }
+
+    /// Runs OCI image instances with `containers`' runc.
+    pub fn with_containers(mut self, containers: Containers) -> Self {
+        self.containers = Some(containers);
+        self
     }
 
     /// Offers every instance's output records to live followers through `feed`.
@@ -464,6 +474,9 @@ impl Runtime for ProcessRuntime {
 
     fn start(&self, mut spec: InstanceSpec) -> Result<Instance, RuntimeError> {
         let port = self.ports.allocate()?;
+        if let Some(container) = spec.container.take() {
+            return self.start_container(spec, container, port);
+        }
         if let Some(function) = spec.function.clone() {
             // A function stem is an interpreter with the shim loaded: its order names
             // the handler; without one, the shim starts with the handler as argument.
@@ -520,7 +533,8 @@ impl Runtime for ProcessRuntime {
     }
 
     fn reap_leftovers(&self) -> usize {
-        let mut reaped = 0;
+        // Containers first: `runc delete` removes their groups in every hierarchy.
+        let mut reaped = self.containers.as_ref().map_or(0, Containers::reap_leftovers);
         for entry in fs::read_dir(&self.run_dir).into_iter().flatten().flatten() {
             let path = entry.path();
             let text = fs::read_to_string(&path).unwrap_or_default();
@@ -636,11 +650,78 @@ impl ProcessRuntime {
 
     /// Captures a started process's output and watches its exit.
     fn adopt(&self, started: Started, spec: InstanceSpec, port: crate::PortLease) -> Result<Instance, RuntimeError> {
+        let pid = started.child.id().unwrap_or(0);
+        let control = Box::new(ProcessControl {
+            pgid: Pid::from_raw(pid as i32),
+            cgroup: started.cgroup.clone(),
+            pid_file: started.pid_file.clone(),
+        });
+        self.watch(started, spec, port, control)
+    }
+
+    /// Starts an image's container: `runc run` of a bundle written for this instance,
+    /// in the group runc creates where a process instance's would be.
+    fn start_container(
+        &self,
+        spec: InstanceSpec,
+        container: ContainerSpec,
+        port: crate::PortLease,
+    ) -> Result<Instance, RuntimeError> {
+        let containers = self
+            .containers
+            .clone()
+            .ok_or_else(|| RuntimeError::Bundle("OCI images are not enabled on this server".into()))?;
+        let (cgroups_path, cgroup) = self.cgroups.planned(&spec.id);
+        let bundle = containers.write_bundle(&spec, &container, port.port, &cgroups_path)?;
+        let mut cmd = containers.command();
+        cmd.arg("run")
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg(&spec.id)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = self.fork(cmd, None).map_err(|source| {
+            let _ = fs::remove_dir_all(&bundle);
+            RuntimeError::Spawn {
+                command: format!("{} run", containers.runc.display()),
+                source,
+            }
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let pid_file = self.run_dir.join(format!("{}.pid", spec.id));
+        fs::write(&pid_file, format!("{pid} {}\n", start_time(pid as i32).unwrap_or(0)))?;
+        let control = Box::new(ContainerControl {
+            containers,
+            id: spec.id.clone(),
+            runc_pgid: Pid::from_raw(pid as i32),
+            cgroup: cgroup.clone(),
+            pid_file: pid_file.clone(),
+        });
+        let started = Started {
+            child,
+            cgroup: Some(cgroup),
+            pid_file,
+            from_pool: false,
+        };
+        self.watch(started, spec, port, control)
+    }
+
+    /// Captures a started instance's output and watches its exit; `control` stops it.
+    fn watch(
+        &self,
+        started: Started,
+        spec: InstanceSpec,
+        port: crate::PortLease,
+        control: Box<dyn InstanceControl>,
+    ) -> Result<Instance, RuntimeError> {
         let Started {
             mut child,
             cgroup,
-            pid_file,
             from_pool,
+            ..
         } = started;
         let pid = child.id().unwrap_or(0);
         let log = Arc::new(LogFile::for_instance(&self.logs_dir, &spec, self.log_feed.clone())?);
@@ -685,15 +766,11 @@ impl ProcessRuntime {
             pid,
             started_at: SystemTime::now(),
             from_pool,
-            cgroup: cgroup.clone(),
+            cgroup,
             exit: exit_rx,
             logs_drained: drained_rx,
             tail,
-            control: Box::new(ProcessControl {
-                pgid: Pid::from_raw(pid as i32),
-                cgroup,
-                pid_file,
-            }),
+            control,
             _port: port,
         })
     }
