@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use http::Method;
 use updraft_events::manifest::{parse_documents, Document};
+use updraft_model::image_ref::STORED_IMAGE_PREFIX;
 use updraft_model::template::{PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
 use updraft_server::views::{AppliedView, ApplyView};
 
@@ -91,6 +92,13 @@ fn package_path(image: &str, base: &Path) -> Option<(&'static str, PathBuf)> {
     (!reference.starts_with("sha256:")).then(|| (prefix, base.join(reference)))
 }
 
+/// Whether `image` names an image in a registry (not a package, component or stored image).
+fn is_registry_image(image: &str) -> bool {
+    ![PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX, STORED_IMAGE_PREFIX]
+        .iter()
+        .any(|prefix| image.starts_with(prefix))
+}
+
 /// A digest that passes validation, standing in for a package not uploaded yet.
 const PLACEHOLDER_DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -126,6 +134,14 @@ fn read_documents(files: &[PathBuf], namespace: &str) -> Result<Vec<Entry>, CliE
                         )));
                     }
                     container.image = format!("{prefix}{PLACEHOLDER_DIGEST}");
+                } else if let Some(path) = crate::images::local_image(&container.image, &base) {
+                    if !path.exists() {
+                        return Err(CliError::failed(format!(
+                            "{origin}: spec.template.spec.containers[0].image: image archive or layout {} does not exist",
+                            path.display()
+                        )));
+                    }
+                    container.image = format!("{STORED_IMAGE_PREFIX}{PLACEHOLDER_DIGEST}");
                 }
             }
             check
@@ -169,6 +185,24 @@ pub async fn apply(args: ApplyArgs, client: &ApiClient, output: Output) -> Resul
                     }
                 };
                 container.image = format!("{prefix}{digest}");
+            } else if let Some(path) = crate::images::local_image(&container.image, &doc.base) {
+                let reference = match uploaded.get(&path) {
+                    Some(reference) => reference.clone(),
+                    None => {
+                        let reference = crate::images::import(client, &path).await?.reference;
+                        uploaded.insert(path, reference.clone());
+                        reference
+                    }
+                };
+                container.image = reference;
+            } else if is_registry_image(&container.image) {
+                // Pulled here for the progress bar; the server then finds it stored.
+                crate::images::pull(client, &container.image)
+                    .await
+                    .map_err(|e| CliError {
+                        code: e.code,
+                        message: format!("{}: {}", doc.origin, e.message),
+                    })?;
             }
         }
         let body = serde_json::to_vec(&manifest).map_err(|e| CliError::failed(e.to_string()))?;

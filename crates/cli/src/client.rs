@@ -109,6 +109,24 @@ impl ApiClient {
             .header("accept", "text/event-stream")
             .body(empty())
             .map_err(|e| CliError::failed(format!("bad request: {e}")))?;
+        self.open_stream(request).await
+    }
+
+    /// A JSON POST whose reply body is read as it arrives (NDJSON); an error reply is
+    /// decoded as any other.
+    pub async fn post_stream(&self, path: &str, body: &impl Serialize) -> Result<hyper::body::Incoming, CliError> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(full(
+                serde_json::to_vec(body).map_err(|e| CliError::failed(e.to_string()))?,
+            ))
+            .map_err(|e| CliError::failed(format!("bad request: {e}")))?;
+        self.open_stream(request).await
+    }
+
+    async fn open_stream(&self, request: Request<ClientBody>) -> Result<hyper::body::Incoming, CliError> {
         let response = self.client.request(request).await.map_err(|e| CliError {
             code: exit::UNREACHABLE,
             message: format!("cannot reach the Updraft API at {} ({e})", self.base),

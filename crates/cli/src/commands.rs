@@ -17,8 +17,18 @@ pub struct DeployArgs {
     /// The service name (a DNS label: lower-case letters, digits, '-').
     name: String,
     /// A folder, or a .tar.gz, .tar or .zip archive.
-    #[arg(required_unless_present_any = ["wasm", "function"], conflicts_with_all = ["wasm", "function"])]
+    #[arg(required_unless_present_any = ["wasm", "function", "image"], conflicts_with_all = ["wasm", "function", "image"])]
     path: Option<PathBuf>,
+    /// An OCI image to run with runc: a registry reference (127.0.0.1:5000/web:1.2),
+    /// oci-archive:./web.tar (an OCI archive or docker save tar) or oci-layout:./dir.
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["wasm", "function"])]
+    image: Option<String>,
+    /// Log in to the image's registry with this user first (with --registry-password-stdin).
+    #[arg(long, value_name = "USER", requires_all = ["image", "registry_password_stdin"])]
+    registry_username: Option<String>,
+    /// Read the registry password or token from standard input.
+    #[arg(long, requires = "registry_username")]
+    registry_password_stdin: bool,
     /// A WebAssembly component (wasi:http/incoming-handler) to run instead of a package.
     #[arg(long, value_name = "FILE", conflicts_with = "function")]
     wasm: Option<PathBuf>,
@@ -140,6 +150,7 @@ impl SettingsArgs {
         Ok(DeploySpec {
             package,
             wasm: None,
+            image: None,
             function_runtime: None,
             function_handler: None,
             allow_hosts,
@@ -241,6 +252,7 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
         Command::Top(args) => crate::manage::top(args, client, output).await,
         Command::Usage(args) => crate::manage::usage(args, client, output).await,
         Command::Apply(args) => crate::apply::apply(args, client, output).await,
+        Command::Registry(command) => crate::images::registry(command, client, output).await,
         Command::Trigger(command) => crate::triggers::trigger(command, client, output).await,
         Command::Source(command) => crate::triggers::source(command, client, output).await,
         Command::Triggers { ns } => crate::triggers::list(&ns, client, output).await,
@@ -488,7 +500,18 @@ async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<
     let started = Instant::now();
     // Bad settings are refused before the upload.
     let mut spec = args.settings.spec(None, Vec::new())?;
+    if let Some(image) = &args.image {
+        if let Some(username) = &args.registry_username {
+            let mut password = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut password)
+                .map_err(|e| CliError::failed(format!("reading the registry password: {e}")))?;
+            let registry = image.split('/').next().unwrap_or_default();
+            crate::images::login(client, registry, username, password.trim_end_matches(['\n', '\r'])).await?;
+        }
+        spec.image = Some(crate::images::resolve(client, image, std::path::Path::new(".")).await?);
+    }
     match (&args.path, &args.wasm, &args.function) {
+        _ if args.image.is_some() => {}
         (_, Some(component), _) => spec.wasm = Some(upload_component(client, component).await?),
         (_, None, Some(function)) => {
             let (package, handler) = function_package(function)?;
@@ -500,7 +523,7 @@ async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<
             }
         }
         (Some(path), None, None) => spec.package = Some(upload_package(client, path).await?),
-        (None, None, None) => unreachable!("clap requires a path, --wasm or --function"),
+        (None, None, None) => unreachable!("clap requires a path, --wasm, --function or --image"),
     }
     let service: ServiceView = client
         .json(Method::PUT, &service_path(&args.ns, &args.name), Some(&spec))

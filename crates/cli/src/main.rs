@@ -3,6 +3,7 @@
 mod apply;
 mod client;
 mod commands;
+mod images;
 mod manage;
 mod output;
 mod pack;
@@ -126,6 +127,9 @@ enum Command {
         #[command(flatten)]
         ns: NamespaceArg,
     },
+    /// Credentials for private registries (`updraft registry login ghcr.io -u me --password-stdin`).
+    #[command(subcommand)]
+    Registry(images::RegistryCommand),
     /// Create a cron or event trigger, or show and delete one.
     #[command(subcommand)]
     Trigger(triggers::TriggerCommand),
@@ -183,6 +187,12 @@ struct ServerArgs {
     /// Most a package may expand to when unpacked (e.g. 2Gi).
     #[arg(long, env = "UPDRAFT_MAX_UNPACKED_SIZE", default_value = "2Gi")]
     max_unpacked_size: String,
+    /// Largest OCI image archive accepted by an import (e.g. 8Gi).
+    #[arg(long, env = "UPDRAFT_MAX_IMAGE_SIZE", default_value = "8Gi")]
+    max_image_size: String,
+    /// The runc binary that runs OCI images.
+    #[arg(long, env = "UPDRAFT_RUNC", default_value = "runc")]
+    runc: PathBuf,
     /// How long a request is held waiting for an instance before 503.
     #[arg(long, env = "UPDRAFT_ACTIVATOR_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     activator_timeout: Duration,
@@ -408,6 +418,8 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<u8> {
             instances: args.pool.wasm_pool_instances,
             max_memory_bytes: size("--wasm-max-memory", &args.pool.wasm_max_memory)?,
         },
+        runc: args.runc,
+        max_image_bytes: size("--max-image-size", &args.max_image_size)?,
     };
     let shutdown = async {
         let mut term =

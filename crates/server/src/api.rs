@@ -77,6 +77,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/namespaces/{ns}/services/{name}/invoke/", any(invoke))
         .route("/v1/namespaces/{ns}/services/{name}/invoke/{*path}", any(invoke))
         .merge(crate::trigger_api::routes())
+        .merge(crate::image_api::routes())
         .with_state(platform)
 }
 

@@ -31,6 +31,10 @@ pub struct ServerConfig {
     pub pool: PoolConfig,
     /// The wasm driver's pooling allocator (0 instances: allocate on demand).
     pub wasm_pool: WasmPoolConfig,
+    /// The runc binary that runs OCI images.
+    pub runc: PathBuf,
+    /// Largest image archive accepted by `POST /v1/images`.
+    pub max_image_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +54,8 @@ impl Default for ServerConfig {
             scaling: ScalingSpec::default(),
             pool: PoolConfig::default(),
             wasm_pool: WasmPoolConfig::default(),
+            runc: PathBuf::from("runc"),
+            max_image_bytes: 8 << 30,
         }
     }
 }

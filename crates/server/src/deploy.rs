@@ -19,10 +19,12 @@ use updraft_model::package::detect;
 use updraft_model::template::{RevisionTemplate, Source, PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
 use updraft_model::traffic::{default_traffic, validate_traffic, Rollout, Target, TrafficTarget};
 use updraft_model::{DeploySpec, Revision, RevisionConfig, Service, ServiceConfig};
+use updraft_runtime::image::{stored_digest, ImageInfo};
 use updraft_runtime::logs::{now_us, service_log_dir};
 use updraft_runtime::package::{unpack, DirFiles};
 use updraft_store::NewRevision;
 
+use crate::image_api::image_error;
 use crate::packages::package_error;
 use crate::platform::{Platform, RevisionState};
 use crate::views::{ApplyView, ServiceView};
@@ -90,7 +92,7 @@ impl Platform {
         )?;
         let change = ServiceChange {
             template,
-            force_revision: spec.package.is_some() || spec.wasm.is_some(),
+            force_revision: spec.is_fresh(),
             labels: None,
             annotations,
             traffic: if spec.no_traffic {
@@ -139,7 +141,9 @@ impl Platform {
         change: ServiceChange,
     ) -> Result<ApplyView, ApiError> {
         let source = change.template.validate("template")?;
-        let digest = source.digest().to_string();
+        let Some(digest) = source.uploaded_blob().map(str::to_string) else {
+            return self.change_service_locked(namespace, name, change).await;
+        };
         if !self.store.blob_exists(&digest)? {
             let field = if matches!(source, Source::Wasm { .. }) {
                 "wasm"
@@ -329,6 +333,21 @@ impl Platform {
                     .map_err(|e| ApiError::bad_request("wasm", format!("is not a usable wasi:http component: {e}")))?;
                 wasm_config(&template, &digest)
             }
+            Source::Image { reference } => {
+                let image = match stored_digest(&reference) {
+                    Some(digest) => self.images.get(digest).ok_or_else(|| {
+                        ApiError::bad_request(
+                            "image",
+                            format!("no image {digest} is stored; import it first (POST /v1/images)"),
+                        )
+                    })?,
+                    None => self.images.pull(&reference, &|_| {}).await.map_err(image_error)?,
+                };
+                // Recorded like an upload, so revisions reference it and an unused
+                // image is collected like an unused package.
+                self.store.put_blob(&image.info.digest, image.info.size, now_us())?;
+                image_config(&template, &image.info)?
+            }
         };
         let now = now_us();
         let revision = Revision {
@@ -467,6 +486,43 @@ fn function_config(
         scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,
         readiness: None,
         runtime: runtime.to_string(),
+        allowed_hosts: Vec::new(),
+    })
+}
+
+/// What runs for an image: Kubernetes' rule, so manifests mean what they mean there.
+/// `command` replaces the Entrypoint and drops the Cmd; `args` replaces the Cmd.
+fn image_config(template: &RevisionTemplate, image: &ImageInfo) -> Result<RevisionConfig, ApiError> {
+    let (command, source) = match (&template.command, &template.args) {
+        (Some(command), args) => (
+            command.iter().chain(args.iter().flatten()).cloned().collect::<Vec<_>>(),
+            "template command (--cmd or the manifest)",
+        ),
+        (None, Some(args)) => (
+            image.entrypoint.iter().chain(args).cloned().collect(),
+            "image Entrypoint with the template's args",
+        ),
+        (None, None) => (
+            image.entrypoint.iter().chain(&image.cmd).cloned().collect(),
+            "image Entrypoint and Cmd",
+        ),
+    };
+    if command.is_empty() {
+        return Err(ApiError::bad_request(
+            "image",
+            "the image has neither Entrypoint nor Cmd; give the program to run (--cmd, or command in the manifest)",
+        ));
+    }
+    Ok(RevisionConfig {
+        package_digest: image.digest.clone(),
+        command,
+        command_source: source.to_string(),
+        env: template.env.clone(),
+        memory_bytes: template.resources.memory_limit_bytes,
+        cpu_millis: template.resources.cpu_limit_millis,
+        scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,
+        readiness: template.readiness.clone(),
+        runtime: "oci".to_string(),
         allowed_hosts: Vec::new(),
     })
 }

@@ -100,6 +100,8 @@ impl Platform {
             name: revision.name.clone(),
             generation: revision.generation,
             created_at: rfc3339_us(revision.created_at_us),
+            runtime: config.runtime.clone(),
+            image: revision.template.image.clone(),
             package: config.package_digest.clone(),
             command: config.command.clone(),
             command_source: config.command_source.clone(),

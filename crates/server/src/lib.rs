@@ -7,6 +7,7 @@ mod config;
 mod deploy;
 mod describe;
 mod error;
+mod image_api;
 mod meter;
 mod packages;
 mod platform;

@@ -14,8 +14,10 @@ use updraft_gateway::{
     Access, Gateway, Poke, RateLimiter, RequestObserver, RevisionEndpoints, RevisionKey, RevisionLimits, RouteTable,
 };
 use updraft_model::Revision;
+use updraft_runtime::image::ImageStore;
 use updraft_runtime::logs::now_us;
 use updraft_runtime::logs::AccessRecord;
+use updraft_runtime::oci::Containers;
 use updraft_runtime::wasm::WasmRuntime;
 use updraft_runtime::{ProcessRuntime, Runtime, Runtimes};
 use updraft_scaling::{Autoscaler, ScalingSpec};
@@ -105,6 +107,8 @@ pub struct Platform {
     pub runtime: Arc<dyn Runtime>,
     /// The wasm driver, also inside `runtime`, for checking components at deploy.
     pub wasm: Arc<WasmRuntime>,
+    /// Pulled and imported OCI images, unpacked.
+    pub images: Arc<ImageStore>,
     pub routes: Arc<RouteTable>,
     pub gateway: Arc<Gateway>,
     pub cgroup_version: &'static str,
@@ -240,7 +244,11 @@ impl Platform {
         if !config.pool.stem_command.is_empty() && config.pool.max_memory_bytes > 0 {
             process = process.with_stems(config.pool.stem_command.clone());
         }
-        let process = process.with_function_runtimes(paths.root.join("shims"))?;
+        let containers = Containers::new(config.runc.clone(), &paths.root.join("containers"))?;
+        let process = process
+            .with_function_runtimes(paths.root.join("shims"))?
+            .with_containers(containers);
+        let images = Arc::new(ImageStore::open(paths.root.join("images")).context("opening the image store")?);
         let cgroup_version = process.cgroups().version();
         let wasm = Arc::new(
             WasmRuntime::new(paths.root.join("wasm-cache"), paths.logs.clone(), config.wasm_pool)
@@ -273,6 +281,7 @@ impl Platform {
             store,
             runtime,
             wasm,
+            images,
             routes,
             gateway,
             cgroup_version,
@@ -304,8 +313,8 @@ impl Platform {
         let mut registry = self.revisions.write().unwrap_or_else(|p| p.into_inner());
         for revision in self.store.all_revisions()? {
             let dir = self.paths.revision_dir(&revision.namespace, &revision.name);
-            // A component is run from its blob; only packages are unpacked.
-            if !dir.exists() && revision.config.runtime != "wasm" {
+            // Components and images run from their own stores; only packages are unpacked.
+            if !dir.exists() && !matches!(revision.config.runtime.as_str(), "wasm" | "oci") {
                 // Unpacked trees are derived state; rebuild one that went missing.
                 let blob = self.paths.blob(&revision.config.package_digest);
                 updraft_runtime::package::unpack(&blob, &dir, self.unpack_limits())
@@ -340,6 +349,9 @@ impl Platform {
         if let Ok(digests) = self.store.unreferenced_blobs(now_us() - BLOB_GRACE_US) {
             for digest in digests {
                 let _ = fs::remove_file(self.paths.blob(&digest));
+                // An image's unpacked root goes too; its layer blobs stay as the cache
+                // the next pull of a related image starts from.
+                self.images.remove(&digest);
                 let _ = self.store.delete_blob(&digest);
             }
         }

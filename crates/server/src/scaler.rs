@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use updraft_gateway::{Endpoint, RevisionKey};
 use updraft_model::template::Readiness;
 use updraft_runtime::logs::now_us;
+use updraft_runtime::oci::ContainerSpec;
 use updraft_runtime::wasm::WasmSpec;
 use updraft_runtime::{cgroup::Limits, wait_ready, FunctionSpec, Instance, InstanceSpec, Language, Probe};
 use updraft_scaling::{LoadPoint, Metric, PoolSizer, RevisionLoad, ScaleDecision, Why};
@@ -344,6 +345,20 @@ impl Platform {
         let began = Instant::now();
         let revision = &state.revision;
         let config = &revision.config;
+        let container = match config.runtime.as_str() {
+            "oci" => {
+                let image = self.images.get(&config.package_digest).ok_or_else(|| {
+                    let reason = format!("image {} is no longer in the image store", config.package_digest);
+                    state.endpoints.start_failed(reason.clone());
+                    reason
+                })?;
+                Some(ContainerSpec {
+                    rootfs: image.rootfs,
+                    image: image.info,
+                })
+            }
+            _ => None,
+        };
         let spec = InstanceSpec {
             id: instance_id(&revision.name),
             namespace: revision.namespace.clone(),
@@ -366,6 +381,7 @@ impl Platform {
                 allowed_hosts: config.allowed_hosts.clone(),
                 request_timeout: revision.template.timeout(),
             }),
+            container,
         };
         self.launches.fetch_add(1, Ordering::Relaxed);
         let instance = self.runtime.start(spec).map_err(|e| {

@@ -79,6 +79,11 @@ pub struct RevisionView {
     pub name: String,
     pub generation: u32,
     pub created_at: String,
+    /// What runs it: `process`, `python3`, `node`, `wasm` or `oci`.
+    pub runtime: String,
+    /// The template's image: a package, component, registry reference or `oci:` digest.
+    pub image: String,
+    /// The digest of what runs: a package archive, a component, or an image manifest.
     pub package: String,
     pub command: Vec<String>,
     pub command_source: String,
@@ -216,6 +221,37 @@ pub struct LogLineView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
+}
+
+/// An image in the server's store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageView {
+    /// `sha256:…` of the image manifest.
+    pub digest: String,
+    /// How a deploy names it: `oci:sha256:…`.
+    pub reference: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+    /// Bytes of its (compressed) layers.
+    pub size: u64,
+}
+
+/// One line of `POST /v1/images/pull`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullLine {
+    Progress(updraft_runtime::image::Progress),
+    Image(ImageView),
+    Error(ErrorBody),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegistryView {
+    pub registry: String,
+    pub username: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -303,7 +303,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn run(cmd: &mut Command) {
+pub fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -456,3 +456,4 @@ impl Drop for Nats {
 pub fn wasm_component(dir: &Path) -> PathBuf {
     updraft_wasm_fixture::write_handler_component(dir).unwrap_or_else(|e| panic!("building the test component: {e}"))
 }
+pub mod oci;

@@ -1,0 +1,169 @@
+//! OCI images from the CLI: `--image` references (a registry, `oci-archive:`,
+//! `oci-layout:`), pulls with a progress bar, and `updraft registry`.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use http::Method;
+use http_body_util::BodyExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use updraft_server::views::{ImageView, PullLine, RegistryView};
+
+use crate::client::{ApiClient, CliError};
+use crate::output::print_structured;
+use crate::Output;
+
+/// An OCI archive file: a tar of an image layout, or what `docker save` writes.
+pub const ARCHIVE_PREFIX: &str = "oci-archive:";
+/// An OCI image layout directory (`oci-layout`, `index.json`, `blobs/`).
+pub const LAYOUT_PREFIX: &str = "oci-layout:";
+
+#[derive(Subcommand)]
+pub enum RegistryCommand {
+    /// Store credentials for a registry on the server (checked against it first).
+    Login {
+        /// The registry host, e.g. ghcr.io or 127.0.0.1:5000.
+        registry: String,
+        #[arg(long, short = 'u')]
+        username: String,
+        /// The password or token; prefer --password-stdin.
+        #[arg(long, short = 'p', conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password or token from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List registries with stored credentials.
+    List,
+}
+
+/// A local path an `image` names, if it names one.
+pub fn local_image(image: &str, base: &Path) -> Option<PathBuf> {
+    [ARCHIVE_PREFIX, LAYOUT_PREFIX]
+        .into_iter()
+        .find_map(|prefix| image.strip_prefix(prefix))
+        .map(|path| base.join(path))
+}
+
+/// What a deploy sends for `image`: local images are uploaded and named by digest
+/// (`oci:sha256:…`); registry images are pulled now, with progress, and keep their
+/// reference.
+pub async fn resolve(client: &ApiClient, image: &str, base: &Path) -> Result<String, CliError> {
+    if let Some(path) = local_image(image, base) {
+        let view = import(client, &path).await?;
+        return Ok(view.reference);
+    }
+    pull(client, image).await?;
+    Ok(image.to_string())
+}
+
+/// Uploads an OCI archive, or an image layout directory packed as one.
+pub async fn import(client: &ApiClient, path: &Path) -> Result<ImageView, CliError> {
+    let meta = std::fs::metadata(path).map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
+    if meta.is_dir() {
+        let archive = tempfile::NamedTempFile::new().map_err(|e| CliError::failed(e.to_string()))?;
+        let mut builder = tar::Builder::new(archive.reopen().map_err(|e| CliError::failed(e.to_string()))?);
+        builder.follow_symlinks(false);
+        builder
+            .append_dir_all(".", path)
+            .and_then(|_| builder.finish())
+            .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
+        drop(builder);
+        return client.upload("/v1/images", archive.path()).await;
+    }
+    client.upload("/v1/images", path).await
+}
+
+/// Pulls through the server, drawing the bytes transferred on a terminal.
+pub async fn pull(client: &ApiClient, reference: &str) -> Result<ImageView, CliError> {
+    let body = serde_json::json!({ "reference": reference });
+    let mut stream = client.post_stream("/v1/images/pull", &body).await?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("pulling {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut blobs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut pending = Vec::new();
+    let mut result = None;
+    while let Some(frame) = stream.frame().await {
+        let frame = frame.map_err(|e| CliError::failed(format!("reading the pull: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        pending.extend_from_slice(&data);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let parsed: PullLine = serde_json::from_slice(&line)
+                .map_err(|e| CliError::failed(format!("unexpected reply from the API: {e}")))?;
+            match parsed {
+                PullLine::Progress(p) => {
+                    blobs.insert(p.digest.clone(), (p.done, p.total));
+                    if let Some(bar) = &bar {
+                        bar.set_length(blobs.values().map(|(_, t)| t).sum());
+                        bar.set_position(blobs.values().map(|(d, _)| d).sum());
+                        bar.set_message(p.what);
+                    }
+                }
+                PullLine::Image(view) => result = Some(Ok(view)),
+                PullLine::Error(body) => result = Some(Err(CliError::failed(body.error.message))),
+            }
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result.unwrap_or_else(|| Err(CliError::failed("the pull ended without a result")))
+}
+
+pub async fn registry(command: RegistryCommand, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    match command {
+        RegistryCommand::Login {
+            registry,
+            username,
+            password,
+            password_stdin,
+        } => {
+            let password = match (password, password_stdin) {
+                (Some(password), _) => password,
+                (None, true) => {
+                    let mut text = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut text)
+                        .map_err(|e| CliError::failed(format!("reading the password: {e}")))?;
+                    text.trim_end_matches(['\n', '\r']).to_string()
+                }
+                (None, false) => {
+                    return Err(CliError {
+                        code: crate::exit::USAGE,
+                        message: "give --password-stdin (or --password)".into(),
+                    })
+                }
+            };
+            login(client, &registry, &username, &password).await?;
+            if output == Output::Table {
+                println!("Login to {registry} as {username} stored");
+            }
+            Ok(0)
+        }
+        RegistryCommand::List => {
+            let registries: Vec<RegistryView> = client.json(Method::GET, "/v1/registries", None::<&()>).await?;
+            if !print_structured(&registries, output) {
+                println!("{:<32} USERNAME", "REGISTRY");
+                for r in registries {
+                    println!("{:<32} {}", r.registry, r.username);
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+pub async fn login(client: &ApiClient, registry: &str, username: &str, password: &str) -> Result<(), CliError> {
+    let body = serde_json::json!({"registry": registry, "username": username, "password": password});
+    let _: RegistryView = client.json(Method::POST, "/v1/registries", Some(&body)).await?;
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! OCI images built by the tests themselves (an image layout written byte by byte),
+//! and a real registry (Debian's `docker-registry`) to push them to with `skopeo`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::{fixtures, free_port, http, run};
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// One entry of a layer tar.
+pub enum Item<'a> {
+    File(&'a str, &'a [u8], u32),
+    Dir(&'a str),
+    Symlink(&'a str, &'a str),
+    /// A path written into the header as is, bypassing tar's own checks.
+    RawFile(&'a str),
+}
+
+pub fn layer(items: &[Item]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for item in items {
+        let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_700_000_000);
+        match item {
+            Item::File(path, body, mode) => {
+                header.set_size(body.len() as u64);
+                header.set_mode(*mode);
+                header.set_entry_type(tar::EntryType::Regular);
+                builder.append_data(&mut header, path, *body).unwrap();
+            }
+            Item::Dir(path) => {
+                header.set_size(0);
+                header.set_mode(0o755);
+                header.set_entry_type(tar::EntryType::Directory);
+                builder.append_data(&mut header, path, &b""[..]).unwrap();
+            }
+            Item::Symlink(path, target) => {
+                header.set_size(0);
+                header.set_mode(0o777);
+                header.set_entry_type(tar::EntryType::Symlink);
+                builder.append_link(&mut header, path, target).unwrap();
+            }
+            Item::RawFile(path) => {
+                header.set_size(1);
+                header.set_mode(0o644);
+                header.set_entry_type(tar::EntryType::Regular);
+                let name = &mut header.as_gnu_mut().unwrap().name;
+                name[..path.len()].copy_from_slice(path.as_bytes());
+                header.set_cksum();
+                builder.append(&header, &b"x"[..]).unwrap();
+            }
+        }
+    }
+    builder.into_inner().unwrap()
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// What goes into an image layout.
+pub struct ImageSpec {
+    /// Uncompressed layer tars, lowest first.
+    pub layers: Vec<Vec<u8>>,
+    /// The config's `config` section (Entrypoint, Cmd, Env, WorkingDir, User).
+    pub config: serde_json::Value,
+    pub architecture: String,
+    /// The media type written for every layer; gzip is applied when it ends in `+gzip`.
+    pub layer_media_type: String,
+    /// Replaces each stored layer blob after hashing (to fake a corrupt registry).
+    pub tamper: Option<fn(Vec<u8>) -> Vec<u8>>,
+    /// Hashes the tampered bytes instead, so the digest matches a damaged layer.
+    pub digest_after_tamper: bool,
+}
+
+impl ImageSpec {
+    pub fn new(layers: Vec<Vec<u8>>, config: serde_json::Value) -> Self {
+        ImageSpec {
+            layers,
+            config,
+            architecture: "amd64".into(),
+            layer_media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            tamper: None,
+            digest_after_tamper: false,
+        }
+    }
+}
+
+fn write_blob(dir: &Path, bytes: &[u8], digest: &str) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), bytes).unwrap();
+}
+
+/// Writes an OCI image layout into `dir`; returns the manifest digest.
+pub fn write_layout(dir: &Path, spec: &ImageSpec) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let mut descriptors = Vec::new();
+    let mut diff_ids = Vec::new();
+    for raw in &spec.layers {
+        diff_ids.push(sha256(raw));
+        let stored = if spec.layer_media_type.ends_with("+gzip") {
+            gzip(raw)
+        } else {
+            raw.clone()
+        };
+        let (hashed, written) = match spec.tamper {
+            Some(tamper) if spec.digest_after_tamper => {
+                let t = tamper(stored);
+                (t.clone(), t)
+            }
+            Some(tamper) => (stored.clone(), tamper(stored)),
+            None => (stored.clone(), stored),
+        };
+        let digest = sha256(&hashed);
+        write_blob(dir, &written, &digest);
+        descriptors.push(serde_json::json!({
+            "mediaType": spec.layer_media_type, "digest": digest, "size": hashed.len()
+        }));
+    }
+    let config = serde_json::json!({
+        "architecture": spec.architecture,
+        "os": "linux",
+        "config": spec.config,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_digest = sha256(&config_bytes);
+    write_blob(dir, &config_bytes, &config_digest);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_bytes.len()},
+        "layers": descriptors,
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = sha256(&manifest_bytes);
+    write_blob(dir, &manifest_bytes, &manifest_digest);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_bytes.len(),
+            "platform": {"architecture": spec.architecture, "os": "linux"},
+            "annotations": {"org.opencontainers.image.ref.name": "latest"},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    manifest_digest
+}
+
+/// The container fixture (`fixtures/container/server.c`) built once as a static binary.
+pub fn server_binary() -> &'static [u8] {
+    static BINARY: OnceLock<Vec<u8>> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("server");
+        run(Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&out)
+            .arg(fixtures().join("container/server.c")));
+        std::fs::read(out).unwrap()
+    })
+}
+
+/// The test image's layers: a base with users and files the top layer deletes (a
+/// whiteout and an opaque directory), then the server.
+pub fn test_layers() -> Vec<Vec<u8>> {
+    let base = layer(&[
+        Item::Dir("etc"),
+        Item::File(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+            0o644,
+        ),
+        Item::File("etc/group", b"root:x:0:\napp:x:1000:\n", 0o644),
+        Item::File("etc/removed", b"deleted by the next layer", 0o644),
+        Item::Dir("opt"),
+        Item::Dir("opt/old"),
+        Item::File("opt/old/file", b"hidden by an opaque directory", 0o644),
+        Item::Dir("home"),
+        Item::Dir("home/app"),
+    ]);
+    let top = layer(&[
+        Item::File("server", server_binary(), 0o755),
+        Item::File("etc/.wh.removed", b"", 0o644),
+        Item::Dir("opt/old"),
+        Item::File("opt/old/.wh..wh..opq", b"", 0o644),
+        Item::File("opt/old/new", b"new", 0o644),
+    ]);
+    vec![base, top]
+}
+
+pub fn test_config() -> serde_json::Value {
+    serde_json::json!({
+        "Entrypoint": ["/server"],
+        "Cmd": ["from-cmd"],
+        "Env": ["GREETING=from-image", "PATH=/usr/bin:/bin"],
+        "WorkingDir": "/opt",
+        "User": "app",
+    })
+}
+
+/// The test image as a layout in `dir`; returns its manifest digest.
+pub fn test_image(dir: &Path) -> String {
+    write_layout(dir, &ImageSpec::new(test_layers(), test_config()))
+}
+
+/// A real registry on a free loopback port, with basic auth when given credentials.
+pub struct Registry {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub host: String,
+    credentials: Option<(String, String)>,
+}
+
+impl Registry {
+    pub fn start(credentials: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+            dir.path().join("storage").display()
+        );
+        if let Some((user, password)) = credentials {
+            let htpasswd = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .unwrap();
+            assert!(htpasswd.status.success(), "htpasswd (apache2-utils) failed");
+            std::fs::write(dir.path().join("htpasswd"), htpasswd.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: updraft-test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            ));
+        }
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("registry.log")).unwrap())
+            .spawn()
+            .expect("start docker-registry (the test script installs Debian's docker-registry)");
+        let addr: SocketAddr = host.parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http(addr, "GET", &host, "/v2/", &[], b"") {
+                if r.status == 200 || r.status == 401 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "docker-registry did not come up on {host}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            dir,
+            host,
+            credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+        }
+    }
+
+    /// Pushes an image layout to `name:tag` with skopeo.
+    pub fn push(&self, layout: &Path, name_tag: &str) {
+        let policy = self.dir.path().join("policy.json");
+        std::fs::write(&policy, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
+        let mut cmd = Command::new("skopeo");
+        cmd.arg("--policy")
+            .arg(&policy)
+            .args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some((user, password)) = &self.credentials {
+            cmd.arg("--dest-creds").arg(format!("{user}:{password}"));
+        }
+        cmd.arg(format!("oci:{}", layout.display()))
+            .arg(format!("docker://{}/{name_tag}", self.host));
+        run(&mut cmd);
+    }
+
+    pub fn reference(&self, name_tag: &str) -> String {
+        format!("{}/{name_tag}", self.host)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Containers runc lists under a server's data directory: (id, init pid).
+pub fn runc_containers(data: &Path) -> Vec<(String, u32)> {
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(data.join("containers/state"))
+        .args(["list", "--format", "json"])
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] == "running")
+        .map(|c| (c["id"].as_str().unwrap().to_string(), c["pid"].as_u64().unwrap() as u32))
+        .collect()
+}
+
+/// Unpacked images and staging left in a server's image store.
+pub fn image_store_entries(data: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let list = |dir: PathBuf| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    (list(data.join("images/images")), list(data.join("images/tmp")))
+}

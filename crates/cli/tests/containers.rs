@@ -1,0 +1,287 @@
+//! OCI images end to end: images built by the tests, pushed to a real registry
+//! (Debian's docker-registry) with skopeo or handed over as a layout or archive, run by
+//! real runc through the same gateway, activator and scaler as code packages.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::oci::{
+    image_store_entries, layer, runc_containers, test_config, test_image, test_layers, write_layout, ImageSpec, Item,
+    Registry,
+};
+use common::{ready, Server};
+
+fn info(server: &Server, service: &str) -> BTreeMap<String, String> {
+    let resp = server.get(service, "/info");
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    resp.body
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The memory limit the kernel holds for a container's init process.
+fn memory_limit_of(pid: u32) -> Option<u64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let file = match controllers {
+            "" => format!("/sys/fs/cgroup{path}/memory.max"),
+            c if c.split(',').any(|c| c == "memory") => format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"),
+            _ => continue,
+        };
+        if let Ok(text) = std::fs::read_to_string(file) {
+            if let Ok(limit) = text.trim().parse() {
+                return Some(limit);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn an_image_from_a_registry_runs_confined_scales_to_zero_and_survives_kill_9() {
+    let registry = Registry::start(Some(("tester", "s3cret")));
+    let mut server = Server::start(&[]);
+    let layout = server.dir.path().join("layout");
+    let digest = test_image(&layout);
+    registry.push(&layout, "web:1.2");
+    let reference = registry.reference("web:1.2");
+
+    // Without credentials the registry refuses; a wrong password is not stored.
+    let refused = server.cli(&["deploy", "web", "--image", &reference]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("updraft registry login"), "{}", refused.stderr);
+    let wrong = server.cli(&["registry", "login", &registry.host, "-u", "tester", "-p", "wrong"]);
+    assert_ne!(wrong.code, 0, "{}", wrong.stdout);
+    assert!(wrong.stderr.contains("refused the credentials"), "{}", wrong.stderr);
+    assert_eq!(server.json(&["registry", "list"]), serde_json::json!([]));
+    let login = server.cli(&["registry", "login", &registry.host, "-u", "tester", "-p", "s3cret"]);
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    assert_eq!(server.json(&["registry", "list"])[0]["username"], "tester");
+
+    let deployed = server.json(&[
+        "deploy",
+        "web",
+        "--image",
+        &reference,
+        "--env",
+        "GREETING=hi",
+        "--memory",
+        "64Mi",
+        "--scale-to-zero-after",
+        "3s",
+    ]);
+    assert_eq!(deployed["latest_revision"], "web-00001");
+    assert_eq!(server.get("web", "/").body, "container web-00001");
+
+    let seen = info(&server, "web");
+    let expected = [
+        ("uid", "1000"),
+        ("gid", "1000"),
+        // Its own pid namespace: the image's entrypoint is init.
+        ("pid", "1"),
+        ("hostname", "web-00001"),
+        ("cwd", "/opt"),
+        ("root_writable", "0"),
+        ("tmp_writable", "1"),
+        ("removed_exists", "0"),
+        ("opaque_old_exists", "0"),
+        ("opaque_new_exists", "1"),
+        // CAP_NET_BIND_SERVICE (bit 10) and nothing else.
+        ("cap_eff", "0000000000000400"),
+        ("greeting", "hi"),
+        ("home", "/home/app"),
+        ("args", "from-cmd"),
+    ];
+    for (key, value) in expected {
+        assert_eq!(seen.get(key).map(String::as_str), Some(value), "{key} in {seen:?}");
+    }
+    let containers = runc_containers(&server.data);
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(memory_limit_of(containers[0].1), Some(64 << 20));
+
+    let described = server.json(&["service", "web"]);
+    let revision = &described["revisions"][0];
+    assert_eq!(revision["runtime"], "oci", "{revision}");
+    assert_eq!(revision["package"], digest, "{revision}");
+    let logs = server.cli(&["logs", "web"]);
+    assert!(logs.stdout.contains("container listening on"), "{}", logs.stdout);
+
+    // Idle past its scale-to-zero period: the container is gone, runc included.
+    wait_for("scale to zero", Duration::from_secs(30), || {
+        ready(&server.json(&["service", "web"])) == 0 && runc_containers(&server.data).is_empty()
+    });
+    let logs = server.cli(&["logs", "web"]);
+    assert!(logs.stdout.contains("container got SIGTERM"), "{}", logs.stdout);
+    // The next request starts one again and is held until it is ready.
+    assert_eq!(server.get("web", "/").body, "container web-00001");
+    assert_eq!(runc_containers(&server.data).len(), 1);
+
+    // kill -9 leaves the container behind; the restarted server deletes it and serves
+    // from the same unpacked image.
+    let orphan = runc_containers(&server.data)[0].clone();
+    server.kill9();
+    assert!(common::alive(orphan.1), "the container outlives a killed server");
+    server.restart();
+    assert!(
+        common::wait_dead(&[orphan.1], Duration::from_secs(10)),
+        "leftover container still runs"
+    );
+    assert_eq!(server.get("web", "/").body, "container web-00001");
+    let running = runc_containers(&server.data);
+    assert_eq!(running.len(), 1);
+    assert_ne!(running[0].0, orphan.0);
+    assert_eq!(image_store_entries(&server.data).0.len(), 1);
+}
+
+#[test]
+fn layouts_archives_and_manifests_share_one_unpacked_image() {
+    let server = Server::start(&[]);
+    let dir = server.dir.path();
+    let layout = dir.join("web-oci");
+    let digest = test_image(&layout);
+    let archive = dir.join("web.tar");
+    common::run(
+        std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&layout)
+            .arg("."),
+    );
+
+    let from_layout = server.json(&[
+        "deploy",
+        "layout",
+        "--image",
+        &format!("oci-layout:{}", layout.display()),
+    ]);
+    assert_eq!(from_layout["latest_revision"], "layout-00001");
+    let from_archive = server.json(&[
+        "deploy",
+        "archive",
+        "--image",
+        &format!("oci-archive:{}", archive.display()),
+    ]);
+    assert_eq!(from_archive["latest_revision"], "archive-00001");
+    assert_eq!(server.get("layout", "/").body, "container layout-00001");
+    assert_eq!(server.get("archive", "/").body, "container archive-00001");
+    // One image, unpacked once, shared by both services' containers.
+    assert_eq!(image_store_entries(&server.data).0.len(), 1);
+    let rev = &server.json(&["service", "archive"])["revisions"][0];
+    assert_eq!(rev["package"], digest);
+
+    // A manifest names the archive by path; command and args replace the image's
+    // Entrypoint and Cmd as in Kubernetes.
+    std::fs::write(
+        dir.join("service.yaml"),
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: manifest\nspec:\n  template:\n    spec:\n      containers:\n        - image: oci-archive:./web.tar\n          args: [\"one\", \"two\"]\n          env:\n            - {name: GREETING, value: from-manifest}\n",
+    )
+    .unwrap();
+    let applied = server.cli(&["apply", "-f", dir.join("service.yaml").to_str().unwrap()]);
+    assert_eq!(applied.code, 0, "{}\n{}", applied.stderr, server.log());
+    let seen = info(&server, "manifest");
+    assert_eq!(seen["args"], "one two");
+    assert_eq!(seen["greeting"], "from-manifest");
+    let exported = server.cli(&["get", "service", "manifest", "-o", "yaml"]);
+    assert!(
+        exported.stdout.contains(&format!("image: oci:{digest}")),
+        "{}",
+        exported.stdout
+    );
+    let again = server.cli(&["apply", "-f", dir.join("service.yaml").to_str().unwrap()]);
+    assert!(again.stdout.contains("unchanged"), "{}", again.stdout);
+}
+
+#[test]
+fn bad_images_are_refused_clearly_and_leave_nothing_behind() {
+    let registry = Registry::start(None);
+    let server = Server::start(&[]);
+    let dir = server.dir.path();
+    let good = test_layers();
+
+    let unreachable = format!("127.0.0.1:{}/web:1.0", common::free_port());
+    let mut cases: Vec<(String, String, &str)> = vec![
+        (
+            "unknown".into(),
+            registry.reference("nothing-here:1.0"),
+            "was not found",
+        ),
+        ("unreachable".into(), unreachable, "unreachable after 3 attempts"),
+        ("bad-reference".into(), "Web:latest".into(), "upper-case"),
+    ];
+    let mut layouts: Vec<(&str, ImageSpec, &str)> = Vec::new();
+    let mut tampered = ImageSpec::new(good.clone(), test_config());
+    tampered.tamper = Some(|mut bytes| {
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0xff;
+        bytes
+    });
+    layouts.push(("digest-mismatch", tampered, "not the sha256:"));
+    let mut truncated = ImageSpec::new(good.clone(), test_config());
+    truncated.tamper = Some(|bytes| bytes[..bytes.len() / 2].to_vec());
+    truncated.digest_after_tamper = true;
+    layouts.push(("truncated", truncated, "is corrupt"));
+    let mut zstd = ImageSpec::new(good.clone(), test_config());
+    zstd.layer_media_type = "application/vnd.oci.image.layer.v1.tar+zstd".into();
+    layouts.push(("media-type", zstd, "not supported"));
+    let mut arm = ImageSpec::new(good.clone(), test_config());
+    arm.architecture = "arm64".into();
+    layouts.push(("architecture", arm, "linux/arm64, not linux/amd64"));
+    let escape_symlink = layer(&[Item::Symlink("evil", "/tmp"), Item::File("evil/planted", b"x", 0o644)]);
+    layouts.push((
+        "absolute-symlink",
+        ImageSpec::new(vec![good[0].clone(), escape_symlink], test_config()),
+        "points outside the layer's root",
+    ));
+    let dotdot = layer(&[Item::RawFile("../../../planted-by-layer")]);
+    layouts.push((
+        "dotdot",
+        ImageSpec::new(vec![good[0].clone(), dotdot], test_config()),
+        "climbs out",
+    ));
+    for (name, spec, says) in layouts {
+        let path = dir.join(name);
+        write_layout(&path, &spec);
+        cases.push((name.to_string(), format!("oci-layout:{}", path.display()), says));
+    }
+    // Pushed as is: a registry serves the arm64 image too.
+    let mut arm = ImageSpec::new(good, test_config());
+    arm.architecture = "arm64".into();
+    write_layout(&dir.join("arm-push"), &arm);
+    registry.push(&dir.join("arm-push"), "arm:1");
+    cases.push((
+        "registry-architecture".into(),
+        registry.reference("arm:1"),
+        "not linux/amd64",
+    ));
+
+    for (name, image, says) in &cases {
+        let out = server.cli(&["deploy", name, "--image", image]);
+        assert_ne!(out.code, 0, "{name} was accepted: {}", out.stdout);
+        assert!(out.stderr.contains(says), "{name}: {:?} lacks {says:?}", out.stderr);
+        let (images, staging) = image_store_entries(&server.data);
+        assert!(
+            images.is_empty() && staging.is_empty(),
+            "{name} left {images:?} {staging:?}"
+        );
+    }
+    assert!(!Path::new("/tmp/planted").exists());
+    assert!(!dir.join("planted-by-layer").exists());
+    assert_eq!(server.json(&["services"]), serde_json::json!([]));
+    assert!(runc_containers(&server.data).is_empty());
+}

@@ -1,0 +1,206 @@
+//! The REST API of OCI images and registry credentials.
+//!
+//! | method and path | what it does |
+//! |---|---|
+//! | `POST /v1/images` | import an OCI archive or `docker save` tar (body); returns the image |
+//! | `POST /v1/images/pull` | pull `{"reference": …}`; answers NDJSON: progress lines, then the image or an error |
+//! | `GET /v1/registries` | registries with stored credentials (user names only) |
+//! | `POST /v1/registries` | store `{"registry", "username", "password"}` once the registry accepts them |
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use updraft_runtime::image::{Image, ImageError, Progress, STORED_IMAGE_PREFIX};
+use updraft_runtime::logs::now_us;
+
+use crate::platform::Platform;
+use crate::views::{ErrorBody, ErrorDetail, ImageView, PullLine, RegistryView};
+use crate::ApiError;
+
+type Shared = State<Arc<Platform>>;
+
+pub fn routes() -> Router<Arc<Platform>> {
+    Router::new()
+        .route("/v1/images", post(import_image))
+        .route("/v1/images/pull", post(pull_image))
+        .route("/v1/registries", get(list_registries).post(login))
+}
+
+pub(crate) fn image_error(e: ImageError) -> ApiError {
+    let status = match &e {
+        ImageError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ImageError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError {
+        status,
+        message: format!("image: {e}"),
+        field: e.is_bad_input().then(|| "image".to_string()),
+    }
+}
+
+pub(crate) fn image_view(image: &Image) -> ImageView {
+    let info = &image.info;
+    ImageView {
+        digest: info.digest.clone(),
+        reference: format!("{STORED_IMAGE_PREFIX}{}", info.digest),
+        entrypoint: info.entrypoint.clone(),
+        cmd: info.cmd.clone(),
+        env: info.env.clone(),
+        working_dir: info.working_dir.clone(),
+        user: info.user.clone(),
+        size: info.size,
+    }
+}
+
+async fn import_image(State(p): Shared, request: Request) -> Result<(StatusCode, Json<ImageView>), ApiError> {
+    let limit = p.config.max_image_bytes;
+    let too_large = || ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!("image: the archive is larger than the limit of {limit} bytes (server flag --max-image-size)"),
+        field: Some("image".into()),
+    };
+    let declared: Option<u64> = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let staging = tempfile::Builder::new()
+        .prefix("image-")
+        .tempdir_in(&p.paths.tmp)
+        .map_err(ApiError::internal)?;
+    let archive = staging.path().join("archive");
+    let mut file = tokio::fs::File::create(&archive).await.map_err(ApiError::internal)?;
+    let mut size = 0u64;
+    let mut stream = request.into_body().into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("image", format!("upload interrupted: {e}")))?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(too_large());
+        }
+        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    if size == 0 {
+        return Err(ApiError::bad_request(
+            "image",
+            "the upload is empty; send an OCI archive (a tar of an image layout) or a docker save tar",
+        ));
+    }
+    file.flush().await.map_err(ApiError::internal)?;
+    drop(file);
+    let image = p.images.import_archive(&archive, &|_| {}).await.map_err(image_error)?;
+    p.store.put_blob(&image.info.digest, image.info.size, now_us())?;
+    Ok((StatusCode::CREATED, Json(image_view(&image))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PullRequest {
+    reference: String,
+}
+
+/// Progress goes out as it happens, so the CLI can draw its bar; the last line says
+/// how it ended.
+async fn pull_image(State(p): Shared, Json(body): Json<PullRequest>) -> Result<Response, ApiError> {
+    updraft_model::image_ref::validate_image_reference("reference", &body.reference)?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<PullLine>();
+    tokio::spawn(async move {
+        let progress_tx = tx.clone();
+        let report = move |progress: Progress| {
+            let _ = progress_tx.send(PullLine::Progress(progress));
+        };
+        let line = match p.images.pull(&body.reference, &report).await {
+            Ok(image) => {
+                let _ = p.store.put_blob(&image.info.digest, image.info.size, now_us());
+                PullLine::Image(image_view(&image))
+            }
+            Err(e) => {
+                let e = image_error(e);
+                PullLine::Error(ErrorBody {
+                    error: ErrorDetail {
+                        code: e.status.as_u16(),
+                        message: e.message,
+                        field: e.field,
+                    },
+                })
+            }
+        };
+        let _ = tx.send(line);
+    });
+    let lines = tokio_stream_lines(rx);
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+fn tokio_stream_lines(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<PullLine>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|line| {
+            line.map(|line| {
+                let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
+                bytes.push(b'\n');
+                Ok(bytes)
+            })
+        })
+    })
+}
+
+async fn list_registries(State(p): Shared) -> Json<Vec<RegistryView>> {
+    Json(
+        p.images
+            .logins()
+            .into_iter()
+            .map(|(registry, username)| RegistryView { registry, username })
+            .collect(),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    registry: String,
+    username: String,
+    password: String,
+}
+
+async fn login(State(p): Shared, Json(body): Json<LoginRequest>) -> Result<(StatusCode, Json<RegistryView>), ApiError> {
+    if body.registry.is_empty() || body.registry.contains('/') {
+        return Err(ApiError::bad_request(
+            "registry",
+            format!("{:?} is not a registry host (host or host:port)", body.registry),
+        ));
+    }
+    if body.username.is_empty() {
+        return Err(ApiError::bad_request("username", "is empty"));
+    }
+    p.images
+        .check_login(&body.registry, &body.username, &body.password)
+        .await
+        .map_err(image_error)?;
+    p.images
+        .login(&body.registry, &body.username, &body.password)
+        .map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(RegistryView {
+            registry: body.registry,
+            username: body.username,
+        }),
+    ))
+}
