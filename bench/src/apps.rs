@@ -11,7 +11,7 @@ pub struct App {
     pub command: Vec<String>,
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
+pub fn run_tool(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd.status().with_context(|| format!("{cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
@@ -36,23 +36,29 @@ pub fn build(kind: &str, work: &Path) -> anyhow::Result<App> {
         }
         "java" => {
             let classes = work.join("java-classes");
-            run(Command::new("javac")
-                .arg("-d")
-                .arg(&classes)
-                .arg(fixtures.join("java/Hello.java")))?;
-            run(Command::new("jar")
-                .args(["--create", "--file"])
-                .arg(dir.join("app.jar"))
-                .args(["--main-class", "Hello", "-C"])
-                .arg(&classes)
-                .arg("."))?;
+            run_tool(
+                Command::new("javac")
+                    .arg("-d")
+                    .arg(&classes)
+                    .arg(fixtures.join("java/Hello.java")),
+            )?;
+            run_tool(
+                Command::new("jar")
+                    .args(["--create", "--file"])
+                    .arg(dir.join("app.jar"))
+                    .args(["--main-class", "Hello", "-C"])
+                    .arg(&classes)
+                    .arg("."),
+            )?;
             vec!["java", "-jar", "app.jar"]
         }
         "static" => {
-            run(Command::new("gcc")
-                .args(["-static", "-O2", "-o"])
-                .arg(dir.join("server"))
-                .arg(fixtures.join("static/server.c")))?;
+            run_tool(
+                Command::new("gcc")
+                    .args(["-static", "-O2", "-o"])
+                    .arg(dir.join("server"))
+                    .arg(fixtures.join("static/server.c")),
+            )?;
             std::fs::write(dir.join("updraft.yaml"), "run: [./server]\n")?;
             vec!["./server"]
         }

@@ -3,6 +3,7 @@
 
 mod apps;
 mod coldstart;
+mod containers;
 mod functions;
 mod harness;
 mod ingest;
@@ -113,6 +114,17 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         colds: usize,
     },
+    /// OCI images: first response from zero through the gateway against a bare
+    /// `runc run` of the same bundle, and deploys of a big image from a registry with a
+    /// cold and a warm blob cache against skopeo + umoci.
+    Container {
+        /// Samples per case.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Size of the big image's incompressible layer, in MB.
+        #[arg(long, default_value_t = 50)]
+        megabytes: usize,
+    },
     /// Python and Node function cold starts from stem cells (warm interpreters) against
     /// fresh interpreters (pool off), at 1 and N simultaneous cold starts.
     Function {
@@ -145,6 +157,7 @@ fn main() -> anyhow::Result<()> {
             target,
             seconds,
         } => scaleout::run(&cli.updraft, &cli.out, clients.max(1), target.max(1), seconds),
+        Scenario::Container { rounds, megabytes } => containers::run(&cli.updraft, &cli.out, rounds.max(1), megabytes),
         Scenario::Function { sizes, pool_memory } => functions::run(&cli.updraft, &cli.out, &sizes, &pool_memory),
         Scenario::Wasm {
             wasmtime,

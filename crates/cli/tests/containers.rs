@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::oci::{
-    image_store_entries, layer, runc_containers, test_config, test_image, test_layers, write_layout, ImageSpec, Item,
-    Registry,
+    image_store_entries, layer, runc_containers, test_config, test_image, test_layers, write_layout, Auth, ImageSpec,
+    Item, Registry,
 };
 use common::{ready, Server};
 
@@ -52,23 +52,28 @@ fn memory_limit_of(pid: u32) -> Option<u64> {
     None
 }
 
+/// Without credentials the registry refuses the pull, and a wrong password is refused
+/// and not stored.
+fn refused_without_credentials(server: &Server, registry: &Registry, reference: &str, user: &str) {
+    let refused = server.cli(&["deploy", "web", "--image", reference]);
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("updraft registry login"), "{}", refused.stderr);
+    let wrong = server.cli(&["registry", "login", &registry.host, "-u", user, "-p", "wrong"]);
+    assert_ne!(wrong.code, 0, "{}", wrong.stdout);
+    assert!(wrong.stderr.contains("refused the credentials"), "{}", wrong.stderr);
+    assert_eq!(server.json(&["registry", "list"]), serde_json::json!([]));
+}
+
 #[test]
 fn an_image_from_a_registry_runs_confined_scales_to_zero_and_survives_kill_9() {
-    let registry = Registry::start(Some(("tester", "s3cret")));
+    let registry = Registry::start(Auth::Basic("tester", "s3cret"));
     let mut server = Server::start(&[]);
     let layout = server.dir.path().join("layout");
     let digest = test_image(&layout);
     registry.push(&layout, "web:1.2");
     let reference = registry.reference("web:1.2");
 
-    // Without credentials the registry refuses; a wrong password is not stored.
-    let refused = server.cli(&["deploy", "web", "--image", &reference]);
-    assert_ne!(refused.code, 0);
-    assert!(refused.stderr.contains("updraft registry login"), "{}", refused.stderr);
-    let wrong = server.cli(&["registry", "login", &registry.host, "-u", "tester", "-p", "wrong"]);
-    assert_ne!(wrong.code, 0, "{}", wrong.stdout);
-    assert!(wrong.stderr.contains("refused the credentials"), "{}", wrong.stderr);
-    assert_eq!(server.json(&["registry", "list"]), serde_json::json!([]));
+    refused_without_credentials(&server, &registry, &reference, "tester");
     let login = server.cli(&["registry", "login", &registry.host, "-u", "tester", "-p", "s3cret"]);
     assert_eq!(login.code, 0, "{}", login.stderr);
     assert_eq!(server.json(&["registry", "list"])[0]["username"], "tester");
@@ -113,6 +118,16 @@ fn an_image_from_a_registry_runs_confined_scales_to_zero_and_survives_kill_9() {
     let containers = runc_containers(&server.data);
     assert_eq!(containers.len(), 1, "{containers:?}");
     assert_eq!(memory_limit_of(containers[0].1), Some(64 << 20));
+    // CPU used inside the container is metered from the cgroup runc made.
+    assert_eq!(server.get("web", "/burn").body, "burned");
+    let usage = server.json(&["usage", "--by", "revision"]);
+    let row = usage
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["revision"] == "web-00001")
+        .unwrap_or_else(|| panic!("{usage}"));
+    assert!(row["cpu_seconds"].as_f64().unwrap() >= 0.25, "{row}");
 
     let described = server.json(&["service", "web"]);
     let revision = &described["revisions"][0];
@@ -146,6 +161,43 @@ fn an_image_from_a_registry_runs_confined_scales_to_zero_and_survives_kill_9() {
     assert_eq!(running.len(), 1);
     assert_ne!(running[0].0, orphan.0);
     assert_eq!(image_store_entries(&server.data).0.len(), 1);
+}
+
+#[test]
+fn a_registry_with_bearer_tokens_is_pulled_from_after_login() {
+    let registry = Registry::start(Auth::Bearer("robot", "t0ken"));
+    let server = Server::start(&[]);
+    let layout = server.dir.path().join("layout");
+    test_image(&layout);
+    registry.push(&layout, "team/web:2");
+    let reference = registry.reference("team/web:2");
+
+    refused_without_credentials(&server, &registry, &reference, "robot");
+    // The deploy flags log in first, the password coming on stdin.
+    let mut child = std::process::Command::new(common::BIN)
+        .args([
+            "deploy",
+            "web",
+            "--image",
+            &reference,
+            "--registry-username",
+            "robot",
+            "--registry-password-stdin",
+        ])
+        .env("UPDRAFT_API", &server.api)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"t0ken\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(server.get("web", "/").body, "container web-00001");
+    assert_eq!(
+        server.json(&["registry", "list"])[0]["registry"],
+        registry.host.as_str()
+    );
 }
 
 #[test]
@@ -209,7 +261,7 @@ fn layouts_archives_and_manifests_share_one_unpacked_image() {
 
 #[test]
 fn bad_images_are_refused_clearly_and_leave_nothing_behind() {
-    let registry = Registry::start(None);
+    let registry = Registry::start(Auth::None);
     let server = Server::start(&[]);
     let dir = server.dir.path();
     let good = test_layers();

@@ -15,12 +15,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
 use updraft_runtime::image::{Image, ImageError, Progress, STORED_IMAGE_PREFIX};
 use updraft_runtime::logs::now_us;
 
+use crate::packages::{receive, Limit};
 use crate::platform::Platform;
 use crate::views::{ErrorBody, ErrorDetail, ImageView, PullLine, RegistryView};
 use crate::ApiError;
@@ -62,44 +61,27 @@ pub(crate) fn image_view(image: &Image) -> ImageView {
 }
 
 async fn import_image(State(p): Shared, request: Request) -> Result<(StatusCode, Json<ImageView>), ApiError> {
-    let limit = p.config.max_image_bytes;
-    let too_large = || ApiError {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        message: format!("image: the archive is larger than the limit of {limit} bytes (server flag --max-image-size)"),
-        field: Some("image".into()),
-    };
     let declared: Option<u64> = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
     let staging = tempfile::Builder::new()
         .prefix("image-")
         .tempdir_in(&p.paths.tmp)
         .map_err(ApiError::internal)?;
     let archive = staging.path().join("archive");
-    let mut file = tokio::fs::File::create(&archive).await.map_err(ApiError::internal)?;
-    let mut size = 0u64;
-    let mut stream = request.into_body().into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("image", format!("upload interrupted: {e}")))?;
-        size += chunk.len() as u64;
-        if size > limit {
-            return Err(too_large());
-        }
-        file.write_all(&chunk).await.map_err(ApiError::internal)?;
-    }
-    if size == 0 {
+    let limit = Limit {
+        field: "image",
+        bytes: p.config.max_image_bytes,
+        flag: "--max-image-size",
+    };
+    if receive(request.into_body(), declared, &archive, &limit, |_| {}).await? == 0 {
         return Err(ApiError::bad_request(
             "image",
             "the upload is empty; send an OCI archive (a tar of an image layout) or a docker save tar",
         ));
     }
-    file.flush().await.map_err(ApiError::internal)?;
-    drop(file);
     let image = p.images.import_archive(&archive, &|_| {}).await.map_err(image_error)?;
     p.store.put_blob(&image.info.digest, image.info.size, now_us())?;
     Ok((StatusCode::CREATED, Json(image_view(&image))))

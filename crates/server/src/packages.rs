@@ -27,52 +27,85 @@ pub(crate) fn package_error(e: PackageError) -> ApiError {
     }
 }
 
+/// The size limit of an upload and how the user raises it.
+pub(crate) struct Limit {
+    pub field: &'static str,
+    pub bytes: u64,
+    pub flag: &'static str,
+}
+
+impl Limit {
+    fn exceeded(&self) -> ApiError {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!(
+                "{}: the archive is larger than the limit of {} bytes (server flag {})",
+                self.field, self.bytes, self.flag
+            ),
+            field: Some(self.field.into()),
+        }
+    }
+}
+
+/// Streams a request body to `path`, refusing it once past the limit (or at once when
+/// its declared length is); `inspect` sees every chunk. Returns the bytes written,
+/// synced to disk.
+pub(crate) async fn receive(
+    body: Body,
+    declared_len: Option<u64>,
+    path: &std::path::Path,
+    limit: &Limit,
+    mut inspect: impl FnMut(&[u8]),
+) -> Result<u64, ApiError> {
+    if declared_len.is_some_and(|n| n > limit.bytes) {
+        return Err(limit.exceeded());
+    }
+    let mut file = tokio::fs::File::create(path).await.map_err(ApiError::internal)?;
+    let mut size: u64 = 0;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(limit.field, format!("upload interrupted: {e}")))?;
+        size += chunk.len() as u64;
+        if size > limit.bytes {
+            return Err(limit.exceeded());
+        }
+        inspect(&chunk);
+        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    file.sync_all().await.map_err(ApiError::internal)?;
+    Ok(size)
+}
+
 impl Platform {
     pub async fn upload_package(
         self: &Arc<Self>,
         declared_len: Option<u64>,
         body: Body,
     ) -> Result<PackageView, ApiError> {
-        let limit = self.config.max_package_bytes;
-        let too_large = || ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            message: format!(
-                "package archive is larger than the limit of {limit} bytes (server flag --max-package-size)"
-            ),
-            field: Some("package".into()),
-        };
-        if declared_len.is_some_and(|n| n > limit) {
-            return Err(too_large());
-        }
         let staging = tempfile::Builder::new()
             .prefix("upload-")
             .tempdir_in(&self.paths.tmp)
             .map_err(ApiError::internal)?;
         let archive = staging.path().join("archive");
-        let mut file = tokio::fs::File::create(&archive).await.map_err(ApiError::internal)?;
         let mut hasher = Sha256::new();
-        let mut size: u64 = 0;
         let mut head = Vec::with_capacity(4);
-        let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ApiError::bad_request("package", format!("upload interrupted: {e}")))?;
+        let limit = Limit {
+            field: "package",
+            bytes: self.config.max_package_bytes,
+            flag: "--max-package-size",
+        };
+        let size = receive(body, declared_len, &archive, &limit, |chunk| {
             let wanted = 4usize.saturating_sub(head.len()).min(chunk.len());
             head.extend_from_slice(&chunk[..wanted]);
-            size += chunk.len() as u64;
-            if size > limit {
-                return Err(too_large());
-            }
-            hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(ApiError::internal)?;
-        }
+            hasher.update(chunk);
+        })
+        .await?;
         if size == 0 {
             return Err(ApiError::bad_request(
                 "package",
                 "the upload is empty; send a .tar.gz, .tar or .zip archive",
             ));
         }
-        file.sync_all().await.map_err(ApiError::internal)?;
-        drop(file);
         let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
 
         // A WebAssembly binary is stored as it is; deploying it compiles and checks it.

@@ -222,16 +222,35 @@ pub fn test_image(dir: &Path) -> String {
     write_layout(dir, &ImageSpec::new(test_layers(), test_config()))
 }
 
-/// A real registry on a free loopback port, with basic auth when given credentials.
+/// How a test registry authenticates.
+pub enum Auth<'a> {
+    None,
+    /// HTTP basic auth against an htpasswd file.
+    Basic(&'a str, &'a str),
+    /// Docker's token auth: a token service (`fixtures/container/token_server.py`) checks
+    /// the credentials and signs bearer tokens the registry verifies.
+    Bearer(&'a str, &'a str),
+}
+
+/// A real registry on a free loopback port.
 pub struct Registry {
     child: Child,
+    token_service: Option<Child>,
     dir: tempfile::TempDir,
     pub host: String,
     credentials: Option<(String, String)>,
 }
 
+fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Registry {
-    pub fn start(credentials: Option<(&str, &str)>) -> Registry {
+    pub fn start(auth: Auth) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
@@ -239,18 +258,59 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
             dir.path().join("storage").display()
         );
-        if let Some((user, password)) = credentials {
-            let htpasswd = Command::new("htpasswd")
-                .args(["-Bbn", user, password])
-                .output()
-                .unwrap();
-            assert!(htpasswd.status.success(), "htpasswd (apache2-utils) failed");
-            std::fs::write(dir.path().join("htpasswd"), htpasswd.stdout).unwrap();
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: updraft-test\n    path: {}\n",
-                dir.path().join("htpasswd").display()
-            ));
-        }
+        let mut token_service = None;
+        let credentials = match auth {
+            Auth::None => None,
+            Auth::Basic(user, password) => {
+                let htpasswd = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .unwrap();
+                assert!(htpasswd.status.success(), "htpasswd (apache2-utils) failed");
+                std::fs::write(dir.path().join("htpasswd"), htpasswd.stdout).unwrap();
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: updraft-test\n    path: {}\n",
+                    dir.path().join("htpasswd").display()
+                ));
+                Some((user.to_string(), password.to_string()))
+            }
+            Auth::Bearer(user, password) => {
+                let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+                run(Command::new("openssl")
+                    .args([
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "rsa:2048",
+                        "-nodes",
+                        "-days",
+                        "1",
+                        "-subj",
+                        "/CN=token",
+                    ])
+                    .arg("-keyout")
+                    .arg(&key)
+                    .arg("-out")
+                    .arg(&cert));
+                let token_port = free_port();
+                token_service = Some(
+                    Command::new("python3")
+                        .arg(fixtures().join("container/token_server.py"))
+                        .arg(token_port.to_string())
+                        .args([&key, &cert])
+                        .args([user, password, "updraft-test", "updraft-test-issuer"])
+                        .stdout(Stdio::null())
+                        .spawn()
+                        .unwrap(),
+                );
+                wait_listening(token_port, "the token service");
+                config.push_str(&format!(
+                    "auth:\n  token:\n    realm: http://127.0.0.1:{token_port}/token\n    service: updraft-test\n    issuer: updraft-test-issuer\n    rootcertbundle: {}\n",
+                    cert.display()
+                ));
+                Some((user.to_string(), password.to_string()))
+            }
+        };
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -272,9 +332,10 @@ impl Registry {
         }
         Registry {
             child,
+            token_service,
             dir,
             host,
-            credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+            credentials,
         }
     }
 
@@ -301,8 +362,10 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(self.token_service.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
