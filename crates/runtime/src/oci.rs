@@ -216,7 +216,9 @@ pub fn bundle_config(
     );
     // Name resolution as on the host, whose network the container shares.
     for file in ["/etc/resolv.conf", "/etc/hosts"] {
-        if Path::new(file).exists() && container.rootfs.join(&file[1..]).is_file() {
+        // Only over a plain file of the image's: a symlink would be resolved on the host.
+        let in_image = fs::symlink_metadata(container.rootfs.join(&file[1..]));
+        if Path::new(file).exists() && in_image.is_ok_and(|m| m.is_file()) {
             mounts.push(
                 MountBuilder::default()
                     .destination(file)

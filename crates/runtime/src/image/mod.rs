@@ -405,27 +405,21 @@ impl ImageStore {
             });
             return Ok(path);
         }
-        let staged = self
-            .root
-            .join("tmp")
-            .join(format!("blob-{}", &digest_hex(digest)?[..16]));
-        let result = source.fetch(digest, size, what, &staged, progress).await;
-        let actual = match result {
-            Ok(actual) => actual,
-            Err(e) => {
-                let _ = fs::remove_file(&staged);
-                return Err(e);
-            }
-        };
+        // A name of its own: two deploys may fetch the same blob at once. Removed on
+        // drop unless it was verified and moved into place.
+        let staged = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(self.root.join("tmp"))?
+            .into_temp_path();
+        let actual = source.fetch(digest, size, what, &staged, progress).await?;
         if actual != digest {
-            let _ = fs::remove_file(&staged);
             return Err(ImageError::DigestMismatch {
                 what: format!("blob ({what})"),
                 expected: digest.to_string(),
                 actual,
             });
         }
-        fs::rename(&staged, &path)?;
+        staged.persist(&path).map_err(|e| ImageError::Io(e.error))?;
         Ok(path)
     }
 }

@@ -251,7 +251,10 @@ pub fn prepare_mount_points(root: &Path) -> io::Result<()> {
             fs::create_dir(root.join(dir))?;
         }
     }
-    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))?;
+    // Never through a symlink: the image's own /tmp could point at the host's /etc.
+    if fs::symlink_metadata(root.join("tmp")).is_ok_and(|m| m.is_dir()) {
+        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))?;
+    }
     if fs::symlink_metadata(root.join("etc")).is_err() {
         fs::create_dir(root.join("etc"))?;
     }
@@ -371,6 +374,24 @@ mod tests {
             assert!(matches!(err, ImageError::LayerEscapes { .. }), "{name}: {err}");
             assert!(fs::read_dir(&outside).unwrap().next().is_none(), "{name} wrote outside");
         }
+    }
+
+    #[test]
+    fn mount_points_are_made_without_following_the_image_s_symlinks() {
+        let work = tempfile::tempdir().unwrap();
+        let outside = work.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o700)).unwrap();
+        let root = work.path().join("root");
+        fs::create_dir(&root).unwrap();
+        symlink(&outside, root.join("tmp")).unwrap();
+        prepare_mount_points(&root).unwrap();
+        let mode = fs::metadata(&outside).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+        for dir in ["proc", "sys", "dev"] {
+            assert!(root.join(dir).is_dir(), "{dir}");
+        }
+        assert!(root.join("etc/resolv.conf").is_file());
     }
 
     #[test]
