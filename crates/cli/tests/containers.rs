@@ -234,6 +234,17 @@ fn layouts_archives_and_manifests_share_one_unpacked_image() {
     assert_eq!(server.get("archive", "/").body, "container archive-00001");
     // One image, unpacked once, shared by both services' containers.
     assert_eq!(image_store_entries(&server.data).0.len(), 1);
+    // zstd layers, as newer build tools write them.
+    let mut zstd = ImageSpec::new(test_layers(), test_config());
+    zstd.layer_media_type = "application/vnd.oci.image.layer.v1.tar+zstd".into();
+    write_layout(&dir.join("zstd-oci"), &zstd);
+    server.json(&[
+        "deploy",
+        "zstd",
+        "--image",
+        &format!("oci-layout:{}", dir.join("zstd-oci").display()),
+    ]);
+    assert_eq!(info(&server, "zstd")["opaque_new_exists"], "1");
     let rev = &server.json(&["service", "archive"])["revisions"][0];
     assert_eq!(rev["package"], digest);
 
@@ -288,9 +299,9 @@ fn bad_images_are_refused_clearly_and_leave_nothing_behind() {
     truncated.tamper = Some(|bytes| bytes[..bytes.len() / 2].to_vec());
     truncated.digest_after_tamper = true;
     layouts.push(("truncated", truncated, "is corrupt"));
-    let mut zstd = ImageSpec::new(good.clone(), test_config());
-    zstd.layer_media_type = "application/vnd.oci.image.layer.v1.tar+zstd".into();
-    layouts.push(("media-type", zstd, "not supported"));
+    let mut foreign = ImageSpec::new(good.clone(), test_config());
+    foreign.layer_media_type = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip".into();
+    layouts.push(("media-type", foreign, "not supported"));
     let mut arm = ImageSpec::new(good.clone(), test_config());
     arm.architecture = "arm64".into();
     layouts.push(("architecture", arm, "linux/arm64, not linux/amd64"));

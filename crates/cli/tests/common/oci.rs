@@ -78,7 +78,7 @@ pub struct ImageSpec {
     /// The config's `config` section (Entrypoint, Cmd, Env, WorkingDir, User).
     pub config: serde_json::Value,
     pub architecture: String,
-    /// The media type written for every layer; gzip is applied when it ends in `+gzip`.
+    /// The media type written for every layer, compressed as its suffix says.
     pub layer_media_type: String,
     /// Replaces each stored layer blob after hashing (to fake a corrupt registry).
     pub tamper: Option<fn(Vec<u8>) -> Vec<u8>>,
@@ -115,6 +115,8 @@ pub fn write_layout(dir: &Path, spec: &ImageSpec) -> String {
         diff_ids.push(sha256(raw));
         let stored = if spec.layer_media_type.ends_with("+gzip") {
             gzip(raw)
+        } else if spec.layer_media_type.ends_with("+zstd") {
+            ruzstd::encoding::compress_to_vec(&raw[..], ruzstd::encoding::CompressionLevel::Fastest)
         } else {
             raw.clone()
         };

@@ -303,7 +303,7 @@ impl ImageStore {
                 Compression::of_media_type(&media_type).ok_or_else(|| ImageError::UnsupportedMediaType {
                     what: format!("layer {i} ({})", layer.digest()),
                     media_type: media_type.clone(),
-                    supported: "tar and tar+gzip layers (OCI or Docker)".into(),
+                    supported: "tar, tar+gzip and tar+zstd layers (OCI or Docker)".into(),
                 })?;
             layers.push((layer.digest().to_string(), layer.size(), compression));
         }

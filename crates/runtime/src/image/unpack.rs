@@ -8,6 +8,8 @@ use std::io::{self, Read};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
 use sha2::{Digest, Sha256};
 
 use super::ImageError;
@@ -22,6 +24,7 @@ const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 pub enum Compression {
     None,
     Gzip,
+    Zstd,
 }
 
 impl Compression {
@@ -33,6 +36,7 @@ impl Compression {
             "application/vnd.oci.image.layer.v1.tar+gzip" | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
                 Some(Compression::Gzip)
             }
+            "application/vnd.oci.image.layer.v1.tar+zstd" => Some(Compression::Zstd),
             _ => None,
         }
     }
@@ -53,6 +57,50 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+/// A zstd stream of any number of frames, skippable ones included (zstd:chunked
+/// layers are written that way), read as one.
+struct ZstdFrames<R> {
+    source: R,
+    decoder: FrameDecoder,
+    in_frame: bool,
+}
+
+impl<R: io::BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.in_frame {
+                while self.decoder.can_collect() == 0 && !self.decoder.is_finished() {
+                    self.decoder
+                        .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1))
+                        .map_err(io::Error::other)?;
+                }
+                let n = self.decoder.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                self.in_frame = false;
+                continue;
+            }
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            match self.decoder.init(&mut self.source) {
+                Ok(()) => self.in_frame = true,
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame { length, .. })) => {
+                    let skipped = io::copy(&mut (&mut self.source).take(u64::from(length)), &mut io::sink())?;
+                    if skipped < u64::from(length) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "a skippable frame is cut short",
+                        ));
+                    }
+                }
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+    }
+}
+
 /// Applies one layer blob to `root`; returns the digest of its uncompressed tar.
 pub fn apply_layer(root: &Path, blob: &Path, compression: Compression, layer: &str) -> Result<String, ImageError> {
     let corrupt = |reason: String| ImageError::CorruptLayer {
@@ -63,6 +111,11 @@ pub fn apply_layer(root: &Path, blob: &Path, compression: Compression, layer: &s
     let reader: Box<dyn Read> = match compression {
         Compression::None => Box::new(io::BufReader::new(file)),
         Compression::Gzip => Box::new(flate2::read::GzDecoder::new(io::BufReader::new(file))),
+        Compression::Zstd => Box::new(ZstdFrames {
+            source: io::BufReader::new(file),
+            decoder: FrameDecoder::new(),
+            in_frame: false,
+        }),
     };
     let mut hashing = Hashing {
         inner: reader,
@@ -392,6 +445,28 @@ mod tests {
             assert!(root.join(dir).is_dir(), "{dir}");
         }
         assert!(root.join("etc/resolv.conf").is_file());
+    }
+
+    #[test]
+    fn zstd_layers_of_several_frames_unpack() {
+        let work = tempfile::tempdir().unwrap();
+        let root = work.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let tar = fs::read(layer(work.path(), "l.tar", |b| file(b, "etc/zstd", &[5u8; 100_000]))).unwrap();
+        // Two frames with a skippable frame between, as zstd:chunked writes.
+        let (first, second) = tar.split_at(tar.len() / 2);
+        let mut blob = ruzstd::encoding::compress_to_vec(first, ruzstd::encoding::CompressionLevel::Fastest);
+        blob.extend_from_slice(&0x184D2A50u32.to_le_bytes());
+        blob.extend_from_slice(&4u32.to_le_bytes());
+        blob.extend_from_slice(b"skip");
+        blob.extend(ruzstd::encoding::compress_to_vec(
+            second,
+            ruzstd::encoding::CompressionLevel::Fastest,
+        ));
+        fs::write(work.path().join("l.tar.zst"), &blob).unwrap();
+        let diff_id = apply_layer(&root, &work.path().join("l.tar.zst"), Compression::Zstd, "z").unwrap();
+        assert_eq!(diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&tar))));
+        assert_eq!(fs::read(root.join("etc/zstd")).unwrap(), vec![5u8; 100_000]);
     }
 
     #[test]
