@@ -109,6 +109,9 @@ fn an_image_from_a_registry_runs_confined_scales_to_zero_and_survives_kill_9() {
         // CAP_NET_BIND_SERVICE (bit 10) and nothing else.
         ("cap_eff", "0000000000000400"),
         ("greeting", "hi"),
+        // Filtered (mode 2), and a new user namespace is refused.
+        ("seccomp", "2"),
+        ("userns_denied", "1"),
         ("home", "/home/app"),
         ("args", "from-cmd"),
     ];

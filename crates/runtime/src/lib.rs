@@ -17,6 +17,7 @@ pub mod package;
 mod ports;
 mod probe;
 mod process;
+mod seccomp;
 pub mod wasm;
 
 use std::collections::BTreeMap;

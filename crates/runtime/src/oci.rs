@@ -190,6 +190,7 @@ pub fn bundle_config(
         .namespaces(namespaces)
         .resources(resources.build().map_err(err)?)
         .cgroups_path(PathBuf::from(cgroups_path))
+        .seccomp(crate::seccomp::default_profile()?)
         .masked_paths(linux_defaults.masked_paths().clone().unwrap_or_default())
         .readonly_paths(linux_defaults.readonly_paths().clone().unwrap_or_default())
         .build()
@@ -421,6 +422,13 @@ mod tests {
             serde_json::json!(["CAP_NET_BIND_SERVICE"])
         );
         assert_eq!(json["root"]["readonly"], true);
+        assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        let denied = &json["linux"]["seccomp"]["syscalls"][0];
+        assert_eq!(denied["action"], "SCMP_ACT_ERRNO");
+        assert!(
+            denied["names"].as_array().unwrap().iter().any(|n| n == "unshare"),
+            "{denied}"
+        );
         let namespaces: Vec<&str> = json["linux"]["namespaces"]
             .as_array()
             .unwrap()
