@@ -134,11 +134,11 @@ fn read_documents(files: &[PathBuf], namespace: &str) -> Result<Vec<Entry>, CliE
                         )));
                     }
                     container.image = format!("{prefix}{PLACEHOLDER_DIGEST}");
-                } else if let Some(path) = crate::images::local_image(&container.image, &base) {
-                    if !path.exists() {
+                } else if let Some(local) = crate::images::local_image(&container.image, &base) {
+                    if !local.path.exists() {
                         return Err(CliError::failed(format!(
                             "{origin}: spec.template.spec.containers[0].image: image archive or layout {} does not exist",
-                            path.display()
+                            local.path.display()
                         )));
                     }
                     container.image = format!("{STORED_IMAGE_PREFIX}{PLACEHOLDER_DIGEST}");
@@ -161,6 +161,7 @@ pub async fn apply(args: ApplyArgs, client: &ApiClient, output: Output) -> Resul
     let files = manifest_files(&args.files)?;
     let documents = read_documents(&files, &args.ns.namespace)?;
     let mut uploaded: HashMap<PathBuf, String> = HashMap::new();
+    let mut imported: HashMap<crate::images::LocalImage, String> = HashMap::new();
     let mut results = Vec::new();
     for doc in documents {
         let mut manifest = match doc.document {
@@ -185,12 +186,12 @@ pub async fn apply(args: ApplyArgs, client: &ApiClient, output: Output) -> Resul
                     }
                 };
                 container.image = format!("{prefix}{digest}");
-            } else if let Some(path) = crate::images::local_image(&container.image, &doc.base) {
-                let reference = match uploaded.get(&path) {
+            } else if let Some(local) = crate::images::local_image(&container.image, &doc.base) {
+                let reference = match imported.get(&local) {
                     Some(reference) => reference.clone(),
                     None => {
-                        let reference = crate::images::import(client, &path).await?.reference;
-                        uploaded.insert(path, reference.clone());
+                        let reference = crate::images::import(client, &local).await?.reference;
+                        imported.insert(local, reference.clone());
                         reference
                     }
                 };

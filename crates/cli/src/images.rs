@@ -39,20 +39,40 @@ pub enum RegistryCommand {
     List,
 }
 
-/// A local path an `image` names, if it names one.
-pub fn local_image(image: &str, base: &Path) -> Option<PathBuf> {
-    [ARCHIVE_PREFIX, LAYOUT_PREFIX]
+/// An image archive or layout on this machine, and which image of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LocalImage {
+    pub path: PathBuf,
+    /// `oci-layout:DIR:TAG`, as skopeo writes it, when the layout holds several.
+    pub tag: Option<String>,
+}
+
+/// The local archive or layout an `image` names, if it names one. A `:TAG` suffix
+/// counts as a tag only when the path without it exists and the path with it does not.
+pub fn local_image(image: &str, base: &Path) -> Option<LocalImage> {
+    let rest = [ARCHIVE_PREFIX, LAYOUT_PREFIX]
         .into_iter()
-        .find_map(|prefix| image.strip_prefix(prefix))
-        .map(|path| base.join(path))
+        .find_map(|prefix| image.strip_prefix(prefix))?;
+    let whole = base.join(rest);
+    if !whole.exists() {
+        if let Some((path, tag)) = rest.rsplit_once(':') {
+            if !tag.is_empty() && !tag.contains('/') && base.join(path).exists() {
+                return Some(LocalImage {
+                    path: base.join(path),
+                    tag: Some(tag.to_string()),
+                });
+            }
+        }
+    }
+    Some(LocalImage { path: whole, tag: None })
 }
 
 /// What a deploy sends for `image`: local images are uploaded and named by digest
 /// (`oci:sha256:…`); registry images are pulled now, with progress, and keep their
 /// reference.
 pub async fn resolve(client: &ApiClient, image: &str, base: &Path) -> Result<String, CliError> {
-    if let Some(path) = local_image(image, base) {
-        let view = import(client, &path).await?;
+    if let Some(local) = local_image(image, base) {
+        let view = import(client, &local).await?;
         return Ok(view.reference);
     }
     pull(client, image).await?;
@@ -60,7 +80,12 @@ pub async fn resolve(client: &ApiClient, image: &str, base: &Path) -> Result<Str
 }
 
 /// Uploads an OCI archive, or an image layout directory packed as one.
-pub async fn import(client: &ApiClient, path: &Path) -> Result<ImageView, CliError> {
+pub async fn import(client: &ApiClient, local: &LocalImage) -> Result<ImageView, CliError> {
+    let path = &local.path;
+    let endpoint = match &local.tag {
+        Some(tag) => format!("/v1/images?tag={}", percent_encode(tag)),
+        None => "/v1/images".to_string(),
+    };
     let meta = std::fs::metadata(path).map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
     if meta.is_dir() {
         let archive = tempfile::NamedTempFile::new().map_err(|e| CliError::failed(e.to_string()))?;
@@ -71,9 +96,19 @@ pub async fn import(client: &ApiClient, path: &Path) -> Result<ImageView, CliErr
             .and_then(|_| builder.finish())
             .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
         drop(builder);
-        return client.upload("/v1/images", archive.path()).await;
+        return client.upload(&endpoint, archive.path()).await;
     }
-    client.upload("/v1/images", path).await
+    client.upload(&endpoint, path).await
+}
+
+/// A query value with everything but unreserved characters escaped.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 /// Pulls through the server, drawing the bytes transferred on a terminal.

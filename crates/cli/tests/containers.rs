@@ -237,6 +237,37 @@ fn layouts_archives_and_manifests_share_one_unpacked_image() {
     assert_eq!(server.get("archive", "/").body, "container archive-00001");
     // One image, unpacked once, shared by both services' containers.
     assert_eq!(image_store_entries(&server.data).0.len(), 1);
+    // A layout holding two images: one is picked by its tag, as skopeo names them.
+    let multi = dir.join("multi");
+    let read_index =
+        || -> serde_json::Value { serde_json::from_slice(&std::fs::read(multi.join("index.json")).unwrap()).unwrap() };
+    write_layout(&multi, &ImageSpec::new(test_layers(), test_config()));
+    let first = read_index()["manifests"][0].clone();
+    let mut second_config = test_config();
+    second_config["Cmd"] = serde_json::json!(["from-second"]);
+    write_layout(&multi, &ImageSpec::new(test_layers(), second_config));
+    let mut index = read_index();
+    let mut entries = vec![first, index["manifests"][0].clone()];
+    for (entry, tag) in entries.iter_mut().zip(["first", "second"]) {
+        entry["annotations"]["org.opencontainers.image.ref.name"] = tag.into();
+    }
+    index["manifests"] = entries.into();
+    std::fs::write(multi.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    let several = server.cli(&["deploy", "multi", "--image", &format!("oci-layout:{}", multi.display())]);
+    assert_ne!(several.code, 0);
+    assert!(
+        several.stderr.contains("several images (first, second)"),
+        "{}",
+        several.stderr
+    );
+    server.json(&[
+        "deploy",
+        "multi",
+        "--image",
+        &format!("oci-layout:{}:second", multi.display()),
+    ]);
+    assert_eq!(info(&server, "multi")["args"], "from-second");
+
     // zstd layers, as newer build tools write them.
     let mut zstd = ImageSpec::new(test_layers(), test_config());
     zstd.layer_media_type = "application/vnd.oci.image.layer.v1.tar+zstd".into();

@@ -2,7 +2,7 @@
 //!
 //! | method and path | what it does |
 //! |---|---|
-//! | `POST /v1/images` | import an OCI archive or `docker save` tar (body); returns the image |
+//! | `POST /v1/images?tag=` | import an OCI archive or `docker save` tar (body); `tag` picks one of several; returns the image |
 //! | `POST /v1/images/pull` | pull `{"reference": …}`; answers NDJSON: progress lines, then the image or an error |
 //! | `GET /v1/registries` | registries with stored credentials (user names only) |
 //! | `POST /v1/registries` | store `{"registry", "username", "password"}` once the registry accepts them |
@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -60,7 +60,18 @@ pub(crate) fn image_view(image: &Image) -> ImageView {
     }
 }
 
-async fn import_image(State(p): Shared, request: Request) -> Result<(StatusCode, Json<ImageView>), ApiError> {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportQuery {
+    /// Which image of an archive holding several (`org.opencontainers.image.ref.name`).
+    tag: Option<String>,
+}
+
+async fn import_image(
+    State(p): Shared,
+    Query(query): Query<ImportQuery>,
+    request: Request,
+) -> Result<(StatusCode, Json<ImageView>), ApiError> {
     let declared: Option<u64> = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -82,7 +93,11 @@ async fn import_image(State(p): Shared, request: Request) -> Result<(StatusCode,
             "the upload is empty; send an OCI archive (a tar of an image layout) or a docker save tar",
         ));
     }
-    let image = p.images.import_archive(&archive, &|_| {}).await.map_err(image_error)?;
+    let image = p
+        .images
+        .import_archive(&archive, query.tag.as_deref(), &|_| {})
+        .await
+        .map_err(image_error)?;
     p.store.put_blob(&image.info.digest, image.info.size, now_us())?;
     Ok((StatusCode::CREATED, Json(image_view(&image))))
 }

@@ -436,13 +436,57 @@ impl ImageStore {
     }
 }
 
-/// The manifest an image layout (or unpacked `docker save`) holds, and where its
-/// blobs are.
-pub(super) fn read_layout(dir: &Path) -> Result<(Vec<u8>, String, BlobSource<'_>), ImageError> {
+/// The annotation naming an image in a layout (its tag), as skopeo and umoci write it.
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// The top-level entries of a layout's index that are the image asked for: those
+/// tagged `tag`, or all of them when they are one image (one name, or none).
+fn select_tagged(index: &mut oci_spec::image::ImageIndex, tag: Option<&str>) -> Result<(), ImageError> {
+    let name_of = |d: &oci_spec::image::Descriptor| d.annotations().as_ref().and_then(|a| a.get(REF_NAME).cloned());
+    let mut names: Vec<String> = index.manifests().iter().filter_map(name_of).collect();
+    names.sort();
+    names.dedup();
+    match tag {
+        Some(tag) => {
+            let chosen: Vec<_> = index
+                .manifests()
+                .iter()
+                .filter(|d| name_of(d).as_deref() == Some(tag))
+                .cloned()
+                .collect();
+            if chosen.is_empty() {
+                return Err(ImageError::Invalid(format!(
+                    "no image is tagged {tag:?} in the layout (its tags: {})",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                )));
+            }
+            index.set_manifests(chosen);
+        }
+        None if names.len() > 1 => {
+            return Err(ImageError::Invalid(format!(
+                "the layout holds several images ({}); name one as oci-layout:DIR:TAG or oci-archive:FILE:TAG",
+                names.join(", ")
+            )))
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// The manifest an image layout (or unpacked `docker save`) holds, the one tagged
+/// `tag` when it holds several, and where its blobs are.
+pub(super) fn read_layout<'a>(
+    dir: &'a Path,
+    tag: Option<&str>,
+) -> Result<(Vec<u8>, String, BlobSource<'a>), ImageError> {
     let index_path = dir.join("index.json");
     if !index_path.exists() {
         if dir.join("manifest.json").exists() {
-            return read_docker_save(dir);
+            return read_docker_save(dir, tag);
         }
         return Err(ImageError::Invalid(
             "there is no index.json (an OCI image layout) nor manifest.json (docker save)".into(),
@@ -463,6 +507,7 @@ pub(super) fn read_layout(dir: &Path) -> Result<(Vec<u8>, String, BlobSource<'_>
         Ok(bytes)
     };
     let mut index = parse_index(&fs::read(&index_path)?, "index.json")?;
+    select_tagged(&mut index, tag)?;
     // An index may point at a nested index (a multi-platform image).
     for _ in 0..4 {
         let chosen = choose_platform(&index)?;
@@ -479,19 +524,39 @@ pub(super) fn read_layout(dir: &Path) -> Result<(Vec<u8>, String, BlobSource<'_>
 
 /// `docker save`'s own format: `manifest.json` naming a config file and layer tars.
 /// Its blobs are hashed here and an OCI manifest is written for them.
-fn read_docker_save(dir: &Path) -> Result<(Vec<u8>, String, BlobSource<'_>), ImageError> {
+fn read_docker_save<'a>(dir: &'a Path, tag: Option<&str>) -> Result<(Vec<u8>, String, BlobSource<'a>), ImageError> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Entry {
         config: String,
         layers: Vec<String>,
+        #[serde(default)]
+        repo_tags: Option<Vec<String>>,
     }
     let entries: Vec<Entry> = serde_json::from_slice(&fs::read(dir.join("manifest.json"))?)
         .map_err(|e| ImageError::Invalid(format!("manifest.json: {e}")))?;
-    let entry = entries
-        .into_iter()
-        .next()
-        .ok_or_else(|| ImageError::Invalid("manifest.json names no image".into()))?;
+    // `docker save` tags read `repo:tag`; either the whole or the tag selects.
+    let tagged = |e: &Entry| {
+        e.repo_tags
+            .iter()
+            .flatten()
+            .any(|t| Some(t.as_str()) == tag || t.rsplit_once(':').map(|(_, t)| t) == tag)
+    };
+    let entry = match tag {
+        Some(tag) => entries
+            .into_iter()
+            .find(tagged)
+            .ok_or_else(|| ImageError::Invalid(format!("no image is tagged {tag:?} in the archive")))?,
+        None if entries.len() > 1 => {
+            return Err(ImageError::Invalid(
+                "the archive holds several images; name one as oci-archive:FILE:TAG".into(),
+            ))
+        }
+        None => entries
+            .into_iter()
+            .next()
+            .ok_or_else(|| ImageError::Invalid("manifest.json names no image".into()))?,
+    };
     let root = dir.canonicalize()?;
     let mut files = HashMap::new();
     let mut describe = |name: &str, media_type: &str| -> Result<serde_json::Value, ImageError> {

@@ -236,13 +236,15 @@ impl ImageStore {
             .map(|c| (c.username.clone(), c.password.clone()))
     }
 
-    /// Imports an OCI image layout directory (or a `docker save` tree unpacked).
+    /// Imports an OCI image layout directory (or a `docker save` tree unpacked); `tag`
+    /// picks one image of several.
     pub async fn import_layout(
         &self,
         dir: &Path,
+        tag: Option<&str>,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Image, ImageError> {
-        let (manifest, digest, source) = fetch::read_layout(dir)?;
+        let (manifest, digest, source) = fetch::read_layout(dir, tag)?;
         self.materialize(manifest, digest, &source, progress).await
     }
 
@@ -251,6 +253,7 @@ impl ImageStore {
     pub async fn import_archive(
         &self,
         archive: &Path,
+        tag: Option<&str>,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Image, ImageError> {
         let staging = self.staging("archive-")?;
@@ -260,7 +263,7 @@ impl ImageStore {
         tokio::task::spawn_blocking(move || fetch::extract_archive(&path, &target))
             .await
             .map_err(io::Error::other)??;
-        self.import_layout(&dir, progress).await
+        self.import_layout(&dir, tag, progress).await
     }
 
     /// Fetches what the manifest names that is not stored yet, verifies it, and unpacks
