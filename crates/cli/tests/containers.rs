@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::oci::{
-    image_store_entries, layer, runc_containers, test_config, test_image, test_layers, write_layout, Auth, ImageSpec,
-    Item, Registry,
+    image_store_entries, layer, runc_containers, test_config, test_image, test_layers, write_layout,
+    write_multi_platform_layout, Auth, ImageSpec, Item, Registry,
 };
 use common::{ready, Server};
 
@@ -163,6 +163,26 @@ fn an_image_from_a_registry_runs_confined_scales_to_zero_and_survives_kill_9() {
     let running = runc_containers(&server.data);
     assert_eq!(running.len(), 1);
     assert_ne!(running[0].0, orphan.0);
+    assert_eq!(image_store_entries(&server.data).0.len(), 1);
+}
+
+#[test]
+fn a_multi_platform_index_resolves_to_its_amd64_image() {
+    let registry = Registry::start(Auth::None);
+    let server = Server::start(&[]);
+    let layout = server.dir.path().join("multi-arch");
+    let amd64 = write_multi_platform_layout(&layout);
+    registry.push(&layout, "multi:1");
+    let from_registry = server.json(&["deploy", "pulled", "--image", &registry.reference("multi:1")]);
+    assert_eq!(from_registry["revisions"][0]["package"], amd64, "{from_registry}");
+    assert_eq!(server.get("pulled", "/").body, "container pulled-00001");
+    let from_layout = server.json(&[
+        "deploy",
+        "local",
+        "--image",
+        &format!("oci-layout:{}", layout.display()),
+    ]);
+    assert_eq!(from_layout["revisions"][0]["package"], amd64);
     assert_eq!(image_store_entries(&server.data).0.len(), 1);
 }
 

@@ -167,6 +167,41 @@ pub fn write_layout(dir: &Path, spec: &ImageSpec) -> String {
     manifest_digest
 }
 
+/// A multi-platform image: `index.json` names an image index holding an arm64 and an
+/// amd64 manifest, as `docker buildx` writes them. Returns the amd64 manifest's digest.
+pub fn write_multi_platform_layout(dir: &Path) -> String {
+    let read_entry = || -> serde_json::Value {
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        index["manifests"][0].clone()
+    };
+    let mut arm = ImageSpec::new(test_layers(), test_config());
+    arm.architecture = "arm64".into();
+    write_layout(dir, &arm);
+    let arm_entry = read_entry();
+    let amd64 = write_layout(dir, &ImageSpec::new(test_layers(), test_config()));
+    let amd64_entry = read_entry();
+    let nested = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [arm_entry, amd64_entry],
+    });
+    let bytes = serde_json::to_vec(&nested).unwrap();
+    let digest = sha256(&bytes);
+    write_blob(dir, &bytes, &digest);
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": digest,
+            "size": bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "latest"},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    amd64
+}
+
 /// The container fixture (`fixtures/container/server.c`) built once as a static binary.
 pub fn server_binary() -> &'static [u8] {
     static BINARY: OnceLock<Vec<u8>> = OnceLock::new();
@@ -348,7 +383,7 @@ impl Registry {
         let mut cmd = Command::new("skopeo");
         cmd.arg("--policy")
             .arg(&policy)
-            .args(["copy", "--quiet", "--dest-tls-verify=false"]);
+            .args(["copy", "--all", "--quiet", "--dest-tls-verify=false"]);
         if let Some((user, password)) = &self.credentials {
             cmd.arg("--dest-creds").arg(format!("{user}:{password}"));
         }
