@@ -18,6 +18,7 @@ mod ports;
 mod probe;
 mod process;
 mod seccomp;
+mod spawner;
 pub mod wasm;
 
 use std::collections::BTreeMap;

@@ -2,9 +2,7 @@
 //! and cgroup, with the instance contract's environment.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -296,7 +294,7 @@ impl ProcessRuntime {
             .stdin(orders_in)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let child = match self.fork(cmd, cgroup.as_ref()) {
+        let child = match crate::spawner::fork(cmd, cgroup.as_ref()) {
             Ok(child) => child,
             Err(source) => {
                 if let Some(c) = &cgroup {
@@ -318,33 +316,6 @@ impl ProcessRuntime {
             cgroup,
             pid_file,
         })
-    }
-
-    /// Forks `cmd` into its own process group and `cgroup`, dying with the server.
-    fn fork(
-        &self,
-        mut cmd: std::process::Command,
-        cgroup: Option<&InstanceCgroup>,
-    ) -> std::io::Result<tokio::process::Child> {
-        let procs: Vec<CString> = cgroup.map(|c| c.procs_files()).unwrap_or_default();
-        cmd.process_group(0);
-        // SAFETY: only async-signal-safe calls (prctl, open, write, close) on
-        // memory prepared before fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                for path in &procs {
-                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                    if fd >= 0 {
-                        libc::write(fd, b"0".as_ptr().cast(), 1);
-                        libc::close(fd);
-                    }
-                }
-                Ok(())
-            });
-        }
-        let _exclusive = crate::FORK_LOCK.write().unwrap_or_else(|p| p.into_inner());
-        tokio::process::Command::from(cmd).spawn()
     }
 
     /// The instance's environment: the inherited allowlist, the user's, the contract's.
@@ -625,7 +596,7 @@ impl ProcessRuntime {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let child = match self.fork(cmd, cgroup.as_ref()) {
+        let child = match crate::spawner::fork(cmd, cgroup.as_ref()) {
             Ok(child) => child,
             Err(source) => {
                 if let Some(c) = &cgroup {
@@ -683,7 +654,7 @@ impl ProcessRuntime {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let child = self.fork(cmd, None).map_err(|source| {
+        let child = crate::spawner::fork(cmd, None).map_err(|source| {
             let _ = fs::remove_dir_all(&bundle);
             RuntimeError::Spawn {
                 command: format!("{} run", containers.runc.display()),
