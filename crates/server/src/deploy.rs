@@ -60,13 +60,18 @@ impl Platform {
         name: &str,
         spec: DeploySpec,
     ) -> Result<ServiceView, ApiError> {
-        let package = spec.package.clone().or_else(|| spec.wasm.clone());
-        let result = self.deploy_spec(namespace, name, spec).await;
-        if let (Err(_), Some(digest)) = (&result, package) {
-            // A refused deploy leaves nothing behind, its upload included.
-            self.discard_package_if_unused(&digest);
-        }
-        result
+        let platform = self.clone();
+        let (namespace, name) = (namespace.to_string(), name.to_string());
+        detached(async move {
+            let package = spec.package.clone().or_else(|| spec.wasm.clone());
+            let result = platform.deploy_spec(&namespace, &name, spec).await;
+            if let (Err(_), Some(digest)) = (&result, package) {
+                // A refused deploy leaves nothing behind, its upload included.
+                platform.discard_package_if_unused(&digest);
+            }
+            result
+        })
+        .await
     }
 
     async fn deploy_spec(
@@ -106,6 +111,11 @@ impl Platform {
 
     /// `updraft apply`: a Knative Service as desired state.
     pub async fn apply(self: &Arc<Self>, desired: DesiredService) -> Result<ApplyView, ApiError> {
+        let platform = self.clone();
+        detached(async move { platform.apply_desired(desired).await }).await
+    }
+
+    async fn apply_desired(self: &Arc<Self>, desired: DesiredService) -> Result<ApplyView, ApiError> {
         if let Err(e) = self.require_namespace(&desired.namespace) {
             let image = &desired.template.image;
             if let Some(digest) = image
@@ -411,6 +421,15 @@ impl Platform {
             }
         }
     }
+}
+
+/// Runs a change to the end in a task of its own. A client that hangs up, or a Ctrl-C
+/// of `updraft deploy`, drops the request's future; the change must then still finish,
+/// or undo what it started, rather than stop halfway with an instance running.
+async fn detached<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(change).await.map_err(ApiError::internal)?
 }
 
 /// What runs: the template's command (plus args), or the package's detected one; the

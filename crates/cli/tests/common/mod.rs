@@ -457,3 +457,49 @@ pub fn wasm_component(dir: &Path) -> PathBuf {
     updraft_wasm_fixture::write_handler_component(dir).unwrap_or_else(|e| panic!("building the test component: {e}"))
 }
 pub mod oci;
+
+/// Pids of the processes whose environment holds `KEY=VALUE` (instances carry
+/// `UPDRAFT_SERVICE` and `UPDRAFT_REVISION`), wherever they came from.
+pub fn processes_with_env(pair: &str) -> Vec<u32> {
+    let needle = pair.as_bytes();
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle))
+        })
+        .filter(|pid| alive(*pid))
+        .collect();
+    pids.sort();
+    pids
+}
+
+/// Polls `updraft service NAME` until `done` holds, also while the service does not
+/// exist yet (bounded).
+pub fn wait_service_exists(
+    server: &Server,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = server.cli(&["service", name, "--output", "json"]);
+        if out.code == 0 {
+            let service: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+            if done(&service) {
+                return service;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {} {}\n{}",
+            out.stdout,
+            out.stderr,
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

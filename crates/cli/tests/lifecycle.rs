@@ -1,0 +1,41 @@
+//! Instances and deploys whatever clients do: hang-ups mid-deploy, requests held for a
+//! service that is deleted, apps that crash as they start.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn a_deploy_whose_client_hangs_up_still_finishes_and_leaves_no_stray_instance() {
+    let server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    let mut client = Command::new(BIN)
+        .args(["deploy", "slow", app.to_str().unwrap(), "--env", "START_DELAY=2"])
+        .env("UPDRAFT_API", &server.api)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Hang up once the first instance is starting: the deploy is under way.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_with_env("UPDRAFT_SERVICE=slow").is_empty() {
+        assert!(Instant::now() < deadline, "the deploy never started an instance");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    client.kill().unwrap();
+    client.wait().unwrap();
+
+    let service = wait_service_exists(&server, "slow", "the deploy to finish", Duration::from_secs(30), |s| {
+        ready(s) == 1
+    });
+    assert_eq!(service["latest_revision"], "slow-00001");
+    assert_eq!(server.get("slow", "/").status, 200);
+    assert_eq!(
+        processes_with_env("UPDRAFT_SERVICE=slow"),
+        instance_pids(&service),
+        "the only instance running is the one the service lists"
+    );
+}
