@@ -39,3 +39,35 @@ fn a_deploy_whose_client_hangs_up_still_finishes_and_leaves_no_stray_instance() 
         "the only instance running is the one the service lists"
     );
 }
+
+#[test]
+fn requests_held_for_a_deleted_service_are_answered_at_once_with_404() {
+    let server = Server::start(&["--activator-timeout", "30s"]);
+    let (_tmp, app) = fixture("python");
+    server.deploy("gone", &app, &["--concurrency", "1", "--max-scale", "1"]);
+    let gateway = server.gateway;
+    // One request takes the only slot for 1.5 s; the next is held for it.
+    let busy = std::thread::spawn(move || http(gateway, "GET", &Server::host("gone"), "/slow", &[], b""));
+    server.wait_service("gone", "the slow request", Duration::from_secs(10), |s| {
+        s["revisions"][0]["in_flight"] == 1
+    });
+    let held = std::thread::spawn(move || http(gateway, "GET", &Server::host("gone"), "/", &[], b""));
+    server.wait_service("gone", "a held request", Duration::from_secs(10), |s| {
+        s["revisions"][0]["waiting"] == 1
+    });
+
+    let out = server.cli(&["delete", "gone"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let held = held.join().unwrap().unwrap();
+    assert_eq!(held.status, 404, "{}", held.body);
+    assert!(
+        held.body.contains("service gone in namespace default was deleted"),
+        "{}",
+        held.body
+    );
+    assert_eq!(
+        busy.join().unwrap().unwrap().status,
+        200,
+        "the request in flight finished"
+    );
+}

@@ -56,6 +56,8 @@ pub(crate) enum Held {
     Full,
     TimedOut,
     StartFailed(String),
+    /// The revision was deleted while the request waited.
+    Gone(String),
 }
 
 struct Waiting<'a>(&'a RevisionEndpoints);
@@ -107,6 +109,9 @@ async fn hold(
         notified.as_mut().enable();
         if let Some(endpoint) = revision.pick() {
             return Ok(endpoint);
+        }
+        if let Some(reason) = revision.retired() {
+            return Err(Held::Gone(reason));
         }
         if let Some(reason) = revision.failure_since(since) {
             return Err(Held::StartFailed(reason));

@@ -55,6 +55,8 @@ pub struct RevisionEndpoints {
     /// The latest failure to start an instance, with its time: held requests give up
     /// on it instead of waiting out their timeout.
     start_failure: Mutex<Option<(i64, String)>>,
+    /// Set once the revision is deleted: held requests are answered at once.
+    retired: Mutex<Option<String>>,
     load: Mutex<LoadMeter>,
 }
 
@@ -139,6 +141,7 @@ impl RevisionEndpoints {
             waiting: AtomicU32::new(0),
             last_active_us: AtomicI64::new(now_us()),
             start_failure: Mutex::new(None),
+            retired: Mutex::new(None),
             load: Mutex::new(LoadMeter {
                 since_us: now_us(),
                 last_us: now_us(),
@@ -249,6 +252,17 @@ impl RevisionEndpoints {
     pub fn start_failed(&self, reason: String) {
         *self.start_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some((now_us(), reason));
         self.ready_changed.notify_waiters();
+    }
+
+    /// The revision is gone (its service or itself deleted): requests held for it are
+    /// answered now with `reason`, instead of waiting out the activator's timeout.
+    pub fn retire(&self, reason: String) {
+        *self.retired.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.ready_changed.notify_waiters();
+    }
+
+    pub(crate) fn retired(&self) -> Option<String> {
+        self.retired.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub(crate) fn failure_since(&self, since_us: i64) -> Option<String> {

@@ -181,6 +181,7 @@ fn held_response(revision: &RevisionEndpoints, held: Held) -> Response<GatewayBo
             5,
         ),
         Held::TimedOut => retry_after(unavailable, format!("revision {name} has no ready instance yet"), 5),
+        Held::Gone(reason) => text(StatusCode::NOT_FOUND, reason),
         Held::StartFailed(reason) => retry_after(
             unavailable,
             format!("revision {name} could not start an instance: {reason}"),

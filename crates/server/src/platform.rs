@@ -389,11 +389,15 @@ impl Platform {
             .insert(key, state);
     }
 
-    pub(crate) fn unregister(&self, namespace: &str, name: &str) -> Option<Arc<RevisionState>> {
-        self.revisions
+    /// Forgets a deleted revision; requests held for it are answered with `reason`.
+    pub(crate) fn unregister(&self, namespace: &str, name: &str, reason: &str) -> Option<Arc<RevisionState>> {
+        let state = self
+            .revisions
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&(namespace.to_string(), name.to_string()))
+            .remove(&(namespace.to_string(), name.to_string()))?;
+        state.endpoints.retire(reason.to_string());
+        Some(state)
     }
 
     pub fn deploy_lock(&self, namespace: &str, service: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -444,9 +448,10 @@ impl Platform {
         let _held = lock.lock().await;
         let revisions = self.store.delete_service(namespace, name)?;
         self.rebuild_routes();
+        let reason = format!("service {name} in namespace {namespace} was deleted");
         let states = revisions
             .iter()
-            .filter_map(|r| self.unregister(namespace, &r.name))
+            .filter_map(|r| self.unregister(namespace, &r.name, &reason))
             .collect();
         self.stop_revisions(states).await;
         for revision in &revisions {

@@ -204,7 +204,8 @@ impl Platform {
             )));
         }
         self.store.delete_revision(namespace, revision)?;
-        if let Some(state) = self.unregister(namespace, revision) {
+        let reason = format!("revision {revision} of service {} was deleted", svc.name);
+        if let Some(state) = self.unregister(namespace, revision, &reason) {
             self.stop_revisions(vec![state]).await;
         }
         let _ = std::fs::remove_dir_all(self.paths.revision_dir(namespace, revision));
