@@ -85,11 +85,16 @@ pub fn print_service(s: &ServiceView) {
     if !events.is_empty() {
         println!("Scale events:");
         for e in events.iter().rev().take(5).rev() {
-            let panic = if e.panicking { ", panicking" } else { "" };
-            println!(
-                "  {} {} {} → {} ({}; {} stable {:.2}, panic {:.2}{panic})",
-                e.at, e.revision, e.from, e.to, e.reason, e.metric, e.stable, e.panic
-            );
+            match &e.message {
+                Some(message) => println!("  {} {} {}: {message}", e.at, e.revision, e.reason),
+                None => {
+                    let panic = if e.panicking { ", panicking" } else { "" };
+                    println!(
+                        "  {} {} {} → {} ({}; {} stable {:.2}, panic {:.2}{panic})",
+                        e.at, e.revision, e.from, e.to, e.reason, e.metric, e.stable, e.panic
+                    );
+                }
+            }
         }
     }
     println!("Revisions:");
@@ -120,6 +125,16 @@ pub fn print_service(s: &ServiceView) {
             "    {concurrency}, timeout {}s, to zero after {} idle",
             r.timeout_seconds, r.scale_to_zero_after
         );
+        if let Some(c) = &r.crash_loop {
+            let next = c
+                .next_start_at
+                .as_ref()
+                .map_or(String::new(), |at| format!("; no start before {at}"));
+            println!(
+                "    failing:  {} failure(s) in a row, the last at {}: {}{next}",
+                c.failures, c.last_failure_at, c.last_failure
+            );
+        }
         for i in &r.instances {
             let cgroup = i
                 .cgroup

@@ -71,3 +71,72 @@ fn requests_held_for_a_deleted_service_are_answered_at_once_with_404() {
         "the request in flight finished"
     );
 }
+
+#[test]
+fn a_crash_looping_revision_backs_off_says_why_and_recovers() {
+    let server = Server::start(&[]);
+    let (tmp, app) = fixture("python");
+    let marker = tmp.path().join("crash");
+    let env = format!("CRASH_IF_EXISTS={}", marker.display());
+    server.deploy("crashy", &app, &["--env", &env, "--scale-to-zero-after", "1s"]);
+    server.wait_service("crashy", "scale to zero", Duration::from_secs(20), |s| ready(s) == 0);
+    std::fs::write(&marker, "").unwrap();
+    let starts = || {
+        server
+            .cli(&["logs", "crashy"])
+            .stdout
+            .matches("crashing on purpose")
+            .count()
+    };
+
+    // The first failure is retried by the next request; the second starts a back-off.
+    for attempt in 1..=2 {
+        let r = server.get("crashy", "/");
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(r.body.contains("exited with code 3"), "attempt {attempt}: {}", r.body);
+    }
+    let refused = server.get("crashy", "/");
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.body.contains("crash-looping"), "{}", refused.body);
+    assert!(refused.body.contains("2 failures in a row"), "{}", refused.body);
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry), "{retry}");
+    assert_eq!(starts(), 2, "no instance is started during the back-off");
+
+    let service = server.json(&["service", "crashy"]);
+    let crash_loop = &service["revisions"][0]["crash_loop"];
+    assert_eq!(crash_loop["failures"], 2, "{service}");
+    assert!(crash_loop["last_failure"]
+        .as_str()
+        .unwrap()
+        .contains("exited with code 3"));
+    assert!(crash_loop["next_start_at"].is_string(), "{service}");
+    let events = server.json(&["service", "crashy"])["revisions"][0]["scale_events"].clone();
+    let failed: Vec<_> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "instance failed")
+        .collect();
+    assert_eq!(failed.len(), 2, "{events}");
+    assert!(
+        failed[1]["message"].as_str().unwrap().contains("back-off 10s"),
+        "{events}"
+    );
+    let described = server.cli(&["service", "crashy"]).stdout;
+    assert!(described.contains("failing:  2 failure(s) in a row"), "{described}");
+
+    // Fixed, it starts again once the back-off has passed.
+    std::fs::remove_file(&marker).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = server.get("crashy", "/");
+        if r.status == 200 {
+            break;
+        }
+        assert!(r.body.contains("crash-looping"), "{}", r.body);
+        assert!(Instant::now() < deadline, "never recovered: {}", r.body);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(starts(), 2);
+}

@@ -58,6 +58,8 @@ pub(crate) enum Held {
     StartFailed(String),
     /// The revision was deleted while the request waited.
     Gone(String),
+    /// Its instances keep failing, and no new one starts for this long.
+    BackingOff(String, Duration),
 }
 
 struct Waiting<'a>(&'a RevisionEndpoints);
@@ -112,6 +114,9 @@ async fn hold(
         }
         if let Some(reason) = revision.retired() {
             return Err(Held::Gone(reason));
+        }
+        if let Some((reason, left)) = revision.backing_off(now_us()) {
+            return Err(Held::BackingOff(reason, left));
         }
         if let Some(reason) = revision.failure_since(since) {
             return Err(Held::StartFailed(reason));

@@ -57,6 +57,9 @@ pub struct RevisionEndpoints {
     start_failure: Mutex<Option<(i64, String)>>,
     /// Set once the revision is deleted: held requests are answered at once.
     retired: Mutex<Option<String>>,
+    /// Until when (µs) no instance will start, and why: requests are refused at once
+    /// instead of waiting for one.
+    backing_off: Mutex<Option<(i64, String)>>,
     load: Mutex<LoadMeter>,
 }
 
@@ -142,6 +145,7 @@ impl RevisionEndpoints {
             last_active_us: AtomicI64::new(now_us()),
             start_failure: Mutex::new(None),
             retired: Mutex::new(None),
+            backing_off: Mutex::new(None),
             load: Mutex::new(LoadMeter {
                 since_us: now_us(),
                 last_us: now_us(),
@@ -195,6 +199,7 @@ impl RevisionEndpoints {
             list
         });
         self.start_failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.backing_off.lock().unwrap_or_else(|p| p.into_inner()).take();
         // Idle time counts from readiness, so a slow start is not followed by an instant stop.
         self.touch();
         self.ready_changed.notify_waiters();
@@ -259,6 +264,22 @@ impl RevisionEndpoints {
     pub fn retire(&self, reason: String) {
         *self.retired.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
         self.ready_changed.notify_waiters();
+    }
+
+    /// No instance will start before `until_us`: requests that would wait for one are
+    /// answered 503 with `reason` until then, or until an instance is ready.
+    pub fn back_off(&self, until_us: i64, reason: String) {
+        *self.backing_off.lock().unwrap_or_else(|p| p.into_inner()) = Some((until_us, reason));
+        self.ready_changed.notify_waiters();
+    }
+
+    /// The reason and the time left, while starts are held back.
+    pub(crate) fn backing_off(&self, now_us: i64) -> Option<(String, Duration)> {
+        let backing_off = self.backing_off.lock().unwrap_or_else(|p| p.into_inner());
+        backing_off
+            .as_ref()
+            .filter(|(until, _)| *until > now_us)
+            .map(|(until, reason)| (reason.clone(), Duration::from_micros((until - now_us) as u64)))
     }
 
     pub(crate) fn retired(&self) -> Option<String> {

@@ -182,6 +182,7 @@ fn held_response(revision: &RevisionEndpoints, held: Held) -> Response<GatewayBo
         ),
         Held::TimedOut => retry_after(unavailable, format!("revision {name} has no ready instance yet"), 5),
         Held::Gone(reason) => text(StatusCode::NOT_FOUND, reason),
+        Held::BackingOff(reason, left) => retry_after(unavailable, reason, left.as_secs_f64().ceil().max(1.0) as u64),
         Held::StartFailed(reason) => retry_after(
             unavailable,
             format!("revision {name} could not start an instance: {reason}"),

@@ -10,7 +10,7 @@ use updraft_runtime::logs::now_us;
 
 use crate::platform::{Platform, RevisionState};
 use crate::scaler::ColdStart;
-use crate::views::{rfc3339_us, RevisionView, RolloutView, RouteView, ScaleEventView, ServiceView};
+use crate::views::{rfc3339_us, CrashLoopView, RevisionView, RolloutView, RouteView, ScaleEventView, ServiceView};
 use crate::ApiError;
 
 impl Platform {
@@ -123,6 +123,7 @@ impl Platform {
                 .unwrap_or_default(),
             last_cold_start: state.and_then(last_cold_start),
             scale_events: state.map(|s| scale_events(s, SHOWN_EVENTS)).unwrap_or_default(),
+            crash_loop: state.and_then(crash_loop),
         }
     }
 
@@ -190,6 +191,18 @@ fn scale_events(state: &RevisionState, n: usize) -> Vec<ScaleEventView> {
     let events = state.events.lock().unwrap_or_else(|p| p.into_inner());
     let skip = events.len().saturating_sub(n);
     events.iter().skip(skip).map(|e| e.view(&state.revision.name)).collect()
+}
+
+fn crash_loop(state: &RevisionState) -> Option<CrashLoopView> {
+    let crash_loop = state.crash_loop.lock().unwrap_or_else(|p| p.into_inner());
+    (crash_loop.failures > 0).then(|| CrashLoopView {
+        failures: crash_loop.failures,
+        last_failure: crash_loop.last_failure.clone().unwrap_or_default(),
+        last_failure_at: rfc3339_us(crash_loop.last_failure_us),
+        next_start_at: crash_loop
+            .waiting_us(now_us())
+            .map(|_| rfc3339_us(crash_loop.next_start_us)),
+    })
 }
 
 fn last_cold_start(state: &RevisionState) -> Option<crate::views::ColdStartView> {

@@ -20,7 +20,7 @@ use updraft_runtime::logs::AccessRecord;
 use updraft_runtime::oci::Containers;
 use updraft_runtime::wasm::WasmRuntime;
 use updraft_runtime::{ProcessRuntime, Runtime, Runtimes};
-use updraft_scaling::{Autoscaler, ScalingSpec};
+use updraft_scaling::{Autoscaler, CrashLoop, ScalingSpec};
 use updraft_store::{EventStore, SqliteStore, Store};
 use updraft_telemetry::{Metrics, RevisionLabels};
 
@@ -41,8 +41,11 @@ pub struct RevisionState {
     pub last_cold_start: Mutex<Option<ColdStart>>,
     pub routable: AtomicBool,
     pub autoscaler: Mutex<Autoscaler>,
-    /// The latest scaling decisions that changed the count, oldest first.
+    /// The latest scaling decisions that changed the count, and instance failures,
+    /// oldest first.
     pub events: Mutex<VecDeque<ScaleEvent>>,
+    /// Its instances' failures in a row, which hold the next start back.
+    pub crash_loop: Mutex<CrashLoop>,
 }
 
 impl RevisionState {
@@ -69,6 +72,7 @@ impl RevisionState {
             endpoints: RevisionEndpoints::new(key, limits),
             autoscaler: Mutex::new(Autoscaler::new(spec, revision.created_at_us)),
             events: Mutex::new(VecDeque::new()),
+            crash_loop: Mutex::new(CrashLoop::default()),
             revision,
             instances: Mutex::new(Vec::new()),
             last_cold_start: Mutex::new(None),

@@ -3,7 +3,7 @@
 //! out of rotation, drained, then stopped.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,8 @@ pub struct ManagedInstance {
     pub spawned: Duration,
     pub endpoint: Arc<Endpoint>,
     pub ready: AtomicBool,
+    /// When it became ready (µs since the epoch; 0 until then).
+    pub ready_at_us: AtomicI64,
     pub stopping: AtomicBool,
     /// The instance's CPU time at the last sample, for the HPA class.
     pub cpu_seen: std::sync::Mutex<Option<(Instant, u64)>>,
@@ -93,30 +95,62 @@ fn instance_id(revision: &str) -> String {
     format!("{revision}-{:06x}", hasher.finish() & 0xff_ffff)
 }
 
-/// A decision that changed a revision's instance count.
+/// A decision that changed a revision's instance count, or an instance that failed.
 #[derive(Debug, Clone)]
 pub struct ScaleEvent {
     pub at_us: i64,
     pub from: u32,
     pub to: u32,
-    pub decision: ScaleDecision,
-    pub metric: Metric,
+    pub what: EventKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum EventKind {
+    Scaled {
+        decision: ScaleDecision,
+        metric: Metric,
+    },
+    /// An instance exited before it was ready or on its own; the message says how and
+    /// when the next one may start.
+    Failed {
+        message: String,
+    },
 }
 
 impl ScaleEvent {
     pub fn view(&self, revision: &str) -> ScaleEventView {
+        let (reason, metric, stable, panic, panicking, message) = match &self.what {
+            EventKind::Scaled { decision, metric } => (
+                decision.why.name(),
+                metric.name(),
+                decision.stable,
+                decision.panic,
+                decision.panicking,
+                None,
+            ),
+            EventKind::Failed { message } => ("instance failed", "", 0.0, 0.0, false, Some(message.clone())),
+        };
         ScaleEventView {
             at: rfc3339_us(self.at_us),
             revision: revision.to_string(),
             from: self.from,
             to: self.to,
-            reason: self.decision.why.name().to_string(),
-            metric: self.metric.name().to_string(),
-            stable: self.decision.stable,
-            panic: self.decision.panic,
-            panicking: self.decision.panicking,
+            reason: reason.to_string(),
+            metric: metric.to_string(),
+            stable,
+            panic,
+            panicking,
+            message,
         }
     }
+}
+
+fn push_event(state: &RevisionState, event: ScaleEvent) {
+    let mut events = state.events.lock().unwrap_or_else(|p| p.into_inner());
+    if events.len() == EVENTS_KEPT {
+        events.pop_front();
+    }
+    events.push_back(event);
 }
 
 /// Scale events kept per revision.
@@ -271,6 +305,12 @@ impl Platform {
         if decision.desired == current {
             return;
         }
+        if decision.desired > current {
+            let crash_loop = state.crash_loop.lock().unwrap_or_else(|p| p.into_inner());
+            if crash_loop.waiting_us(now).is_some() {
+                return;
+            }
+        }
         let revision = &state.revision.name;
         tracing::info!(
             revision = %revision,
@@ -293,19 +333,15 @@ impl Platform {
                 reason: decision.why.name().into(),
             })
             .inc();
-        {
-            let mut events = state.events.lock().unwrap_or_else(|p| p.into_inner());
-            if events.len() == EVENTS_KEPT {
-                events.pop_front();
-            }
-            events.push_back(ScaleEvent {
+        push_event(
+            state,
+            ScaleEvent {
                 at_us: now,
                 from: current,
                 to: decision.desired,
-                decision,
-                metric,
-            });
-        }
+                what: EventKind::Scaled { decision, metric },
+            },
+        );
         if decision.desired > current {
             let cause = if decision.why == Why::Prewarm {
                 "pre-warm"
@@ -332,6 +368,10 @@ impl Platform {
             for managed in victims.into_iter().take((current - decision.desired) as usize) {
                 // Marked now so the next reconcile does not pick it again.
                 managed.stopping.store(true, Ordering::Relaxed);
+                if managed.ready.load(Ordering::Relaxed) {
+                    // It served until the platform no longer needed it: the app works.
+                    state.crash_loop.lock().unwrap_or_else(|p| p.into_inner()).recovered();
+                }
                 let platform = self.clone();
                 let state = state.clone();
                 tokio::spawn(async move { platform.stop_instance(&state, &managed).await });
@@ -398,6 +438,7 @@ impl Platform {
             spawned: began.elapsed(),
             instance,
             ready: AtomicBool::new(false),
+            ready_at_us: AtomicI64::new(0),
             stopping: AtomicBool::new(false),
             cpu_seen: std::sync::Mutex::new(None),
             metered: std::sync::Mutex::new(crate::meter::Metered {
@@ -429,6 +470,7 @@ impl Platform {
         match wait_ready(&managed.instance, probe, self.config.ready_timeout).await {
             Ok(_) => {
                 let ready = managed.began.elapsed();
+                managed.ready_at_us.store(now_us(), Ordering::Relaxed);
                 managed.ready.store(true, Ordering::Relaxed);
                 let key = &state.endpoints.key;
                 self.metrics.cold_start(
@@ -468,6 +510,7 @@ impl Platform {
                 // An instance the scaler itself stopped while it started is no failure.
                 if !managed.stopping.swap(true, Ordering::Relaxed) {
                     tracing::warn!(instance = %managed.instance.id, "{reason}");
+                    self.instance_failed(state, managed, &reason);
                     state.endpoints.start_failed(reason.clone());
                 }
                 self.stop_instance(state, managed).await;
@@ -485,8 +528,51 @@ impl Platform {
         }
         tracing::warn!(instance = %managed.instance.id, "instance {exit} unexpectedly");
         state.endpoints.remove(&managed.instance.id);
+        self.instance_failed(state, managed, &format!("instance {exit} while serving"));
         self.stop_instance(state, managed).await;
         self.poke(state);
+    }
+
+    /// Counts a failed instance against its revision's crash loop. From the second
+    /// failure in a row, no instance starts until the back-off has passed, and requests
+    /// are told why meanwhile instead of waiting.
+    fn instance_failed(&self, state: &RevisionState, managed: &ManagedInstance, what: &str) {
+        let now = now_us();
+        let ready_at = managed.ready_at_us.load(Ordering::Relaxed);
+        let ready_for = if ready_at > 0 { now - ready_at } else { 0 };
+        let (delay, failures) = {
+            let mut crash_loop = state.crash_loop.lock().unwrap_or_else(|p| p.into_inner());
+            let delay = crash_loop.failed(now, ready_for, what.to_string());
+            (delay, crash_loop.failures)
+        };
+        let revision = &state.revision.name;
+        let next = if delay > 0 {
+            let wait = humantime::format_duration(Duration::from_secs((delay / 1_000_000) as u64));
+            state.endpoints.back_off(
+                now + delay,
+                format!("revision {revision} is crash-looping ({failures} failures in a row; the last: {what}); the next start is in {wait}"),
+            );
+            format!("; back-off {wait} after {failures} failures in a row")
+        } else {
+            "; retried at once".to_string()
+        };
+        tracing::warn!(%revision, instance = %managed.instance.id, failures, backoff_s = delay / 1_000_000, "instance failed: {what}");
+        let live = state
+            .instances()
+            .iter()
+            .filter(|m| !m.stopping.load(Ordering::Relaxed))
+            .count() as u32;
+        push_event(
+            state,
+            ScaleEvent {
+                at_us: now,
+                from: live + 1,
+                to: live,
+                what: EventKind::Failed {
+                    message: format!("{} {what}{next}", managed.instance.id),
+                },
+            },
+        );
     }
 
     /// Out of rotation, wait for its requests to finish, SIGTERM, SIGKILL after the grace.

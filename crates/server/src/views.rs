@@ -112,6 +112,22 @@ pub struct RevisionView {
     /// Its latest scale events, newest last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scale_events: Vec<ScaleEventView>,
+    /// Set while its instances fail in a row (Kubernetes' CrashLoopBackOff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_loop: Option<CrashLoopView>,
+}
+
+/// A revision whose instances keep failing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CrashLoopView {
+    /// Failures in a row.
+    pub failures: u32,
+    /// How the last one went: its exit code or signal, and when in its life.
+    pub last_failure: String,
+    pub last_failure_at: String,
+    /// No instance starts before this time, when starts are held back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_start_at: Option<String>,
 }
 
 /// A decision that changed a revision's instance count.
@@ -130,6 +146,9 @@ pub struct ScaleEventView {
     pub stable: f64,
     pub panic: f64,
     pub panicking: bool,
+    /// What happened, for an instance that failed (`reason` is `instance failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Where requests go now: one row per revision with a share or a tag.
