@@ -12,6 +12,7 @@ use http::Method;
 use updraft_events::manifest::{parse_documents, Document};
 use updraft_model::image_ref::STORED_IMAGE_PREFIX;
 use updraft_model::template::{PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
+use updraft_model::yaml::MAX_MANIFEST_BYTES;
 use updraft_server::views::{AppliedView, ApplyView};
 
 use crate::client::{full, ApiClient, CliError};
@@ -102,10 +103,28 @@ fn is_registry_image(image: &str) -> bool {
 /// A digest that passes validation, standing in for a package not uploaded yet.
 const PLACEHOLDER_DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
+/// A manifest file's text, read no further than the largest manifest the API takes, so
+/// a device or a runaway file (`-f /dev/zero`) is refused instead of filling memory.
+fn read_manifest(file: &Path) -> Result<String, CliError> {
+    use std::io::Read;
+    let failed = |e: &dyn std::fmt::Display| CliError::failed(format!("{}: {e}", file.display()));
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_MANIFEST_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .map_err(|e| failed(&e))?;
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(failed(&format!(
+            "is larger than {} MiB, the most a manifest may be",
+            MAX_MANIFEST_BYTES >> 20
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| failed(&"is not UTF-8 text"))
+}
+
 fn read_documents(files: &[PathBuf], namespace: &str) -> Result<Vec<Entry>, CliError> {
     let mut documents = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(file).map_err(|e| CliError::failed(format!("{}: {e}", file.display())))?;
+        let text = read_manifest(file)?;
         let base = file.parent().unwrap_or(Path::new(".")).to_path_buf();
         let parsed = parse_documents(&text)
             .map_err(|(i, e)| CliError::failed(format!("{}: document {i}: {e}", file.display())))?;

@@ -208,6 +208,10 @@ struct ServerArgs {
     /// How long shutdown and scale-down wait for requests in flight.
     #[arg(long, env = "UPDRAFT_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// Longest an API request may take before it is answered 503 (a deploy carries on;
+    /// the default covers `invoke` of a revision at the longest request timeout, 600s).
+    #[arg(long, env = "UPDRAFT_API_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    api_timeout: Duration,
     #[command(flatten)]
     autoscaler: AutoscalerArgs,
     #[command(flatten)]
@@ -420,6 +424,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<u8> {
         },
         runc: args.runc,
         max_image_bytes: size("--max-image-size", &args.max_image_size)?,
+        api_timeout: args.api_timeout,
     };
     let shutdown = async {
         let mut term =

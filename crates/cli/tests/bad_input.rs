@@ -3,6 +3,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::*;
 
@@ -283,4 +284,107 @@ fn api_bodies_are_validated_with_field_paths() {
     assert_eq!(r.status, 400);
     assert!(r.body.contains("the upload is empty"), "{}", r.body);
     assert_eq!(server.json(&["services"]), serde_json::json!([]));
+}
+
+#[test]
+fn deeply_nested_manifests_are_refused_at_once_while_the_gateway_serves() {
+    let server = Server::start(&[]);
+    let (tmp, app) = fixture("python");
+    server.deploy("hello", &app, &[]);
+    let api: std::net::SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
+    // 100,000 levels each: libyaml alone spends seconds of CPU on such a document.
+    let bodies = ["[".repeat(100_000), "{a: ".repeat(100_000)];
+    let posts: Vec<_> = bodies
+        .into_iter()
+        .map(|body| std::thread::spawn(move || http(api, "POST", "api", "/v1/apply", &[], body.as_bytes()).unwrap()))
+        .collect();
+    for _ in 0..20 {
+        assert_eq!(server.get("hello", "/").status, 200, "the gateway serves meanwhile");
+    }
+    for post in posts {
+        let r = post.join().unwrap();
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.body.contains("deeper than 64 levels at line 1"), "{}", r.body);
+    }
+
+    let deep = tmp.path().join("deep.yaml");
+    std::fs::write(&deep, format!("apiVersion: {}", "[".repeat(1000))).unwrap();
+    let out = server.cli(&["apply", "-f", deep.to_str().unwrap()]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("deeper than 64 levels"), "{}", out.stderr);
+
+    // A device is read no further than the largest manifest.
+    let out = server.cli(&["apply", "-f", "/dev/zero"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("/dev/zero: is larger than 2 MiB, the most a manifest may be"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(server.json(&["services"]).as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn env_values_exec_cannot_take_are_refused_before_anything_starts() {
+    let server = Server::start(&[]);
+    let (tmp, app) = fixture("python");
+    let package = server.cli(&["deploy", "hello", app.to_str().unwrap(), "--env", "A=fine"]);
+    assert_eq!(package.code, 0, "{}", package.stderr);
+    let api: std::net::SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
+    let r = http(
+        api,
+        "PUT",
+        "api",
+        "/v1/namespaces/default/services/hello",
+        &[("Content-Type", "application/json")],
+        br#"{"env": {"B": "before\u0000after"}}"#,
+    )
+    .unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    let error: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(error["error"]["field"], "env.B");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("NUL"),
+        "{}",
+        r.body
+    );
+
+    let manifest = tmp.path().join("nul.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: other\nspec:\n  template:\n    spec:\n      containers:\n        - image: package:{}\n          env:\n            - name: B\n              value: \"a\\0b\"\n",
+            app.display()
+        ),
+    )
+    .unwrap();
+    let out = server.cli(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("spec.template.spec.containers[0].env[B]: contains a NUL byte"),
+        "{}",
+        out.stderr
+    );
+    let service = server.json(&["service", "hello"]);
+    assert_eq!(service["revisions"].as_array().unwrap().len(), 1, "{service}");
+    assert_eq!(server.cli(&["service", "other"]).code, 3);
+}
+
+#[test]
+fn a_request_past_the_api_time_budget_is_answered_and_its_deploy_carries_on() {
+    let server = Server::start(&["--api-timeout", "1s"]);
+    let (_tmp, app) = fixture("python");
+    let out = server.cli(&["deploy", "late", app.to_str().unwrap(), "--env", "START_DELAY=3"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("longer than the API's time budget of 1s"),
+        "{}",
+        out.stderr
+    );
+    let service = wait_service_exists(&server, "late", "the deploy to finish", Duration::from_secs(30), |s| {
+        ready(s) == 1
+    });
+    assert_eq!(service["latest_revision"], "late-00001");
 }

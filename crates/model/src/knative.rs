@@ -202,6 +202,7 @@ pub struct DesiredService {
 /// Splits a file into its YAML documents, skipping empty ones; each comes with its
 /// position (1-based) in the file, which an error carries too.
 pub fn yaml_documents(text: &str) -> Result<Vec<(usize, serde_yaml_ng::Value)>, (usize, FieldError)> {
+    crate::yaml::check_nesting("(document)", text).map_err(|e| (1, e))?;
     let mut out = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = serde_yaml_ng::Value::deserialize(doc)

@@ -14,6 +14,7 @@ pub mod quantity;
 pub mod resources;
 pub mod template;
 pub mod traffic;
+pub mod yaml;
 
 pub use error::FieldError;
 pub use resources::{DeploySpec, Namespace, NamespaceLimits, Revision, RevisionConfig, Service, ServiceConfig, Usage};

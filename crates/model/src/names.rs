@@ -86,6 +86,31 @@ pub fn validate_env_name(field: &str, name: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// The kernel's limit on one `NAME=value` string passed to exec (`MAX_ARG_STRLEN`).
+pub const MAX_ENV_BYTES: usize = 128 * 1024;
+
+/// A variable as the instance will get it: a valid name, and a value exec can pass on
+/// (no NUL byte, which would end it early, and within the kernel's length limit).
+pub fn validate_env_var(field: &str, name: &str, value: &str) -> Result<(), FieldError> {
+    validate_env_name(field, name)?;
+    if value.contains('\0') {
+        return Err(FieldError::new(
+            field,
+            "contains a NUL byte, which no environment variable can hold",
+        ));
+    }
+    if name.len() + 1 + value.len() > MAX_ENV_BYTES {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "is {} bytes long; a variable holds at most {MAX_ENV_BYTES} (the kernel's limit)",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +146,16 @@ mod tests {
         assert!(validate_env_name("env", "A-B").is_err());
         let err = validate_env_name("env.PORT", "PORT").unwrap_err();
         assert!(err.message.contains("set by the platform"));
+    }
+
+    #[test]
+    fn env_values_exec_cannot_pass_are_refused() {
+        assert!(validate_env_var("env.A", "A", "a value with spaces and ü").is_ok());
+        let nul = validate_env_var("env.A", "A", "before\0after").unwrap_err();
+        assert_eq!(nul.field, "env.A");
+        assert!(nul.message.contains("NUL"), "{nul}");
+        assert!(validate_env_var("env.A", "A", &"x".repeat(MAX_ENV_BYTES)).is_err());
+        assert!(validate_env_var("env.A", "A", &"x".repeat(MAX_ENV_BYTES - 2)).is_ok());
+        assert!(validate_env_var("env.1", "1", "v").is_err(), "the name is checked too");
     }
 }

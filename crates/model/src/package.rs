@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::names::validate_env_name;
+use crate::names::validate_env_var;
 use crate::quantity::{parse_cpu, parse_memory};
 use crate::FieldError;
 
@@ -54,10 +54,11 @@ a single *.jar, package.json with a \"start\" script or \"main\", main.py or app
 pub fn detect(files: &dyn PackageFiles) -> Result<Launch, FieldError> {
     let mut launch = Launch::default();
     if let Some(text) = files.read("updraft.yaml") {
+        crate::yaml::check_nesting("updraft.yaml", &text)?;
         let manifest: UpdraftYaml =
             serde_yaml_ng::from_str(&text).map_err(|e| FieldError::new("updraft.yaml", e.to_string()))?;
-        for name in manifest.env.keys() {
-            validate_env_name(&format!("updraft.yaml: env.{name}"), name)?;
+        for (name, value) in &manifest.env {
+            validate_env_var(&format!("updraft.yaml: env.{name}"), name, value)?;
         }
         launch.env = manifest.env;
         launch.memory_bytes = manifest

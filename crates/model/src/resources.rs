@@ -9,7 +9,7 @@ use crate::annotations::{
     validate_service_annotations, RateLimit, AUTOSCALING_PREFIX, KEEP_ALIVE, RATE_LIMIT, RATE_LIMIT_BURST,
     ROLLOUT_DURATION, SCALE_TO_ZERO_RETENTION,
 };
-use crate::names::validate_env_name;
+use crate::names::validate_env_var;
 use crate::quantity::{parse_cpu, parse_memory};
 use crate::template::{Readiness, RevisionTemplate, MAX_TIMEOUT_SECONDS};
 use crate::traffic::{default_traffic, Rollout, TrafficTarget};
@@ -284,7 +284,7 @@ impl DeploySpec {
             }
         }
         for (name, value) in &self.env {
-            validate_env_name(&format!("env.{name}"), name)?;
+            validate_env_var(&format!("env.{name}"), name, value)?;
             template.env.insert(name.clone(), value.clone());
         }
         if let Some(m) = &self.memory {

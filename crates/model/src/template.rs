@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::annotations::{scale_to_zero_after, validate_template_annotations};
 use crate::image_ref::{validate_image_reference, STORED_IMAGE_PREFIX};
-use crate::names::validate_env_name;
+use crate::names::validate_env_var;
 use crate::resources::validate_digest;
 use crate::FieldError;
 
@@ -144,8 +144,8 @@ impl RevisionTemplate {
         let spec = format!("{path}.spec");
         let container = format!("{spec}.containers[0]");
         validate_template_annotations(&format!("{path}.metadata.annotations"), &self.annotations)?;
-        for name in self.env.keys() {
-            validate_env_name(&format!("{container}.env[{name}]"), name)?;
+        for (name, value) in &self.env {
+            validate_env_var(&format!("{container}.env[{name}]"), name, value)?;
         }
         if self.container_port == Some(0) {
             return Err(FieldError::new(

@@ -38,6 +38,7 @@ use updraft_events::manifest::{parse_documents, Document};
 use updraft_gateway::host_for;
 use updraft_model::names::validate_namespace_name;
 use updraft_model::template::PACKAGE_IMAGE_PREFIX;
+use updraft_model::yaml::MAX_MANIFEST_BYTES;
 use updraft_model::{DeploySpec, Namespace, NamespaceLimits, TrafficTarget, DEFAULT_NAMESPACE};
 use updraft_runtime::logs::{read_access, read_logs, service_log_dir, LogQuery};
 
@@ -51,6 +52,7 @@ use crate::ApiError;
 type Shared = State<Arc<Platform>>;
 
 pub fn router(platform: Arc<Platform>) -> Router {
+    let budget = platform.config.api_timeout;
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -58,7 +60,10 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/namespaces", get(list_namespaces).post(create_namespace))
         .route("/v1/namespaces/{ns}", put(set_namespace_limits))
         .route("/v1/packages", post(upload_package))
-        .route("/v1/apply", post(apply))
+        .route(
+            "/v1/apply",
+            post(apply).layer(axum::extract::DefaultBodyLimit::max(MAX_MANIFEST_BYTES)),
+        )
         .route("/v1/usage", get(usage))
         .route("/v1/namespaces/{ns}/services", get(list_services))
         .route("/v1/namespaces/{ns}/top", get(top))
@@ -79,6 +84,28 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .merge(crate::trigger_api::routes())
         .merge(crate::image_api::routes())
         .with_state(platform)
+        .layer(axum::middleware::from_fn_with_state(budget, time_budget))
+}
+
+/// Every request answers within the API's time budget (`--api-timeout`), or gets a
+/// 503 saying so. A streamed answer (logs, pulls) counts until its head is sent; a
+/// deploy cut off here goes on in its own task and shows up in `updraft service`.
+async fn time_budget(
+    State(budget): State<std::time::Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(budget, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the request took longer than the API's time budget of {} (--api-timeout); a deploy carries on, see `updraft service`",
+                humantime::format_duration(budget)
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Parses a JSON body so that errors name the field, unlike the stock extractor.
@@ -215,8 +242,14 @@ struct ApplyParams {
 /// Applies one document: a Service answers with an [`ApplyView`](crate::views::ApplyView), a PingSource,
 /// Trigger or Broker with an [`AppliedView`](crate::views::AppliedView).
 async fn apply(State(p): Shared, Query(params): Query<ApplyParams>, body: Bytes) -> Result<Response, ApiError> {
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body", "is not UTF-8 text"))?;
-    let mut docs = parse_documents(text).map_err(|(_, e)| ApiError::from(e))?;
+    // Parsing is bounded (size, nesting) and still kept off the async workers, which
+    // serve the gateway too.
+    let mut docs = tokio::task::spawn_blocking(move || {
+        let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body", "is not UTF-8 text"))?;
+        parse_documents(text).map_err(|(_, e)| ApiError::from(e))
+    })
+    .await
+    .map_err(ApiError::internal)??;
     if docs.len() != 1 {
         return Err(ApiError::bad_request(
             "body",

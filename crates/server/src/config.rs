@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub runc: PathBuf,
     /// Largest image archive accepted by `POST /v1/images`.
     pub max_image_bytes: u64,
+    /// How long an API request may take before it is answered 503.
+    pub api_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
             wasm_pool: WasmPoolConfig::default(),
             runc: PathBuf::from("runc"),
             max_image_bytes: 8 << 30,
+            api_timeout: Duration::from_secs(600),
         }
     }
 }

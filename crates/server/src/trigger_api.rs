@@ -297,12 +297,13 @@ async fn ingest(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<AcceptedView>), ApiError> {
-    let events = read_request(&headers, body)?;
     let platform = p.clone();
-    let count = events.len();
-    let deliveries = tokio::task::spawn_blocking(move || platform.accept_events(&ns, &name, &events))
-        .await
-        .map_err(ApiError::internal)??;
+    let (count, deliveries) = tokio::task::spawn_blocking(move || {
+        let events = read_request(&headers, body)?;
+        Ok::<_, ApiError>((events.len(), platform.accept_events(&ns, &name, &events)?))
+    })
+    .await
+    .map_err(ApiError::internal)??;
     Ok((
         StatusCode::ACCEPTED,
         Json(AcceptedView {
