@@ -614,9 +614,19 @@ fn build_request(
     request.body(Full::new(body)).map_err(|e| e.to_string())
 }
 
-/// Knative's dead-letter extensions: where it was going, the status and the answer.
-fn dead_letter_event(mut event: Event, target: &Destination, status: Option<u16>, body: &Bytes) -> Event {
-    set_extension(&mut event, "knativeerrordest", target.describe());
+impl Platform {
+    /// The URL a resolved destination is reached at: a service's through the gateway.
+    fn target_url(&self, target: &Target) -> String {
+        match target {
+            Target::Service { namespace, name, path } => format!("{}{path}", self.url(name, namespace)),
+            Target::Uri(uri) => uri.clone(),
+        }
+    }
+}
+
+/// Knative's dead-letter extensions: the URL it was going to, the status and the answer.
+fn dead_letter_event(mut event: Event, destination_url: String, status: Option<u16>, body: &Bytes) -> Event {
+    set_extension(&mut event, "knativeerrordest", destination_url);
     if let Some(status) = status {
         set_extension(&mut event, "knativeerrorcode", status.to_string());
     }
@@ -691,7 +701,8 @@ async fn deliver(platform: &Platform, delivery: DeliveryRecord) {
             } else {
                 match (&policy.dead_letter, delivery.dead_letter) {
                     (Some(sink), false) => {
-                        let letter = dead_letter_event(event, &destination, status, &body);
+                        let url = platform.target_url(&target);
+                        let letter = dead_letter_event(event, url, status, &body);
                         let letter_policy = Policy {
                             dead_letter: None,
                             ..policy.clone()
@@ -901,7 +912,7 @@ async fn deliver_now(
         record(platform, namespace, name, sink, &event, FAILED, attempts, Some(&error));
         return false;
     };
-    let letter = dead_letter_event(event.clone(), sink, status, &body);
+    let letter = dead_letter_event(event.clone(), platform.target_url(&target), status, &body);
     let Ok(letter_target) = dead_letter.resolve("deadLetterSink", namespace) else {
         return false;
     };
