@@ -503,3 +503,15 @@ pub fn wait_service_exists(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The folder `scripts/test` installs the tests' Python packages into (the CloudEvents
+/// SDK, prometheus-client), for `PYTHONPATH`.
+pub fn python_test_deps() -> PathBuf {
+    let deps = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.test-deps/python");
+    assert!(
+        deps.join(".requirements").exists(),
+        "{} is missing: scripts/test installs the Python packages the tests use (scripts/test-requirements.txt)",
+        deps.display()
+    );
+    deps.canonicalize().unwrap()
+}
