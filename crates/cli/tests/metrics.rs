@@ -8,11 +8,30 @@ use std::time::Duration;
 use common::*;
 
 fn scrape(server: &Server) -> String {
+    scrape_as(server, &[]).1
+}
+
+/// The scrape's content type and text, with the request's headers.
+fn scrape_as(server: &Server, headers: &[(&str, &str)]) -> (String, String) {
     let api: SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
-    let r = http(api, "GET", "api", "/metrics", &[], b"").unwrap();
+    let r = http(api, "GET", "api", "/metrics", headers, b"").unwrap();
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap().contains("openmetrics"));
-    r.body
+    (r.header("content-type").unwrap().to_string(), r.body)
+}
+
+/// Runs `program` with `text` on its standard input; its exit status and output.
+fn pipe(program: &mut std::process::Command, text: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = program
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
 }
 
 /// The value of the series whose line starts with `prefix` (name and labels).
@@ -86,6 +105,41 @@ fn cold_starts_requests_and_instances_are_counted() {
             .all(|l| l.starts_with("updraft_")),
         "{text}"
     );
+}
+
+#[test]
+fn the_scrape_lints_clean_as_prometheus_text_and_as_openmetrics() {
+    let server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    server.deploy("hello", &app, &[]);
+    for path in ["/", "/nowhere", "/"] {
+        server.get("hello", path);
+    }
+    assert_eq!(server.cli(&["event", "send", "--type", "t"]).code, 0);
+
+    let (content_type, text) = scrape_as(&server, &[]);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(text.contains("# TYPE updraft_requests_total counter"), "{text}");
+    let (clean, said) = pipe(std::process::Command::new("promtool").args(["check", "metrics"]), &text);
+    assert!(clean && said.is_empty(), "promtool check metrics: {said}\n{text}");
+
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (content_type, text) = scrape_as(&server, &[("Accept", accept)]);
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(text.ends_with("# EOF\n"));
+    // The OpenMetrics reference parser (prometheus-client) refuses what breaks the spec.
+    let parse = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families\nprint(len(list(text_string_to_metric_families(sys.stdin.read()))))";
+    let (clean, said) = pipe(
+        std::process::Command::new("python3")
+            .args(["-c", parse])
+            .env("PYTHONPATH", python_test_deps()),
+        &text,
+    );
+    assert!(clean, "the OpenMetrics parser: {said}\n{text}");
+    assert!(said.trim().parse::<u32>().unwrap() >= 10, "{said}");
 }
 
 #[test]

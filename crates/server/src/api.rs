@@ -113,8 +113,9 @@ fn json_body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("body", format!("invalid JSON body: {e}")))
 }
 
-/// The Prometheus scrape: gauges are read from the live state, then all is encoded.
-async fn metrics(State(p): Shared) -> Response {
+/// The Prometheus scrape: gauges are read from the live state, then all is encoded in
+/// the format the scraper asks for.
+async fn metrics(State(p): Shared, headers: axum::http::HeaderMap) -> Response {
     let m = &p.metrics;
     m.in_flight.clear();
     m.activator_waiting.clear();
@@ -142,14 +143,9 @@ async fn metrics(State(p): Shared) -> Response {
     let (size, memory) = p.runtime.pool();
     m.pool_size.set(size as i64);
     m.pool_memory_bytes.set(memory as i64);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        m.encode(),
-    )
-        .into_response()
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, text) = m.encode_for(accept);
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 async fn info(State(p): Shared) -> Json<InfoView> {

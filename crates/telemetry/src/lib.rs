@@ -1,9 +1,12 @@
-//! Prometheus metrics for the whole platform, in the text format at `/metrics`.
+//! Prometheus metrics for the whole platform at `/metrics`, in the Prometheus text
+//! format or OpenMetrics, as the scraper asks.
 //!
 //! Every series starts with `updraft_`. The cold-start series, which Knative users keep
 //! asking for, are `updraft_cold_starts_total` and
 //! `updraft_cold_start_duration_seconds`, labelled by namespace, service, revision and
 //! runtime.
+
+mod exposition;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -16,6 +19,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+pub use exposition::{to_prometheus_text, wants_openmetrics, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RevisionLabels {
@@ -246,12 +251,22 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every series.
+    /// Every series in OpenMetrics text.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// Every series in the format the scraper's `Accept` header prefers, with the
+    /// `Content-Type` to answer it under.
+    pub fn encode_for(&self, accept: Option<&str>) -> (&'static str, String) {
+        if wants_openmetrics(accept) {
+            (OPENMETRICS_TEXT, self.encode())
+        } else {
+            (PROMETHEUS_TEXT, to_prometheus_text(&self.encode()))
+        }
     }
 
     pub fn cold_start(&self, labels: ColdStartLabels, took: Duration) {
