@@ -171,6 +171,18 @@ fn top_shows_each_service_load() {
     let (_tmp, app) = fixture("python");
     server.deploy("busy", &app, &[]);
     server.deploy("quiet", &app, &[]);
+    // Cold starts count for every runtime, not only processes.
+    let component = wasm_component(server.dir.path());
+    server.json(&["deploy", "component", "--wasm", component.to_str().unwrap()]);
+    let handler = fixtures().join("functions/hello.py");
+    server.json(&[
+        "deploy",
+        "function",
+        "--function",
+        handler.to_str().unwrap(),
+        "--runtime",
+        "python3",
+    ]);
     for _ in 0..20 {
         assert_eq!(server.get("busy", "/").status, 200);
     }
@@ -193,6 +205,8 @@ fn top_shows_each_service_load() {
     assert_eq!(busy["ready"], 1);
     assert_eq!(busy["cold_starts"], 1, "the deploy's start");
     assert_eq!(row("quiet")["requests"], 0);
+    assert_eq!(row("component")["cold_starts"], 1, "{rows}");
+    assert_eq!(row("function")["cold_starts"], 1, "{rows}");
     let table = server.cli(&["top", "--once"]);
     assert_eq!(table.code, 0, "{}", table.stderr);
     assert!(

@@ -83,8 +83,6 @@ pub enum RuntimeError {
 }
 
 pub trait Runtime: Send + Sync + 'static {
-    /// The runtime kind: `process`, `oci`, `wasm`, `function`.
-    fn kind(&self) -> &'static str;
     /// Starts an instance on a port the driver chooses; returns once it exists, before
     /// it is ready.
     fn start(&self, spec: InstanceSpec) -> Result<Instance, RuntimeError>;
@@ -109,10 +107,6 @@ pub struct Runtimes {
 }
 
 impl Runtime for Runtimes {
-    fn kind(&self) -> &'static str {
-        self.process.kind()
-    }
-
     fn start(&self, mut spec: InstanceSpec) -> Result<Instance, RuntimeError> {
         match spec.wasm.take() {
             Some(wasm) => self.wasm.start(spec, wasm),

@@ -439,10 +439,6 @@ fn resolve_program(program: &str, workdir: &Path) -> PathBuf {
 }
 
 impl Runtime for ProcessRuntime {
-    fn kind(&self) -> &'static str {
-        "process"
-    }
-
     fn start(&self, mut spec: InstanceSpec) -> Result<Instance, RuntimeError> {
         let port = self.ports.allocate()?;
         if let Some(container) = spec.container.take() {

@@ -292,7 +292,8 @@ impl Metrics {
         self.recent.record(&revision, took.as_secs_f64());
     }
 
-    /// Cold starts counted so far for a revision, of any runtime.
+    /// Cold starts counted so far for a revision run by `runtime` (`process`, `oci`,
+    /// `wasm`, `python3`, `node`), as the scaler labels them.
     pub fn cold_starts_of(&self, revision: &RevisionLabels, runtime: &str) -> u64 {
         self.cold_starts
             .get_or_create(&ColdStartLabels {
