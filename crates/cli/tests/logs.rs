@@ -183,3 +183,33 @@ fn retention_deletes_old_logs_of_stopped_instances_only() {
     let cleared = server.json(&["namespace", "limits", "default", "--clear"]);
     assert!(cleared["limits"].get("log_max_age_seconds").is_none(), "{cleared}");
 }
+
+#[test]
+fn a_service_deleted_and_made_again_keeps_logging_requests() {
+    let server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    let logged = |path: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let records = server.json(&["logs", "again", "--requests"]);
+            if records.as_array().unwrap().iter().any(|r| r["path"] == path) {
+                return records;
+            }
+            assert!(std::time::Instant::now() < deadline, "{path} never logged: {records}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    server.deploy("again", &app, &[]);
+    assert_eq!(server.get("again", "/first-life").status, 200);
+    logged("/first-life");
+    assert_eq!(server.cli(&["delete", "again"]).code, 0);
+
+    server.deploy("again", &app, &[]);
+    assert_eq!(server.get("again", "/second-life").status, 200);
+    let records = logged("/second-life");
+    assert_eq!(
+        records.as_array().unwrap().len(),
+        1,
+        "the first life's log went with it: {records}"
+    );
+}

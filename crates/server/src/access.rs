@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -55,6 +56,9 @@ async fn write_all(logs_dir: PathBuf, mut rx: mpsc::Receiver<(String, String, Ac
         let dir = logs_dir.clone();
         let mut owned = std::mem::take(&mut files);
         files = tokio::task::spawn_blocking(move || {
+            // A deleted service's log was unlinked with its folder; a new service of the
+            // same name must not write into the deleted file.
+            owned.retain(|_, file| file.metadata().is_ok_and(|m| m.nlink() > 0));
             for (namespace, service, record) in batch {
                 let Ok(mut line) = serde_json::to_string(&record) else {
                     continue;
