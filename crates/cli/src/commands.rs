@@ -51,8 +51,9 @@ pub struct DeployArgs {
 /// Settings a deploy or an update may change.
 #[derive(Args)]
 pub struct SettingsArgs {
-    /// An environment variable for the instances (repeatable).
-    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    /// An environment variable for the instances (repeatable); `KEY-` removes one the
+    /// latest revision has. A deploy keeps the settings it does not change.
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE|KEY-")]
     env: Vec<String>,
     /// Memory limit per instance (e.g. 256Mi).
     #[arg(long)]
@@ -123,14 +124,21 @@ pub struct SettingsArgs {
 }
 
 impl SettingsArgs {
-    pub fn spec(self, package: Option<String>, env_remove: Vec<String>) -> Result<DeploySpec, CliError> {
+    pub fn spec(self, package: Option<String>, mut env_remove: Vec<String>) -> Result<DeploySpec, CliError> {
         let mut env = std::collections::BTreeMap::new();
         for pair in &self.env {
-            let (k, v) = pair.split_once('=').ok_or_else(|| CliError {
-                code: crate::exit::USAGE,
-                message: format!("--env {pair:?}: expected KEY=VALUE"),
-            })?;
-            env.insert(k.to_string(), v.to_string());
+            match (pair.split_once('='), pair.strip_suffix('-')) {
+                (Some((k, v)), _) => {
+                    env.insert(k.to_string(), v.to_string());
+                }
+                (None, Some(removed)) if !removed.is_empty() => env_remove.push(removed.to_string()),
+                _ => {
+                    return Err(CliError {
+                        code: crate::exit::USAGE,
+                        message: format!("--env {pair:?}: expected KEY=VALUE, or KEY- to remove one"),
+                    })
+                }
+            }
         }
         let autoscaling = [
             ("min-scale", self.min_scale.map(|n| n.to_string())),

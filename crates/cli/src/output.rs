@@ -1,6 +1,7 @@
 //! Tables for people, JSON for scripts.
 
 use serde::Serialize;
+use updraft_model::annotations::{AUTOSCALING_PREFIX, SCALE_TO_ZERO_RETENTION};
 use updraft_server::views::{RevisionView, ServiceView};
 
 use crate::Output;
@@ -116,6 +117,20 @@ pub fn print_service(s: &ServiceView) {
         .collect::<Vec<_>>();
         if !limits.is_empty() {
             println!("    limits:   {}", limits.join(", "));
+        }
+        if !r.env.is_empty() {
+            // Names only: values may be secrets (`-o json` has them).
+            let names: Vec<&str> = r.env.keys().map(String::as_str).collect();
+            println!("    env:      {}", names.join(", "));
+        }
+        let scaling: Vec<String> = r
+            .annotations
+            .iter()
+            .filter(|(k, _)| k.as_str() != SCALE_TO_ZERO_RETENTION)
+            .filter_map(|(k, v)| k.strip_prefix(AUTOSCALING_PREFIX).map(|k| format!("{k} {v}")))
+            .collect();
+        if !scaling.is_empty() {
+            println!("    scaling:  {}", scaling.join(", "));
         }
         let concurrency = match r.container_concurrency {
             0 => "no concurrency limit".to_string(),

@@ -204,3 +204,53 @@ fn archives_and_procfiles_deploy_too() {
     assert_eq!(r.body, "python zipped-00001 /");
     assert_eq!(server.json(&["services", "-n", "team-a"]).as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn a_redeploy_keeps_the_settings_it_does_not_change() {
+    let server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    server.deploy(
+        "kept",
+        &app,
+        &[
+            "--env",
+            "GREETING=hi",
+            "--env",
+            "OTHER=x",
+            "--min-scale",
+            "1",
+            "--memory",
+            "256Mi",
+        ],
+    );
+    server.deploy("kept", &app, &[]);
+    let service = server.json(&["service", "kept"]);
+    let latest = service["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "kept-00002")
+        .unwrap()
+        .clone();
+    assert_eq!(latest["env"]["GREETING"], "hi", "{latest}");
+    assert_eq!(latest["memory"], "256Mi");
+    assert_eq!(latest["annotations"]["autoscaling.knative.dev/min-scale"], "1");
+    assert_eq!(server.get("kept", "/env/GREETING").body, "hi");
+
+    // KEY- removes one; what is shown says so.
+    server.deploy("kept", &app, &["--env", "GREETING-", "--cpu", "0.5"]);
+    assert_eq!(server.get("kept", "/env/GREETING").body, "");
+    let described = server.cli(&["service", "kept"]).stdout;
+    let third = described.split("kept-00003 (").nth(1).unwrap();
+    assert!(third.contains("limits:   memory 256Mi, cpu 500m"), "{described}");
+    assert!(third.contains("env:      OTHER\n"), "{described}");
+    assert!(third.contains("scaling:  min-scale 1"), "{described}");
+    let out = server.cli(&["deploy", "kept", app.to_str().unwrap(), "--env", "NEVER-"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("env_remove.NEVER: is not set on the latest revision"),
+        "{}",
+        out.stderr
+    );
+}

@@ -217,29 +217,49 @@ impl DeploySpec {
         self.package.is_some() || self.wasm.is_some() || self.image.is_some()
     }
 
-    /// The revision template this deploy asks for. With a package it starts from the
-    /// defaults; without one, from `latest` (the service's latest revision).
+    /// The revision template this deploy asks for. It starts from `latest` (the
+    /// service's latest revision): a new package, component or image replaces what
+    /// runs and keeps the settings (env, limits, scaling, concurrency, timeouts) this
+    /// deploy does not change, as `kn service update`, Cloud Run and Heroku do.
     pub fn template(&self, latest: Option<&RevisionTemplate>) -> Result<RevisionTemplate, FieldError> {
         let given = [self.package.is_some(), self.wasm.is_some(), self.image.is_some()];
         if given.iter().filter(|g| **g).count() > 1 {
             return Err(FieldError::new("package", "package, wasm and image: give only one"));
         }
-        let fresh = self.is_fresh();
-        if fresh && !self.env_remove.is_empty() {
-            return Err(FieldError::new(
-                "env_remove",
-                "only applies when changing settings without a new package",
-            ));
-        }
-        let mut template = match (&self.package, latest) {
-            (Some(package), _) => RevisionTemplate::for_package(&validate_digest("package", package)?),
-            (None, _) if self.wasm.is_some() => {
-                RevisionTemplate::for_wasm(&validate_digest("wasm", self.wasm.as_deref().unwrap_or_default())?)
+        let fresh = if let Some(package) = &self.package {
+            Some(RevisionTemplate::for_package(&validate_digest("package", package)?))
+        } else if let Some(wasm) = &self.wasm {
+            Some(RevisionTemplate::for_wasm(&validate_digest("wasm", wasm)?))
+        } else if let Some(image) = &self.image {
+            crate::template::parse_image("image", image)?;
+            Some(RevisionTemplate::for_image(image))
+        } else {
+            None
+        };
+        let function = match (&self.function_runtime, &self.function_handler) {
+            (Some(runtime), Some(handler)) if self.package.is_some() => Some((runtime, handler)),
+            (Some(_), Some(_)) => {
+                return Err(FieldError::new(
+                    "function_runtime",
+                    "needs a package holding the handler",
+                ))
             }
-            (None, _) if self.image.is_some() => {
-                let image = self.image.as_deref().unwrap_or_default();
-                crate::template::parse_image("image", image)?;
-                RevisionTemplate::for_image(image)
+            _ => None,
+        };
+        let mut template = match (fresh, latest) {
+            (Some(mut fresh), latest) => {
+                if let Some((runtime, handler)) = function {
+                    fresh
+                        .annotations
+                        .insert(crate::annotations::FUNCTION_RUNTIME.to_string(), runtime.clone());
+                    fresh
+                        .annotations
+                        .insert(crate::annotations::FUNCTION_HANDLER.to_string(), handler.clone());
+                }
+                match latest {
+                    Some(latest) => latest.carry_settings_to(fresh),
+                    None => fresh,
+                }
             }
             (None, Some(latest)) => RevisionTemplate {
                 name: None,
@@ -252,20 +272,6 @@ impl DeploySpec {
                 ))
             }
         };
-        if let (Some(runtime), Some(handler)) = (&self.function_runtime, &self.function_handler) {
-            if self.package.is_none() {
-                return Err(FieldError::new(
-                    "function_runtime",
-                    "needs a package holding the handler",
-                ));
-            }
-            template
-                .annotations
-                .insert(crate::annotations::FUNCTION_RUNTIME.to_string(), runtime.clone());
-            template
-                .annotations
-                .insert(crate::annotations::FUNCTION_HANDLER.to_string(), handler.clone());
-        }
         if let Some(hosts) = &self.allow_hosts {
             if hosts.is_empty() {
                 template.annotations.remove(crate::annotations::ALLOWED_OUTBOUND_HOSTS);
@@ -404,6 +410,7 @@ pub fn parse_duration(field: &str, text: &str) -> Result<Duration, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::annotations::{ALLOWED_OUTBOUND_HOSTS, FUNCTION_RUNTIME};
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -503,6 +510,81 @@ mod tests {
         let mut bad = spec.clone();
         bad.env.insert("PORT".into(), "1".into());
         assert_eq!(bad.template(None).unwrap_err().field, "env.PORT");
+    }
+
+    #[test]
+    fn a_new_package_keeps_the_settings_it_does_not_change() {
+        let first = DeploySpec {
+            package: Some(DIGEST.into()),
+            env: [("A".to_string(), "1".to_string()), ("B".to_string(), "2".to_string())].into(),
+            memory: Some("256Mi".into()),
+            concurrency: Some(4),
+            timeout: Some("30s".into()),
+            command: Some(vec!["./server".into()]),
+            autoscaling: [("min-scale".to_string(), "1".to_string())].into(),
+            ..Default::default()
+        }
+        .template(None)
+        .unwrap();
+        let other = format!("sha256:{}", "b".repeat(64));
+        let redeploy = DeploySpec {
+            package: Some(other.clone()),
+            env_remove: vec!["A".into()],
+            cpu: Some("0.5".into()),
+            ..Default::default()
+        };
+        let t = redeploy.template(Some(&first)).unwrap();
+        assert_eq!(t.image, format!("package:{other}"));
+        assert_eq!(t.env, [("B".to_string(), "2".to_string())].into());
+        assert_eq!(t.resources.memory_limit_bytes, Some(256 << 20));
+        assert_eq!(t.resources.cpu_limit_millis, Some(500), "what it changes, changes");
+        assert_eq!((t.container_concurrency, t.timeout_seconds), (4, 30));
+        assert_eq!(t.annotations["autoscaling.knative.dev/min-scale"], "1");
+        assert_eq!(
+            t.command,
+            Some(vec!["./server".to_string()]),
+            "the same kind keeps its command"
+        );
+
+        // Another kind keeps the shared settings, not those of the kind it was.
+        let component = DeploySpec {
+            wasm: Some(other.clone()),
+            allow_hosts: Some(vec!["api.example.com".into()]),
+            ..Default::default()
+        }
+        .template(Some(&t))
+        .unwrap();
+        assert_eq!(component.command, None);
+        assert_eq!(component.resources.memory_limit_bytes, Some(256 << 20));
+        assert_eq!(component.annotations[ALLOWED_OUTBOUND_HOSTS], "api.example.com");
+        let back = DeploySpec {
+            package: Some(DIGEST.into()),
+            function_runtime: Some("python3".into()),
+            function_handler: Some("main.py".into()),
+            ..Default::default()
+        }
+        .template(Some(&component))
+        .unwrap();
+        assert!(!back.annotations.contains_key(ALLOWED_OUTBOUND_HOSTS), "{back:?}");
+        assert_eq!(back.annotations[FUNCTION_RUNTIME], "python3");
+        assert_eq!(back.env, t.env);
+        let plain = DeploySpec {
+            package: Some(DIGEST.into()),
+            ..Default::default()
+        }
+        .template(Some(&back))
+        .unwrap();
+        assert!(
+            !plain.annotations.contains_key(FUNCTION_RUNTIME),
+            "a plain package is no function"
+        );
+
+        let missing = DeploySpec {
+            package: Some(DIGEST.into()),
+            env_remove: vec!["NEVER".into()],
+            ..Default::default()
+        };
+        assert_eq!(missing.template(Some(&first)).unwrap_err().field, "env_remove.NEVER");
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::annotations::{scale_to_zero_after, validate_template_annotations};
+use crate::annotations::{
+    scale_to_zero_after, validate_template_annotations, ALLOWED_OUTBOUND_HOSTS, FUNCTION_HANDLER, FUNCTION_RUNTIME,
+};
 use crate::image_ref::{validate_image_reference, STORED_IMAGE_PREFIX};
 use crate::names::validate_env_var;
 use crate::resources::validate_digest;
@@ -43,6 +45,14 @@ impl Source {
             Source::Image { .. } => None,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Process,
+    Function,
+    Wasm,
+    Image,
 }
 
 /// How readiness is decided once the instance listens on its port.
@@ -216,6 +226,44 @@ impl RevisionTemplate {
             }
         }
         Ok(source)
+    }
+
+    /// What a revision of this template runs from, as far as settings go: settings of
+    /// one kind (a command, a component's outbound hosts) mean nothing to another.
+    fn kind(&self) -> Kind {
+        if self.image.starts_with(WASM_IMAGE_PREFIX) {
+            Kind::Wasm
+        } else if !self.image.starts_with(PACKAGE_IMAGE_PREFIX) {
+            Kind::Image
+        } else if self.annotations.contains_key(FUNCTION_RUNTIME) {
+            Kind::Function
+        } else {
+            Kind::Process
+        }
+    }
+
+    /// The template of a new deploy: `fresh` names what runs now, and every other
+    /// setting of this (the latest) template carries over. Those that belong to one
+    /// kind of revision (command, args and readiness probe; a component's outbound
+    /// hosts; a function's runtime and handler) carry over only when the kind stays.
+    pub fn carry_settings_to(&self, fresh: RevisionTemplate) -> RevisionTemplate {
+        let same_kind = self.kind() == fresh.kind();
+        let mut annotations = self.annotations.clone();
+        if !same_kind {
+            for key in [ALLOWED_OUTBOUND_HOSTS, FUNCTION_RUNTIME, FUNCTION_HANDLER] {
+                annotations.remove(key);
+            }
+        }
+        annotations.extend(fresh.annotations);
+        RevisionTemplate {
+            name: None,
+            image: fresh.image,
+            annotations,
+            command: self.command.clone().filter(|_| same_kind),
+            args: self.args.clone().filter(|_| same_kind),
+            readiness: self.readiness.clone().filter(|_| same_kind),
+            ..self.clone()
+        }
     }
 
     pub fn scale_to_zero_after(&self) -> Duration {
