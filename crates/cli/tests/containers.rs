@@ -121,6 +121,14 @@ fn an_image_from_a_registry_runs_confined_scales_to_zero_and_survives_kill_9() {
     let containers = runc_containers(&server.data);
     assert_eq!(containers.len(), 1, "{containers:?}");
     assert_eq!(memory_limit_of(containers[0].1), Some(64 << 20));
+    // The bundle holds the container's environment: the server's alone.
+    let bundle = server
+        .data
+        .join("containers/bundles")
+        .join(&containers[0].0)
+        .join("config.json");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&bundle).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{}", bundle.display());
     // CPU used inside the container is metered from the cgroup runc made.
     assert_eq!(server.get("web", "/burn").body, "burned");
     let usage = server.json(&["usage", "--by", "revision"]);

@@ -132,3 +132,61 @@ fn a_second_server_on_the_same_data_dir_refuses_to_start() {
         "the first server's instances are untouched"
     );
 }
+
+/// Paths under `root` whose mode lets group or others in, skipping the unpacked trees
+/// whose modes are the package's or the image's own.
+fn open_to_others(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut open = Vec::new();
+    let mut queue = vec![root.to_path_buf()];
+    while let Some(dir) = queue.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path == root.join("revisions") || path == root.join("images/images") {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.file_type().is_symlink() {
+                continue;
+            }
+            if meta.permissions().mode() & 0o077 != 0 {
+                open.push(format!("{} {:o}", path.display(), meta.permissions().mode() & 0o7777));
+            }
+            if meta.is_dir() {
+                queue.push(path);
+            }
+        }
+    }
+    open
+}
+
+#[test]
+fn the_data_directory_is_private_and_a_loose_one_is_tightened_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    server.deploy("secret", &app, &["--env", "API_KEY=hunter2"]);
+    assert_eq!(server.get("secret", "/").status, 200);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&server.data), 0o700);
+    for file in ["updraft.db", "updraft.db-wal"] {
+        assert_eq!(mode(&server.data.join(file)), 0o600, "{file}");
+    }
+    assert_eq!(open_to_others(&server.data), Vec::<String>::new());
+    // The instance itself gets an ordinary umask, not the server's.
+    assert_eq!(server.get("secret", "/umask").body, "022");
+
+    // A data directory someone loosened (or an older server wrote) is tightened.
+    server.terminate();
+    assert!(std::process::Command::new("chmod")
+        .args(["-R", "go+rX"])
+        .arg(&server.data)
+        .status()
+        .unwrap()
+        .success());
+    assert!(!open_to_others(&server.data).is_empty());
+    server.restart();
+    assert_eq!(mode(&server.data), 0o700);
+    assert_eq!(open_to_others(&server.data), Vec::<String>::new());
+    assert_eq!(server.get("secret", "/").status, 200);
+}

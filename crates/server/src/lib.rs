@@ -4,6 +4,7 @@
 mod access;
 mod api;
 mod config;
+mod data_dir;
 mod deploy;
 mod describe;
 mod error;

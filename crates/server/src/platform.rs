@@ -225,6 +225,7 @@ fn cgroup_parent(paths: &Paths) -> String {
 
 impl Platform {
     fn open(config: ServerConfig) -> anyhow::Result<(Arc<Self>, mpsc::UnboundedReceiver<RevisionKey>)> {
+        crate::data_dir::private_umask();
         fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
         // Absolute from here on: instances run with their revision directory as working
         // directory, where a relative path would point somewhere else.
@@ -234,6 +235,7 @@ impl Platform {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let data_dir_lock = lock_data_dir(&paths)?;
+        crate::data_dir::restrict(&root).with_context(|| format!("making {} private", root.display()))?;
         // Half-written uploads and unpacks from a crashed run.
         let _ = fs::remove_dir_all(&paths.tmp);
         fs::create_dir_all(&paths.tmp)?;

@@ -361,7 +361,7 @@ impl ImageStore {
         let info_json = serde_json::to_vec_pretty(&info).map_err(io::Error::other)?;
         tokio::task::spawn_blocking(move || {
             let rootfs = work.join("rootfs");
-            fs::create_dir(&rootfs)?;
+            unpack::create_public_dir(&rootfs)?;
             for (blob, compression, layer, diff_id) in blobs {
                 let actual = apply_layer(&rootfs, &blob, compression, &layer)?;
                 if actual != diff_id {

@@ -277,13 +277,21 @@ pub(crate) fn resolve_in_root(root: &Path, relative: &Path) -> Result<PathBuf, S
             Ok(meta) if meta.is_dir() => current = candidate,
             Ok(_) => return Err(format!("/{} is not a directory", candidate.display())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&on_disk).map_err(|e| e.to_string())?;
+                create_public_dir(&on_disk).map_err(|e| e.to_string())?;
                 current = candidate;
             }
             Err(e) => return Err(e.to_string()),
         }
     }
     Ok(root.join(current))
+}
+
+/// A folder of an image that no layer names (a parent, a mount point, the root
+/// itself): 0755 as Docker makes them, whatever the server's own umask is, so a
+/// container running as another user can enter it.
+pub fn create_public_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
 }
 
 /// Removes a file, symlink or directory tree without following symlinks.
@@ -301,7 +309,7 @@ fn remove_any(path: &Path) -> io::Result<()> {
 pub fn prepare_mount_points(root: &Path) -> io::Result<()> {
     for dir in ["proc", "sys", "dev", "tmp"] {
         if fs::symlink_metadata(root.join(dir)).is_err() {
-            fs::create_dir(root.join(dir))?;
+            create_public_dir(&root.join(dir))?;
         }
     }
     // Never through a symlink: the image's own /tmp could point at the host's /etc.
@@ -309,7 +317,7 @@ pub fn prepare_mount_points(root: &Path) -> io::Result<()> {
         fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))?;
     }
     if fs::symlink_metadata(root.join("etc")).is_err() {
-        fs::create_dir(root.join("etc"))?;
+        create_public_dir(&root.join("etc"))?;
     }
     if fs::symlink_metadata(root.join("etc")).is_ok_and(|m| m.is_dir()) {
         for file in ["resolv.conf", "hosts"] {
