@@ -10,6 +10,7 @@ mod pack;
 mod sim;
 mod triggers;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -363,6 +364,13 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Stem) {
         return become_instance();
     }
+    if !matches!(cli.command, Command::Server(_)) {
+        // A client command whose reader went away (`updraft logs s | head -1`) ends
+        // quietly on SIGPIPE, as Unix tools do, instead of panicking on the write. The
+        // server keeps ignoring it: its output going away must not stop it.
+        // SAFETY: sets a signal disposition before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -377,7 +385,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::from(exit::FAILED)
         }
     }
@@ -389,6 +397,9 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<u8> {
         .with_env_filter(EnvFilter::try_from_env("UPDRAFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Its fallback for a failed write is eprintln!, which panics on a closed stderr
+        // (`updraft server 2>&1 | tee log` after tee is gone) and aborts the shutdown.
+        .log_internal_errors(false)
         .init();
     let size = |field: &str, text: &str| {
         updraft_model::quantity::parse_memory(field, text).map_err(|e| anyhow::anyhow!("{e}"))
@@ -426,14 +437,25 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<u8> {
         max_image_bytes: size("--max-image-size", &args.max_image_size)?,
         api_timeout: args.api_timeout,
     };
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    };
-    updraft_server::run(config, shutdown).await?;
+    updraft_server::run(config, stop_signals()?).await?;
     Ok(0)
+}
+
+/// Counts SIGINT (Ctrl-C) and SIGTERM: the first asks for a graceful shutdown, the
+/// second for an immediate one.
+fn stop_signals() -> anyhow::Result<tokio::sync::watch::Receiver<u32>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let (count, signals) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            count.send_modify(|n| *n += 1);
+        }
+    });
+    Ok(signals)
 }

@@ -213,3 +213,38 @@ fn a_service_deleted_and_made_again_keeps_logging_requests() {
         "the first life's log went with it: {records}"
     );
 }
+
+#[test]
+fn client_commands_end_quietly_when_their_reader_goes_away() {
+    let server = Server::start(&[]);
+    let (_tmp, app) = fixture("python");
+    server.deploy("piped", &app, &[]);
+    for _ in 0..5 {
+        server.get("piped", "/");
+    }
+    for args in [
+        &["logs", "piped"][..],
+        &["services"],
+        &["top", "--once"],
+        &["service", "piped"],
+    ] {
+        // As `updraft logs piped | head -0`: the reader is gone before the first write.
+        let mut child = std::process::Command::new(BIN)
+            .args(args)
+            .env("UPDRAFT_API", &server.api)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.is_empty(), "{args:?} said: {stderr}");
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?} ended with {}",
+            out.status
+        );
+    }
+}

@@ -47,9 +47,9 @@ fn kill_9_then_restart_keeps_services_and_leaves_no_instances() {
     assert_eq!(server.get("survivor", "/after").body, "python survivor-00001 /after");
     assert_eq!(server.get("other", "/").body, "node other-00002 / greeting=v2");
 
-    // The next deploy continues the numbering the store kept.
+    // The next deploy continues the numbering the store kept, with its settings.
     server.deploy("other", &node, &[]);
-    assert_eq!(server.get("other", "/").body, "node other-00003 / greeting=");
+    assert_eq!(server.get("other", "/").body, "node other-00003 / greeting=v2");
 }
 
 #[test]
@@ -189,4 +189,111 @@ fn the_data_directory_is_private_and_a_loose_one_is_tightened_at_start() {
     assert_eq!(mode(&server.data), 0o700);
     assert_eq!(open_to_others(&server.data), Vec::<String>::new());
     assert_eq!(server.get("secret", "/").status, 200);
+}
+
+/// The server started by hand with its output into a pipe whose reader is gone, as
+/// `updraft server | tee log` is after Ctrl-C took tee with it.
+fn server_into_a_closed_pipe(data: &std::path::Path, gateway: u16, api: u16, extra: &[&str]) -> std::process::Child {
+    let mut child = std::process::Command::new(BIN)
+        .args(["server", "--data-dir"])
+        .arg(data)
+        .args(["--gateway-addr", &format!("127.0.0.1:{gateway}")])
+        .args(["--api-addr", &format!("127.0.0.1:{api}")])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], api).into();
+    while !http(addr, "GET", "api", "/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
+        assert!(std::time::Instant::now() < deadline, "the server did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_server_whose_output_pipe_closed_still_shuts_down_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway, api) = (free_port(), free_port());
+    let mut server = server_into_a_closed_pipe(&dir.path().join("data"), gateway, api, &[]);
+    let (_tmp, app) = fixture("python");
+    let deploy = std::process::Command::new(BIN)
+        .args(["deploy", "piped", app.to_str().unwrap(), "-o", "json"])
+        .env("UPDRAFT_API", format!("http://127.0.0.1:{api}"))
+        .output()
+        .unwrap();
+    assert!(deploy.status.success(), "{}", String::from_utf8_lossy(&deploy.stderr));
+    let instances = processes_with_env("UPDRAFT_SERVICE=piped");
+    assert_eq!(instances.len(), 1);
+
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut server, Duration::from_secs(30)).expect("the server exits");
+    assert_eq!(status.code(), Some(0), "no panic on the closed pipe: {status}");
+    assert!(
+        wait_dead(&instances, Duration::from_secs(5)),
+        "its instances were stopped"
+    );
+}
+
+#[test]
+fn a_second_signal_stops_at_once_and_still_stops_the_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway, api) = (free_port(), free_port());
+    let mut server = server_into_a_closed_pipe(
+        &dir.path().join("data"),
+        gateway,
+        api,
+        &["--drain-timeout", "120s", "--stop-grace", "120s"],
+    );
+    let (_tmp, app) = fixture("python");
+    let deploy = std::process::Command::new(BIN)
+        .args(["deploy", "stalled", app.to_str().unwrap(), "-o", "json"])
+        .env("UPDRAFT_API", format!("http://127.0.0.1:{api}"))
+        .output()
+        .unwrap();
+    assert!(deploy.status.success(), "{}", String::from_utf8_lossy(&deploy.stderr));
+    let instances = processes_with_env("UPDRAFT_SERVICE=stalled");
+    // A request that would hold the drain for a minute.
+    let stalled = std::thread::spawn(move || {
+        http(
+            ([127, 0, 0, 1], gateway).into(),
+            "GET",
+            &Server::host("stalled"),
+            "/sleep?60",
+            &[],
+            b"",
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    assert!(
+        wait_exit(&mut server, Duration::from_secs(2)).is_none(),
+        "the first signal drains"
+    );
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut server, Duration::from_secs(20)).expect("the second signal stops it at once");
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(
+        wait_dead(&instances, Duration::from_secs(5)),
+        "its instances were stopped"
+    );
+    let _ = stalled.join();
 }

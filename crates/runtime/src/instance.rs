@@ -89,6 +89,11 @@ impl Instance {
         self.tail.lines()
     }
 
+    /// SIGKILL now, with everything it started; [`Self::stop`] still cleans up after.
+    pub fn kill(&self) {
+        self.control.kill();
+    }
+
     /// SIGTERM, then SIGKILL after `grace`; returns once everything is gone.
     pub async fn stop(&self, grace: Duration) -> ExitInfo {
         if self.exited().is_none() {

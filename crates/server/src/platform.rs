@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs;
-use std::future::Future;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -135,6 +135,9 @@ pub struct Platform {
     pub(crate) rebuilding: Mutex<()>,
     /// Instances launched since the pool was last sized: the demand it follows.
     pub(crate) launches: AtomicU64,
+    /// Set by a second stop signal: instances are stopped without waiting for their
+    /// requests or their grace.
+    pub(crate) stopping_now: AtomicBool,
     pub metrics: Arc<Metrics>,
     /// New instance output, for `logs --follow`.
     pub log_feed: updraft_runtime::logs::LogFeed,
@@ -300,6 +303,7 @@ impl Platform {
             next_route_change_us: AtomicI64::new(0),
             rebuilding: Mutex::new(()),
             launches: AtomicU64::new(0),
+            stopping_now: AtomicBool::new(false),
             metrics,
             log_feed,
             requests,
@@ -490,9 +494,10 @@ impl Platform {
     }
 }
 
-/// Runs the platform until `shutdown` resolves, then drains requests and stops every
-/// instance.
-pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Runs the platform until `stop_signals` counts one, then drains requests and stops
+/// every instance. A second one cuts the drain and the instances' grace short: the
+/// instances are still stopped, at once.
+pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Receiver<u32>) -> anyhow::Result<()> {
     let gateway_listener = tokio::net::TcpListener::bind(config.gateway_addr)
         .await
         .with_context(|| format!("cannot listen for the gateway on {}", config.gateway_addr))?;
@@ -523,7 +528,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         async move { axum::serve(api_listener, router).with_graceful_shutdown(stop).await }
     });
     let config = &platform.config;
-    println!(
+    // Not println!: a closed stdout (a pipe whose reader is gone) must not panic.
+    let _ = writeln!(
+        std::io::stdout(),
         "updraft is up: gateway http://{} (services at http://{{service}}.{{namespace}}.{}:{}), API http://{}, data {}, cgroup {}",
         config.gateway_addr,
         config.domain,
@@ -533,14 +540,22 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         platform.cgroup_version,
     );
 
-    shutdown.await;
-    tracing::info!("shutting down: draining requests in flight");
+    let _ = stop_signals.wait_for(|n| *n >= 1).await;
+    tracing::info!("shutting down: draining requests in flight (signal again to stop at once)");
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(platform.config.drain_timeout, gateway)
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still open after the drain timeout");
+    let second = |mut signals: tokio::sync::watch::Receiver<u32>| async move {
+        let _ = signals.wait_for(|n| *n >= 2).await;
+    };
+    tokio::select! {
+        drained = tokio::time::timeout(platform.config.drain_timeout, gateway) => {
+            if drained.is_err() {
+                tracing::warn!("requests still open after the drain timeout");
+            }
+        }
+        () = second(stop_signals.clone()) => {
+            tracing::warn!("stopping at once: requests in flight are cut");
+            platform.stopping_now.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     let _ = api.await;
     let _ = scaler.await;
@@ -552,6 +567,20 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let _ = sources.await;
     platform.meter();
     platform.runtime.resize_pool(0);
-    platform.stop_revisions(platform.all_revision_states()).await;
+    let stops = platform.stop_revisions(platform.all_revision_states());
+    tokio::pin!(stops);
+    tokio::select! {
+        () = &mut stops => {}
+        () = second(stop_signals.clone()) => {
+            tracing::warn!("stopping at once: instances are killed without their grace");
+            platform.stopping_now.store(true, std::sync::atomic::Ordering::Relaxed);
+            for state in platform.all_revision_states() {
+                for managed in state.instances() {
+                    managed.instance.kill();
+                }
+            }
+            stops.await;
+        }
+    }
     Ok(())
 }

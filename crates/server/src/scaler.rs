@@ -580,14 +580,17 @@ impl Platform {
         managed.stopping.store(true, Ordering::Relaxed);
         state.endpoints.remove(&managed.instance.id);
         let deadline = Instant::now() + self.config.drain_timeout;
+        let now = || self.stopping_now.load(Ordering::Relaxed);
         while managed.endpoint.in_flight.load(Ordering::Relaxed) > 0
             && Instant::now() < deadline
             && managed.instance.exited().is_none()
+            && !now()
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         self.meter_stopping(state, managed);
-        managed.instance.stop(self.config.stop_grace).await;
+        let grace = if now() { Duration::ZERO } else { self.config.stop_grace };
+        managed.instance.stop(grace).await;
         state
             .instances
             .lock()
