@@ -214,9 +214,57 @@ struct ServerArgs {
     #[arg(long, env = "UPDRAFT_API_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     api_timeout: Duration,
     #[command(flatten)]
+    connections: ConnectionArgs,
+    #[command(flatten)]
     autoscaler: AutoscalerArgs,
     #[command(flatten)]
     pool: PoolArgs,
+}
+
+/// How the gateway and the API treat client connections.
+#[derive(Args)]
+struct ConnectionArgs {
+    /// Connections the gateway keeps open at once; more get 503 (lowered to fit the
+    /// open-file limit).
+    #[arg(long, env = "UPDRAFT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Connections the API keeps open at once, apart from the gateway's.
+    #[arg(long, env = "UPDRAFT_API_MAX_CONNECTIONS", default_value_t = 1024)]
+    api_max_connections: usize,
+    /// Longest a client may take to send a request's head, from its first byte.
+    #[arg(long, env = "UPDRAFT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// Longest a keep-alive connection may wait for its next request.
+    #[arg(long, env = "UPDRAFT_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Idle connections the gateway keeps to each instance between requests.
+    #[arg(long, env = "UPDRAFT_UPSTREAM_MAX_IDLE", default_value_t = 32)]
+    upstream_max_idle: usize,
+    /// How long an idle connection to an instance is kept.
+    #[arg(long, env = "UPDRAFT_UPSTREAM_IDLE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    upstream_idle_timeout: Duration,
+}
+
+impl ConnectionArgs {
+    fn limits(&self) -> anyhow::Result<(updraft_server::ConnectionLimits, updraft_server::ConnectionLimits)> {
+        anyhow::ensure!(self.max_connections > 0, "--max-connections: must be at least 1");
+        anyhow::ensure!(
+            self.api_max_connections > 0,
+            "--api-max-connections: must be at least 1"
+        );
+        for (flag, value) in [
+            ("--header-read-timeout", self.header_read_timeout),
+            ("--idle-timeout", self.idle_timeout),
+        ] {
+            anyhow::ensure!(!value.is_zero(), "{flag}: must be above 0");
+        }
+        let limits = |max_connections| updraft_server::ConnectionLimits {
+            max_connections,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+        };
+        Ok((limits(self.max_connections), limits(self.api_max_connections)))
+    }
 }
 
 /// Autoscaling defaults, named as Knative's `config-autoscaler`; a revision's
@@ -401,6 +449,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<u8> {
         // (`updraft server 2>&1 | tee log` after tee is gone) and aborts the shutdown.
         .log_internal_errors(false)
         .init();
+    let (gateway_connections, api_connections) = args.connections.limits()?;
     let size = |field: &str, text: &str| {
         updraft_model::quantity::parse_memory(field, text).map_err(|e| anyhow::anyhow!("{e}"))
     };
@@ -436,6 +485,12 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<u8> {
         runc: args.runc,
         max_image_bytes: size("--max-image-size", &args.max_image_size)?,
         api_timeout: args.api_timeout,
+        gateway_connections,
+        api_connections,
+        upstream: updraft_server::UpstreamPool {
+            max_idle_per_instance: args.connections.upstream_max_idle,
+            idle_timeout: args.connections.upstream_idle_timeout,
+        },
     };
     updraft_server::run(config, stop_signals()?).await?;
     Ok(0)

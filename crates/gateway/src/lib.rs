@@ -8,11 +8,13 @@
 mod activator;
 mod endpoints;
 mod flow;
+mod listener;
 mod proxy;
 mod routes;
 
 pub use activator::{Access, ActivatorConfig, Poke, RequestObserver};
 pub use endpoints::{Endpoint, LoadSample, RevisionEndpoints, RevisionKey, RevisionLimits};
 pub use flow::RateLimiter;
-pub use proxy::{serve, Gateway, GatewayBody};
+pub use listener::{serve_connections, ConnectionLimits};
+pub use proxy::{serve, Gateway, GatewayBody, UpstreamPool};
 pub use routes::{host_for, tag_host_for, RouteTable, ServiceRoute};

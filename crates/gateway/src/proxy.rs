@@ -231,6 +231,9 @@ struct BodySlot {
     body: Mutex<Option<GatewayBody>>,
     /// Set once the client has asked for a frame: from then on bytes may have left.
     started: AtomicBool,
+    /// Set when reading the client's body failed (a malformed chunk, a hang-up): the
+    /// request failed by the client's fault, not the instance's.
+    client_failed: AtomicBool,
 }
 
 impl BodySlot {
@@ -249,6 +252,7 @@ impl Reclaimable {
         let shared = Arc::new(BodySlot {
             body: Mutex::new(Some(body)),
             started: AtomicBool::new(false),
+            client_failed: AtomicBool::new(false),
         });
         (
             Reclaimable {
@@ -268,10 +272,14 @@ impl Body for Reclaimable {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.shared.started.store(true, Ordering::Relaxed);
         let mut slot = self.shared.body.lock().unwrap_or_else(|p| p.into_inner());
-        match slot.as_mut() {
+        let frame = match slot.as_mut() {
             Some(body) => Pin::new(body).poll_frame(cx),
             None => Poll::Ready(None),
+        };
+        if matches!(frame, Poll::Ready(Some(Err(_)))) {
+            self.shared.client_failed.store(true, Ordering::Relaxed);
         }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -321,21 +329,51 @@ impl Body for Timed {
     }
 }
 
+/// The keep-alive connections the gateway keeps to each instance between requests.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamPool {
+    /// Idle connections kept per instance; more are closed as their requests end.
+    pub max_idle_per_instance: usize,
+    /// An idle connection is closed after this long.
+    pub idle_timeout: Duration,
+}
+
+impl Default for UpstreamPool {
+    fn default() -> Self {
+        UpstreamPool {
+            max_idle_per_instance: 32,
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+fn upstream_client(pool: UpstreamPool) -> Client<HttpConnector, GatewayBody> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        // Without a timer the idle timeout is never checked, and connections piled up.
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(pool.idle_timeout)
+        .pool_max_idle_per_host(pool.max_idle_per_instance)
+        .build(connector)
+}
+
 impl Gateway {
     pub fn new(routes: Arc<RouteTable>, poke: Arc<dyn Poke>, activator: ActivatorConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
         Gateway {
             routes,
-            client,
+            client: upstream_client(UpstreamPool::default()),
             poke,
             activator,
             observer: None,
         }
+    }
+
+    /// Keeps connections to instances as `pool` says.
+    pub fn with_upstream_pool(mut self, pool: UpstreamPool) -> Self {
+        self.client = upstream_client(pool);
+        self
     }
 
     /// Reports every request routed to a revision to `observer`.
@@ -350,13 +388,10 @@ impl Gateway {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| request.uri().authority().map(|a| a.to_string()))
-            .unwrap_or_default();
+        let host = match crate::routes::request_host(request.headers(), request.uri()) {
+            Ok(host) => host,
+            Err(why) => return text(StatusCode::BAD_REQUEST, why),
+        };
         let Some(route) = self.routes.lookup(&host) else {
             return text(StatusCode::NOT_FOUND, format!("no service is routed at host {host:?}"));
         };
@@ -514,6 +549,9 @@ impl Gateway {
                     }
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
+                    // A proxy answers in its own version (RFC 9110 §6.2), not the app's: an
+                    // HTTP/1.0 app must not turn the client's keep-alive off.
+                    parts.version = http::Version::HTTP_11;
                     let body = Timed {
                         inner: body.map_err(BoxError::from).boxed_unsync(),
                         deadline: {
@@ -539,6 +577,12 @@ impl Gateway {
                         continue;
                     }
                     let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+                    if slot.client_failed.load(Ordering::Relaxed) {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            format!("the request body could not be read: {cause}"),
+                        );
+                    }
                     return text(
                         StatusCode::BAD_GATEWAY,
                         format!("instance {} failed to answer: {cause}", endpoint.instance),
@@ -588,58 +632,20 @@ async fn tunnel(
 }
 
 /// Serves the gateway until `shutdown` resolves, then waits for open requests to end.
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
-    // Each connection holds a sender; once shutdown drops the original, the receiver
-    // sees the channel close when the last connection has finished.
-    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, remote): (_, SocketAddr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "gateway accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    limits: crate::ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let make = |remote: SocketAddr| {
         let gateway = gateway.clone();
-        let service = hyper::service::service_fn(move |request| {
+        hyper::service::service_fn(move |request| {
             let gateway = gateway.clone();
             async move { Ok::<_, Infallible>(gateway.handle(request, Some(remote.ip())).await) }
-        });
-        let open = open_tx.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let _open = open;
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            let stopping = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = stopping => {
-                    // Finish the request in flight, then close instead of keeping alive.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "gateway connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    let _ = stop_tx.send(true);
-    drop(open_tx);
-    let _ = open_rx.recv().await;
+        })
+    };
+    crate::listener::serve_connections("gateway", listener, limits, make, shutdown).await;
 }
 
 #[cfg(test)]

@@ -17,6 +17,60 @@ pub fn tag_host_for(tag: &str, service: &str, namespace: &str, domain: &str) -> 
     host_for(&format!("{tag}-{service}"), namespace, domain)
 }
 
+/// The host a request is for: its one `Host` header, or the authority of an
+/// absolute-form target when it has none (HTTP/1.0). A second `Host`, or one that is
+/// no host with an optional port, is refused (RFC 9112 §3.2: 400).
+pub fn request_host(headers: &http::HeaderMap, uri: &http::Uri) -> Result<String, String> {
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    let value = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err("the request has more than one Host header; send one".into()),
+        (Some(value), None) => value
+            .to_str()
+            .map_err(|_| "the Host header is not ASCII text".to_string())?
+            .to_string(),
+        (None, _) => uri.authority().map(|a| a.to_string()).unwrap_or_default(),
+    };
+    if value.is_empty() {
+        return Ok(value);
+    }
+    let (name, port) = match value.strip_prefix('[') {
+        Some(literal) => match literal.split_once(']') {
+            Some((_, rest)) => (&value[..value.len() - rest.len()], rest.strip_prefix(':')),
+            None => return Err(format!("Host {value:?} opens an IPv6 literal it never closes")),
+        },
+        None => match value.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (value.as_str(), None),
+        },
+    };
+    let name_ok = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(literal) => {
+            !literal.is_empty()
+                && literal
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+        }
+        None => {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        }
+    };
+    if !name_ok {
+        return Err(format!("Host {value:?} is not a host name"));
+    }
+    if let Some(port) = port {
+        let valid = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+        if !valid || port.parse::<u16>().is_err() {
+            return Err(format!(
+                "Host {value:?} has no valid port (1 to 65535 digits after ':')"
+            ));
+        }
+    }
+    Ok(name.to_string())
+}
+
 /// What one host leads to: revisions with their shares, and the rate limits that
 /// apply before any of them is chosen.
 pub struct ServiceRoute {
@@ -102,6 +156,43 @@ mod tests {
             },
             RevisionLimits::default(),
         )
+    }
+
+    #[test]
+    fn the_host_is_one_header_naming_a_host_and_maybe_a_port() {
+        let host = |values: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for v in values {
+                headers.append(http::header::HOST, http::HeaderValue::from_str(v).unwrap());
+            }
+            request_host(&headers, &http::Uri::from_static("/"))
+        };
+        assert_eq!(
+            host(&["hello.default.localhost:8080"]).unwrap(),
+            "hello.default.localhost"
+        );
+        assert_eq!(host(&["Hello.Default.localhost"]).unwrap(), "Hello.Default.localhost");
+        assert_eq!(host(&["[::1]:8080"]).unwrap(), "[::1]");
+        assert_eq!(host(&[]).unwrap(), "", "HTTP/1.0 without a Host");
+        assert!(host(&["a.localhost", "b.localhost"])
+            .unwrap_err()
+            .contains("more than one Host"));
+        for bad in [
+            "a.localhost:99999",
+            "a.localhost:",
+            "a.localhost:8o",
+            ":80",
+            "a b",
+            "a.localhost:80:80",
+            "[::1",
+        ] {
+            assert!(host(&[bad]).is_err(), "{bad}");
+        }
+        let absolute = http::Uri::from_static("http://hello.default.localhost:8080/x");
+        assert_eq!(
+            request_host(&http::HeaderMap::new(), &absolute).unwrap(),
+            "hello.default.localhost"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use updraft_gateway::ActivatorConfig;
+use updraft_gateway::{ActivatorConfig, ConnectionLimits, UpstreamPool};
 use updraft_runtime::wasm::WasmPoolConfig;
 use updraft_scaling::ScalingSpec;
 
@@ -37,6 +37,13 @@ pub struct ServerConfig {
     pub max_image_bytes: u64,
     /// How long an API request may take before it is answered 503.
     pub api_timeout: Duration,
+    /// The gateway's connections: cap, head and idle time limits.
+    pub gateway_connections: ConnectionLimits,
+    /// The API's connections, apart from the gateway's so a flood of one cannot take
+    /// the other down.
+    pub api_connections: ConnectionLimits,
+    /// The connections the gateway keeps open to instances.
+    pub upstream: UpstreamPool,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +66,12 @@ impl Default for ServerConfig {
             runc: PathBuf::from("runc"),
             max_image_bytes: 8 << 30,
             api_timeout: Duration::from_secs(600),
+            gateway_connections: ConnectionLimits::default(),
+            api_connections: ConnectionLimits {
+                max_connections: 1024,
+                ..ConnectionLimits::default()
+            },
+            upstream: UpstreamPool::default(),
         }
     }
 }

@@ -280,9 +280,13 @@ impl Platform {
         tokio::spawn(access_writer);
         let access_log = Arc::new(access_log);
         let gateway = Arc::new(
-            Gateway::new(routes.clone(), Arc::new(ScalerPoke(tx.clone())), config.activator).with_observer(Arc::new(
-                MetricsObserver(metrics.clone(), requests.clone(), access_log.clone()),
-            )),
+            Gateway::new(routes.clone(), Arc::new(ScalerPoke(tx.clone())), config.activator)
+                .with_upstream_pool(config.upstream)
+                .with_observer(Arc::new(MetricsObserver(
+                    metrics.clone(),
+                    requests.clone(),
+                    access_log.clone(),
+                ))),
         );
         let platform = Arc::new(Platform {
             config,
@@ -517,15 +521,22 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     let schedule = tokio::spawn(crate::triggers::schedule(platform.clone(), stopped(stop_rx.clone())));
     let dispatch = tokio::spawn(crate::triggers::dispatch(platform.clone(), stopped(stop_rx.clone())));
     let sources = tokio::spawn(crate::triggers::run_sources(platform.clone(), stopped(stop_rx.clone())));
+    let open_files = crate::descriptors::raise_open_file_limit();
+    let (gateway_limits, api_limits) = crate::descriptors::fit(
+        platform.config.gateway_connections,
+        platform.config.api_connections,
+        open_files,
+    );
     let gateway = tokio::spawn(updraft_gateway::serve(
         gateway_listener,
         platform.gateway.clone(),
+        gateway_limits,
         stopped(stop_rx.clone()),
     ));
     let api = tokio::spawn({
         let router = crate::api::router(platform.clone());
-        let stop = stopped(stop_rx.clone());
-        async move { axum::serve(api_listener, router).with_graceful_shutdown(stop).await }
+        let make = move |_| hyper_util::service::TowerToHyperService::new(router.clone());
+        updraft_gateway::serve_connections("API", api_listener, api_limits, make, stopped(stop_rx.clone()))
     });
     let config = &platform.config;
     // Not println!: a closed stdout (a pipe whose reader is gone) must not panic.
