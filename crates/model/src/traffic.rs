@@ -87,6 +87,10 @@ pub fn default_traffic() -> Vec<TrafficTarget> {
     vec![TrafficTarget::latest(100)]
 }
 
+/// Most rows a traffic table may have: a share is at least 1%, so 100 rows already
+/// split everything, and each tag is a row of its own.
+pub const MAX_TRAFFIC_ROWS: usize = 100;
+
 /// Checks a table against the revisions that exist (`revisions`, including one about
 /// to be created). `path` is where the table sits (`spec.traffic`).
 /// With `revisions` of `None` only the table's own shape is checked (before the
@@ -101,6 +105,15 @@ pub fn validate_traffic(
         return Err(FieldError::new(
             path,
             "is empty; give at least one row, e.g. latestRevision: true, percent: 100",
+        ));
+    }
+    if targets.len() > MAX_TRAFFIC_ROWS {
+        return Err(FieldError::new(
+            path,
+            format!(
+                "has {} rows; at most {MAX_TRAFFIC_ROWS} (shares are whole percents, tags one per row)",
+                targets.len()
+            ),
         ));
     }
     let mut total = 0;
@@ -439,6 +452,17 @@ mod tests {
             "t[0]"
         );
         assert!(validate_traffic("t", "hello", &[], Some(&revs)).is_err());
+        let mut rows: Vec<TrafficTarget> = (0..MAX_TRAFFIC_ROWS)
+            .map(|i| {
+                let mut row = rev("hello-00001", 1);
+                row.tag = Some(format!("t{i}"));
+                row
+            })
+            .collect();
+        validate_traffic("t", "hello", &rows, Some(&revs)).unwrap();
+        rows.push(TrafficTarget::latest(0));
+        let err = validate_traffic("t", "hello", &rows, Some(&revs)).unwrap_err();
+        assert!(err.message.contains("has 101 rows; at most 100"), "{err}");
     }
 
     #[test]
