@@ -15,7 +15,7 @@ use updraft_model::template::{PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
 use updraft_model::yaml::MAX_MANIFEST_BYTES;
 use updraft_server::views::{AppliedView, ApplyView};
 
-use crate::client::{full, ApiClient, CliError};
+use crate::client::{encode, full, ApiClient, CliError};
 use crate::commands::{upload_component, upload_package};
 use crate::output::print_structured;
 use crate::{NamespaceArg, Output};
@@ -229,7 +229,7 @@ pub async fn apply(args: ApplyArgs, client: &ApiClient, output: Output) -> Resul
         let reply = client
             .send(
                 Method::POST,
-                &format!("/v1/apply?namespace={}", args.ns.namespace),
+                &format!("/v1/apply?namespace={}", encode(&args.ns.namespace)),
                 &[("content-type".to_string(), "application/json".to_string())],
                 full(body),
             )
@@ -289,7 +289,7 @@ async fn apply_eventing(
     let reply = client
         .send(
             Method::POST,
-            &format!("/v1/apply?namespace={namespace}"),
+            &format!("/v1/apply?namespace={}", encode(namespace)),
             &[("content-type".to_string(), "application/json".to_string())],
             full(serde_json::to_vec(&body).map_err(|e| CliError::failed(e.to_string()))?),
         )
@@ -308,13 +308,14 @@ pub async fn get(command: GetCommand, client: &ApiClient, output: Output) -> Res
     let format = if output == Output::Json { "json" } else { "yaml" };
     let path = match command {
         GetCommand::Service { name, ns, knative } => format!(
-            "/v1/namespaces/{}/services/{name}/manifest?format={format}&knative={knative}",
-            ns.namespace
+            "{}/manifest?format={format}&knative={knative}",
+            crate::commands::service_path(&ns, &name)
         ),
         GetCommand::Trigger { name, ns } => {
             format!(
-                "/v1/namespaces/{}/triggers/{name}/manifest?format={format}",
-                ns.namespace
+                "/v1/namespaces/{}/triggers/{}/manifest?format={format}",
+                encode(&ns.namespace),
+                encode(&name)
             )
         }
     };

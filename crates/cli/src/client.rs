@@ -44,6 +44,19 @@ pub struct ApiClient {
     client: Client<HttpConnector, ClientBody>,
 }
 
+/// What may stay as it is in a path segment or a query value: RFC 3986's unreserved.
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A name or value as one URL path segment or query value, so a user's `../x` or `a/b`
+/// stays one segment the API validates, instead of changing the route.
+pub fn encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, COMPONENT).to_string()
+}
+
 pub fn empty() -> ClientBody {
     Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync()
 }
@@ -66,6 +79,26 @@ impl ApiClient {
         }
     }
 
+    /// A request that got no answer: the API could not be reached at all (exit 4), or
+    /// it was reached and the connection broke before an answer came (exit 1).
+    fn request_failed(&self, e: &hyper_util::client::legacy::Error) -> CliError {
+        let cause = std::error::Error::source(e).map_or_else(|| e.to_string(), |s| s.to_string());
+        if e.is_connect() {
+            CliError {
+                code: exit::UNREACHABLE,
+                message: format!(
+                    "cannot reach the Updraft API at {} ({cause}); is `updraft server` running? (set --api or UPDRAFT_API)",
+                    self.base
+                ),
+            }
+        } else {
+            CliError::failed(format!(
+                "the Updraft API at {} closed the connection before it answered ({cause})",
+                self.base
+            ))
+        }
+    }
+
     pub async fn send(
         &self,
         method: Method,
@@ -80,13 +113,11 @@ impl ApiClient {
         let request = request
             .body(body)
             .map_err(|e| CliError::failed(format!("bad request: {e}")))?;
-        let response = self.client.request(request).await.map_err(|e| CliError {
-            code: exit::UNREACHABLE,
-            message: format!(
-                "cannot reach the Updraft API at {} ({e}); is `updraft server` running? (set --api or UPDRAFT_API)",
-                self.base
-            ),
-        })?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| self.request_failed(&e))?;
         let (parts, body) = response.into_parts();
         let body = body
             .collect()
@@ -127,10 +158,11 @@ impl ApiClient {
     }
 
     async fn open_stream(&self, request: Request<ClientBody>) -> Result<hyper::body::Incoming, CliError> {
-        let response = self.client.request(request).await.map_err(|e| CliError {
-            code: exit::UNREACHABLE,
-            message: format!("cannot reach the Updraft API at {} ({e})", self.base),
-        })?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| self.request_failed(&e))?;
         let (parts, body) = response.into_parts();
         if !parts.status.is_success() {
             let bytes = body
@@ -214,6 +246,7 @@ pub fn decode<T: DeserializeOwned>(reply: Reply) -> Result<T, CliError> {
     }
     let message = match serde_json::from_slice::<ErrorBody>(&reply.body) {
         Ok(body) => body.error.message,
+        Err(_) if reply.body.trim_ascii().is_empty() => format!("the API answered {} with no detail", reply.status),
         Err(_) => String::from_utf8_lossy(&reply.body).trim().to_string(),
     };
     let code = if reply.status == StatusCode::NOT_FOUND {

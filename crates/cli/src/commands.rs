@@ -8,7 +8,7 @@ use http::Method;
 use updraft_model::DeploySpec;
 use updraft_server::views::{AccessLineView, InfoView, LogLineView, NamespaceView, PackageView, ServiceView};
 
-use crate::client::{full, ApiClient, CliError};
+use crate::client::{encode, full, ApiClient, CliError};
 use crate::output::{print_service, print_services, print_structured};
 use crate::{pack, Command, NamespaceArg, NamespaceCommand, Output};
 
@@ -248,8 +248,9 @@ pub async fn run(command: Command, api: &str, output: Output) -> anyhow::Result<
     }
 }
 
-fn service_path(ns: &NamespaceArg, name: &str) -> String {
-    format!("/v1/namespaces/{}/services/{name}", ns.namespace)
+/// A service's path in the API, its names encoded as path segments.
+pub(crate) fn service_path(ns: &NamespaceArg, name: &str) -> String {
+    format!("/v1/namespaces/{}/services/{}", encode(&ns.namespace), encode(name))
 }
 
 async fn execute(command: Command, client: &ApiClient, output: Output) -> Result<u8, CliError> {
@@ -279,7 +280,7 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
             let services: Vec<ServiceView> = client
                 .json(
                     Method::GET,
-                    &format!("/v1/namespaces/{}/services", ns.namespace),
+                    &format!("/v1/namespaces/{}/services", encode(&ns.namespace)),
                     None::<&()>,
                 )
                 .await?;
@@ -309,7 +310,7 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
             }
             for (key, value) in [("since", &args.since), ("until", &args.until), ("grep", &args.grep)] {
                 if let Some(v) = value {
-                    query.push(format!("{key}={}", url_encode(v)));
+                    query.push(format!("{key}={}", encode(v)));
                 }
             }
             if args.requests {
@@ -386,16 +387,6 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
     }
 }
 
-/// Percent-encodes a query value.
-fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 fn print_line(l: &LogLineView, output: Output) {
     match output {
         Output::Table | Output::Csv => {
@@ -443,19 +434,35 @@ async fn follow_logs(client: &ApiClient, path: &str, output: Output) -> Result<u
     }
 }
 
-/// Uploads a folder or archive, checking the server's size limit first; returns the digest.
-pub async fn upload_package(client: &ApiClient, path: &std::path::Path) -> Result<String, CliError> {
+/// Refuses an upload the server would refuse for its size, before sending it: a server
+/// answering 413 closes the connection while the body is still on its way, and the
+/// client would then see a broken connection instead of the answer.
+pub async fn check_upload_size(
+    client: &ApiClient,
+    file: &std::path::Path,
+    what: &str,
+    limit: impl Fn(&InfoView) -> (u64, &'static str),
+) -> Result<(), CliError> {
     let info: InfoView = client.json(Method::GET, "/v1/info", None::<&()>).await?;
-    let package = pack::prepare(path).map_err(|e| CliError::failed(format!("{e:#}")))?;
-    let size = std::fs::metadata(package.path())
-        .map_err(|e| CliError::failed(e.to_string()))?
+    let (max, flag) = limit(&info);
+    let size = std::fs::metadata(file)
+        .map_err(|e| CliError::failed(format!("{}: {e}", file.display())))?
         .len();
-    if size > info.max_package_bytes {
+    if size > max {
         return Err(CliError::failed(format!(
-            "package: the archive is {size} bytes, larger than the limit of {} bytes (server flag --max-package-size)",
-            info.max_package_bytes
+            "{what}: the upload is {size} bytes, larger than the limit of {max} bytes (server flag {flag})"
         )));
     }
+    Ok(())
+}
+
+/// Uploads a folder or archive, checking the server's size limit first; returns the digest.
+pub async fn upload_package(client: &ApiClient, path: &std::path::Path) -> Result<String, CliError> {
+    let package = pack::prepare(path).map_err(|e| CliError::failed(format!("{e:#}")))?;
+    check_upload_size(client, package.path(), "package", |i| {
+        (i.max_package_bytes, "--max-package-size")
+    })
+    .await?;
     let uploaded: PackageView = client.upload("/v1/packages", package.path()).await?;
     Ok(uploaded.digest)
 }
@@ -500,6 +507,7 @@ pub async fn upload_component(client: &ApiClient, path: &std::path::Path) -> Res
             path.display()
         )));
     }
+    check_upload_size(client, path, "wasm", |i| (i.max_package_bytes, "--max-package-size")).await?;
     let uploaded: PackageView = client.upload("/v1/packages", path).await?;
     Ok(uploaded.digest)
 }

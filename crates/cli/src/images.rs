@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use updraft_server::views::{ImageView, PullLine, RegistryView};
 
-use crate::client::{ApiClient, CliError};
+use crate::client::{encode, ApiClient, CliError};
 use crate::output::print_structured;
 use crate::Output;
 
@@ -83,7 +83,7 @@ pub async fn resolve(client: &ApiClient, image: &str, base: &Path) -> Result<Str
 pub async fn import(client: &ApiClient, local: &LocalImage) -> Result<ImageView, CliError> {
     let path = &local.path;
     let endpoint = match &local.tag {
-        Some(tag) => format!("/v1/images?tag={}", percent_encode(tag)),
+        Some(tag) => format!("/v1/images?tag={}", encode(tag)),
         None => "/v1/images".to_string(),
     };
     let meta = std::fs::metadata(path).map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
@@ -96,19 +96,14 @@ pub async fn import(client: &ApiClient, local: &LocalImage) -> Result<ImageView,
             .and_then(|_| builder.finish())
             .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
         drop(builder);
+        crate::commands::check_upload_size(client, archive.path(), "image", |i| {
+            (i.max_image_bytes, "--max-image-size")
+        })
+        .await?;
         return client.upload(&endpoint, archive.path()).await;
     }
+    crate::commands::check_upload_size(client, path, "image", |i| (i.max_image_bytes, "--max-image-size")).await?;
     client.upload(&endpoint, path).await
-}
-
-/// A query value with everything but unreserved characters escaped.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
 
 /// Pulls through the server, drawing the bytes transferred on a terminal.

@@ -8,7 +8,8 @@ use updraft_model::traffic::{edit, Target};
 use updraft_model::NamespaceLimits;
 use updraft_server::views::{NamespaceView, RevisionView, ServiceView, TopView, UsageView};
 
-use crate::client::{ApiClient, CliError};
+use crate::client::{encode, ApiClient, CliError};
+use crate::commands::service_path;
 use crate::commands::{print_deploy_traffic, SettingsArgs};
 use crate::output::{print_revisions, print_routes, print_structured};
 use crate::{exit, NamespaceArg, Output};
@@ -99,10 +100,6 @@ pub struct NamespaceLimitsArgs {
     clear: bool,
 }
 
-fn service_path(ns: &NamespaceArg, name: &str) -> String {
-    format!("/v1/namespaces/{}/services/{name}", ns.namespace)
-}
-
 fn usage_error(message: String) -> CliError {
     CliError {
         code: exit::USAGE,
@@ -152,7 +149,7 @@ pub async fn revision(command: RevisionCommand, client: &ApiClient, output: Outp
             let _: () = client
                 .json(
                     Method::DELETE,
-                    &format!("/v1/namespaces/{}/revisions/{name}", ns.namespace),
+                    &format!("/v1/namespaces/{}/revisions/{}", encode(&ns.namespace), encode(&name)),
                     None::<&()>,
                 )
                 .await?;
@@ -253,7 +250,11 @@ pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, out
         limits.log_max_bytes = (bytes > 0).then_some(bytes);
     }
     let ns: NamespaceView = client
-        .json(Method::PUT, &format!("/v1/namespaces/{}", args.name), Some(&limits))
+        .json(
+            Method::PUT,
+            &format!("/v1/namespaces/{}", encode(&args.name)),
+            Some(&limits),
+        )
         .await?;
     if !print_structured(&ns, output) {
         match ns.limits.rate_limit {
@@ -279,7 +280,7 @@ pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, out
 pub async fn top(args: TopArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     use std::io::IsTerminal;
     let live = !args.once && output == Output::Table && std::io::stdout().is_terminal();
-    let path = format!("/v1/namespaces/{}/top", args.ns.namespace);
+    let path = format!("/v1/namespaces/{}/top", encode(&args.ns.namespace));
     loop {
         let rows: Vec<TopView> = client.json(Method::GET, &path, None::<&()>).await?;
         if print_structured(&rows, output) {

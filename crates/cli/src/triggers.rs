@@ -11,7 +11,7 @@ use updraft_events::filter::Filter;
 use updraft_events::trigger::{CronSpec, EventSpec, NatsSpec, TriggerSpec, DEFAULT_BROKER, DEFAULT_NATS_URL};
 use updraft_server::views::{AcceptedView, AppliedView, BrokerView, TriggerDetailView, TriggerView};
 
-use crate::client::{full, ApiClient, CliError};
+use crate::client::{encode, full, ApiClient, CliError};
 use crate::output::print_structured;
 use crate::{NamespaceArg, Output};
 
@@ -270,7 +270,7 @@ async fn put_trigger(
     let applied: AppliedView = client
         .json(
             Method::PUT,
-            &format!("/v1/namespaces/{}/triggers/{name}", ns.namespace),
+            &format!("/v1/namespaces/{}/triggers/{}", encode(&ns.namespace), encode(name)),
             Some(&spec),
         )
         .await?;
@@ -334,7 +334,11 @@ pub async fn trigger(command: TriggerCommand, client: &ApiClient, output: Output
             let detail: TriggerDetailView = client
                 .json(
                     Method::GET,
-                    &format!("/v1/namespaces/{}/triggers/{name}?limit={limit}", ns.namespace),
+                    &format!(
+                        "/v1/namespaces/{}/triggers/{}?limit={limit}",
+                        encode(&ns.namespace),
+                        encode(&name)
+                    ),
                     None::<&()>,
                 )
                 .await?;
@@ -367,7 +371,7 @@ pub async fn list(ns: &NamespaceArg, client: &ApiClient, output: Output) -> Resu
     let triggers: Vec<TriggerView> = client
         .json(
             Method::GET,
-            &format!("/v1/namespaces/{}/triggers", ns.namespace),
+            &format!("/v1/namespaces/{}/triggers", encode(&ns.namespace)),
             None::<&()>,
         )
         .await?;
@@ -437,7 +441,7 @@ pub async fn brokers(ns: &NamespaceArg, client: &ApiClient, output: Output) -> R
     let brokers: Vec<BrokerView> = client
         .json(
             Method::GET,
-            &format!("/v1/namespaces/{}/brokers", ns.namespace),
+            &format!("/v1/namespaces/{}/brokers", encode(&ns.namespace)),
             None::<&()>,
         )
         .await?;
@@ -457,7 +461,7 @@ pub async fn broker(command: BrokerCommand, client: &ApiClient, output: Output) 
             let applied: AppliedView = client
                 .json(
                     Method::PUT,
-                    &format!("/v1/namespaces/{}/brokers/{name}", ns.namespace),
+                    &format!("/v1/namespaces/{}/brokers/{}", encode(&ns.namespace), encode(&name)),
                     Some(&body),
                 )
                 .await?;
@@ -481,7 +485,7 @@ async fn delete(
     client
         .json::<serde_json::Value>(
             Method::DELETE,
-            &format!("/v1/namespaces/{}/{collection}/{name}", ns.namespace),
+            &format!("/v1/namespaces/{}/{collection}/{}", encode(&ns.namespace), encode(name)),
             None::<&()>,
         )
         .await?;
@@ -515,7 +519,11 @@ pub async fn event(command: EventCommand, client: &ApiClient, output: Output) ->
     let reply = client
         .send(
             Method::POST,
-            &format!("/v1/namespaces/{}/brokers/{}/events", a.ns.namespace, a.broker),
+            &format!(
+                "/v1/namespaces/{}/brokers/{}/events",
+                encode(&a.ns.namespace),
+                encode(&a.broker)
+            ),
             &headers,
             full(a.data.unwrap_or_default()),
         )

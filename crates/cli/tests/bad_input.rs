@@ -388,3 +388,45 @@ fn a_request_past_the_api_time_budget_is_answered_and_its_deploy_carries_on() {
     });
     assert_eq!(service["latest_revision"], "late-00001");
 }
+
+#[test]
+fn names_that_are_no_names_and_oversize_uploads_are_refused_plainly() {
+    let server = Server::start(&["--max-package-size", "4Mi"]);
+    let (tmp, app) = fixture("python");
+    for (args, field) in [
+        (vec!["deploy", "../x", app.to_str().unwrap()], "name: \"../x\""),
+        (vec!["deploy", "a/b", app.to_str().unwrap()], "name: \"a/b\""),
+        (vec!["service", "x", "-n", "../.."], "namespace: \"../..\""),
+    ] {
+        let out = server.cli(&args);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(field) && out.stderr.contains("DNS-1"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    let api: std::net::SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
+    let r = http(api, "GET", "api", "/v1/nothing/here", &[], b"").unwrap();
+    assert_eq!(r.status, 404);
+    assert!(
+        r.body.contains("the API has no route GET /v1/nothing/here"),
+        "{}",
+        r.body
+    );
+
+    // The server would answer 413 and close mid-upload; the client says why first.
+    let component = tmp.path().join("big.wasm");
+    let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+    bytes.resize(5 << 20, 0);
+    std::fs::write(&component, bytes).unwrap();
+    let out = server.cli(&["deploy", "big", "--wasm", component.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("larger than the limit of 4194304 bytes (server flag --max-package-size)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("cannot reach"), "{}", out.stderr);
+}

@@ -83,6 +83,15 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/v1/namespaces/{ns}/services/{name}/invoke/{*path}", any(invoke))
         .merge(crate::trigger_api::routes())
         .merge(crate::image_api::routes())
+        .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "the API has no route {method} {}; the README lists its routes",
+                    uri.path()
+                ),
+            )
+        })
         .with_state(platform)
         .layer(axum::middleware::from_fn_with_state(budget, time_budget))
 }
@@ -155,6 +164,7 @@ async fn info(State(p): Shared) -> Json<InfoView> {
         gateway: p.config.gateway_addr.to_string(),
         max_package_bytes: p.config.max_package_bytes,
         max_unpacked_bytes: p.config.max_unpacked_bytes,
+        max_image_bytes: p.config.max_image_bytes,
         cgroup: p.cgroup_version.to_string(),
         pool_size: p.runtime.pool().0,
         pool_memory_bytes: p.runtime.pool().1,

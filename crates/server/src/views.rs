@@ -13,6 +13,9 @@ pub struct InfoView {
     pub gateway: String,
     pub max_package_bytes: u64,
     pub max_unpacked_bytes: u64,
+    /// Largest image archive `POST /v1/images` takes.
+    #[serde(default)]
+    pub max_image_bytes: u64,
     pub cgroup: String,
     /// Pre-warmed stem cells ready now, and the memory they hold.
     pub pool_size: usize,
