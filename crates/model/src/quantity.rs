@@ -47,6 +47,9 @@ pub fn parse_bytes(field: &str, text: &str) -> Result<u64, FieldError> {
         .ok_or_else(|| FieldError::new(field, format!("{text:?} is too large")))
 }
 
+/// Most CPU a limit may name, in millicores (1024 cores), however it is written.
+pub const MAX_CPU_MILLIS: u32 = 1024 * 1000;
+
 /// Parses a CPU quantity into millicores.
 pub fn parse_cpu(field: &str, text: &str) -> Result<u32, FieldError> {
     let text = text.trim();
@@ -60,13 +63,19 @@ pub fn parse_cpu(field: &str, text: &str) -> Result<u32, FieldError> {
         m.parse::<u32>().map_err(|_| invalid())?
     } else {
         let cores: f64 = text.parse().map_err(|_| invalid())?;
-        if !cores.is_finite() || !(0.0..=1024.0).contains(&cores) {
+        if !cores.is_finite() || cores < 0.0 {
             return Err(invalid());
         }
-        (cores * 1000.0).round() as u32
+        (cores * 1000.0).round().min(f64::from(u32::MAX)) as u32
     };
     if millis < 10 {
         return Err(FieldError::new(field, format!("{text:?} is below the minimum of 10m")));
+    }
+    if millis > MAX_CPU_MILLIS {
+        return Err(FieldError::new(
+            field,
+            format!("{text:?} is above the maximum of 1024 cores"),
+        ));
     }
     Ok(millis)
 }
@@ -92,6 +101,21 @@ pub fn format_cpu(millis: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_bounds_hold_for_cores_and_millicores_alike() {
+        // Found by the quantity_duration fuzz target: 155552000m was taken, and its
+        // own formatting (155552 cores) was then refused.
+        for text in ["155552000m", "1025", "1024001m", "4294967295m", "1e300"] {
+            assert!(
+                parse_cpu("cpu", text).unwrap_err().message.contains("maximum"),
+                "{text}"
+            );
+        }
+        for millis in [10, 500, 1000, 1_024_000] {
+            assert_eq!(parse_cpu("cpu", &format_cpu(millis)).unwrap(), millis);
+        }
+    }
 
     #[test]
     fn memory_quantities() {
