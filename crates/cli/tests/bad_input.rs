@@ -383,7 +383,7 @@ fn a_request_past_the_api_time_budget_is_answered_and_its_deploy_carries_on() {
         "{}",
         out.stderr
     );
-    let service = wait_service_exists(&server, "late", "the deploy to finish", Duration::from_secs(30), |s| {
+    let service = server.wait_service("late", "the deploy to finish", Duration::from_secs(30), |s| {
         ready(s) == 1
     });
     assert_eq!(service["latest_revision"], "late-00001");

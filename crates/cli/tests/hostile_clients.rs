@@ -243,15 +243,11 @@ fn connections_to_instances_are_bounded_and_expire() {
 #[test]
 fn an_http_1_0_app_is_answered_in_http_1_1_and_keep_alive_holds() {
     let server = Server::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let app = dir.path().join("old");
-    std::fs::create_dir(&app).unwrap();
     // The README's app: http.server answers in HTTP/1.0 and closes.
-    std::fs::write(
-        app.join("main.py"),
+    let (_dir, app) = app_of(&[(
+        "main.py",
         "import os\nfrom http.server import BaseHTTPRequestHandler, HTTPServer\nclass H(BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200)\n        self.end_headers()\n        self.wfile.write(b'old school')\nHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n",
-    )
-    .unwrap();
+    )]);
     server.deploy("old", &app, &[]);
     let mut stream = connect(server.gateway);
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -284,15 +280,13 @@ fn an_http_1_0_app_is_answered_in_http_1_1_and_keep_alive_holds() {
 #[test]
 fn malformed_requests_are_the_clients_fault() {
     let server = Server::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let app = dir.path().join("reader");
-    std::fs::create_dir(&app).unwrap();
-    std::fs::write(
-        app.join("server.js"),
-        "require('http').createServer((req, res) => { let n = 0; req.on('data', c => n += c.length); req.on('end', () => res.end(`read ${n}`)); }).listen(Number(process.env.PORT), '127.0.0.1');\n",
-    )
-    .unwrap();
-    std::fs::write(app.join("package.json"), r#"{"name": "reader", "main": "server.js"}"#).unwrap();
+    let (_dir, app) = app_of(&[
+        (
+            "server.js",
+            "require('http').createServer((req, res) => { let n = 0; req.on('data', c => n += c.length); req.on('end', () => res.end(`read ${n}`)); }).listen(Number(process.env.PORT), '127.0.0.1');\n",
+        ),
+        ("package.json", r#"{"name": "reader", "main": "server.js"}"#),
+    ]);
     server.deploy("reader", &app, &[]);
 
     let mut stream = connect(server.gateway);

@@ -28,7 +28,7 @@ fn a_deploy_whose_client_hangs_up_still_finishes_and_leaves_no_stray_instance() 
     client.kill().unwrap();
     client.wait().unwrap();
 
-    let service = wait_service_exists(&server, "slow", "the deploy to finish", Duration::from_secs(30), |s| {
+    let service = server.wait_service("slow", "the deploy to finish", Duration::from_secs(30), |s| {
         ready(s) == 1
     });
     assert_eq!(service["latest_revision"], "slow-00001");

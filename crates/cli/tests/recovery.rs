@@ -215,6 +215,18 @@ fn server_into_a_closed_pipe(data: &std::path::Path, gateway: u16, api: u16, ext
     child
 }
 
+/// Deploys the Python fixture as `name` through the API on `api`; its instances' pids.
+fn deploy_python(api: u16, name: &str) -> Vec<u32> {
+    let (_tmp, app) = fixture("python");
+    let deploy = std::process::Command::new(BIN)
+        .args(["deploy", name, app.to_str().unwrap(), "-o", "json"])
+        .env("UPDRAFT_API", format!("http://127.0.0.1:{api}"))
+        .output()
+        .unwrap();
+    assert!(deploy.status.success(), "{}", String::from_utf8_lossy(&deploy.stderr));
+    processes_with_env(&format!("UPDRAFT_SERVICE={name}"))
+}
+
 fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
@@ -233,14 +245,7 @@ fn a_server_whose_output_pipe_closed_still_shuts_down_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (gateway, api) = (free_port(), free_port());
     let mut server = server_into_a_closed_pipe(&dir.path().join("data"), gateway, api, &[]);
-    let (_tmp, app) = fixture("python");
-    let deploy = std::process::Command::new(BIN)
-        .args(["deploy", "piped", app.to_str().unwrap(), "-o", "json"])
-        .env("UPDRAFT_API", format!("http://127.0.0.1:{api}"))
-        .output()
-        .unwrap();
-    assert!(deploy.status.success(), "{}", String::from_utf8_lossy(&deploy.stderr));
-    let instances = processes_with_env("UPDRAFT_SERVICE=piped");
+    let instances = deploy_python(api, "piped");
     assert_eq!(instances.len(), 1);
 
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
@@ -262,14 +267,7 @@ fn a_second_signal_stops_at_once_and_still_stops_the_instances() {
         api,
         &["--drain-timeout", "120s", "--stop-grace", "120s"],
     );
-    let (_tmp, app) = fixture("python");
-    let deploy = std::process::Command::new(BIN)
-        .args(["deploy", "stalled", app.to_str().unwrap(), "-o", "json"])
-        .env("UPDRAFT_API", format!("http://127.0.0.1:{api}"))
-        .output()
-        .unwrap();
-    assert!(deploy.status.success(), "{}", String::from_utf8_lossy(&deploy.stderr));
-    let instances = processes_with_env("UPDRAFT_SERVICE=stalled");
+    let instances = deploy_python(api, "stalled");
     // A request that would hold the drain for a minute.
     let stalled = std::thread::spawn(move || {
         http(

@@ -198,7 +198,8 @@ impl Server {
         http(self.gateway, method, host, path, headers, body)
     }
 
-    /// Polls a service's description until `done` holds (bounded).
+    /// Polls `updraft service NAME` until `done` holds, also while the service does
+    /// not exist yet (bounded).
     pub fn wait_service(
         &self,
         name: &str,
@@ -208,13 +209,18 @@ impl Server {
     ) -> serde_json::Value {
         let deadline = Instant::now() + timeout;
         loop {
-            let service = self.json(&["service", name]);
-            if done(&service) {
-                return service;
+            let out = self.cli(&["service", name, "--output", "json"]);
+            if out.code == 0 {
+                let service: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+                if done(&service) {
+                    return service;
+                }
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting for {what}: {service}\n{}",
+                "timed out waiting for {what}: {} {}\n{}",
+                out.stdout,
+                out.stderr,
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -475,33 +481,15 @@ pub fn processes_with_env(pair: &str) -> Vec<u32> {
     pids
 }
 
-/// Polls `updraft service NAME` until `done` holds, also while the service does not
-/// exist yet (bounded).
-pub fn wait_service_exists(
-    server: &Server,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let out = server.cli(&["service", name, "--output", "json"]);
-        if out.code == 0 {
-            let service: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-            if done(&service) {
-                return service;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {} {}\n{}",
-            out.stdout,
-            out.stderr,
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
+/// An app made of the given files (name, contents) in a fresh directory.
+pub fn app_of(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    std::fs::create_dir(&app).unwrap();
+    for (name, contents) in files {
+        std::fs::write(app.join(name), contents).unwrap();
     }
+    (dir, app)
 }
 
 /// The folder `scripts/test` installs the tests' Python packages into (the CloudEvents
