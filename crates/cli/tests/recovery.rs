@@ -295,3 +295,21 @@ fn a_second_signal_stops_at_once_and_still_stops_the_instances() {
     );
     let _ = stalled.join();
 }
+
+#[test]
+fn a_log_follower_holds_the_shutdown_no_longer_than_the_drain_timeout() {
+    let mut server = Server::start(&["--drain-timeout", "2s"]);
+    let (_tmp, app) = fixture("python");
+    server.deploy("followed", &app, &[]);
+    let mut follower = std::process::Command::new(BIN)
+        .args(["logs", "followed", "-f"])
+        .env("UPDRAFT_API", &server.api)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "{status}");
+    let _ = follower.kill();
+    let _ = follower.wait();
+}

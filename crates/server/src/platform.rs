@@ -568,7 +568,12 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
             platform.stopping_now.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
-    let _ = api.await;
+    // The API's own requests (a `logs --follow` never ends by itself) get the same
+    // bound, and none after a second signal.
+    tokio::select! {
+        _ = tokio::time::timeout(platform.config.drain_timeout, api) => {}
+        () = second(stop_signals.clone()) => {}
+    }
     let _ = scaler.await;
     let _ = pool.await;
     let _ = meter.await;
