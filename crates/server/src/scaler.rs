@@ -47,7 +47,6 @@ pub struct ManagedInstance {
     /// How long the runtime took to create it (cgroup, process), within the cold start.
     pub spawned: Duration,
     pub endpoint: Arc<Endpoint>,
-    pub ready: AtomicBool,
     /// When it became ready (µs since the epoch; 0 until then).
     pub ready_at_us: AtomicI64,
     pub stopping: AtomicBool,
@@ -60,10 +59,14 @@ pub struct ManagedInstance {
 }
 
 impl ManagedInstance {
+    pub fn is_ready(&self) -> bool {
+        self.ready_at_us.load(Ordering::Relaxed) != 0
+    }
+
     pub fn view(&self, cgroup_version: &str) -> InstanceView {
         let state = if self.stopping.load(Ordering::Relaxed) {
             "stopping"
-        } else if self.ready.load(Ordering::Relaxed) {
+        } else if self.is_ready() {
             "ready"
         } else {
             "starting"
@@ -257,7 +260,7 @@ fn resource_usage(state: &RevisionState) -> (f64, f64) {
     let mut cpu_millis = 0.0;
     let mut memory_mib = 0.0;
     for managed in state.instances() {
-        if !managed.ready.load(Ordering::Relaxed) {
+        if !managed.is_ready() {
             continue;
         }
         let Some(cgroup) = &managed.instance.cgroup else {
@@ -287,7 +290,7 @@ impl Platform {
             .into_iter()
             .filter(|m| !m.stopping.load(Ordering::Relaxed))
             .collect();
-        let starting = live.iter().filter(|m| !m.ready.load(Ordering::Relaxed)).count() as u32;
+        let starting = live.iter().filter(|m| !m.is_ready()).count() as u32;
         let current = live.len() as u32;
         let load = RevisionLoad {
             in_flight: state.endpoints.in_flight(),
@@ -359,16 +362,11 @@ impl Platform {
         } else {
             // Starting instances go first (they serve nobody yet), then the least busy.
             let mut victims = live;
-            victims.sort_by_key(|m| {
-                (
-                    m.ready.load(Ordering::Relaxed),
-                    m.endpoint.in_flight.load(Ordering::Relaxed),
-                )
-            });
+            victims.sort_by_key(|m| (m.is_ready(), m.endpoint.in_flight.load(Ordering::Relaxed)));
             for managed in victims.into_iter().take((current - decision.desired) as usize) {
                 // Marked now so the next reconcile does not pick it again.
                 managed.stopping.store(true, Ordering::Relaxed);
-                if managed.ready.load(Ordering::Relaxed) {
+                if managed.is_ready() {
                     // It served until the platform no longer needed it: the app works.
                     state.crash_loop.lock().unwrap_or_else(|p| p.into_inner()).recovered();
                 }
@@ -437,7 +435,6 @@ impl Platform {
             began,
             spawned: began.elapsed(),
             instance,
-            ready: AtomicBool::new(false),
             ready_at_us: AtomicI64::new(0),
             stopping: AtomicBool::new(false),
             cpu_seen: std::sync::Mutex::new(None),
@@ -471,7 +468,6 @@ impl Platform {
             Ok(_) => {
                 let ready = managed.began.elapsed();
                 managed.ready_at_us.store(now_us(), Ordering::Relaxed);
-                managed.ready.store(true, Ordering::Relaxed);
                 let key = &state.endpoints.key;
                 self.metrics.cold_start(
                     ColdStartLabels {
