@@ -32,19 +32,52 @@ pub struct Server {
     pub api: String,
     pub gateway: SocketAddr,
     _data: tempfile::TempDir,
+    logs: tempfile::TempDir,
+}
+
+/// How a benchmark starts a server beyond its defaults.
+#[derive(Default)]
+pub struct ServerOptions<'a> {
+    /// Server flags by their env names.
+    pub env: &'a [(&'a str, &'a str)],
+    /// The open-file limit (soft and hard) the server starts under, as `ulimit -n`.
+    pub open_files: Option<u64>,
 }
 
 impl Server {
     pub fn start(updraft: &Path) -> anyhow::Result<Server> {
-        Self::start_with_env(updraft, &[])
+        Self::start_with(updraft, ServerOptions::default())
     }
 
     /// A server with extra environment (server flags by their env names).
     pub fn start_with_env(updraft: &Path, env: &[(&str, &str)]) -> anyhow::Result<Server> {
+        Self::start_with(updraft, ServerOptions { env, open_files: None })
+    }
+
+    pub fn start_with(updraft: &Path, options: ServerOptions) -> anyhow::Result<Server> {
+        use std::os::unix::process::CommandExt;
         let data = tempfile::tempdir()?;
+        let logs = tempfile::tempdir()?;
+        let log = std::fs::File::create(logs.path().join("server.log"))?;
         let gateway: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let api_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let child = Command::new(updraft)
+        let mut command = Command::new(updraft);
+        if let Some(limit) = options.open_files {
+            // SAFETY: setrlimit is async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .args(["server", "--data-dir"])
             .arg(data.path())
             .args([
@@ -62,14 +95,18 @@ impl Server {
                 "2s",
             ])
             .env("UPDRAFT_LOG", "warn")
-            .envs(env.iter().copied())
+            .envs(options.env.iter().copied())
             .stdout(Stdio::null())
+            .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", updraft.display()))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while get(api_addr, "api", "/healthz").ok() != Some(200) {
             if Instant::now() > deadline {
-                bail!("updraft server did not come up");
+                bail!(
+                    "updraft server did not come up: {}",
+                    std::fs::read_to_string(logs.path().join("server.log")).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -78,7 +115,13 @@ impl Server {
             api: format!("http://{api_addr}"),
             gateway,
             _data: data,
+            logs,
         })
+    }
+
+    /// Where the server's log (its stderr) goes.
+    pub fn log_path(&self) -> std::path::PathBuf {
+        self.logs.path().join("server.log")
     }
 
     /// The server's data directory.

@@ -6,6 +6,7 @@ mod coldstart;
 mod containers;
 mod functions;
 mod harness;
+mod hostile;
 mod ingest;
 mod logquery;
 mod proxy;
@@ -125,6 +126,22 @@ enum Scenario {
         #[arg(long, default_value_t = 50)]
         megabytes: usize,
     },
+    /// The gateway and the API under hostile clients (slow heads, idle connections,
+    /// deep manifests, too few descriptors, HTTP/1.0 apps), each next to a baseline.
+    Hostile {
+        /// Connections that never finish a request's head.
+        #[arg(long, default_value_t = 500)]
+        slowloris: usize,
+        /// Keep-alive connections that go quiet after one request.
+        #[arg(long, default_value_t = 2000)]
+        idle: usize,
+        /// Most seconds to wait for the server to cut them.
+        #[arg(long, default_value_t = 75.0)]
+        wait: f64,
+        /// Seconds of `ab -k` per app.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
     /// Python and Node function cold starts from stem cells (warm interpreters) against
     /// fresh interpreters (pool off), at 1 and N simultaneous cold starts.
     Function {
@@ -170,5 +187,11 @@ fn main() -> anyhow::Result<()> {
             events,
             connections,
         } => triggers::run(&cli.updraft, &cli.out, seconds, events, connections.max(1)),
+        Scenario::Hostile {
+            slowloris,
+            idle,
+            wait,
+            seconds,
+        } => hostile::run(&cli.updraft, &cli.out, slowloris, idle, wait, seconds),
     }
 }
