@@ -9,7 +9,8 @@
 //! - descriptors: the server under `ulimit -n 1024` and 1,100 idle sockets; accept
 //!   failures logged in 10 s, and whether the API and the gateway still answer.
 //! - version: keep-alive requests/s (`ab -k`) to an app that answers in HTTP/1.0,
-//!   against the same app answering in HTTP/1.1.
+//!   against the same app answering in HTTP/1.1 (which sends a response's head and
+//!   body apart, so delayed acknowledgements to instances show here too).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

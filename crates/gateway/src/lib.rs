@@ -11,10 +11,12 @@ mod flow;
 mod listener;
 mod proxy;
 mod routes;
+mod upstream;
 
 pub use activator::{Access, ActivatorConfig, Poke, RequestObserver};
 pub use endpoints::{Endpoint, LoadSample, RevisionEndpoints, RevisionKey, RevisionLimits};
 pub use flow::RateLimiter;
 pub use listener::{serve_connections, ConnectionLimits};
-pub use proxy::{serve, Gateway, GatewayBody, UpstreamPool};
+pub use proxy::{serve, Gateway, GatewayBody};
 pub use routes::{host_for, tag_host_for, RouteTable, ServiceRoute};
+pub use upstream::UpstreamPool;

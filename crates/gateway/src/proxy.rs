@@ -13,12 +13,11 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::activator::{ready_endpoint, Access, ActivatorConfig, Held, Poke, RequestObserver};
+use crate::upstream::{upstream_client, UpstreamClient, UpstreamPool};
 use crate::{Endpoint, RevisionEndpoints, RouteTable, ServiceRoute};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -39,7 +38,7 @@ const HOP_BY_HOP: &[&str] = &[
 
 pub struct Gateway {
     routes: Arc<RouteTable>,
-    client: Client<HttpConnector, GatewayBody>,
+    client: UpstreamClient<GatewayBody>,
     poke: Arc<dyn Poke>,
     activator: ActivatorConfig,
     observer: Option<Arc<dyn RequestObserver>>,
@@ -327,36 +326,6 @@ impl Body for Timed {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// The keep-alive connections the gateway keeps to each instance between requests.
-#[derive(Debug, Clone, Copy)]
-pub struct UpstreamPool {
-    /// Idle connections kept per instance; more are closed as their requests end.
-    pub max_idle_per_instance: usize,
-    /// An idle connection is closed after this long.
-    pub idle_timeout: Duration,
-}
-
-impl Default for UpstreamPool {
-    fn default() -> Self {
-        UpstreamPool {
-            max_idle_per_instance: 32,
-            idle_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-fn upstream_client(pool: UpstreamPool) -> Client<HttpConnector, GatewayBody> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        // Without a timer the idle timeout is never checked, and connections piled up.
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .pool_idle_timeout(pool.idle_timeout)
-        .pool_max_idle_per_host(pool.max_idle_per_instance)
-        .build(connector)
 }
 
 impl Gateway {
