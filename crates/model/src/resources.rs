@@ -25,6 +25,9 @@ pub struct Namespace {
     pub created_at_us: i64,
     #[serde(default)]
     pub limits: NamespaceLimits,
+    /// The store revision that last wrote this resource; updates compare it.
+    #[serde(default)]
+    pub resource_version: u64,
 }
 
 /// Everything needed to start an instance of a revision, resolved from its template
@@ -75,6 +78,9 @@ pub struct Revision {
     pub template: RevisionTemplate,
     /// What runs.
     pub config: RevisionConfig,
+    /// The store revision that last wrote this resource; updates compare it.
+    #[serde(default)]
+    pub resource_version: u64,
 }
 
 /// A service's own settings: metadata, traffic table and any rollout under way.
@@ -109,6 +115,9 @@ pub struct Service {
     pub created_at_us: i64,
     pub updated_at_us: i64,
     pub config: ServiceConfig,
+    /// The store revision that last wrote this resource; updates compare it.
+    #[serde(default)]
+    pub resource_version: u64,
 }
 
 /// What a revision used within one hour, as metered.

@@ -238,7 +238,14 @@ impl Platform {
                         service: self.service_view(&svc, true).map_err(ApiError::internal)?,
                     })
                 }
-                _ => self.store.update_service_config(namespace, name, &config, now)?,
+                Some(svc) => self
+                    .store
+                    .update_service_config(namespace, name, &config, svc.resource_version, now)?,
+                None => {
+                    return Err(ApiError::not_found(format!(
+                        "service {name:?} does not exist in namespace {namespace:?}"
+                    )))
+                }
             };
             self.rebuild_routes();
             return Ok(ApplyView {
@@ -248,10 +255,8 @@ impl Platform {
             });
         };
         let created = existing.is_none();
-        // The deploy lock keeps the store's next generation the one counted here.
-        let generation = existing.as_ref().map_or(1, |s| s.generation + 1);
         let service = self
-            .create_revision(namespace, name, &rev_name, generation, change.template, &config)
+            .create_revision(namespace, name, &rev_name, existing.as_ref(), change.template, &config)
             .await?;
         Ok(ApplyView {
             result: if created { "created" } else { "configured" }.into(),
@@ -296,10 +301,13 @@ impl Platform {
         namespace: &str,
         name: &str,
         rev_name: &str,
-        generation: u32,
+        previous: Option<&Service>,
         template: RevisionTemplate,
         service_config: &ServiceConfig,
     ) -> Result<Service, ApiError> {
+        // The deploy lock keeps the store's next generation the one counted here; the
+        // store refuses the write if another writer changed the service meanwhile.
+        let generation = previous.map_or(1, |s| s.generation + 1);
         let workdir = self.paths.revision_dir(namespace, rev_name);
         let _ = std::fs::remove_dir_all(&workdir);
         std::fs::create_dir_all(workdir.parent().expect("revision dirs have a parent")).map_err(ApiError::internal)?;
@@ -368,6 +376,7 @@ impl Platform {
             created_at_us: now,
             template,
             config,
+            resource_version: 0,
         };
         let state = RevisionState::new(revision.clone(), &self.config.scaling);
         let first = match self.start_for_deploy(&state).await {
@@ -387,6 +396,7 @@ impl Platform {
             template: &revision.template,
             config: &revision.config,
             service_config,
+            expected_service_version: previous.map(|s| s.resource_version),
         };
         match self.store.create_revision(new, now) {
             Ok((service, stored)) => {

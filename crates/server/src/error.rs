@@ -55,8 +55,11 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let status = match e {
             StoreError::NoSuchNamespace(_) | StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
-            StoreError::AlreadyExists(_) => StatusCode::CONFLICT,
-            StoreError::Database(_) | StoreError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            StoreError::AlreadyExists(_) | StoreError::Conflict { .. } => StatusCode::CONFLICT,
+            StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::Database(_) | StoreError::Corrupt(_) | StoreError::Compacted { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         Self::new(status, e.to_string())
     }

@@ -141,7 +141,9 @@ impl Platform {
         let mut config = svc.config.clone();
         config.traffic = traffic;
         config.rollout = None;
-        let svc = self.store.update_service_config(namespace, name, &config, now_us())?;
+        let svc = self
+            .store
+            .update_service_config(namespace, name, &config, svc.resource_version, now_us())?;
         self.rebuild_routes();
         self.service_view(&svc, true).map_err(ApiError::internal)
     }

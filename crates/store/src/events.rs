@@ -7,9 +7,11 @@
 //! transaction too. A crash at any point leaves each delivery pending or finished.
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::changelog::Changes;
 use crate::sqlite::SqliteStore;
+use crate::watch::{Kind, Resource};
 use crate::{Result, StoreError};
 
 pub(crate) const SCHEMA: &str = "
@@ -63,7 +65,7 @@ pub const DELIVERED: &str = "delivered";
 pub const DEAD_LETTERED: &str = "dead-lettered";
 pub const FAILED: &str = "failed";
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TriggerRecord {
     pub namespace: String,
     pub name: String,
@@ -75,7 +77,7 @@ pub struct TriggerRecord {
     pub cursor_us: Option<i64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BrokerRecord {
     pub namespace: String,
     pub name: String,
@@ -305,6 +307,15 @@ fn finish_in(tx: &rusqlite::Transaction<'_>, id: i64, namespace: &str, outcome: 
     Ok(())
 }
 
+fn read_broker(row: &rusqlite::Row<'_>) -> rusqlite::Result<BrokerRecord> {
+    Ok(BrokerRecord {
+        namespace: row.get(0)?,
+        name: row.get(1)?,
+        delivery: row.get(2)?,
+        created_at_us: row.get(3)?,
+    })
+}
+
 fn not_found(kind: &'static str, namespace: &str, name: &str) -> StoreError {
     StoreError::NotFound {
         kind,
@@ -346,6 +357,14 @@ impl EventStore for SqliteStore {
                 )?;
             }
         }
+        let written = tx.query_row(
+            &format!("SELECT {TRIGGER_COLUMNS} FROM triggers WHERE namespace = ?1 AND name = ?2"),
+            params![namespace, name],
+            read_trigger,
+        )?;
+        let mut changes = Changes::new();
+        changes.put(Resource::Trigger(written));
+        self.commit_changes(&tx, changes)?;
         tx.commit()?;
         drop(conn);
         self.changed();
@@ -386,6 +405,9 @@ impl EventStore for SqliteStore {
             "DELETE FROM deliveries WHERE namespace = ?1 AND trigger = ?2 AND status = ?3",
             params![namespace, name, PENDING],
         )?;
+        let mut changes = Changes::new();
+        changes.delete(Kind::Trigger, namespace, name);
+        self.commit_changes(&tx, changes)?;
         tx.commit()?;
         drop(conn);
         self.changed();
@@ -393,11 +415,12 @@ impl EventStore for SqliteStore {
     }
 
     fn put_broker(&self, namespace: &str, name: &str, delivery: Option<&str>, now_us: i64) -> Result<bool> {
-        let conn = self.conn();
-        if !crate::sqlite::namespace_exists(&conn, namespace)? {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !crate::sqlite::namespace_exists(&tx, namespace)? {
             return Err(StoreError::NoSuchNamespace(namespace.to_string()));
         }
-        let existed = conn
+        let existed = tx
             .query_row(
                 "SELECT 1 FROM brokers WHERE namespace = ?1 AND name = ?2",
                 params![namespace, name],
@@ -405,11 +428,20 @@ impl EventStore for SqliteStore {
             )
             .optional()?
             .is_some();
-        conn.execute(
+        tx.execute(
             "INSERT INTO brokers (namespace, name, delivery, created_at_us) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (namespace, name) DO UPDATE SET delivery = excluded.delivery",
             params![namespace, name, delivery, now_us],
         )?;
+        let written = tx.query_row(
+            "SELECT namespace, name, delivery, created_at_us FROM brokers WHERE namespace = ?1 AND name = ?2",
+            params![namespace, name],
+            read_broker,
+        )?;
+        let mut changes = Changes::new();
+        changes.put(Resource::Broker(written));
+        self.commit_changes(&tx, changes)?;
+        tx.commit()?;
         drop(conn);
         self.changed();
         Ok(!existed)
@@ -421,26 +453,24 @@ impl EventStore for SqliteStore {
             "SELECT namespace, name, delivery, created_at_us FROM brokers
              WHERE (?1 IS NULL OR namespace = ?1) ORDER BY namespace, name",
         )?;
-        let rows = stmt.query_map(params![namespace], |row| {
-            Ok(BrokerRecord {
-                namespace: row.get(0)?,
-                name: row.get(1)?,
-                delivery: row.get(2)?,
-                created_at_us: row.get(3)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![namespace], read_broker)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn delete_broker(&self, namespace: &str, name: &str) -> Result<()> {
-        let conn = self.conn();
-        let removed = conn.execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let removed = tx.execute(
             "DELETE FROM brokers WHERE namespace = ?1 AND name = ?2",
             params![namespace, name],
         )?;
         if removed == 0 {
             return Err(not_found("broker", namespace, name));
         }
+        let mut changes = Changes::new();
+        changes.delete(Kind::Broker, namespace, name);
+        self.commit_changes(&tx, changes)?;
+        tx.commit()?;
         drop(conn);
         self.changed();
         Ok(())

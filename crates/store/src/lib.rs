@@ -2,18 +2,28 @@
 //!
 //! [`Store`] is the seam; [`SqliteStore`] is the embedded implementation. Every other
 //! piece of state (route tables, endpoint sets) is derived from what is here and is
-//! rebuilt from it after a crash. Writers bump a version that [`Store::subscribe`]
-//! exposes, so derived state can be refreshed on change instead of polled.
+//! rebuilt from it after a crash.
+//!
+//! Like etcd, every write bumps a store-wide revision, each resource carries the
+//! revision that last wrote it (`resource_version`), updates compare it, and the
+//! changes after any revision can be read back in order ([`Watch`]), so followers
+//! list once and then apply what changed.
 
+mod changelog;
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
 pub mod events;
 mod sqlite;
+pub mod watch;
 
 use updraft_model::{
     Namespace, NamespaceLimits, Revision, RevisionConfig, RevisionTemplate, Service, ServiceConfig, Usage,
 };
 
+pub use changelog::DEFAULT_CHANGE_LOG_LIMIT;
 pub use events::EventStore;
 pub use sqlite::SqliteStore;
+pub use watch::{Change, ChangePage, Kind, Resource, Snapshot, Watch, WatchEvent, WatchFilter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -27,6 +37,18 @@ pub enum StoreError {
     },
     #[error("{0} already exists")]
     AlreadyExists(String),
+    #[error("{kind} {name:?} in namespace {namespace:?} was changed meanwhile (version {actual}, expected {expected}); read it again and retry")]
+    Conflict {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("the change log starts after revision {compacted}; revision {requested} is gone: list again")]
+    Compacted { requested: u64, compacted: u64 },
+    #[error("store: {0}")]
+    Unavailable(String),
     #[error("store: {0}")]
     Database(#[from] rusqlite::Error),
     #[error("store: corrupt record: {0}")]
@@ -45,6 +67,9 @@ pub struct NewRevision<'a> {
     pub config: &'a RevisionConfig,
     /// The service's settings once the revision exists (traffic may name it).
     pub service_config: &'a ServiceConfig,
+    /// The `resource_version` of the service this deploy read, or `None` when it read
+    /// none: the write fails with [`StoreError::Conflict`] if that changed meanwhile.
+    pub expected_service_version: Option<u64>,
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -66,12 +91,14 @@ pub trait Store: Send + Sync + 'static {
     fn create_revision(&self, new: NewRevision<'_>, now_us: i64) -> Result<(Service, Revision)>;
     /// The name a service's next revision gets unless its template names one.
     fn next_revision_name(&self, namespace: &str, service: &str) -> Result<String>;
-    /// Replaces a service's settings (traffic, metadata, rollout).
+    /// Replaces a service's settings (traffic, metadata, rollout) if its
+    /// `resource_version` is still `expected_version`.
     fn update_service_config(
         &self,
         namespace: &str,
         name: &str,
         config: &ServiceConfig,
+        expected_version: u64,
         now_us: i64,
     ) -> Result<Service>;
 
@@ -92,4 +119,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// A counter bumped by every write.
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// The store revision of the last write.
+    fn current_revision(&self) -> Result<u64>;
+    /// Namespaces, services and revisions as of one revision, for list-then-watch.
+    fn snapshot(&self) -> Result<Snapshot>;
+    /// Changes after revision `after` that `filter` matches, whole writes of at most
+    /// `limit` revisions; [`StoreError::Compacted`] when the log no longer reaches back
+    /// to `after`.
+    fn changes_after(&self, after: u64, filter: &WatchFilter, limit: usize) -> Result<ChangePage>;
 }

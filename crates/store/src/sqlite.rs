@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::watch;
 use updraft_model::annotations::SCALE_TO_ZERO_RETENTION;
 use updraft_model::names::revision_name;
@@ -10,6 +10,8 @@ use updraft_model::{
     Namespace, NamespaceLimits, Revision, RevisionConfig, Service, ServiceConfig, Usage, DEFAULT_NAMESPACE,
 };
 
+use crate::changelog::{self, Changes, DEFAULT_CHANGE_LOG_LIMIT};
+use crate::watch::{ChangePage, Kind, Resource, Snapshot, WatchFilter};
 use crate::{NewRevision, Result, Store, StoreError};
 
 const SCHEMA: &str = "
@@ -60,29 +62,33 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 ";
 
-/// Columns added after the first release; a store from then gets them on open, and a
-/// NULL in one reads as its default.
-const ADDED_COLUMNS: &[(&str, &str)] = &[
-    ("namespaces", "limits"),
-    ("services", "config"),
-    ("revisions", "template"),
+/// Columns added after the first release, with their types; a store from then gets
+/// them on open, and a NULL in one reads as its default.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("namespaces", "limits", "TEXT"),
+    ("services", "config", "TEXT"),
+    ("revisions", "template", "TEXT"),
+    ("namespaces", "resource_version", "INTEGER"),
+    ("services", "resource_version", "INTEGER"),
+    ("revisions", "resource_version", "INTEGER"),
 ];
 
 /// The embedded store: one SQLite file in the data directory.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     version: watch::Sender<u64>,
+    change_log_limit: u64,
 }
 
 fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
-    for (table, column) in ADDED_COLUMNS {
+    for (table, column, kind) in ADDED_COLUMNS {
         let present: bool = conn.query_row(
             &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
             [column],
             |row| row.get::<_, i64>(0).map(|n| n > 0),
         )?;
         if !present {
-            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"))?;
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
         }
     }
     Ok(())
@@ -90,6 +96,11 @@ fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
 
 impl SqliteStore {
     pub fn open(path: &Path, now_us: i64) -> Result<Self> {
+        Self::open_with_change_log(path, now_us, DEFAULT_CHANGE_LOG_LIMIT)
+    }
+
+    /// Opens the store keeping the changes of the last `change_log_limit` revisions.
+    pub fn open_with_change_log(path: &Path, now_us: i64, change_log_limit: u64) -> Result<Self> {
         let conn = Connection::open(path)?;
         // WAL with full sync: a deploy that was answered survives kill -9 and power loss.
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -98,6 +109,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::events::SCHEMA)?;
+        conn.execute_batch(changelog::SCHEMA)?;
         add_missing_columns(&conn)?;
         conn.execute(
             "INSERT OR IGNORE INTO namespaces (name, created_at_us) VALUES (?1, ?2)",
@@ -106,6 +118,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             version: watch::Sender::new(0),
+            change_log_limit: change_log_limit.max(1),
         })
     }
 
@@ -117,6 +130,10 @@ impl SqliteStore {
 
     pub(crate) fn changed(&self) {
         self.version.send_modify(|v| *v += 1);
+    }
+
+    pub(crate) fn commit_changes(&self, tx: &Connection, changes: Changes) -> Result<u64> {
+        changes.commit(tx, self.change_log_limit)
     }
 }
 
@@ -134,23 +151,38 @@ fn json_or_default<T: serde::de::DeserializeOwned + Default>(text: Option<String
     }
 }
 
-const NAMESPACE_COLUMNS: &str = "name, created_at_us, limits";
+const NAMESPACE_COLUMNS: &str = "name, created_at_us, limits, resource_version";
 
-fn read_namespace(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, i64, Option<String>)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+type NamespaceRow = (String, i64, Option<String>, Option<i64>);
+
+fn read_namespace(row: &rusqlite::Row<'_>) -> rusqlite::Result<NamespaceRow> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
 }
 
-fn to_namespace((name, created_at_us, limits): (String, i64, Option<String>)) -> Result<Namespace> {
+fn to_namespace((name, created_at_us, limits, resource_version): NamespaceRow) -> Result<Namespace> {
     Ok(Namespace {
         name,
         created_at_us,
         limits: json_or_default(limits)?,
+        resource_version: resource_version.unwrap_or(0) as u64,
     })
 }
 
-const SERVICE_COLUMNS: &str = "namespace, name, latest_revision, generation, created_at_us, updated_at_us, config";
+fn query_namespace(conn: &Connection, name: &str) -> Result<Option<Namespace>> {
+    conn.query_row(
+        &format!("SELECT {NAMESPACE_COLUMNS} FROM namespaces WHERE name = ?1"),
+        [name],
+        read_namespace,
+    )
+    .optional()?
+    .map(to_namespace)
+    .transpose()
+}
 
-type ServiceRow = (String, String, String, u32, i64, i64, Option<String>);
+const SERVICE_COLUMNS: &str =
+    "namespace, name, latest_revision, generation, created_at_us, updated_at_us, config, resource_version";
+
+type ServiceRow = (String, String, String, u32, i64, i64, Option<String>, Option<i64>);
 
 fn read_service(row: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceRow> {
     Ok((
@@ -161,11 +193,12 @@ fn read_service(row: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceRow> {
         row.get(4)?,
         row.get(5)?,
         row.get(6)?,
+        row.get(7)?,
     ))
 }
 
 fn to_service(row: ServiceRow) -> Result<Service> {
-    let (namespace, name, latest_revision, generation, created_at_us, updated_at_us, config) = row;
+    let (namespace, name, latest_revision, generation, created_at_us, updated_at_us, config, resource_version) = row;
     Ok(Service {
         namespace,
         name,
@@ -174,6 +207,7 @@ fn to_service(row: ServiceRow) -> Result<Service> {
         created_at_us,
         updated_at_us,
         config: json_or_default::<ServiceConfig>(config)?,
+        resource_version: resource_version.unwrap_or(0) as u64,
     })
 }
 
@@ -188,7 +222,8 @@ fn query_service(conn: &Connection, namespace: &str, name: &str) -> Result<Optio
     .transpose()
 }
 
-const REVISION_COLUMNS: &str = "namespace, service, name, generation, created_at_us, config, template";
+const REVISION_COLUMNS: &str =
+    "namespace, service, name, generation, created_at_us, config, template, resource_version";
 
 /// The template of a revision stored before templates were: its package and the
 /// settings its config kept.
@@ -217,11 +252,12 @@ fn collect_revisions(stmt: &mut rusqlite::Statement<'_>, args: &[&dyn rusqlite::
             row.get::<_, i64>(4)?,
             row.get::<_, String>(5)?,
             row.get::<_, Option<String>>(6)?,
+            row.get::<_, Option<i64>>(7)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (namespace, service, name, generation, created_at_us, config, template) = row?;
+        let (namespace, service, name, generation, created_at_us, config, template, resource_version) = row?;
         let config = serde_json::from_str::<RevisionConfig>(&config)?;
         let template = match template {
             Some(t) => serde_json::from_str(&t)?,
@@ -235,22 +271,27 @@ fn collect_revisions(stmt: &mut rusqlite::Statement<'_>, args: &[&dyn rusqlite::
             created_at_us,
             template,
             config,
+            resource_version: resource_version.unwrap_or(0) as u64,
         });
     }
     Ok(out)
 }
 
-fn write_service_config(
-    tx: &Transaction<'_>,
-    namespace: &str,
-    name: &str,
-    config: &ServiceConfig,
-    now_us: i64,
-) -> Result<usize> {
-    Ok(tx.execute(
-        "UPDATE services SET config = ?3, updated_at_us = ?4 WHERE namespace = ?1 AND name = ?2",
-        params![namespace, name, serde_json::to_string(config)?, now_us],
-    )?)
+fn conflict(kind: &'static str, namespace: &str, name: &str, expected: u64, actual: u64) -> StoreError {
+    StoreError::Conflict {
+        kind,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        expected,
+        actual,
+    }
+}
+
+fn query_revisions(conn: &Connection, namespace: &str, service: &str) -> Result<Vec<Revision>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {REVISION_COLUMNS} FROM revisions WHERE namespace = ?1 AND service = ?2 ORDER BY generation"
+    ))?;
+    collect_revisions(&mut stmt, &[&namespace, &service])
 }
 
 fn not_found(kind: &'static str, namespace: &str, name: &str) -> StoreError {
@@ -263,21 +304,28 @@ fn not_found(kind: &'static str, namespace: &str, name: &str) -> StoreError {
 
 impl Store for SqliteStore {
     fn create_namespace(&self, name: &str, now_us: i64) -> Result<Namespace> {
-        let conn = self.conn();
-        let inserted = conn.execute(
-            "INSERT OR IGNORE INTO namespaces (name, created_at_us) VALUES (?1, ?2)",
-            params![name, now_us],
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let namespace = Namespace {
+            name: name.to_string(),
+            created_at_us: now_us,
+            limits: NamespaceLimits::default(),
+            resource_version: Changes::next_revision(&tx)?,
+        };
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO namespaces (name, created_at_us, resource_version) VALUES (?1, ?2, ?3)",
+            params![name, now_us, namespace.resource_version as i64],
         )?;
         if inserted == 0 {
             return Err(StoreError::AlreadyExists(format!("namespace {name:?}")));
         }
+        let mut changes = Changes::new();
+        changes.put(Resource::Namespace(namespace.clone()));
+        self.commit_changes(&tx, changes)?;
+        tx.commit()?;
         drop(conn);
         self.changed();
-        Ok(Namespace {
-            name: name.to_string(),
-            created_at_us: now_us,
-            limits: NamespaceLimits::default(),
-        })
+        Ok(namespace)
     }
 
     fn namespaces(&self) -> Result<Vec<Namespace>> {
@@ -288,28 +336,28 @@ impl Store for SqliteStore {
     }
 
     fn namespace(&self, name: &str) -> Result<Option<Namespace>> {
-        self.conn()
-            .query_row(
-                &format!("SELECT {NAMESPACE_COLUMNS} FROM namespaces WHERE name = ?1"),
-                [name],
-                read_namespace,
-            )
-            .optional()?
-            .map(to_namespace)
-            .transpose()
+        query_namespace(&self.conn(), name)
     }
 
     fn set_namespace_limits(&self, name: &str, limits: &NamespaceLimits) -> Result<Namespace> {
-        let updated = self.conn().execute(
-            "UPDATE namespaces SET limits = ?2 WHERE name = ?1",
-            params![name, serde_json::to_string(limits)?],
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version = Changes::next_revision(&tx)?;
+        let updated = tx.execute(
+            "UPDATE namespaces SET limits = ?2, resource_version = ?3 WHERE name = ?1",
+            params![name, serde_json::to_string(limits)?, version as i64],
         )?;
         if updated == 0 {
             return Err(StoreError::NoSuchNamespace(name.to_string()));
         }
+        let namespace = query_namespace(&tx, name)?.ok_or_else(|| StoreError::NoSuchNamespace(name.to_string()))?;
+        let mut changes = Changes::new();
+        changes.put(Resource::Namespace(namespace.clone()));
+        self.commit_changes(&tx, changes)?;
+        tx.commit()?;
+        drop(conn);
         self.changed();
-        self.namespace(name)?
-            .ok_or_else(|| StoreError::NoSuchNamespace(name.to_string()))
+        Ok(namespace)
     }
 
     fn put_blob(&self, digest: &str, size: u64, now_us: i64) -> Result<()> {
@@ -363,6 +411,7 @@ impl Store for SqliteStore {
             template,
             config,
             service_config,
+            expected_service_version,
         } = new;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -382,6 +431,17 @@ impl Store for SqliteStore {
             )));
         }
         let existing = query_service(&tx, namespace, service)?;
+        let actual = existing.as_ref().map(|s| s.resource_version);
+        if actual != expected_service_version {
+            return Err(conflict(
+                "service",
+                namespace,
+                service,
+                expected_service_version.unwrap_or(0),
+                actual.unwrap_or(0),
+            ));
+        }
+        let resource_version = Changes::next_revision(&tx)?;
         let generation = existing.as_ref().map_or(0, |s| s.generation) + 1;
         let svc = Service {
             namespace: namespace.to_string(),
@@ -391,15 +451,18 @@ impl Store for SqliteStore {
             created_at_us: existing.as_ref().map_or(now_us, |s| s.created_at_us),
             updated_at_us: now_us,
             config: service_config.clone(),
+            resource_version,
         };
         tx.execute(
-            "INSERT INTO services (namespace, name, latest_revision, generation, created_at_us, updated_at_us, config)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO services (namespace, name, latest_revision, generation, created_at_us, updated_at_us, config,
+                resource_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (namespace, name) DO UPDATE SET
                 latest_revision = excluded.latest_revision,
                 generation = excluded.generation,
                 updated_at_us = excluded.updated_at_us,
-                config = excluded.config",
+                config = excluded.config,
+                resource_version = excluded.resource_version",
             params![
                 svc.namespace,
                 svc.name,
@@ -407,12 +470,14 @@ impl Store for SqliteStore {
                 svc.generation,
                 svc.created_at_us,
                 svc.updated_at_us,
-                serde_json::to_string(service_config)?
+                serde_json::to_string(service_config)?,
+                resource_version as i64
             ],
         )?;
         tx.execute(
-            "INSERT INTO revisions (namespace, name, service, generation, created_at_us, package_digest, config, template)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO revisions (namespace, name, service, generation, created_at_us, package_digest, config, template,
+                resource_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 namespace,
                 name,
@@ -421,12 +486,10 @@ impl Store for SqliteStore {
                 now_us,
                 config.package_digest,
                 serde_json::to_string(config)?,
-                serde_json::to_string(template)?
+                serde_json::to_string(template)?,
+                resource_version as i64
             ],
         )?;
-        tx.commit()?;
-        drop(conn);
-        self.changed();
         let revision = Revision {
             namespace: namespace.to_string(),
             service: service.to_string(),
@@ -435,7 +498,16 @@ impl Store for SqliteStore {
             created_at_us: now_us,
             template: template.clone(),
             config: config.clone(),
+            resource_version,
         };
+        // The revision first: a follower that sees the service already knows its latest.
+        let mut changes = Changes::new();
+        changes.put(Resource::Revision(Box::new(revision.clone())));
+        changes.put(Resource::Service(Box::new(svc.clone())));
+        self.commit_changes(&tx, changes)?;
+        tx.commit()?;
+        drop(conn);
+        self.changed();
         Ok((svc, revision))
     }
 
@@ -444,14 +516,41 @@ impl Store for SqliteStore {
         namespace: &str,
         name: &str,
         config: &ServiceConfig,
+        expected_version: u64,
         now_us: i64,
     ) -> Result<Service> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if write_service_config(&tx, namespace, name, config, now_us)? == 0 {
-            return Err(not_found("service", namespace, name));
+        let current = query_service(&tx, namespace, name)?.ok_or_else(|| not_found("service", namespace, name))?;
+        if current.resource_version != expected_version {
+            return Err(conflict(
+                "service",
+                namespace,
+                name,
+                expected_version,
+                current.resource_version,
+            ));
         }
-        let service = query_service(&tx, namespace, name)?.ok_or_else(|| not_found("service", namespace, name))?;
+        let service = Service {
+            config: config.clone(),
+            updated_at_us: now_us,
+            resource_version: Changes::next_revision(&tx)?,
+            ..current
+        };
+        tx.execute(
+            "UPDATE services SET config = ?3, updated_at_us = ?4, resource_version = ?5
+             WHERE namespace = ?1 AND name = ?2",
+            params![
+                namespace,
+                name,
+                serde_json::to_string(config)?,
+                now_us,
+                service.resource_version as i64
+            ],
+        )?;
+        let mut changes = Changes::new();
+        changes.put(Resource::Service(Box::new(service.clone())));
+        self.commit_changes(&tx, changes)?;
         tx.commit()?;
         drop(conn);
         self.changed();
@@ -472,11 +571,7 @@ impl Store for SqliteStore {
     }
 
     fn revisions(&self, namespace: &str, service: &str) -> Result<Vec<Revision>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {REVISION_COLUMNS} FROM revisions WHERE namespace = ?1 AND service = ?2 ORDER BY generation"
-        ))?;
-        collect_revisions(&mut stmt, &[&namespace, &service])
+        query_revisions(&self.conn(), namespace, service)
     }
 
     fn revision(&self, namespace: &str, name: &str) -> Result<Option<Revision>> {
@@ -496,24 +591,32 @@ impl Store for SqliteStore {
     }
 
     fn delete_revision(&self, namespace: &str, name: &str) -> Result<Revision> {
-        let revision = self
-            .revision(namespace, name)?
-            .ok_or_else(|| not_found("revision", namespace, name))?;
-        let deleted = self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let revision = {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {REVISION_COLUMNS} FROM revisions WHERE namespace = ?1 AND name = ?2"
+            ))?;
+            collect_revisions(&mut stmt, &[&namespace, &name])?.pop()
+        }
+        .ok_or_else(|| not_found("revision", namespace, name))?;
+        tx.execute(
             "DELETE FROM revisions WHERE namespace = ?1 AND name = ?2",
             [namespace, name],
         )?;
-        if deleted == 0 {
-            return Err(not_found("revision", namespace, name));
-        }
+        let mut changes = Changes::new();
+        changes.delete(Kind::Revision, namespace, name);
+        self.commit_changes(&tx, changes)?;
+        tx.commit()?;
+        drop(conn);
         self.changed();
         Ok(revision)
     }
 
     fn delete_service(&self, namespace: &str, name: &str) -> Result<Vec<Revision>> {
-        let revisions = self.revisions(namespace, name)?;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let revisions = query_revisions(&tx, namespace, name)?;
         tx.execute(
             "DELETE FROM revisions WHERE namespace = ?1 AND service = ?2",
             [namespace, name],
@@ -525,6 +628,13 @@ impl Store for SqliteStore {
         if deleted == 0 {
             return Err(not_found("service", namespace, name));
         }
+        // The service first: a follower never sees a service whose revisions are gone.
+        let mut changes = Changes::new();
+        changes.delete(Kind::Service, namespace, name);
+        for revision in &revisions {
+            changes.delete(Kind::Revision, namespace, &revision.name);
+        }
+        self.commit_changes(&tx, changes)?;
         tx.commit()?;
         drop(conn);
         self.changed();
@@ -589,6 +699,46 @@ impl Store for SqliteStore {
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
+
+    fn current_revision(&self) -> Result<u64> {
+        changelog::current_revision(&self.conn())
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        let mut conn = self.conn();
+        // One read transaction, so the lists and the revision agree.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let revision = changelog::current_revision(&tx)?;
+        let namespaces = {
+            let mut stmt = tx.prepare(&format!("SELECT {NAMESPACE_COLUMNS} FROM namespaces ORDER BY name"))?;
+            let rows = stmt.query_map([], read_namespace)?;
+            rows.map(|r| to_namespace(r?)).collect::<Result<Vec<_>>>()?
+        };
+        let services = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {SERVICE_COLUMNS} FROM services ORDER BY namespace, name"
+            ))?;
+            let rows = stmt.query_map([], read_service)?;
+            rows.map(|r| to_service(r?)).collect::<Result<Vec<_>>>()?
+        };
+        let revisions = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {REVISION_COLUMNS} FROM revisions ORDER BY namespace, service, generation"
+            ))?;
+            collect_revisions(&mut stmt, &[])?
+        };
+        tx.commit()?;
+        Ok(Snapshot {
+            revision,
+            namespaces,
+            services,
+            revisions,
+        })
+    }
+
+    fn changes_after(&self, after: u64, filter: &WatchFilter, limit: usize) -> Result<ChangePage> {
+        changelog::read(&self.conn(), after, filter, limit)
+    }
 }
 
 #[cfg(test)]
@@ -625,9 +775,40 @@ mod tests {
                 template: &RevisionTemplate::for_package(DIGEST),
                 config: &config(),
                 service_config: &ServiceConfig::default(),
+                expected_service_version: store.service(namespace, service)?.map(|s| s.resource_version),
             },
             now,
         )
+    }
+
+    #[tokio::test]
+    async fn keeps_the_store_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = std::sync::atomic::AtomicUsize::new(0);
+        let open = |limit| {
+            let n = opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let store = SqliteStore::open_with_change_log(&dir.path().join(format!("{n}.db")), 1, limit).unwrap();
+            std::sync::Arc::new(store) as std::sync::Arc<dyn Store>
+        };
+        crate::contract::all(&open).await;
+    }
+
+    #[test]
+    fn the_change_log_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let before = {
+            let store = SqliteStore::open(&path, 1).unwrap();
+            store.put_blob(DIGEST, 10, 1).unwrap();
+            create(&store, "default", "hello", 2).unwrap();
+            store.current_revision().unwrap()
+        };
+        let store = SqliteStore::open(&path, 3).unwrap();
+        assert_eq!(store.current_revision().unwrap(), before);
+        let page = store.changes_after(0, &WatchFilter::default(), 10).unwrap();
+        assert_eq!(page.through, before);
+        let (svc, _) = create(&store, "default", "hello", 4).unwrap();
+        assert_eq!(svc.resource_version, before + 1, "numbering goes on after a restart");
     }
 
     #[test]
@@ -676,6 +857,7 @@ mod tests {
             template: &template,
             config: &config,
             service_config: &service_config,
+            expected_service_version: store.service("default", "hello").unwrap().map(|s| s.resource_version),
         };
         store.create_revision(new("hello-v1"), 2).unwrap();
         let err = store.create_revision(new("hello-v1"), 3).unwrap_err();
@@ -695,10 +877,13 @@ mod tests {
             traffic: vec![TrafficTarget::new(Target::Revision("hello-00002".into()), 100, None)],
             ..Default::default()
         };
-        let svc = store.update_service_config("default", "hello", &pinned, 4).unwrap();
+        let version = store.service("default", "hello").unwrap().unwrap().resource_version;
+        let svc = store
+            .update_service_config("default", "hello", &pinned, version, 4)
+            .unwrap();
         assert_eq!(svc.config, pinned);
         assert_eq!(svc.updated_at_us, 4);
-        assert!(store.update_service_config("default", "nope", &pinned, 4).is_err());
+        assert!(store.update_service_config("default", "nope", &pinned, 0, 4).is_err());
         let gone = store.delete_revision("default", "hello-00001").unwrap();
         assert_eq!(gone.generation, 1);
         assert!(store.revision("default", "hello-00001").unwrap().is_none());

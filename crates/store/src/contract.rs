@@ -1,0 +1,286 @@
+//! What every [`Store`] implementation promises about revisions, compare-and-swap
+//! and the change log. An implementation runs [`all`] with a function that opens an
+//! empty store keeping the given number of revisions in its change log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use updraft_model::traffic::{Target, TrafficTarget};
+use updraft_model::{RevisionConfig, RevisionTemplate, ServiceConfig};
+
+use crate::watch::{Change, Kind, Resource, Watch, WatchFilter};
+use crate::{NewRevision, Store, StoreError};
+
+/// Opens an empty store whose change log keeps this many revisions.
+pub type OpenStore<'a> = &'a dyn Fn(u64) -> Arc<dyn Store>;
+
+const DIGEST: &str = "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+
+/// Runs every case; panics on the first broken promise.
+pub async fn all(open: OpenStore<'_>) {
+    writes_number_the_store_and_stamp_resources(open(1000));
+    updates_compare_the_version_they_read(open(1000));
+    the_log_replays_writes_in_order(open(1000));
+    filters_and_pages_keep_whole_writes(open(1000));
+    a_compacted_log_says_so(open(3));
+    a_watch_streams_later_writes(open(1000)).await;
+}
+
+fn config() -> RevisionConfig {
+    RevisionConfig {
+        package_digest: DIGEST.into(),
+        command: vec!["python3".into(), "main.py".into()],
+        command_source: "main.py".into(),
+        env: Default::default(),
+        memory_bytes: None,
+        cpu_millis: None,
+        scale_to_zero_after_ms: 60_000,
+        readiness: None,
+        runtime: "process".into(),
+        allowed_hosts: Vec::new(),
+    }
+}
+
+/// Deploys the service's next revision, as the deploy path does.
+fn deploy(
+    store: &dyn Store,
+    namespace: &str,
+    service: &str,
+) -> crate::Result<(updraft_model::Service, updraft_model::Revision)> {
+    let expected_service_version = store.service(namespace, service)?.map(|s| s.resource_version);
+    let name = store.next_revision_name(namespace, service)?;
+    store.create_revision(
+        NewRevision {
+            namespace,
+            service,
+            name: &name,
+            template: &RevisionTemplate::for_package(DIGEST),
+            config: &config(),
+            service_config: &ServiceConfig::default(),
+            expected_service_version,
+        },
+        1,
+    )
+}
+
+fn with_blob(store: Arc<dyn Store>) -> Arc<dyn Store> {
+    store.put_blob(DIGEST, 10, 0).unwrap();
+    store
+}
+
+fn writes_number_the_store_and_stamp_resources(store: Arc<dyn Store>) {
+    let store = with_blob(store);
+    let start = store.current_revision().unwrap();
+    let team = store.create_namespace("team", 1).unwrap();
+    assert_eq!(team.resource_version, start + 1);
+    let (svc, rev) = deploy(&*store, "team", "web").unwrap();
+    assert_eq!(svc.resource_version, start + 2, "one write, one revision");
+    assert_eq!(rev.resource_version, start + 2);
+    assert_eq!(store.current_revision().unwrap(), start + 2);
+    let read = store.service("team", "web").unwrap().unwrap();
+    assert_eq!(read.resource_version, svc.resource_version, "reads carry the version");
+    let snapshot = store.snapshot().unwrap();
+    assert_eq!(snapshot.revision, start + 2);
+    assert!(snapshot.services.iter().any(|s| s == &svc));
+    assert!(snapshot.revisions.iter().any(|r| r == &rev));
+    assert!(snapshot.namespaces.iter().any(|n| n == &team));
+}
+
+fn updates_compare_the_version_they_read(store: Arc<dyn Store>) {
+    let store = with_blob(store);
+    let (first, _) = deploy(&*store, "default", "web").unwrap();
+    let (second, _) = deploy(&*store, "default", "web").unwrap();
+    let pinned = ServiceConfig {
+        traffic: vec![TrafficTarget::new(Target::Revision("web-00001".into()), 100, None)],
+        ..Default::default()
+    };
+    let stale = store
+        .update_service_config("default", "web", &pinned, first.resource_version, 2)
+        .unwrap_err();
+    assert!(
+        matches!(stale, StoreError::Conflict { expected, actual, .. } if expected == first.resource_version && actual == second.resource_version),
+        "{stale}"
+    );
+    assert_eq!(
+        store.service("default", "web").unwrap().unwrap(),
+        second,
+        "a lost race changes nothing"
+    );
+    let updated = store
+        .update_service_config("default", "web", &pinned, second.resource_version, 2)
+        .unwrap();
+    assert!(updated.resource_version > second.resource_version);
+    assert_eq!(updated.config, pinned);
+
+    let racing = store
+        .create_revision(
+            NewRevision {
+                namespace: "default",
+                service: "web",
+                name: "web-racer",
+                template: &RevisionTemplate::for_package(DIGEST),
+                config: &config(),
+                service_config: &ServiceConfig::default(),
+                expected_service_version: Some(second.resource_version),
+            },
+            3,
+        )
+        .unwrap_err();
+    assert!(matches!(racing, StoreError::Conflict { .. }), "{racing}");
+    let as_new = store
+        .create_revision(
+            NewRevision {
+                namespace: "default",
+                service: "web",
+                name: "web-racer",
+                template: &RevisionTemplate::for_package(DIGEST),
+                config: &config(),
+                service_config: &ServiceConfig::default(),
+                expected_service_version: None,
+            },
+            3,
+        )
+        .unwrap_err();
+    assert!(matches!(as_new, StoreError::Conflict { .. }), "{as_new}");
+    assert!(store.revision("default", "web-racer").unwrap().is_none());
+    assert_eq!(store.service("default", "web").unwrap().unwrap(), updated);
+}
+
+fn the_log_replays_writes_in_order(store: Arc<dyn Store>) {
+    let store = with_blob(store);
+    let start = store.current_revision().unwrap();
+    let (svc, rev) = deploy(&*store, "default", "web").unwrap();
+    let (_, rev2) = deploy(&*store, "default", "web").unwrap();
+    store.delete_service("default", "web").unwrap();
+    let page = store.changes_after(start, &WatchFilter::default(), 100).unwrap();
+    let seen: Vec<(u64, Kind, bool, String)> = page
+        .events
+        .iter()
+        .map(|e| match &e.change {
+            Change::Put(r) => (e.revision, r.kind(), true, name_of(r)),
+            Change::Delete { kind, name, .. } => (e.revision, *kind, false, name.clone()),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (start + 1, Kind::Revision, true, rev.name.clone()),
+            (start + 1, Kind::Service, true, svc.name.clone()),
+            (start + 2, Kind::Revision, true, rev2.name.clone()),
+            (start + 2, Kind::Service, true, svc.name.clone()),
+            (start + 3, Kind::Service, false, svc.name.clone()),
+            (start + 3, Kind::Revision, false, rev.name.clone()),
+            (start + 3, Kind::Revision, false, rev2.name.clone()),
+        ]
+    );
+    assert_eq!(page.events[0].change, Change::Put(Resource::Revision(Box::new(rev))));
+    assert_eq!(page.events[1].change, Change::Put(Resource::Service(Box::new(svc))));
+    assert_eq!(page.through, start + 3);
+    let resumed = store.changes_after(start + 2, &WatchFilter::default(), 100).unwrap();
+    assert!(
+        resumed.events.iter().all(|e| e.revision == start + 3),
+        "resumes after the revision"
+    );
+    let none = store.changes_after(start + 3, &WatchFilter::default(), 100).unwrap();
+    assert!(none.events.is_empty());
+    assert_eq!(none.through, start + 3);
+}
+
+fn name_of(resource: &Resource) -> String {
+    match resource {
+        Resource::Namespace(r) => r.name.clone(),
+        Resource::Service(r) => r.name.clone(),
+        Resource::Revision(r) => r.name.clone(),
+        Resource::Trigger(r) => r.name.clone(),
+        Resource::Broker(r) => r.name.clone(),
+    }
+}
+
+fn filters_and_pages_keep_whole_writes(store: Arc<dyn Store>) {
+    let store = with_blob(store);
+    let start = store.current_revision().unwrap();
+    store.create_namespace("team", 1).unwrap();
+    deploy(&*store, "team", "a").unwrap();
+    deploy(&*store, "default", "b").unwrap();
+    let services = store
+        .changes_after(start, &WatchFilter::kind(Kind::Service), 100)
+        .unwrap();
+    let names: Vec<String> = services
+        .events
+        .iter()
+        .map(|e| match &e.change {
+            Change::Put(r) => name_of(r),
+            Change::Delete { name, .. } => name.clone(),
+        })
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    let team = WatchFilter {
+        kind: None,
+        namespace: Some("team".into()),
+    };
+    let in_team = store.changes_after(start, &team, 100).unwrap();
+    assert_eq!(in_team.events.len(), 3, "the namespace itself, a's revision and a");
+    assert_eq!(in_team.through, start + 3, "what did not match is read past");
+    let first = store.changes_after(start + 1, &WatchFilter::default(), 1).unwrap();
+    assert_eq!(first.events.len(), 2, "a page holds whole writes");
+    assert_eq!(first.through, start + 2);
+}
+
+fn a_compacted_log_says_so(store: Arc<dyn Store>) {
+    let store = with_blob(store);
+    for _ in 0..5 {
+        deploy(&*store, "default", "web").unwrap();
+    }
+    let now = store.current_revision().unwrap();
+    let err = store.changes_after(0, &WatchFilter::default(), 100).unwrap_err();
+    assert!(matches!(err, StoreError::Compacted { requested: 0, .. }), "{err}");
+    let kept = store.changes_after(now - 3, &WatchFilter::default(), 100).unwrap();
+    assert_eq!(kept.events.len(), 6, "the last three writes are kept");
+    let snapshot = store.snapshot().unwrap();
+    assert_eq!(snapshot.revisions.len(), 5, "a follower lists again");
+    assert!(store
+        .changes_after(snapshot.revision, &WatchFilter::default(), 100)
+        .unwrap()
+        .events
+        .is_empty());
+}
+
+async fn a_watch_streams_later_writes(store: Arc<dyn Store>) {
+    let store = with_blob(store);
+    let from = store.current_revision().unwrap();
+    let mut watch = Watch::new(store.clone(), WatchFilter::kind(Kind::Service), from);
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            store.create_namespace("quiet", 1).unwrap();
+            deploy(&*store, "default", "web").unwrap();
+        })
+    };
+    let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the watch woke for the write")
+        .unwrap();
+    assert!(
+        matches!(&event.change, Change::Put(Resource::Service(s)) if s.name == "web"),
+        "{event:?}"
+    );
+    assert_eq!(event.revision, from + 2, "the namespace's write was skipped, not lost");
+    assert_eq!(watch.revision(), from + 2);
+    writer.await.unwrap();
+    store.delete_service("default", "web").unwrap();
+    let gone = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the watch woke for the delete")
+        .unwrap();
+    assert_eq!(
+        gone.change,
+        Change::Delete {
+            kind: Kind::Service,
+            namespace: "default".into(),
+            name: "web".into()
+        }
+    );
+    let mut behind = Watch::new(store.clone(), WatchFilter::default(), 0);
+    assert!(behind.next().await.is_ok(), "nothing is compacted yet");
+}

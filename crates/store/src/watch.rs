@@ -1,0 +1,207 @@
+//! Watching the store: every write bumps a store-wide revision and is kept in a
+//! bounded change log, so a follower lists once and then streams what changed after
+//! the revision its list saw, as it would from etcd.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use updraft_model::{Namespace, Revision, Service};
+
+use crate::events::{BrokerRecord, TriggerRecord};
+use crate::{Result, Store, StoreError};
+
+/// The kinds of resource the change log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Namespace,
+    Service,
+    Revision,
+    Trigger,
+    Broker,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Namespace,
+        Kind::Service,
+        Kind::Revision,
+        Kind::Trigger,
+        Kind::Broker,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Namespace => "namespace",
+            Kind::Service => "service",
+            Kind::Revision => "revision",
+            Kind::Trigger => "trigger",
+            Kind::Broker => "broker",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// A resource as it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resource {
+    Namespace(Namespace),
+    Service(Box<Service>),
+    Revision(Box<Revision>),
+    Trigger(TriggerRecord),
+    Broker(BrokerRecord),
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::Namespace(_) => Kind::Namespace,
+            Resource::Service(_) => Kind::Service,
+            Resource::Revision(_) => Kind::Revision,
+            Resource::Trigger(_) => Kind::Trigger,
+            Resource::Broker(_) => Kind::Broker,
+        }
+    }
+
+    pub(crate) fn to_json(&self) -> serde_json::Result<String> {
+        match self {
+            Resource::Namespace(r) => serde_json::to_string(r),
+            Resource::Service(r) => serde_json::to_string(r),
+            Resource::Revision(r) => serde_json::to_string(r),
+            Resource::Trigger(r) => serde_json::to_string(r),
+            Resource::Broker(r) => serde_json::to_string(r),
+        }
+    }
+
+    pub(crate) fn from_json(kind: Kind, text: &str) -> serde_json::Result<Resource> {
+        Ok(match kind {
+            Kind::Namespace => Resource::Namespace(serde_json::from_str(text)?),
+            Kind::Service => Resource::Service(serde_json::from_str(text)?),
+            Kind::Revision => Resource::Revision(serde_json::from_str(text)?),
+            Kind::Trigger => Resource::Trigger(serde_json::from_str(text)?),
+            Kind::Broker => Resource::Broker(serde_json::from_str(text)?),
+        })
+    }
+}
+
+/// One change in the log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Put(Resource),
+    Delete {
+        kind: Kind,
+        namespace: String,
+        name: String,
+    },
+}
+
+impl Change {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Change::Put(resource) => resource.kind(),
+            Change::Delete { kind, .. } => *kind,
+        }
+    }
+}
+
+/// A change and the store revision that made it; changes of one write share it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchEvent {
+    pub revision: u64,
+    pub change: Change,
+}
+
+/// Which changes a watcher wants: a kind, a namespace, or both (`None` is any).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchFilter {
+    pub kind: Option<Kind>,
+    pub namespace: Option<String>,
+}
+
+impl WatchFilter {
+    pub fn kind(kind: Kind) -> Self {
+        WatchFilter {
+            kind: Some(kind),
+            namespace: None,
+        }
+    }
+}
+
+/// Everything a follower lists at start, and the revision it was read at.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub namespaces: Vec<Namespace>,
+    pub services: Vec<Service>,
+    pub revisions: Vec<Revision>,
+}
+
+/// One read of the change log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangePage {
+    /// The changes that matched the filter, in order.
+    pub events: Vec<WatchEvent>,
+    /// The last revision read, matched or not; the next read starts after it.
+    pub through: u64,
+}
+
+/// How many changes one read of the log returns at most.
+const PAGE: usize = 512;
+
+/// Changes after a revision, in order, from any [`Store`]; waits when there are none.
+///
+/// A watcher that falls behind the change log gets [`StoreError::Compacted`] and
+/// must list again.
+pub struct Watch {
+    store: Arc<dyn Store>,
+    filter: WatchFilter,
+    after: u64,
+    ready: VecDeque<WatchEvent>,
+    written: watch::Receiver<u64>,
+}
+
+impl Watch {
+    /// Follows changes made after revision `after` (the one a list saw).
+    pub fn new(store: Arc<dyn Store>, filter: WatchFilter, after: u64) -> Watch {
+        let written = store.subscribe();
+        Watch {
+            store,
+            filter,
+            after,
+            ready: VecDeque::new(),
+            written,
+        }
+    }
+
+    /// The revision of the last change handed out (or the start).
+    pub fn revision(&self) -> u64 {
+        self.after
+    }
+
+    pub async fn next(&mut self) -> Result<WatchEvent> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(event);
+            }
+            // Marked seen before the read: a write after it wakes the wait below.
+            self.written.borrow_and_update();
+            let (store, filter, after) = (self.store.clone(), self.filter.clone(), self.after);
+            let page = tokio::task::spawn_blocking(move || store.changes_after(after, &filter, PAGE))
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+            if page.through > self.after {
+                self.after = page.through;
+                self.ready.extend(page.events);
+                continue;
+            }
+            if self.written.changed().await.is_err() {
+                return Err(StoreError::Unavailable("the store was closed".into()));
+            }
+        }
+    }
+}
