@@ -4,6 +4,7 @@
 mod apps;
 mod coldstart;
 mod containers;
+mod deploys;
 mod functions;
 mod harness;
 mod hostile;
@@ -142,6 +143,15 @@ enum Scenario {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// One wasm component deployed as N services one after another: deploys/s of the
+    /// last window against the first, so a deploy's cost as services grow shows.
+    Deploys {
+        #[arg(long, default_value_t = 10_000)]
+        services: usize,
+        /// Deploys per measured window.
+        #[arg(long, default_value_t = 1000)]
+        window: usize,
+    },
     /// Python and Node function cold starts from stem cells (warm interpreters) against
     /// fresh interpreters (pool off), at 1 and N simultaneous cold starts.
     Function {
@@ -175,6 +185,7 @@ fn main() -> anyhow::Result<()> {
             seconds,
         } => scaleout::run(&cli.updraft, &cli.out, clients.max(1), target.max(1), seconds),
         Scenario::Container { rounds, megabytes } => containers::run(&cli.updraft, &cli.out, rounds.max(1), megabytes),
+        Scenario::Deploys { services, window } => deploys::run(&cli.updraft, &cli.out, services, window),
         Scenario::Function { sizes, pool_memory } => functions::run(&cli.updraft, &cli.out, &sizes, &pool_memory),
         Scenario::Wasm {
             wasmtime,

@@ -18,5 +18,5 @@ pub use endpoints::{Endpoint, LoadSample, RevisionEndpoints, RevisionKey, Revisi
 pub use flow::RateLimiter;
 pub use listener::{serve_connections, ConnectionLimits};
 pub use proxy::{serve, Gateway, GatewayBody};
-pub use routes::{host_for, tag_host_for, RouteTable, ServiceRoute};
+pub use routes::{host_for, tag_host_for, HostMap, RouteTable, ServiceRoute};
 pub use upstream::UpstreamPool;

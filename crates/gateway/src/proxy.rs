@@ -619,7 +619,6 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::sync::atomic::AtomicU32;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -705,10 +704,10 @@ mod tests {
             revision.add_ready(e.clone());
         }
         let routes = Arc::new(RouteTable::default());
-        routes.replace(HashMap::from([(
+        routes.replace(crate::HostMap::unit(
             "svc.default.localhost".to_string(),
             Arc::new(ServiceRoute::single(revision, vec![])),
-        )]));
+        ));
         Gateway::new(routes, Arc::new(NoPoke), ActivatorConfig::default())
     }
 

@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -116,10 +115,14 @@ impl ServiceRoute {
     }
 }
 
-/// Host name → route. Rebuilt from the store and swapped whole.
+/// Host name → route, as one immutable value: a change makes a new map sharing all
+/// unchanged hosts with the old one, and lookups never wait for it.
+pub type HostMap = imbl::HashMap<String, Arc<ServiceRoute>>;
+
+/// The hosts the gateway serves, swapped whole on change.
 #[derive(Default)]
 pub struct RouteTable {
-    hosts: ArcSwap<HashMap<String, Arc<ServiceRoute>>>,
+    hosts: ArcSwap<HostMap>,
 }
 
 impl RouteTable {
@@ -137,13 +140,15 @@ impl RouteTable {
         }
     }
 
-    pub fn replace(&self, hosts: HashMap<String, Arc<ServiceRoute>>) {
+    pub fn replace(&self, hosts: HostMap) {
         self.hosts.store(Arc::new(hosts));
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use crate::{RevisionKey, RevisionLimits};
 
@@ -199,7 +204,7 @@ mod tests {
     fn lookup_ignores_port_and_case() {
         let table = RouteTable::default();
         let route = Arc::new(ServiceRoute::single(revision("hello-00001"), vec![]));
-        table.replace(HashMap::from([(host_for("hello", "default", "localhost"), route)]));
+        table.replace(HostMap::unit(host_for("hello", "default", "localhost"), route));
         assert!(table.lookup("hello.default.localhost:8080").is_some());
         assert!(table.lookup("Hello.Default.localhost").is_some());
         assert!(table.lookup("other.default.localhost").is_none());

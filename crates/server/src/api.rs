@@ -233,7 +233,7 @@ async fn set_namespace_limits(
     }
     p.require_namespace(&ns)?;
     let updated = p.store.set_namespace_limits(&ns, &limits)?;
-    p.rebuild_routes();
+    p.routes_caught_up().await?;
     let platform = p.clone();
     let _ = tokio::task::spawn_blocking(move || platform.apply_log_retention()).await;
     Ok(Json(namespace_view(updated)))

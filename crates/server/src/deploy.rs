@@ -17,7 +17,7 @@ use updraft_model::knative::DesiredService;
 use updraft_model::names::{validate_namespace_name, validate_service_name};
 use updraft_model::package::detect;
 use updraft_model::template::{RevisionTemplate, Source, PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
-use updraft_model::traffic::{default_traffic, validate_traffic, Rollout, Target, TrafficTarget};
+use updraft_model::traffic::{default_traffic, resolve, validate_traffic, Rollout, Target, TrafficTarget};
 use updraft_model::{DeploySpec, Revision, RevisionConfig, Service, ServiceConfig};
 use updraft_runtime::image::{stored_digest, ImageInfo};
 use updraft_runtime::logs::{now_us, service_log_dir};
@@ -247,7 +247,7 @@ impl Platform {
                     )))
                 }
             };
-            self.rebuild_routes();
+            self.routes_caught_up().await?;
             return Ok(ApplyView {
                 result: "configured".into(),
                 revision: None,
@@ -398,18 +398,21 @@ impl Platform {
             service_config,
             expected_service_version: previous.map(|s| s.resource_version),
         };
+        // Registered before the write, as routed if it will be: the route reconciler
+        // may see the write first, and the scaler must not stop the first instance of
+        // a revision it takes for unrouted.
+        let routed =
+            resolve(&service_config.traffic, rev_name, service_config.rollout.as_ref(), now).routes_to(rev_name);
+        state.routable.store(routed, std::sync::atomic::Ordering::Relaxed);
+        self.register(state.clone());
         match self.store.create_revision(new, now) {
             Ok((service, stored)) => {
                 debug_assert_eq!(stored.generation, generation);
-                // Marked before the route table catches up, so the scaler does not take
-                // a routed revision for an unrouted one and stop its first instance.
-                let routed = self.routing(&service, now_us()).routes_to(rev_name);
-                state.routable.store(routed, std::sync::atomic::Ordering::Relaxed);
-                self.register(state);
-                self.rebuild_routes();
+                self.routes_caught_up().await?;
                 Ok(service)
             }
             Err(e) => {
+                self.unregister(namespace, rev_name, "its deploy failed");
                 self.stop_instance(&state, &first).await;
                 self.discard_revision_files(namespace, name, rev_name);
                 Err(e.into())

@@ -14,6 +14,7 @@ mod meter;
 mod packages;
 mod platform;
 mod retention;
+mod routes;
 mod routing;
 mod scaler;
 mod trigger_api;

@@ -4,14 +4,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use updraft_gateway::{
-    Access, Gateway, Poke, RateLimiter, RequestObserver, RevisionEndpoints, RevisionKey, RevisionLimits, RouteTable,
+    Access, Gateway, Poke, RequestObserver, RevisionEndpoints, RevisionKey, RevisionLimits, RouteTable,
 };
 use updraft_model::Revision;
 use updraft_runtime::image::ImageStore;
@@ -26,6 +26,7 @@ use updraft_telemetry::{Metrics, RevisionLabels};
 
 use crate::access::AccessLog;
 use crate::meter::RequestLedger;
+use crate::routes::{RouteReconciler, RouteTargets};
 use crate::scaler::{ColdStart, ManagedInstance, ScaleEvent};
 use crate::triggers::{EventWriter, SinkClient, TriggerSignals};
 use crate::{Paths, ServerConfig};
@@ -104,6 +105,13 @@ impl Drop for PackageInUse {
     }
 }
 
+/// A platform just opened, with the ends of its channels its loops take.
+struct Opened {
+    platform: Arc<Platform>,
+    pokes: mpsc::UnboundedReceiver<RevisionKey>,
+    routes_applied: watch::Sender<u64>,
+}
+
 pub struct Platform {
     pub config: ServerConfig,
     pub paths: Paths,
@@ -124,15 +132,8 @@ pub struct Platform {
     /// Package digests that deploys under way are using, with how many use each.
     packages_in_use: Mutex<HashMap<String, usize>>,
     pokes: mpsc::UnboundedSender<RevisionKey>,
-    /// Rate limiters by scope (`service ns/name`, `namespace ns`), kept across route
-    /// rebuilds so a rebuild does not refill every bucket.
-    pub(crate) limiters: Mutex<HashMap<String, Arc<RateLimiter>>>,
-    /// When a rollout's share changes next (µs since the epoch, 0 for never), so the
-    /// scaler's loop rebuilds the routes right then.
-    pub(crate) next_route_change_us: AtomicI64,
-    /// Held from reading the store to swapping the route table, so a rebuild that
-    /// read older state can never replace a newer one.
-    pub(crate) rebuilding: Mutex<()>,
+    /// The store revision the route table reflects, from the route reconciler.
+    routes_applied: watch::Receiver<u64>,
     /// Instances launched since the pool was last sized: the demand it follows.
     pub(crate) launches: AtomicU64,
     /// Set by a second stop signal: instances are stopped without waiting for their
@@ -227,7 +228,7 @@ fn cgroup_parent(paths: &Paths) -> String {
 }
 
 impl Platform {
-    fn open(config: ServerConfig) -> anyhow::Result<(Arc<Self>, mpsc::UnboundedReceiver<RevisionKey>)> {
+    fn open(config: ServerConfig) -> anyhow::Result<Opened> {
         crate::data_dir::private_umask();
         fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
         // Absolute from here on: instances run with their revision directory as working
@@ -273,6 +274,7 @@ impl Platform {
             tracing::info!(reaped, "stopped instances left by an earlier run");
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        let (routes_applied_tx, routes_applied) = watch::channel(0);
         let routes = Arc::new(RouteTable::default());
         let metrics = Arc::new(Metrics::new());
         let requests = Arc::new(RequestLedger::default());
@@ -303,9 +305,7 @@ impl Platform {
             deploy_locks: Mutex::new(HashMap::new()),
             packages_in_use: Mutex::new(HashMap::new()),
             pokes: tx,
-            limiters: Mutex::new(HashMap::new()),
-            next_route_change_us: AtomicI64::new(0),
-            rebuilding: Mutex::new(()),
+            routes_applied,
             launches: AtomicU64::new(0),
             stopping_now: AtomicBool::new(false),
             metrics,
@@ -320,7 +320,11 @@ impl Platform {
         });
         platform.load_revisions()?;
         platform.collect_garbage();
-        Ok((platform, rx))
+        Ok(Opened {
+            platform,
+            pokes: rx,
+            routes_applied: routes_applied_tx,
+        })
     }
 
     fn load_revisions(&self) -> anyhow::Result<()> {
@@ -339,8 +343,6 @@ impl Platform {
                 RevisionState::new(revision, &self.config.scaling),
             );
         }
-        drop(registry);
-        self.rebuild_routes();
         Ok(())
     }
 
@@ -456,12 +458,22 @@ impl Platform {
         let _ = self.pokes.send(state.endpoints.key.clone());
     }
 
+    /// Waits until the route table reflects every write to the store so far, so an
+    /// answer to a write is true of the gateway too.
+    pub(crate) async fn routes_caught_up(&self) -> Result<(), crate::ApiError> {
+        let written = self.store.current_revision()?;
+        let mut applied = self.routes_applied.clone();
+        // An error means the reconciler stopped with the server: nothing to wait for.
+        let _ = applied.wait_for(|at| *at >= written).await;
+        Ok(())
+    }
+
     /// Deletes a service: routes first, then its instances, files and logs.
     pub async fn delete_service(self: &Arc<Self>, namespace: &str, name: &str) -> Result<(), crate::ApiError> {
         let lock = self.deploy_lock(namespace, name);
         let _held = lock.lock().await;
         let revisions = self.store.delete_service(namespace, name)?;
-        self.rebuild_routes();
+        self.routes_caught_up().await?;
         let reason = format!("service {name} in namespace {namespace} was deleted");
         let states = revisions
             .iter()
@@ -508,11 +520,20 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     let api_listener = tokio::net::TcpListener::bind(config.api_addr)
         .await
         .with_context(|| format!("cannot listen for the API on {}", config.api_addr))?;
-    let (platform, pokes) = Platform::open(config)?;
+    let Opened {
+        platform,
+        pokes,
+        routes_applied,
+    } = Platform::open(config)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+
+    // Listed before anything is served, so the first request finds its route.
+    let mut route_reconciler = RouteReconciler::new(&platform.config.domain, platform.routes.clone(), platform.clone());
+    route_reconciler.reset(&crate::routes::list(&platform.store).await?, now_us());
+    let routes = tokio::spawn(route_reconciler.run(platform.store.clone(), routes_applied, stopped(stop_rx.clone())));
 
     let scaler = tokio::spawn(crate::scaler::run(platform.clone(), pokes, stopped(stop_rx.clone())));
     let pool = tokio::spawn(crate::scaler::keep_pool(platform.clone(), stopped(stop_rx.clone())));
@@ -575,6 +596,7 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
         () = second(stop_signals.clone()) => {}
     }
     let _ = scaler.await;
+    let _ = routes.await;
     let _ = pool.await;
     let _ = meter.await;
     let _ = retention.await;
@@ -599,4 +621,18 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
         }
     }
     Ok(())
+}
+
+impl RouteTargets for Platform {
+    fn endpoints(&self, namespace: &str, revision: &str) -> Option<Arc<RevisionEndpoints>> {
+        self.revision(namespace, revision).map(|state| state.endpoints.clone())
+    }
+
+    fn set_routed(&self, namespace: &str, revision: &str, routed: bool) {
+        if let Some(state) = self.revision(namespace, revision) {
+            if state.routable.swap(routed, std::sync::atomic::Ordering::Relaxed) && !routed {
+                self.poke(&state);
+            }
+        }
+    }
 }

@@ -1,17 +1,15 @@
-//! From the store's traffic tables to the gateway's route table, and the operations
-//! that change where traffic goes: set the table, roll back, delete a revision.
+//! The operations that change where traffic goes: set the table, roll back, delete a
+//! revision. The route table follows the store on its own (`routes`).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use updraft_gateway::{host_for, tag_host_for, RateLimiter, ServiceRoute};
-use updraft_model::annotations::{validate_service_annotations, RateLimit};
+use updraft_gateway::{host_for, tag_host_for};
 use updraft_model::traffic::{all_to, resolve, rollback, validate_traffic, Routing, TrafficTarget};
-use updraft_model::{Namespace, Service};
+use updraft_model::Service;
 use updraft_runtime::logs::now_us;
 
-use crate::platform::{Platform, RevisionState};
+use crate::platform::Platform;
 use crate::views::ServiceView;
 use crate::ApiError;
 
@@ -24,84 +22,6 @@ impl Platform {
             svc.config.rollout.as_ref(),
             now_us,
         )
-    }
-
-    /// The shared limiter of a scope, made anew only when its limit changed.
-    fn limiter(&self, scope: String, limit: RateLimit) -> Arc<RateLimiter> {
-        let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
-        match limiters.get(&scope) {
-            Some(existing) if existing.limit == limit => existing.clone(),
-            _ => {
-                let made = Arc::new(RateLimiter::new(scope.clone(), limit));
-                limiters.insert(scope, made.clone());
-                made
-            }
-        }
-    }
-
-    /// Builds every host's route from the store: the service host splits by the
-    /// traffic table, each tag host leads to its revision. Revisions nothing routes
-    /// to are told so, and drain and stop.
-    pub fn rebuild_routes(&self) {
-        let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
-        let (services, namespaces) = match (self.store.services(None), self.store.namespaces()) {
-            (Ok(s), Ok(n)) => (s, n),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::error!(error = %e, "cannot read services; routes unchanged");
-                return;
-            }
-        };
-        let namespace_limits: HashMap<&str, &Namespace> = namespaces.iter().map(|n| (n.name.as_str(), n)).collect();
-        let now = now_us();
-        let mut hosts = HashMap::new();
-        let mut routed: Vec<Arc<RevisionState>> = Vec::new();
-        let mut next_change = None;
-        for svc in &services {
-            let mut limiters = Vec::new();
-            let settings = validate_service_annotations("annotations", &svc.config.annotations).unwrap_or_default();
-            if let Some(limit) = settings.rate_limit {
-                limiters.push(self.limiter(format!("service {}/{}", svc.namespace, svc.name), limit));
-            }
-            if let Some(limit) = namespace_limits
-                .get(svc.namespace.as_str())
-                .and_then(|n| n.limits.rate_limit)
-            {
-                limiters.push(self.limiter(format!("namespace {}", svc.namespace), limit));
-            }
-            if let Some(at) = svc.config.rollout.as_ref().and_then(|r| r.next_change_us(now)) {
-                next_change = Some(next_change.map_or(at, |n: i64| n.min(at)));
-            }
-            let routing = self.routing(svc, now);
-            let mut weighted = Vec::new();
-            for (revision, percent) in &routing.percents {
-                if let Some(state) = self.revision(&svc.namespace, revision) {
-                    weighted.push((state.endpoints.clone(), *percent));
-                    routed.push(state);
-                }
-            }
-            hosts.insert(
-                host_for(&svc.name, &svc.namespace, &self.config.domain),
-                Arc::new(ServiceRoute::split(weighted, limiters.clone())),
-            );
-            for (tag, revision) in &routing.tags {
-                if let Some(state) = self.revision(&svc.namespace, revision) {
-                    hosts.insert(
-                        tag_host_for(tag, &svc.name, &svc.namespace, &self.config.domain),
-                        Arc::new(ServiceRoute::single(state.endpoints.clone(), limiters.clone())),
-                    );
-                    routed.push(state);
-                }
-            }
-        }
-        self.routes.replace(hosts);
-        self.next_route_change_us
-            .store(next_change.unwrap_or(0), Ordering::Relaxed);
-        for state in self.all_revision_states() {
-            let now_routed = routed.iter().any(|r| Arc::ptr_eq(r, &state));
-            if state.routable.swap(now_routed, Ordering::Relaxed) && !now_routed {
-                self.poke(&state);
-            }
-        }
     }
 
     pub fn url(&self, service: &str, namespace: &str) -> String {
@@ -144,7 +64,7 @@ impl Platform {
         let svc = self
             .store
             .update_service_config(namespace, name, &config, svc.resource_version, now_us())?;
-        self.rebuild_routes();
+        self.routes_caught_up().await?;
         self.service_view(&svc, true).map_err(ApiError::internal)
     }
 

@@ -209,14 +209,7 @@ pub async fn run(
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
-        let route_change = match platform.next_route_change_us.load(Ordering::Relaxed) {
-            0 => None,
-            at => Some(Duration::from_micros((at - now_us()).max(0) as u64)),
-        };
         tokio::select! {
-            _ = tokio::time::sleep(route_change.unwrap_or(Duration::MAX)), if route_change.is_some() => {
-                platform.rebuild_routes();
-            }
             Some(key) = pokes.recv() => {
                 if let Some(state) = platform.revision(&key.namespace, &key.revision) {
                     platform.reconcile(&state);

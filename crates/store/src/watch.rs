@@ -183,6 +183,12 @@ impl Watch {
         self.after
     }
 
+    /// Whether changes already read wait to be handed out: the last one handed out
+    /// may share its revision with them.
+    pub fn has_buffered(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     pub async fn next(&mut self) -> Result<WatchEvent> {
         loop {
             if let Some(event) = self.ready.pop_front() {

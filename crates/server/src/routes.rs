@@ -1,0 +1,588 @@
+//! The route reconciler: follows services and namespaces in the store and keeps the
+//! gateway's route table. A change re-routes only the service it touches, so a
+//! deploy costs the same with ten services or ten thousand.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use updraft_gateway::{host_for, tag_host_for, HostMap, RateLimiter, RevisionEndpoints, RouteTable, ServiceRoute};
+use updraft_model::annotations::{validate_service_annotations, RateLimit};
+use updraft_model::traffic::resolve;
+use updraft_model::Service;
+use updraft_runtime::logs::now_us;
+use updraft_store::{Change, Kind, Resource, Snapshot, Store, StoreError, Watch, WatchEvent, WatchFilter};
+
+/// The revisions this node runs, as the route table needs them.
+pub trait RouteTargets: Send + Sync {
+    /// Where a revision's requests go, if it is known here.
+    fn endpoints(&self, namespace: &str, revision: &str) -> Option<Arc<RevisionEndpoints>>;
+    /// Tells a revision whether any host routes to it now; one nothing routes to
+    /// drains and stops.
+    fn set_routed(&self, namespace: &str, revision: &str, routed: bool);
+}
+
+type ServiceKey = (String, String);
+
+/// What one service contributes to the table.
+#[derive(Default)]
+struct Routed {
+    hosts: Vec<String>,
+    revisions: BTreeSet<String>,
+}
+
+pub struct RouteReconciler {
+    domain: String,
+    table: Arc<RouteTable>,
+    targets: Arc<dyn RouteTargets>,
+    services: HashMap<ServiceKey, Service>,
+    namespace_limits: HashMap<String, Option<RateLimit>>,
+    hosts: HostMap,
+    routed: HashMap<ServiceKey, Routed>,
+    /// When each service's rollout moves its shares next (µs since the epoch).
+    rollouts: HashMap<ServiceKey, i64>,
+    /// Kept across changes, so re-routing a service does not refill its bucket.
+    limiters: HashMap<String, Arc<RateLimiter>>,
+    /// The store revision the table reflects.
+    revision: u64,
+}
+
+impl RouteReconciler {
+    pub fn new(domain: &str, table: Arc<RouteTable>, targets: Arc<dyn RouteTargets>) -> Self {
+        RouteReconciler {
+            domain: domain.to_string(),
+            table,
+            targets,
+            services: HashMap::new(),
+            namespace_limits: HashMap::new(),
+            hosts: HostMap::new(),
+            routed: HashMap::new(),
+            rollouts: HashMap::new(),
+            limiters: HashMap::new(),
+            revision: 0,
+        }
+    }
+
+    /// Routes everything in `snapshot` afresh, as at start or after falling behind
+    /// the change log.
+    pub fn reset(&mut self, snapshot: &Snapshot, now_us: i64) {
+        let before: Vec<ServiceKey> = self.routed.keys().cloned().collect();
+        self.namespace_limits = snapshot
+            .namespaces
+            .iter()
+            .map(|n| (n.name.clone(), n.limits.rate_limit))
+            .collect();
+        self.services = snapshot
+            .services
+            .iter()
+            .map(|s| ((s.namespace.clone(), s.name.clone()), s.clone()))
+            .collect();
+        for key in before {
+            if !self.services.contains_key(&key) {
+                self.unroute(&key);
+            }
+        }
+        let keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
+        for key in keys {
+            self.route(&key, now_us);
+        }
+        self.revision = snapshot.revision;
+        self.publish();
+    }
+
+    /// Applies one change from the store's watch; the caller publishes.
+    pub fn apply(&mut self, event: &WatchEvent, now_us: i64) {
+        match &event.change {
+            Change::Put(Resource::Service(service)) => {
+                let key = (service.namespace.clone(), service.name.clone());
+                self.services.insert(key.clone(), (**service).clone());
+                self.route(&key, now_us);
+            }
+            Change::Delete {
+                kind: Kind::Service,
+                namespace,
+                name,
+            } => {
+                let key = (namespace.clone(), name.clone());
+                self.services.remove(&key);
+                self.unroute(&key);
+            }
+            Change::Put(Resource::Namespace(namespace)) => {
+                let limit = namespace.limits.rate_limit;
+                if self.namespace_limits.insert(namespace.name.clone(), limit) != Some(limit) {
+                    let keys: Vec<ServiceKey> = self
+                        .services
+                        .keys()
+                        .filter(|k| k.0 == namespace.name)
+                        .cloned()
+                        .collect();
+                    for key in keys {
+                        self.route(&key, now_us);
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.revision = self.revision.max(event.revision);
+    }
+
+    /// Re-routes the services whose rollout has moved on by `now_us`.
+    pub fn advance_rollouts(&mut self, now_us: i64) {
+        let due: Vec<ServiceKey> = self
+            .rollouts
+            .iter()
+            .filter(|(_, at)| **at <= now_us)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.route(&key, now_us);
+        }
+    }
+
+    /// When a rollout moves next, if one is under way.
+    pub fn next_rollout_step_us(&self) -> Option<i64> {
+        self.rollouts.values().min().copied()
+    }
+
+    pub fn publish(&self) {
+        self.table.replace(self.hosts.clone());
+    }
+
+    fn limiter(&mut self, scope: String, limit: RateLimit) -> Arc<RateLimiter> {
+        if let Some(existing) = self.limiters.get(&scope).filter(|l| l.limit == limit) {
+            return existing.clone();
+        }
+        let made = Arc::new(RateLimiter::new(scope.clone(), limit));
+        self.limiters.insert(scope, made.clone());
+        made
+    }
+
+    /// Builds one service's hosts: the service host splits by the traffic table, each
+    /// tag host leads to its revision.
+    fn route(&mut self, key: &ServiceKey, now_us: i64) {
+        let Some(svc) = self.services.get(key).cloned() else {
+            return self.unroute(key);
+        };
+        let mut limiters = Vec::new();
+        let settings = validate_service_annotations("annotations", &svc.config.annotations).unwrap_or_default();
+        if let Some(limit) = settings.rate_limit {
+            limiters.push(self.limiter(format!("service {}/{}", svc.namespace, svc.name), limit));
+        }
+        if let Some(Some(limit)) = self.namespace_limits.get(&svc.namespace).copied() {
+            limiters.push(self.limiter(format!("namespace {}", svc.namespace), limit));
+        }
+        let rollout = svc.config.rollout.as_ref();
+        match rollout.and_then(|r| r.next_change_us(now_us)) {
+            Some(at) => self.rollouts.insert(key.clone(), at),
+            None => self.rollouts.remove(key),
+        };
+        let routing = resolve(&svc.config.traffic, &svc.latest_revision, rollout, now_us);
+        let mut now = Routed::default();
+        let mut weighted = Vec::new();
+        for (revision, percent) in &routing.percents {
+            if let Some(endpoints) = self.targets.endpoints(&svc.namespace, revision) {
+                weighted.push((endpoints, *percent));
+                now.revisions.insert(revision.clone());
+            }
+        }
+        let mut hosts = vec![(
+            host_for(&svc.name, &svc.namespace, &self.domain),
+            Arc::new(ServiceRoute::split(weighted, limiters.clone())),
+        )];
+        for (tag, revision) in &routing.tags {
+            if let Some(endpoints) = self.targets.endpoints(&svc.namespace, revision) {
+                hosts.push((
+                    tag_host_for(tag, &svc.name, &svc.namespace, &self.domain),
+                    Arc::new(ServiceRoute::single(endpoints, limiters.clone())),
+                ));
+                now.revisions.insert(revision.clone());
+            }
+        }
+        let before = self.routed.remove(key).unwrap_or_default();
+        for host in &before.hosts {
+            self.hosts.remove(host);
+        }
+        for (host, route) in hosts {
+            now.hosts.push(host.clone());
+            self.hosts.insert(host, route);
+        }
+        for revision in now.revisions.difference(&before.revisions) {
+            self.targets.set_routed(&svc.namespace, revision, true);
+        }
+        for revision in before.revisions.difference(&now.revisions) {
+            self.targets.set_routed(&svc.namespace, revision, false);
+        }
+        self.routed.insert(key.clone(), now);
+    }
+
+    fn unroute(&mut self, key: &ServiceKey) {
+        self.rollouts.remove(key);
+        self.limiters.remove(&format!("service {}/{}", key.0, key.1));
+        let Some(before) = self.routed.remove(key) else {
+            return;
+        };
+        for host in &before.hosts {
+            self.hosts.remove(host);
+        }
+        for revision in &before.revisions {
+            self.targets.set_routed(&key.0, revision, false);
+        }
+    }
+
+    /// Follows the store until `stop`: each change is applied and published, and
+    /// `applied` says up to which store revision the table is current.
+    pub async fn run(mut self, store: Arc<dyn Store>, applied: watch::Sender<u64>, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        applied.send_replace(self.revision);
+        let mut changes = Watch::new(store.clone(), WatchFilter::default(), self.revision);
+        loop {
+            let step = self
+                .next_rollout_step_us()
+                .map(|at| Duration::from_micros((at - now_us()).max(0) as u64));
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(step.unwrap_or(Duration::MAX)), if step.is_some() => {
+                    self.advance_rollouts(now_us());
+                    self.publish();
+                }
+                next = changes.next() => match next {
+                    Ok(event) => {
+                        self.apply(&event, now_us());
+                        // A write's changes share its revision: it is applied once
+                        // none of them is left.
+                        if !changes.has_buffered() {
+                            self.publish();
+                            applied.send_replace(changes.revision());
+                        }
+                    }
+                    Err(StoreError::Compacted { .. }) => {
+                        tracing::warn!("the route table fell behind the store's change log; listing again");
+                        match list(&store).await {
+                            Ok(snapshot) => {
+                                self.reset(&snapshot, now_us());
+                                changes = Watch::new(store.clone(), WatchFilter::default(), snapshot.revision);
+                                applied.send_replace(snapshot.revision);
+                            }
+                            Err(e) => tracing::error!(error = %e, "cannot list the store; routes unchanged"),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the store's changes; routes unchanged");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Reads a snapshot off the async workers.
+pub async fn list(store: &Arc<dyn Store>) -> updraft_store::Result<Snapshot> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.snapshot())
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use updraft_gateway::{RevisionKey, RevisionLimits};
+    use updraft_model::traffic::{Rollout, Target, TrafficTarget};
+    use updraft_model::{Namespace, NamespaceLimits, ServiceConfig};
+
+    use super::*;
+
+    /// Revisions known by name, and a record of what the reconciler asked of them.
+    #[derive(Default)]
+    struct Targets {
+        known: Mutex<HashMap<String, Arc<RevisionEndpoints>>>,
+        routed: Mutex<HashMap<String, bool>>,
+        lookups: Mutex<usize>,
+    }
+
+    impl Targets {
+        fn add(&self, service: &str, revision: &str) {
+            let key = RevisionKey {
+                namespace: "default".into(),
+                service: service.into(),
+                revision: revision.into(),
+            };
+            self.known
+                .lock()
+                .unwrap()
+                .insert(revision.into(), RevisionEndpoints::new(key, RevisionLimits::default()));
+        }
+
+        fn routed(&self, revision: &str) -> Option<bool> {
+            self.routed.lock().unwrap().get(revision).copied()
+        }
+    }
+
+    impl RouteTargets for Targets {
+        fn endpoints(&self, _namespace: &str, revision: &str) -> Option<Arc<RevisionEndpoints>> {
+            *self.lookups.lock().unwrap() += 1;
+            self.known.lock().unwrap().get(revision).cloned()
+        }
+
+        fn set_routed(&self, _namespace: &str, revision: &str, routed: bool) {
+            self.routed.lock().unwrap().insert(revision.into(), routed);
+        }
+    }
+
+    fn service(name: &str, latest: &str, config: ServiceConfig) -> Service {
+        Service {
+            namespace: "default".into(),
+            name: name.into(),
+            latest_revision: latest.into(),
+            generation: 1,
+            created_at_us: 0,
+            updated_at_us: 0,
+            config,
+            resource_version: 0,
+        }
+    }
+
+    fn put(revision: u64, svc: Service) -> WatchEvent {
+        WatchEvent {
+            revision,
+            change: Change::Put(Resource::Service(Box::new(svc))),
+        }
+    }
+
+    fn setup() -> (RouteReconciler, Arc<RouteTable>, Arc<Targets>) {
+        let table = Arc::new(RouteTable::default());
+        let targets = Arc::new(Targets::default());
+        (
+            RouteReconciler::new("localhost", table.clone(), targets.clone()),
+            table,
+            targets,
+        )
+    }
+
+    fn serves(table: &RouteTable, host: &str) -> Vec<String> {
+        table.lookup(host).map_or_else(Vec::new, |route| {
+            route.targets().iter().map(|t| t.key.revision.clone()).collect()
+        })
+    }
+
+    #[test]
+    fn a_service_gets_its_host_and_tag_hosts_and_loses_them_on_delete() {
+        let (mut routes, table, targets) = setup();
+        targets.add("web", "web-1");
+        targets.add("web", "web-2");
+        let config = ServiceConfig {
+            traffic: vec![
+                TrafficTarget::new(Target::Revision("web-1".into()), 90, None),
+                TrafficTarget::new(Target::Latest, 10, Some("canary".into())),
+            ],
+            ..Default::default()
+        };
+        routes.apply(&put(1, service("web", "web-2", config)), 0);
+        routes.publish();
+        assert_eq!(serves(&table, "web.default.localhost"), ["web-1", "web-2"]);
+        assert_eq!(serves(&table, "canary-web.default.localhost"), ["web-2"]);
+        assert_eq!(
+            (targets.routed("web-1"), targets.routed("web-2")),
+            (Some(true), Some(true))
+        );
+
+        routes.apply(&put(2, service("web", "web-2", ServiceConfig::default())), 0);
+        routes.publish();
+        assert_eq!(serves(&table, "web.default.localhost"), ["web-2"]);
+        assert!(
+            table.lookup("canary-web.default.localhost").is_none(),
+            "a tag removed is a host removed"
+        );
+        assert_eq!(
+            targets.routed("web-1"),
+            Some(false),
+            "a revision left without traffic is told so"
+        );
+
+        routes.apply(
+            &WatchEvent {
+                revision: 3,
+                change: Change::Delete {
+                    kind: Kind::Service,
+                    namespace: "default".into(),
+                    name: "web".into(),
+                },
+            },
+            0,
+        );
+        routes.publish();
+        assert!(table.lookup("web.default.localhost").is_none());
+        assert_eq!(targets.routed("web-2"), Some(false));
+    }
+
+    #[test]
+    fn a_change_routes_only_the_service_it_touches() {
+        let (mut routes, table, targets) = setup();
+        for n in 0..200 {
+            targets.add(&format!("s{n}"), &format!("s{n}-1"));
+            routes.apply(
+                &put(
+                    n + 1,
+                    service(&format!("s{n}"), &format!("s{n}-1"), ServiceConfig::default()),
+                ),
+                0,
+            );
+        }
+        routes.publish();
+        *targets.lookups.lock().unwrap() = 0;
+        targets.add("s7", "s7-2");
+        routes.apply(&put(201, service("s7", "s7-2", ServiceConfig::default())), 0);
+        routes.publish();
+        assert_eq!(*targets.lookups.lock().unwrap(), 1, "one revision looked up, not 200");
+        assert_eq!(serves(&table, "s7.default.localhost"), ["s7-2"]);
+        assert_eq!(serves(&table, "s199.default.localhost"), ["s199-1"]);
+    }
+
+    #[test]
+    fn a_rollout_moves_its_share_when_its_step_is_due() {
+        let (mut routes, table, targets) = setup();
+        targets.add("web", "web-1");
+        targets.add("web", "web-2");
+        let config = ServiceConfig {
+            rollout: Some(Rollout::new("web-1", "web-2", 0, Duration::from_secs(10))),
+            ..Default::default()
+        };
+        routes.apply(&put(1, service("web", "web-2", config)), 0);
+        routes.publish();
+        assert_eq!(serves(&table, "web.default.localhost"), ["web-1", "web-2"]);
+        let step = routes
+            .next_rollout_step_us()
+            .expect("a rollout under way has a next step");
+        assert_eq!(step, 1_000_000);
+        routes.advance_rollouts(step - 1);
+        assert_eq!(
+            routes.next_rollout_step_us(),
+            Some(step),
+            "nothing moves before its time"
+        );
+        routes.advance_rollouts(10_000_000);
+        routes.publish();
+        assert_eq!(serves(&table, "web.default.localhost"), ["web-2"], "the rollout ended");
+        assert_eq!(routes.next_rollout_step_us(), None);
+        assert_eq!(targets.routed("web-1"), Some(false));
+    }
+
+    #[test]
+    fn a_namespace_rate_limit_reaches_its_services_only() {
+        let (mut routes, table, targets) = setup();
+        targets.add("web", "web-1");
+        routes.apply(&put(1, service("web", "web-1", ServiceConfig::default())), 0);
+        let mut other = service("api", "api-1", ServiceConfig::default());
+        other.namespace = "team".into();
+        targets.add("api", "api-1");
+        routes.apply(&put(2, other), 0);
+        let limited = Namespace {
+            name: "default".into(),
+            created_at_us: 0,
+            limits: NamespaceLimits {
+                rate_limit: Some(RateLimit {
+                    per_second: 5,
+                    burst: 5,
+                }),
+                ..Default::default()
+            },
+            resource_version: 3,
+        };
+        routes.apply(
+            &WatchEvent {
+                revision: 3,
+                change: Change::Put(Resource::Namespace(limited)),
+            },
+            0,
+        );
+        routes.publish();
+        assert_eq!(table.lookup("web.default.localhost").unwrap().limiters.len(), 1);
+        assert!(table.lookup("api.team.localhost").unwrap().limiters.is_empty());
+    }
+
+    #[test]
+    fn a_reset_drops_what_the_snapshot_no_longer_has() {
+        let (mut routes, table, targets) = setup();
+        targets.add("old", "old-1");
+        targets.add("new", "new-1");
+        routes.apply(&put(1, service("old", "old-1", ServiceConfig::default())), 0);
+        routes.publish();
+        let snapshot = Snapshot {
+            revision: 9,
+            services: vec![service("new", "new-1", ServiceConfig::default())],
+            ..Default::default()
+        };
+        routes.reset(&snapshot, 0);
+        assert!(table.lookup("old.default.localhost").is_none());
+        assert_eq!(serves(&table, "new.default.localhost"), ["new-1"]);
+        assert_eq!(targets.routed("old-1"), Some(false));
+    }
+
+    #[tokio::test]
+    async fn the_table_follows_the_store_and_says_how_far() {
+        use updraft_model::{RevisionConfig, RevisionTemplate};
+        use updraft_store::{NewRevision, SqliteStore};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("db"), 1).unwrap());
+        let (mut routes, table, targets) = setup();
+        routes.reset(&list(&store).await.unwrap(), now_us());
+        let (applied_tx, mut applied) = watch::channel(0);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(routes.run(store.clone(), applied_tx, async {
+            let _ = stop_rx.await;
+        }));
+
+        let digest = "sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
+        store.put_blob(digest, 1, 1).unwrap();
+        targets.add("web", "web-00001");
+        let config = RevisionConfig {
+            package_digest: digest.into(),
+            command: vec!["true".into()],
+            command_source: "test".into(),
+            env: Default::default(),
+            memory_bytes: None,
+            cpu_millis: None,
+            scale_to_zero_after_ms: 60_000,
+            readiness: None,
+            runtime: "process".into(),
+            allowed_hosts: Vec::new(),
+        };
+        let (svc, _) = store
+            .create_revision(
+                NewRevision {
+                    namespace: "default",
+                    service: "web",
+                    name: "web-00001",
+                    template: &RevisionTemplate::for_package(digest),
+                    config: &config,
+                    service_config: &ServiceConfig::default(),
+                    expected_service_version: None,
+                },
+                1,
+            )
+            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            applied.wait_for(|at| *at >= svc.resource_version),
+        )
+        .await
+        .expect("the reconciler applied the write")
+        .unwrap();
+        assert_eq!(serves(&table, "web.default.localhost"), ["web-00001"]);
+
+        store.delete_service("default", "web").unwrap();
+        let written = store.current_revision().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), applied.wait_for(|at| *at >= written))
+            .await
+            .expect("the reconciler applied the delete")
+            .unwrap();
+        assert!(table.lookup("web.default.localhost").is_none());
+        stop_tx.send(()).unwrap();
+        running.await.unwrap();
+    }
+}
