@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use updraft_runtime::image::ImageInfo;
 use updraft_runtime::oci::{bundle_config, ContainerSpec};
-use updraft_runtime::InstanceSpec;
+use updraft_runtime::{InstanceSpec, Workload};
 
 use crate::apps::{build, run_tool};
 use crate::coldstart::cold_starts;
@@ -122,9 +122,7 @@ fn bare_runc(image_dir: &Path, work: &Path, rounds: usize) -> anyhow::Result<Vec
             env: BTreeMap::new(),
             workdir: PathBuf::from("/"),
             limits: Default::default(),
-            wasm: None,
-            function: None,
-            container: None,
+            workload: Workload::Process,
         };
         let container = ContainerSpec {
             rootfs: image_dir.join("rootfs"),

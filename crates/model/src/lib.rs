@@ -12,12 +12,14 @@ pub mod names;
 pub mod package;
 pub mod quantity;
 pub mod resources;
+pub mod runtime_kind;
 pub mod template;
 pub mod traffic;
 pub mod yaml;
 
 pub use error::FieldError;
 pub use resources::{DeploySpec, Namespace, NamespaceLimits, Revision, RevisionConfig, Service, ServiceConfig, Usage};
+pub use runtime_kind::{Language, RuntimeKind};
 pub use template::RevisionTemplate;
 pub use traffic::TrafficTarget;
 

@@ -11,6 +11,7 @@ use crate::annotations::{
 };
 use crate::names::validate_env_var;
 use crate::quantity::{parse_cpu, parse_memory};
+use crate::runtime_kind::RuntimeKind;
 use crate::template::{Readiness, RevisionTemplate, MAX_TIMEOUT_SECONDS};
 use crate::traffic::{default_traffic, Rollout, TrafficTarget};
 use crate::FieldError;
@@ -45,20 +46,16 @@ pub struct RevisionConfig {
     pub scale_to_zero_after_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<Readiness>,
-    /// `process` (a code package) or `wasm` (a component run in the server).
-    #[serde(default = "process_runtime", skip_serializing_if = "is_process")]
-    pub runtime: String,
+    /// The driver that runs it; stored revisions from before it had one are packages.
+    #[serde(default, skip_serializing_if = "is_process")]
+    pub runtime: RuntimeKind,
     /// Wasm only: hosts its outbound HTTP may reach.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_hosts: Vec<String>,
 }
 
-fn process_runtime() -> String {
-    "process".to_string()
-}
-
-fn is_process(runtime: &String) -> bool {
-    runtime == "process"
+fn is_process(runtime: &RuntimeKind) -> bool {
+    *runtime == RuntimeKind::Process
 }
 
 impl RevisionConfig {

@@ -28,7 +28,8 @@ use std::sync::Arc;
 pub use instance::{ExitInfo, Instance, InstanceControl};
 pub use ports::{PortAllocator, PortLease};
 pub use probe::{wait_ready, NotReady, Probe};
-pub use process::{FunctionSpec, Language, ProcessRuntime, StemOrder, INHERITED_ENV};
+pub use process::{FunctionSpec, ProcessRuntime, StemOrder, INHERITED_ENV};
+pub use updraft_model::Language;
 
 /// Forking while this process holds a file open for writing would give the child a
 /// copy of that descriptor until its exec, and exec'ing that file anywhere then fails
@@ -48,13 +49,21 @@ pub struct InstanceSpec {
     pub env: BTreeMap<String, String>,
     pub workdir: PathBuf,
     pub limits: cgroup::Limits,
-    /// Set for a WebAssembly component, which the wasm driver runs in process.
-    pub wasm: Option<wasm::WasmSpec>,
-    /// Set for a Python or Node function, which a shim serves (from a stem cell when
-    /// one is warm); `command` is then the shim's.
-    pub function: Option<FunctionSpec>,
-    /// Set for an OCI image, which runc runs from the image's shared rootfs.
-    pub container: Option<oci::ContainerSpec>,
+    pub workload: Workload,
+}
+
+/// What an instance runs, with what its driver needs for it.
+#[derive(Debug, Clone)]
+pub enum Workload {
+    /// The package's own `command`.
+    Process,
+    /// A Python or Node handler a shim serves (from a stem cell when one is warm);
+    /// `command` is then the shim's.
+    Function(FunctionSpec),
+    /// A WebAssembly component, which the wasm driver runs in process.
+    Wasm(wasm::WasmSpec),
+    /// An OCI image, which runc runs from the image's shared rootfs.
+    Container(oci::ContainerSpec),
 }
 
 impl InstanceSpec {
@@ -80,6 +89,8 @@ pub enum RuntimeError {
     Io(#[from] std::io::Error),
     #[error("cannot build the container: {0}")]
     Bundle(String),
+    #[error("this driver does not run {0} workloads")]
+    Unsupported(&'static str),
 }
 
 pub trait Runtime: Send + Sync + 'static {
@@ -108,9 +119,12 @@ pub struct Runtimes {
 
 impl Runtime for Runtimes {
     fn start(&self, mut spec: InstanceSpec) -> Result<Instance, RuntimeError> {
-        match spec.wasm.take() {
-            Some(wasm) => self.wasm.start(spec, wasm),
-            None => self.process.start(spec),
+        match std::mem::replace(&mut spec.workload, Workload::Process) {
+            Workload::Wasm(wasm) => self.wasm.start(spec, wasm),
+            other => {
+                spec.workload = other;
+                self.process.start(spec)
+            }
         }
     }
 

@@ -354,6 +354,7 @@ impl InstanceControl for ContainerControl {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Workload;
 
     fn instance() -> InstanceSpec {
         InstanceSpec {
@@ -368,9 +369,7 @@ mod tests {
                 memory_bytes: Some(64 << 20),
                 cpu_millis: Some(500),
             },
-            wasm: None,
-            function: None,
-            container: None,
+            workload: Workload::Process,
         }
     }
 

@@ -16,7 +16,7 @@ use crate::cgroup::{Cgroups, InstanceCgroup, Layout};
 use crate::instance::{ExitInfo, Instance, InstanceControl};
 use crate::logs::{capture, LogFeed, LogFile, LogTail};
 use crate::oci::{ContainerControl, ContainerSpec, Containers};
-use crate::{InstanceSpec, PortAllocator, Runtime, RuntimeError};
+use crate::{InstanceSpec, Language, PortAllocator, Runtime, RuntimeError, Workload};
 
 /// Variables passed from the server's environment to instances, so interpreters are
 /// found and behave; everything else (credentials above all) stays with the server.
@@ -66,49 +66,24 @@ struct Stem {
     pid_file: PathBuf,
 }
 
-/// A function runtime's language.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Language {
-    Python,
-    Node,
+fn interpreter(language: Language) -> &'static [&'static str] {
+    match language {
+        Language::Python => &["python3", "-u"],
+        Language::Node => &["node"],
+    }
 }
 
-impl Language {
-    /// `python3` or `node`, as `--runtime` names them.
-    pub fn parse(name: &str) -> Option<Language> {
-        match name {
-            "python3" | "python" => Some(Language::Python),
-            "node" | "nodejs" => Some(Language::Node),
-            _ => None,
-        }
+fn shim_name(language: Language) -> &'static str {
+    match language {
+        Language::Python => "updraft_function.py",
+        Language::Node => "updraft_function.mjs",
     }
+}
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Language::Python => "python3",
-            Language::Node => "node",
-        }
-    }
-
-    fn interpreter(self) -> &'static [&'static str] {
-        match self {
-            Language::Python => &["python3", "-u"],
-            Language::Node => &["node"],
-        }
-    }
-
-    fn shim_name(self) -> &'static str {
-        match self {
-            Language::Python => "updraft_function.py",
-            Language::Node => "updraft_function.mjs",
-        }
-    }
-
-    fn shim(self) -> &'static str {
-        match self {
-            Language::Python => include_str!("shims/python.py"),
-            Language::Node => include_str!("shims/node.mjs"),
-        }
+fn shim(language: Language) -> &'static str {
+    match language {
+        Language::Python => include_str!("shims/python.py"),
+        Language::Node => include_str!("shims/node.mjs"),
     }
 }
 
@@ -153,7 +128,7 @@ impl ProcessRuntime {
     pub fn with_function_runtimes(mut self, dir: PathBuf) -> std::io::Result<Self> {
         fs::create_dir_all(&dir)?;
         for language in [Language::Python, Language::Node] {
-            fs::write(dir.join(language.shim_name()), language.shim())?;
+            fs::write(dir.join(shim_name(language)), shim(language))?;
         }
         self.shims = Some(dir);
         Ok(self)
@@ -163,9 +138,9 @@ impl ProcessRuntime {
         let shim = self
             .shims
             .as_ref()
-            .map(|d| d.join(language.shim_name()))
+            .map(|d| d.join(shim_name(language)))
             .unwrap_or_default();
-        let mut command: Vec<String> = language.interpreter().iter().map(|s| s.to_string()).collect();
+        let mut command: Vec<String> = interpreter(language).iter().map(|s| s.to_string()).collect();
         command.push(shim.display().to_string());
         command
     }
@@ -441,10 +416,13 @@ fn resolve_program(program: &str, workdir: &Path) -> PathBuf {
 impl Runtime for ProcessRuntime {
     fn start(&self, mut spec: InstanceSpec) -> Result<Instance, RuntimeError> {
         let port = self.ports.allocate()?;
-        if let Some(container) = spec.container.take() {
-            return self.start_container(spec, container, port);
-        }
-        if let Some(function) = spec.function.clone() {
+        let function = match spec.workload.clone() {
+            Workload::Container(container) => return self.start_container(spec, container, port),
+            Workload::Wasm(_) => return Err(RuntimeError::Unsupported("wasm")),
+            Workload::Function(function) => Some(function),
+            Workload::Process => None,
+        };
+        if let Some(function) = function {
             // A function stem is an interpreter with the shim loaded: its order names
             // the handler; without one, the shim starts with the handler as argument.
             self.languages
@@ -460,7 +438,7 @@ impl Runtime for ProcessRuntime {
                 .and_then(Vec::pop);
             let started = match stem {
                 Some(stem) => {
-                    spec.command = vec![function.language.interpreter()[0].to_string(), handler];
+                    spec.command = vec![interpreter(function.language)[0].to_string(), handler];
                     self.bind(stem, &spec, port.port)?
                 }
                 None => {

@@ -497,7 +497,7 @@ async fn top(State(p): Shared, Path(ns): Path<String>) -> Result<Json<Vec<TopVie
             row.waiting += state.endpoints.waiting();
             row.instances += state.instances().len();
             row.ready += state.endpoints.ready_count();
-            row.cold_starts += p.metrics.cold_starts_of(&labels, &state.revision.config.runtime);
+            row.cold_starts += p.metrics.cold_starts_of(&labels, state.revision.config.runtime.name());
             let (n, p50, p99) = p.metrics.recent.percentiles(&labels, TOP_WINDOW);
             if n > 0 {
                 latencies.push((n, p50, p99));

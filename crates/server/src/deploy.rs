@@ -18,7 +18,7 @@ use updraft_model::names::{validate_namespace_name, validate_service_name};
 use updraft_model::package::detect;
 use updraft_model::template::{RevisionTemplate, Source, PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
 use updraft_model::traffic::{default_traffic, resolve, validate_traffic, Rollout, Target, TrafficTarget};
-use updraft_model::{DeploySpec, Revision, RevisionConfig, Service, ServiceConfig};
+use updraft_model::{DeploySpec, Language, Revision, RevisionConfig, RuntimeKind, Service, ServiceConfig};
 use updraft_runtime::image::{stored_digest, ImageInfo};
 use updraft_runtime::logs::{now_us, service_log_dir};
 use updraft_runtime::package::{unpack, DirFiles};
@@ -488,7 +488,7 @@ fn resolve_config(
         cpu_millis: template.resources.cpu_limit_millis.or(cpu),
         scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,
         readiness: template.readiness.clone(),
-        runtime: "process".to_string(),
+        runtime: RuntimeKind::Process,
         allowed_hosts: Vec::new(),
     })
 }
@@ -502,6 +502,8 @@ fn function_config(
     handler: &str,
     workdir: &std::path::Path,
 ) -> Result<RevisionConfig, ApiError> {
+    let language = Language::parse(runtime)
+        .ok_or_else(|| ApiError::bad_request("function_runtime", format!("{runtime:?} is not one of python3, node")))?;
     if !workdir.join(handler).exists() {
         return Err(ApiError::bad_request(
             "function_handler",
@@ -517,7 +519,7 @@ fn function_config(
         cpu_millis: template.resources.cpu_limit_millis,
         scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,
         readiness: None,
-        runtime: runtime.to_string(),
+        runtime: RuntimeKind::Function(language),
         allowed_hosts: Vec::new(),
     })
 }
@@ -554,7 +556,7 @@ fn image_config(template: &RevisionTemplate, image: &ImageInfo) -> Result<Revisi
         cpu_millis: template.resources.cpu_limit_millis,
         scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,
         readiness: template.readiness.clone(),
-        runtime: "oci".to_string(),
+        runtime: RuntimeKind::Oci,
         allowed_hosts: Vec::new(),
     })
 }
@@ -570,7 +572,7 @@ fn wasm_config(template: &RevisionTemplate, digest: &str) -> RevisionConfig {
         cpu_millis: template.resources.cpu_limit_millis,
         scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,
         readiness: None,
-        runtime: "wasm".to_string(),
+        runtime: RuntimeKind::Wasm,
         allowed_hosts: allowed_outbound_hosts(&template.annotations),
     }
 }

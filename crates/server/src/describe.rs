@@ -100,7 +100,7 @@ impl Platform {
             name: revision.name.clone(),
             generation: revision.generation,
             created_at: rfc3339_us(revision.created_at_us),
-            runtime: config.runtime.clone(),
+            runtime: config.runtime.to_string(),
             image: revision.template.image.clone(),
             package: config.package_digest.clone(),
             command: config.command.clone(),

@@ -332,7 +332,7 @@ impl Platform {
         for revision in self.store.all_revisions()? {
             let dir = self.paths.revision_dir(&revision.namespace, &revision.name);
             // Components and images run from their own stores; only packages are unpacked.
-            if !dir.exists() && !matches!(revision.config.runtime.as_str(), "wasm" | "oci") {
+            if !dir.exists() && revision.config.runtime.runs_from_package() {
                 // Unpacked trees are derived state; rebuild one that went missing.
                 let blob = self.paths.blob(&revision.config.package_digest);
                 updraft_runtime::package::unpack(&blob, &dir, self.unpack_limits())

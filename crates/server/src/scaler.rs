@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use updraft_gateway::{Endpoint, RevisionKey};
 use updraft_model::template::Readiness;
+use updraft_model::RuntimeKind;
 use updraft_runtime::logs::now_us;
 use updraft_runtime::oci::ContainerSpec;
 use updraft_runtime::wasm::WasmSpec;
-use updraft_runtime::{cgroup::Limits, wait_ready, FunctionSpec, Instance, InstanceSpec, Language, Probe};
+use updraft_runtime::{cgroup::Limits, wait_ready, FunctionSpec, Instance, InstanceSpec, Probe, Workload};
 use updraft_scaling::{LoadPoint, Metric, PoolSizer, RevisionLoad, ScaleDecision, Why};
 use updraft_telemetry::{ColdStartLabels, ScaleLabels};
 
@@ -376,19 +377,29 @@ impl Platform {
         let began = Instant::now();
         let revision = &state.revision;
         let config = &revision.config;
-        let container = match config.runtime.as_str() {
-            "oci" => {
+        let workload = match config.runtime {
+            RuntimeKind::Process => Workload::Process,
+            RuntimeKind::Oci => {
                 let image = self.images.get(&config.package_digest).ok_or_else(|| {
                     let reason = format!("image {} is no longer in the image store", config.package_digest);
                     state.endpoints.start_failed(reason.clone());
                     reason
                 })?;
-                Some(ContainerSpec {
+                Workload::Container(ContainerSpec {
                     rootfs: image.rootfs,
                     image: image.info,
                 })
             }
-            _ => None,
+            RuntimeKind::Wasm => Workload::Wasm(WasmSpec {
+                digest: config.package_digest.clone(),
+                component: self.paths.blob(&config.package_digest),
+                allowed_hosts: config.allowed_hosts.clone(),
+                request_timeout: revision.template.timeout(),
+            }),
+            RuntimeKind::Function(language) => Workload::Function(FunctionSpec {
+                language,
+                handler: config.command.first().cloned().unwrap_or_default().into(),
+            }),
         };
         let spec = InstanceSpec {
             id: instance_id(&revision.name),
@@ -402,17 +413,7 @@ impl Platform {
                 memory_bytes: config.memory_bytes,
                 cpu_millis: config.cpu_millis,
             },
-            function: Language::parse(&config.runtime).map(|language| FunctionSpec {
-                language,
-                handler: config.command.first().cloned().unwrap_or_default().into(),
-            }),
-            wasm: (config.runtime == "wasm").then(|| WasmSpec {
-                digest: config.package_digest.clone(),
-                component: self.paths.blob(&config.package_digest),
-                allowed_hosts: config.allowed_hosts.clone(),
-                request_timeout: revision.template.timeout(),
-            }),
-            container,
+            workload,
         };
         self.launches.fetch_add(1, Ordering::Relaxed);
         let instance = self.runtime.start(spec).map_err(|e| {
@@ -467,7 +468,7 @@ impl Platform {
                         namespace: key.namespace.clone(),
                         service: key.service.clone(),
                         revision: key.revision.clone(),
-                        runtime: state.revision.config.runtime.clone(),
+                        runtime: state.revision.config.runtime.to_string(),
                     },
                     ready,
                 );

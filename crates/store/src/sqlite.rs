@@ -759,7 +759,7 @@ mod tests {
             cpu_millis: None,
             scale_to_zero_after_ms: 60_000,
             readiness: None,
-            runtime: "process".into(),
+            runtime: updraft_model::RuntimeKind::Process,
             allowed_hosts: Vec::new(),
         }
     }
