@@ -1,3 +1,4 @@
+use std::net::SocketAddr;
 use std::sync::atomic::{fence, AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,7 +17,8 @@ pub struct RevisionKey {
 #[derive(Debug)]
 pub struct Endpoint {
     pub instance: String,
-    pub port: u16,
+    /// Where the instance listens; on this machine today, anywhere next.
+    pub address: SocketAddr,
     /// Requests proxied to this instance and not yet answered in full.
     pub in_flight: AtomicU32,
 }
@@ -306,7 +308,7 @@ mod tests {
     fn endpoint(name: &str) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             instance: name.into(),
-            port: 1,
+            address: SocketAddr::from(([127, 0, 0, 1], 1)),
             in_flight: AtomicU32::new(0),
         })
     }

@@ -486,7 +486,7 @@ impl Gateway {
                     Err(held) => return held_response(&revision, held),
                 };
             let guard = InFlight::new(revision.clone(), endpoint.clone());
-            let uri = match Uri::try_from(format!("http://127.0.0.1:{}{path}", endpoint.port)) {
+            let uri = match Uri::try_from(format!("http://{}{path}", endpoint.address)) {
                 Ok(uri) => uri,
                 Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad request target: {e}")),
             };
@@ -635,7 +635,7 @@ mod tests {
     fn endpoint(name: &str, port: u16) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             instance: name.into(),
-            port,
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
             in_flight: AtomicU32::new(0),
         })
     }

@@ -423,7 +423,8 @@ impl Platform {
         let managed = Arc::new(ManagedInstance {
             endpoint: Arc::new(Endpoint {
                 instance: instance.id.clone(),
-                port: instance.port,
+                // Instances listen on the loopback of the machine that runs them.
+                address: std::net::SocketAddr::from(([127, 0, 0, 1], instance.port)),
                 in_flight: Default::default(),
             }),
             began,
