@@ -12,6 +12,7 @@ pub mod names;
 pub mod package;
 pub mod quantity;
 pub mod resources;
+pub mod revision_config;
 pub mod runtime_kind;
 pub mod template;
 pub mod traffic;

@@ -10,16 +10,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use updraft_model::annotations::{
-    allowed_outbound_hosts, validate_service_annotations, FUNCTION_HANDLER, FUNCTION_RUNTIME,
-};
+use updraft_model::annotations::{validate_service_annotations, FUNCTION_HANDLER, FUNCTION_RUNTIME};
 use updraft_model::knative::DesiredService;
 use updraft_model::names::{validate_namespace_name, validate_service_name};
 use updraft_model::package::detect;
+use updraft_model::revision_config::{self, ImageProcess};
 use updraft_model::template::{RevisionTemplate, Source, PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
 use updraft_model::traffic::{default_traffic, resolve, validate_traffic, Rollout, Target, TrafficTarget};
-use updraft_model::{DeploySpec, Language, Revision, RevisionConfig, RuntimeKind, Service, ServiceConfig};
-use updraft_runtime::image::{stored_digest, ImageInfo};
+use updraft_model::{DeploySpec, Revision, Service, ServiceConfig};
+use updraft_runtime::image::stored_digest;
 use updraft_runtime::logs::{now_us, service_log_dir};
 use updraft_runtime::package::{unpack, DirFiles};
 use updraft_store::NewRevision;
@@ -328,14 +327,20 @@ impl Platform {
                     .get(FUNCTION_RUNTIME)
                     .zip(template.annotations.get(FUNCTION_HANDLER));
                 let resolved = match function {
-                    Some((runtime, handler)) => function_config(&template, &digest, runtime, handler, &workdir),
-                    None => resolve_config(&template, &digest, unpacked),
+                    Some((runtime, handler)) => revision_config::for_function(
+                        &template,
+                        &digest,
+                        runtime,
+                        handler,
+                        workdir.join(handler).exists(),
+                    ),
+                    None => revision_config::for_package(&template, &digest, unpacked),
                 };
                 match resolved {
                     Ok(config) => config,
                     Err(e) => {
                         let _ = std::fs::remove_dir_all(&workdir);
-                        return Err(e);
+                        return Err(e.into());
                     }
                 }
             }
@@ -349,7 +354,7 @@ impl Platform {
                     .await
                     .map_err(ApiError::internal)?
                     .map_err(|e| ApiError::bad_request("wasm", format!("is not a usable wasi:http component: {e}")))?;
-                wasm_config(&template, &digest)
+                revision_config::for_component(&template, &digest)
             }
             Source::Image { reference } => {
                 let image = match stored_digest(&reference) {
@@ -364,7 +369,14 @@ impl Platform {
                 // Recorded like an upload, so revisions reference it and an unused
                 // image is collected like an unused package.
                 self.store.put_blob(&image.info.digest, image.info.size, now_us())?;
-                image_config(&template, &image.info)?
+                revision_config::for_image(
+                    &template,
+                    ImageProcess {
+                        digest: &image.info.digest,
+                        entrypoint: &image.info.entrypoint,
+                        cmd: &image.info.cmd,
+                    },
+                )?
             }
         };
         let now = now_us();
@@ -443,136 +455,4 @@ async fn detached<T: Send + 'static>(
     change: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::spawn(change).await.map_err(ApiError::internal)?
-}
-
-/// What runs: the template's command (plus args), or the package's detected one; the
-/// package's env under the template's; the template's limits over the package's.
-fn resolve_config(
-    template: &RevisionTemplate,
-    digest: &str,
-    detected: Result<updraft_model::package::Launch, updraft_model::FieldError>,
-) -> Result<RevisionConfig, ApiError> {
-    let (mut command, source, mut env, memory, cpu) = match (&template.command, detected) {
-        (Some(command), detected) => {
-            // A package with nothing to detect is fine when the template names the command.
-            let launch = match detected {
-                Ok(launch) => launch,
-                Err(e) if e.field == "package" => Default::default(),
-                Err(e) => return Err(e.into()),
-            };
-            (
-                command.clone(),
-                "template (--cmd or the manifest)".to_string(),
-                launch.env,
-                launch.memory_bytes,
-                launch.cpu_millis,
-            )
-        }
-        (None, Ok(launch)) => (
-            launch.command,
-            launch.source,
-            launch.env,
-            launch.memory_bytes,
-            launch.cpu_millis,
-        ),
-        (None, Err(e)) => return Err(e.into()),
-    };
-    command.extend(template.args.iter().flatten().cloned());
-    env.extend(template.env.clone());
-    Ok(RevisionConfig {
-        package_digest: digest.to_string(),
-        command,
-        command_source: source,
-        env,
-        memory_bytes: template.resources.memory_limit_bytes.or(memory),
-        cpu_millis: template.resources.cpu_limit_millis.or(cpu),
-        scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,
-        readiness: template.readiness.clone(),
-        runtime: RuntimeKind::Process,
-        allowed_hosts: Vec::new(),
-    })
-}
-
-/// What runs for a function: the runtime's shim with the handler; the handler must
-/// exist in the package.
-fn function_config(
-    template: &RevisionTemplate,
-    digest: &str,
-    runtime: &str,
-    handler: &str,
-    workdir: &std::path::Path,
-) -> Result<RevisionConfig, ApiError> {
-    let language = Language::parse(runtime)
-        .ok_or_else(|| ApiError::bad_request("function_runtime", format!("{runtime:?} is not one of python3, node")))?;
-    if !workdir.join(handler).exists() {
-        return Err(ApiError::bad_request(
-            "function_handler",
-            format!("{handler:?} is not in the package"),
-        ));
-    }
-    Ok(RevisionConfig {
-        package_digest: digest.to_string(),
-        command: vec![handler.to_string()],
-        command_source: format!("{runtime} function runtime"),
-        env: template.env.clone(),
-        memory_bytes: template.resources.memory_limit_bytes,
-        cpu_millis: template.resources.cpu_limit_millis,
-        scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,
-        readiness: None,
-        runtime: RuntimeKind::Function(language),
-        allowed_hosts: Vec::new(),
-    })
-}
-
-/// What runs for an image: Kubernetes' rule, so manifests mean what they mean there.
-/// `command` replaces the Entrypoint and drops the Cmd; `args` replaces the Cmd.
-fn image_config(template: &RevisionTemplate, image: &ImageInfo) -> Result<RevisionConfig, ApiError> {
-    let (command, source) = match (&template.command, &template.args) {
-        (Some(command), args) => (
-            command.iter().chain(args.iter().flatten()).cloned().collect::<Vec<_>>(),
-            "template command (--cmd or the manifest)",
-        ),
-        (None, Some(args)) => (
-            image.entrypoint.iter().chain(args).cloned().collect(),
-            "image Entrypoint with the template's args",
-        ),
-        (None, None) => (
-            image.entrypoint.iter().chain(&image.cmd).cloned().collect(),
-            "image Entrypoint and Cmd",
-        ),
-    };
-    if command.is_empty() {
-        return Err(ApiError::bad_request(
-            "image",
-            "the image has neither Entrypoint nor Cmd; give the program to run (--cmd, or command in the manifest)",
-        ));
-    }
-    Ok(RevisionConfig {
-        package_digest: image.digest.clone(),
-        command,
-        command_source: source.to_string(),
-        env: template.env.clone(),
-        memory_bytes: template.resources.memory_limit_bytes,
-        cpu_millis: template.resources.cpu_limit_millis,
-        scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,
-        readiness: template.readiness.clone(),
-        runtime: RuntimeKind::Oci,
-        allowed_hosts: Vec::new(),
-    })
-}
-
-/// What runs for a component: the server itself serves it, so no command.
-fn wasm_config(template: &RevisionTemplate, digest: &str) -> RevisionConfig {
-    RevisionConfig {
-        package_digest: digest.to_string(),
-        command: Vec::new(),
-        command_source: "wasi:http component".to_string(),
-        env: template.env.clone(),
-        memory_bytes: template.resources.memory_limit_bytes,
-        cpu_millis: template.resources.cpu_limit_millis,
-        scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,
-        readiness: None,
-        runtime: RuntimeKind::Wasm,
-        allowed_hosts: allowed_outbound_hosts(&template.annotations),
-    }
 }
