@@ -108,6 +108,82 @@ fn check(field: &str, value: &str, kind: Kind) -> Result<(), FieldError> {
     }
 }
 
+/// The metric an autoscaler follows (`autoscaling.knative.dev/metric`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScalingMetric {
+    Concurrency,
+    Rps,
+    Cpu,
+    Memory,
+}
+
+/// How an idle revision is kept ([`KEEP_ALIVE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    Fixed,
+    HybridHistogram,
+}
+
+/// A revision template's autoscaling annotations, read once; `None` is "not set". The
+/// camel-case spellings Knative still reads count as the kebab-case ones.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Autoscaling {
+    /// `class: hpa.autoscaling.knative.dev` (else Knative's KPA).
+    pub hpa_class: bool,
+    pub metric: Option<ScalingMetric>,
+    pub target: Option<f64>,
+    pub target_utilization_percentage: Option<f64>,
+    pub window: Option<Duration>,
+    pub panic_window_percentage: Option<f64>,
+    pub panic_threshold_percentage: Option<f64>,
+    pub min_scale: Option<u32>,
+    pub max_scale: Option<u32>,
+    pub initial_scale: Option<u32>,
+    pub activation_scale: Option<u32>,
+    pub scale_down_delay: Option<Duration>,
+    pub keep_alive: Option<KeepAlive>,
+}
+
+impl Autoscaling {
+    /// Reads annotations [`validate_template_annotations`] accepted; a value it would
+    /// refuse reads as not set.
+    pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Autoscaling {
+        let text = |keys: &[&str]| {
+            keys.iter()
+                .find_map(|k| annotations.get(&format!("{AUTOSCALING_PREFIX}{k}")))
+                .map(|v| v.trim())
+        };
+        let float = |keys: &[&str]| text(keys).and_then(|v| v.parse::<f64>().ok());
+        let count = |keys: &[&str]| text(keys).and_then(|v| v.parse::<u32>().ok());
+        let duration = |keys: &[&str]| text(keys).and_then(|v| humantime::parse_duration(v).ok());
+        Autoscaling {
+            hpa_class: text(&["class"]) == Some("hpa.autoscaling.knative.dev"),
+            metric: match text(&["metric"]) {
+                Some("concurrency") => Some(ScalingMetric::Concurrency),
+                Some("rps") => Some(ScalingMetric::Rps),
+                Some("cpu") => Some(ScalingMetric::Cpu),
+                Some("memory") => Some(ScalingMetric::Memory),
+                _ => None,
+            },
+            target: float(&["target"]),
+            target_utilization_percentage: float(&["target-utilization-percentage", "targetUtilizationPercentage"]),
+            window: duration(&["window"]),
+            panic_window_percentage: float(&["panic-window-percentage", "panicWindowPercentage"]),
+            panic_threshold_percentage: float(&["panic-threshold-percentage", "panicThresholdPercentage"]),
+            min_scale: count(&["min-scale", "minScale"]),
+            max_scale: count(&["max-scale", "maxScale"]),
+            initial_scale: count(&["initial-scale", "initialScale"]),
+            activation_scale: count(&["activation-scale"]),
+            scale_down_delay: duration(&["scale-down-delay", "scaleDownDelay"]),
+            keep_alive: match annotations.get(KEEP_ALIVE).map(|v| v.trim()) {
+                Some("fixed") => Some(KeepAlive::Fixed),
+                Some("hybrid-histogram") => Some(KeepAlive::HybridHistogram),
+                _ => None,
+            },
+        }
+    }
+}
+
 fn int(annotations: &BTreeMap<String, String>, keys: &[&str]) -> Option<i64> {
     keys.iter()
         .find_map(|k| annotations.get(&format!("{AUTOSCALING_PREFIX}{k}")))
@@ -292,6 +368,30 @@ mod tests {
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn autoscaling_reads_each_key_once_in_either_spelling() {
+        let read = Autoscaling::from_annotations(&map(&[
+            ("autoscaling.knative.dev/class", "hpa.autoscaling.knative.dev"),
+            ("autoscaling.knative.dev/metric", "rps"),
+            ("autoscaling.knative.dev/target", " 50 "),
+            ("autoscaling.knative.dev/window", "20s"),
+            ("autoscaling.knative.dev/minScale", "1"),
+            ("autoscaling.knative.dev/max-scale", "7"),
+            ("autoscaling.knative.dev/scale-down-delay", "15s"),
+            ("autoscaling.knative.dev/initial-scale", "-1"),
+            (KEEP_ALIVE, "hybrid-histogram"),
+        ]));
+        assert!(read.hpa_class);
+        assert_eq!(read.metric, Some(ScalingMetric::Rps));
+        assert_eq!(read.target, Some(50.0));
+        assert_eq!(read.window, Some(Duration::from_secs(20)));
+        assert_eq!((read.min_scale, read.max_scale), (Some(1), Some(7)));
+        assert_eq!(read.scale_down_delay, Some(Duration::from_secs(15)));
+        assert_eq!(read.initial_scale, None, "a value validation refuses reads as not set");
+        assert_eq!(read.keep_alive, Some(KeepAlive::HybridHistogram));
+        assert_eq!(Autoscaling::from_annotations(&BTreeMap::new()), Autoscaling::default());
     }
 
     #[test]

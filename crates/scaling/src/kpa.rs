@@ -10,9 +10,9 @@
 //! Bounds (min-scale, max-scale), scale-down delay, activation and scale to zero
 //! come last.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
-use updraft_model::annotations::KEEP_ALIVE;
+use updraft_model::annotations::{Autoscaling, ScalingMetric};
 
 use crate::keepalive::KeepAlive;
 
@@ -147,47 +147,34 @@ impl Default for ScalingSpec {
     }
 }
 
-pub const ANNOTATION: &str = "autoscaling.knative.dev/";
 /// The HPA class's default targets: 80% of the CPU request (Kubernetes' default), and
 /// 512 MiB per instance.
 const HPA_CPU_TARGET_PCT: f64 = 80.0;
 const HPA_MEMORY_TARGET_MIB: f64 = 512.0;
 
-fn annotation<'a>(annotations: &'a BTreeMap<String, String>, keys: &[&str]) -> Option<&'a str> {
-    keys.iter()
-        .find_map(|k| annotations.get(&format!("{ANNOTATION}{k}")))
-        .map(|v| v.trim())
-}
-
-fn duration_us(text: &str) -> Option<i64> {
-    humantime::parse_duration(text).ok().map(|d| d.as_micros() as i64)
-}
-
 impl ScalingSpec {
-    /// The server's defaults overridden by a revision's annotations (already
-    /// validated) and its container concurrency, which is the default target when set.
+    /// The server's defaults overridden by a revision's autoscaling annotations and its
+    /// container concurrency, which is the default target when set.
     pub fn for_revision(
         defaults: &ScalingSpec,
-        annotations: &BTreeMap<String, String>,
+        autoscaling: &Autoscaling,
         container_concurrency: u32,
         cpu_request_millis: Option<u32>,
         scale_to_zero_after_us: i64,
     ) -> ScalingSpec {
         let mut spec = defaults.clone();
-        let float = |keys: &[&str]| annotation(annotations, keys).and_then(|v| v.parse::<f64>().ok());
-        let int = |keys: &[&str]| annotation(annotations, keys).and_then(|v| v.parse::<u32>().ok());
-        spec.hpa = annotation(annotations, &["class"]) == Some("hpa.autoscaling.knative.dev");
+        spec.hpa = autoscaling.hpa_class;
         spec.cpu_request_millis = f64::from(cpu_request_millis.unwrap_or(1000));
-        match annotation(annotations, &["metric"]) {
-            Some("rps") => {
+        match autoscaling.metric {
+            Some(ScalingMetric::Rps) => {
                 spec.metric = Metric::Rps;
                 spec.target = spec.rps_target;
             }
-            Some("cpu") => {
+            Some(ScalingMetric::Cpu) => {
                 spec.metric = Metric::Cpu;
                 spec.target = HPA_CPU_TARGET_PCT;
             }
-            Some("memory") => {
+            Some(ScalingMetric::Memory) => {
                 spec.metric = Metric::Memory;
                 spec.target = HPA_MEMORY_TARGET_MIB;
             }
@@ -201,44 +188,44 @@ impl ScalingSpec {
             // Knative's default for the HPA class: it cannot scale to zero.
             spec.min_scale = 1;
         }
-        if let Some(policy) = annotations
-            .get(KEEP_ALIVE)
-            .and_then(|v| KeepAlivePolicy::parse(v.trim()))
-        {
-            spec.keep_alive = policy;
+        if let Some(policy) = autoscaling.keep_alive {
+            spec.keep_alive = match policy {
+                updraft_model::annotations::KeepAlive::Fixed => KeepAlivePolicy::Fixed,
+                updraft_model::annotations::KeepAlive::HybridHistogram => KeepAlivePolicy::HybridHistogram,
+            };
         }
         if container_concurrency > 0 && spec.metric == Metric::Concurrency {
             spec.target = f64::from(container_concurrency);
         }
-        if let Some(t) = float(&["target"]) {
+        if let Some(t) = autoscaling.target {
             spec.target = t;
         }
-        if let Some(u) = float(&["target-utilization-percentage", "targetUtilizationPercentage"]) {
+        if let Some(u) = autoscaling.target_utilization_percentage {
             spec.utilization = u / 100.0;
         }
-        if let Some(w) = annotation(annotations, &["window"]).and_then(duration_us) {
-            spec.stable_window_us = w;
+        if let Some(w) = autoscaling.window {
+            spec.stable_window_us = w.as_micros() as i64;
         }
-        if let Some(p) = float(&["panic-window-percentage", "panicWindowPercentage"]) {
+        if let Some(p) = autoscaling.panic_window_percentage {
             spec.panic_window_pct = p;
         }
-        if let Some(p) = float(&["panic-threshold-percentage", "panicThresholdPercentage"]) {
+        if let Some(p) = autoscaling.panic_threshold_percentage {
             spec.panic_threshold_pct = p;
         }
-        if let Some(n) = int(&["min-scale", "minScale"]) {
+        if let Some(n) = autoscaling.min_scale {
             spec.min_scale = n;
         }
-        if let Some(n) = int(&["max-scale", "maxScale"]) {
+        if let Some(n) = autoscaling.max_scale {
             spec.max_scale = n;
         }
-        if let Some(n) = int(&["initial-scale", "initialScale"]) {
+        if let Some(n) = autoscaling.initial_scale {
             spec.initial_scale = n;
         }
-        if let Some(n) = int(&["activation-scale"]) {
+        if let Some(n) = autoscaling.activation_scale {
             spec.activation_scale = n.max(1);
         }
-        if let Some(d) = annotation(annotations, &["scale-down-delay", "scaleDownDelay"]).and_then(duration_us) {
-            spec.scale_down_delay_us = d;
+        if let Some(d) = autoscaling.scale_down_delay {
+            spec.scale_down_delay_us = d.as_micros() as i64;
         }
         spec.scale_to_zero_after_us = scale_to_zero_after_us;
         spec
@@ -535,6 +522,8 @@ impl Autoscaler {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn spec() -> ScalingSpec {
@@ -582,7 +571,13 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let spec = ScalingSpec::for_revision(&ScalingSpec::default(), &annotations, 0, Some(200), 30 * SEC);
+        let spec = ScalingSpec::for_revision(
+            &ScalingSpec::default(),
+            &Autoscaling::from_annotations(&annotations),
+            0,
+            Some(200),
+            30 * SEC,
+        );
         assert_eq!((spec.metric, spec.min_scale, spec.hpa), (Metric::Cpu, 1, true));
         let mut a = Autoscaler::new(spec, -100 * SEC);
         // 350 millicores against 50% of a 200m request: 4 instances; no panic even
@@ -611,7 +606,13 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let spec = ScalingSpec::for_revision(&ScalingSpec::default(), &mem, 0, None, 30 * SEC);
+        let spec = ScalingSpec::for_revision(
+            &ScalingSpec::default(),
+            &Autoscaling::from_annotations(&mem),
+            0,
+            None,
+            30 * SEC,
+        );
         let mut a = Autoscaler::new(spec, -100 * SEC);
         a.record(
             SEC,
@@ -820,7 +821,13 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let s = ScalingSpec::for_revision(&ScalingSpec::default(), &annotations, 0, None, 5 * SEC);
+        let s = ScalingSpec::for_revision(
+            &ScalingSpec::default(),
+            &Autoscaling::from_annotations(&annotations),
+            0,
+            None,
+            5 * SEC,
+        );
         assert_eq!(s.metric, Metric::Rps);
         assert_eq!(s.target, 50.0);
         assert_eq!(s.stable_window_us, 20 * SEC);
@@ -828,7 +835,7 @@ mod tests {
         assert_eq!(s.scale_down_delay_us, 15 * SEC);
         assert_eq!(s.scale_to_zero_after_us, 5 * SEC);
         assert_eq!(s.keep_alive, KeepAlivePolicy::HybridHistogram);
-        let cc = ScalingSpec::for_revision(&ScalingSpec::default(), &BTreeMap::new(), 4, None, SEC);
+        let cc = ScalingSpec::for_revision(&ScalingSpec::default(), &Autoscaling::default(), 4, None, SEC);
         assert_eq!(cc.target, 4.0, "containerConcurrency is the default target");
     }
 }

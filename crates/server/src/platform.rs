@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use updraft_gateway::{
     Access, Gateway, Poke, RequestObserver, RevisionEndpoints, RevisionKey, RevisionLimits, RouteTable,
 };
+use updraft_model::annotations::Autoscaling;
 use updraft_model::Revision;
 use updraft_runtime::image::ImageStore;
 use updraft_runtime::logs::now_us;
@@ -64,7 +65,7 @@ impl RevisionState {
         };
         let spec = ScalingSpec::for_revision(
             defaults,
-            &template.annotations,
+            &Autoscaling::from_annotations(&template.annotations),
             template.container_concurrency,
             template.resources.cpu_request_millis.or(revision.config.cpu_millis),
             revision.config.scale_to_zero_after_ms as i64 * 1000,
