@@ -25,7 +25,8 @@ use updraft_store::NewRevision;
 
 use crate::image_api::image_error;
 use crate::packages::package_error;
-use crate::platform::{Platform, RevisionState};
+use crate::platform::Platform;
+use crate::revision_state::RevisionState;
 use crate::views::{ApplyView, ServiceView};
 use crate::ApiError;
 

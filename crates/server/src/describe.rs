@@ -8,8 +8,8 @@ use updraft_model::traffic::Routing;
 use updraft_model::{Revision, Service};
 use updraft_runtime::logs::now_us;
 
-use crate::platform::{Platform, RevisionState};
-use crate::scaler::ColdStart;
+use crate::platform::Platform;
+use crate::revision_state::{ColdStart, RevisionState};
 use crate::views::{rfc3339_us, CrashLoopView, RevisionView, RolloutView, RouteView, ScaleEventView, ServiceView};
 use crate::ApiError;
 

@@ -2,17 +2,15 @@
 //! as it accrues (every few seconds, when an instance stops, and before usage is
 //! read), so a crash loses at most a few seconds and nothing is counted twice.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use updraft_gateway::RevisionKey;
 use updraft_model::Usage;
 use updraft_runtime::logs::now_us;
 
-use crate::platform::{Platform, RevisionState};
-use crate::scaler::ManagedInstance;
+use crate::platform::Platform;
+use crate::revision_state::{ManagedInstance, RevisionState};
 
 /// How often accrued usage is written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
@@ -21,30 +19,6 @@ pub const UNLIMITED_VCPU: f64 = 1.0;
 pub const UNLIMITED_GIB: f64 = 0.5;
 const HOUR_US: i64 = 3_600_000_000;
 const GIB: f64 = (1u64 << 30) as f64;
-
-/// Requests answered per revision since the last flush: how many, and their seconds.
-#[derive(Default)]
-pub struct RequestLedger(Mutex<HashMap<RevisionKey, (u64, f64)>>);
-
-impl RequestLedger {
-    pub fn add(&self, revision: &RevisionKey, seconds: f64) {
-        let mut ledger = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = ledger.entry(revision.clone()).or_default();
-        entry.0 += 1;
-        entry.1 += seconds;
-    }
-
-    fn take(&self) -> HashMap<RevisionKey, (u64, f64)> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-/// Where an instance's metering stands: the time and CPU counted so far.
-#[derive(Debug, Clone, Copy)]
-pub struct Metered {
-    pub until_us: i64,
-    pub cpu_ns: u64,
-}
 
 fn sizes(state: &RevisionState) -> (f64, f64) {
     let config = &state.revision.config;

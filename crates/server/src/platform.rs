@@ -1,91 +1,32 @@
 //! The running platform: the store, the revision registry derived from it, the route
 //! table, and the start-up and shutdown sequences.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
-use updraft_gateway::{
-    Access, Gateway, Poke, RequestObserver, RevisionEndpoints, RevisionKey, RevisionLimits, RouteTable,
-};
-use updraft_model::annotations::Autoscaling;
-use updraft_model::Revision;
+use updraft_gateway::{Access, Gateway, Poke, RequestObserver, RevisionEndpoints, RevisionKey, RouteTable};
 use updraft_runtime::image::ImageStore;
 use updraft_runtime::logs::now_us;
 use updraft_runtime::logs::AccessRecord;
 use updraft_runtime::oci::Containers;
 use updraft_runtime::wasm::WasmRuntime;
 use updraft_runtime::{ProcessRuntime, Runtime, Runtimes};
-use updraft_scaling::{Autoscaler, CrashLoop, ScalingSpec};
 use updraft_store::{EventStore, SqliteStore, Store};
 use updraft_telemetry::{Metrics, RevisionLabels};
 
 use crate::access::AccessLog;
-use crate::meter::RequestLedger;
-use crate::routes::{RouteReconciler, RouteTargets};
-use crate::scaler::{ColdStart, ManagedInstance, ScaleEvent};
-use crate::triggers::{EventWriter, SinkClient, TriggerSignals};
+use crate::event_io::{EventWriter, RoutingSnapshot, SinkClient, TriggerSignals};
+use crate::revision_state::{RequestLedger, RevisionState};
+use crate::routes::RouteTargets;
 use crate::{Paths, ServerConfig};
 
 /// Unreferenced packages younger than this are kept: their deploy may be on its way.
 const BLOB_GRACE_US: i64 = 3600 * 1_000_000;
-
-/// One revision known to the platform, with its live instances.
-pub struct RevisionState {
-    pub revision: Revision,
-    pub endpoints: Arc<RevisionEndpoints>,
-    pub instances: Mutex<Vec<Arc<ManagedInstance>>>,
-    pub last_cold_start: Mutex<Option<ColdStart>>,
-    pub routable: AtomicBool,
-    pub autoscaler: Mutex<Autoscaler>,
-    /// The latest scaling decisions that changed the count, and instance failures,
-    /// oldest first.
-    pub events: Mutex<VecDeque<ScaleEvent>>,
-    /// Its instances' failures in a row, which hold the next start back.
-    pub crash_loop: Mutex<CrashLoop>,
-}
-
-impl RevisionState {
-    pub fn new(revision: Revision, defaults: &ScalingSpec) -> Arc<Self> {
-        let key = RevisionKey {
-            namespace: revision.namespace.clone(),
-            service: revision.service.clone(),
-            revision: revision.name.clone(),
-        };
-        let template = &revision.template;
-        let limits = RevisionLimits {
-            container_concurrency: template.container_concurrency,
-            timeout: template.timeout(),
-            response_start_timeout: template.response_start_timeout(),
-        };
-        let spec = ScalingSpec::for_revision(
-            defaults,
-            &Autoscaling::from_annotations(&template.annotations),
-            template.container_concurrency,
-            template.resources.cpu_request_millis.or(revision.config.cpu_millis),
-            revision.config.scale_to_zero_after_ms as i64 * 1000,
-        );
-        Arc::new(RevisionState {
-            endpoints: RevisionEndpoints::new(key, limits),
-            autoscaler: Mutex::new(Autoscaler::new(spec, revision.created_at_us)),
-            events: Mutex::new(VecDeque::new()),
-            crash_loop: Mutex::new(CrashLoop::default()),
-            revision,
-            instances: Mutex::new(Vec::new()),
-            last_cold_start: Mutex::new(None),
-            routable: AtomicBool::new(false),
-        })
-    }
-
-    pub fn instances(&self) -> Vec<Arc<ManagedInstance>> {
-        self.instances.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
 
 type RevisionId = (String, String);
 
@@ -107,10 +48,10 @@ impl Drop for PackageInUse {
 }
 
 /// A platform just opened, with the ends of its channels its loops take.
-struct Opened {
-    platform: Arc<Platform>,
-    pokes: mpsc::UnboundedReceiver<RevisionKey>,
-    routes_applied: watch::Sender<u64>,
+pub(crate) struct Opened {
+    pub platform: Arc<Platform>,
+    pub pokes: mpsc::UnboundedReceiver<RevisionKey>,
+    pub routes_applied: watch::Sender<u64>,
 }
 
 pub struct Platform {
@@ -151,7 +92,7 @@ pub struct Platform {
     pub(crate) signals: TriggerSignals,
     pub(crate) event_writer: EventWriter,
     /// Namespaces, brokers and triggers as of the store's last version, for routing.
-    pub(crate) routing_cache: Mutex<Option<Arc<crate::triggers::RoutingSnapshot>>>,
+    pub(crate) routing_cache: Mutex<Option<Arc<RoutingSnapshot>>>,
     pub(crate) sink_client: SinkClient,
 }
 
@@ -229,7 +170,7 @@ fn cgroup_parent(paths: &Paths) -> String {
 }
 
 impl Platform {
-    fn open(config: ServerConfig) -> anyhow::Result<Opened> {
+    pub(crate) fn open(config: ServerConfig) -> anyhow::Result<Opened> {
         crate::data_dir::private_umask();
         fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
         // Absolute from here on: instances run with their revision directory as working
@@ -317,7 +258,7 @@ impl Platform {
             events,
             signals: TriggerSignals::default(),
             routing_cache: Mutex::new(None),
-            sink_client: crate::triggers::sink_client(),
+            sink_client: crate::event_io::sink_client(),
         });
         platform.load_revisions()?;
         platform.collect_garbage();
@@ -509,119 +450,6 @@ impl Platform {
             let _ = stop.await;
         }
     }
-}
-
-/// Runs the platform until `stop_signals` counts one, then drains requests and stops
-/// every instance. A second one cuts the drain and the instances' grace short: the
-/// instances are still stopped, at once.
-pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Receiver<u32>) -> anyhow::Result<()> {
-    let gateway_listener = tokio::net::TcpListener::bind(config.gateway_addr)
-        .await
-        .with_context(|| format!("cannot listen for the gateway on {}", config.gateway_addr))?;
-    let api_listener = tokio::net::TcpListener::bind(config.api_addr)
-        .await
-        .with_context(|| format!("cannot listen for the API on {}", config.api_addr))?;
-    let Opened {
-        platform,
-        pokes,
-        routes_applied,
-    } = Platform::open(config)?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-
-    // Listed before anything is served, so the first request finds its route.
-    let mut route_reconciler = RouteReconciler::new(&platform.config.domain, platform.routes.clone(), platform.clone());
-    route_reconciler.reset(&crate::routes::list(&platform.store).await?, now_us());
-    let routes = tokio::spawn(route_reconciler.run(platform.store.clone(), routes_applied, stopped(stop_rx.clone())));
-
-    let scaler = tokio::spawn(crate::scaler::run(platform.clone(), pokes, stopped(stop_rx.clone())));
-    let pool = tokio::spawn(crate::scaler::keep_pool(platform.clone(), stopped(stop_rx.clone())));
-    let meter = tokio::spawn(crate::meter::run(platform.clone(), stopped(stop_rx.clone())));
-    let retention = tokio::spawn(crate::retention::run(platform.clone(), stopped(stop_rx.clone())));
-    let schedule = tokio::spawn(crate::triggers::schedule(platform.clone(), stopped(stop_rx.clone())));
-    let dispatch = tokio::spawn(crate::triggers::dispatch(platform.clone(), stopped(stop_rx.clone())));
-    let sources = tokio::spawn(crate::triggers::run_sources(platform.clone(), stopped(stop_rx.clone())));
-    let open_files = crate::descriptors::raise_open_file_limit();
-    let (gateway_limits, api_limits) = crate::descriptors::fit(
-        platform.config.gateway_connections,
-        platform.config.api_connections,
-        open_files,
-    );
-    let gateway = tokio::spawn(updraft_gateway::serve(
-        gateway_listener,
-        platform.gateway.clone(),
-        gateway_limits,
-        stopped(stop_rx.clone()),
-    ));
-    let api = tokio::spawn({
-        let router = crate::api::router(platform.clone());
-        let make = move |_| hyper_util::service::TowerToHyperService::new(router.clone());
-        updraft_gateway::serve_connections("API", api_listener, api_limits, make, stopped(stop_rx.clone()))
-    });
-    let config = &platform.config;
-    // Not println!: a closed stdout (a pipe whose reader is gone) must not panic.
-    let _ = writeln!(
-        std::io::stdout(),
-        "updraft is up: gateway http://{} (services at http://{{service}}.{{namespace}}.{}:{}), API http://{}, data {}, cgroup {}",
-        config.gateway_addr,
-        config.domain,
-        config.gateway_addr.port(),
-        config.api_addr,
-        config.data_dir.display(),
-        platform.cgroup_version,
-    );
-
-    let _ = stop_signals.wait_for(|n| *n >= 1).await;
-    tracing::info!("shutting down: draining requests in flight (signal again to stop at once)");
-    let _ = stop_tx.send(true);
-    let second = |mut signals: tokio::sync::watch::Receiver<u32>| async move {
-        let _ = signals.wait_for(|n| *n >= 2).await;
-    };
-    tokio::select! {
-        drained = tokio::time::timeout(platform.config.drain_timeout, gateway) => {
-            if drained.is_err() {
-                tracing::warn!("requests still open after the drain timeout");
-            }
-        }
-        () = second(stop_signals.clone()) => {
-            tracing::warn!("stopping at once: requests in flight are cut");
-            platform.stopping_now.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    // The API's own requests (a `logs --follow` never ends by itself) get the same
-    // bound, and none after a second signal.
-    tokio::select! {
-        _ = tokio::time::timeout(platform.config.drain_timeout, api) => {}
-        () = second(stop_signals.clone()) => {}
-    }
-    let _ = scaler.await;
-    let _ = routes.await;
-    let _ = pool.await;
-    let _ = meter.await;
-    let _ = retention.await;
-    let _ = schedule.await;
-    let _ = dispatch.await;
-    let _ = sources.await;
-    platform.meter();
-    platform.runtime.resize_pool(0);
-    let stops = platform.stop_revisions(platform.all_revision_states());
-    tokio::pin!(stops);
-    tokio::select! {
-        () = &mut stops => {}
-        () = second(stop_signals.clone()) => {
-            tracing::warn!("stopping at once: instances are killed without their grace");
-            platform.stopping_now.store(true, std::sync::atomic::Ordering::Relaxed);
-            for state in platform.all_revision_states() {
-                for managed in state.instances() {
-                    managed.instance.kill();
-                }
-            }
-            stops.await;
-        }
-    }
-    Ok(())
 }
 
 impl RouteTargets for Platform {

@@ -14,82 +14,12 @@ use updraft_model::RuntimeKind;
 use updraft_runtime::logs::now_us;
 use updraft_runtime::oci::ContainerSpec;
 use updraft_runtime::wasm::WasmSpec;
-use updraft_runtime::{cgroup::Limits, wait_ready, FunctionSpec, Instance, InstanceSpec, Probe, Workload};
-use updraft_scaling::{LoadPoint, Metric, PoolSizer, RevisionLoad, ScaleDecision, Why};
+use updraft_runtime::{cgroup::Limits, wait_ready, FunctionSpec, InstanceSpec, Probe, Workload};
+use updraft_scaling::{LoadPoint, PoolSizer, RevisionLoad, Why};
 use updraft_telemetry::{ColdStartLabels, ScaleLabels};
 
-use crate::platform::{Platform, RevisionState};
-use crate::views::{rfc3339_us, CgroupView, ColdStartView, InstanceView, ScaleEventView};
-
-pub struct ColdStart {
-    pub at_us: i64,
-    pub instance: String,
-    pub ready: Duration,
-    pub cause: &'static str,
-    pub from_pool: bool,
-}
-
-impl ColdStart {
-    pub fn view(&self) -> ColdStartView {
-        ColdStartView {
-            at: rfc3339_us(self.at_us),
-            instance: self.instance.clone(),
-            ready_ms: self.ready.as_secs_f64() * 1000.0,
-            cause: self.cause.to_string(),
-            from_pool: self.from_pool,
-        }
-    }
-}
-
-pub struct ManagedInstance {
-    pub instance: Instance,
-    /// When the platform asked for it, for the cold-start time.
-    pub began: Instant,
-    /// How long the runtime took to create it (cgroup, process), within the cold start.
-    pub spawned: Duration,
-    pub endpoint: Arc<Endpoint>,
-    /// When it became ready (µs since the epoch; 0 until then).
-    pub ready_at_us: AtomicI64,
-    pub stopping: AtomicBool,
-    /// The instance's CPU time at the last sample, for the HPA class.
-    pub cpu_seen: std::sync::Mutex<Option<(Instant, u64)>>,
-    /// How far its usage has been metered.
-    pub metered: std::sync::Mutex<crate::meter::Metered>,
-    /// Set once its last usage is metered.
-    pub stopped: AtomicBool,
-}
-
-impl ManagedInstance {
-    pub fn is_ready(&self) -> bool {
-        self.ready_at_us.load(Ordering::Relaxed) != 0
-    }
-
-    pub fn view(&self, cgroup_version: &str) -> InstanceView {
-        let state = if self.stopping.load(Ordering::Relaxed) {
-            "stopping"
-        } else if self.is_ready() {
-            "ready"
-        } else {
-            "starting"
-        };
-        InstanceView {
-            id: self.instance.id.clone(),
-            pid: self.instance.pid,
-            port: self.instance.port,
-            state: state.into(),
-            started_at: humantime::format_rfc3339_millis(self.instance.started_at).to_string(),
-            in_flight: self.endpoint.in_flight.load(Ordering::Relaxed),
-            cgroup: self.instance.cgroup.as_ref().map(|c| CgroupView {
-                version: cgroup_version.to_string(),
-                paths: c.dirs.iter().map(|d| d.display().to_string()).collect(),
-                memory_limit: c
-                    .memory_limit_file()
-                    .and_then(|f| std::fs::read_to_string(f).ok())
-                    .map(|s| s.trim().to_string()),
-            }),
-        }
-    }
-}
+use crate::platform::Platform;
+use crate::revision_state::{ColdStart, EventKind, ManagedInstance, Metered, RevisionState, ScaleEvent};
 
 /// Instance ids like Kubernetes pod names: the revision and a short random suffix.
 fn instance_id(revision: &str) -> String {
@@ -97,56 +27,6 @@ fn instance_id(revision: &str) -> String {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_i64(now_us());
     format!("{revision}-{:06x}", hasher.finish() & 0xff_ffff)
-}
-
-/// A decision that changed a revision's instance count, or an instance that failed.
-#[derive(Debug, Clone)]
-pub struct ScaleEvent {
-    pub at_us: i64,
-    pub from: u32,
-    pub to: u32,
-    pub what: EventKind,
-}
-
-#[derive(Debug, Clone)]
-pub enum EventKind {
-    Scaled {
-        decision: ScaleDecision,
-        metric: Metric,
-    },
-    /// An instance exited before it was ready or on its own; the message says how and
-    /// when the next one may start.
-    Failed {
-        message: String,
-    },
-}
-
-impl ScaleEvent {
-    pub fn view(&self, revision: &str) -> ScaleEventView {
-        let (reason, metric, stable, panic, panicking, message) = match &self.what {
-            EventKind::Scaled { decision, metric } => (
-                decision.why.name(),
-                metric.name(),
-                decision.stable,
-                decision.panic,
-                decision.panicking,
-                None,
-            ),
-            EventKind::Failed { message } => ("instance failed", "", 0.0, 0.0, false, Some(message.clone())),
-        };
-        ScaleEventView {
-            at: rfc3339_us(self.at_us),
-            revision: revision.to_string(),
-            from: self.from,
-            to: self.to,
-            reason: reason.to_string(),
-            metric: metric.to_string(),
-            stable,
-            panic,
-            panicking,
-            message,
-        }
-    }
 }
 
 fn push_event(state: &RevisionState, event: ScaleEvent) {
@@ -433,7 +313,7 @@ impl Platform {
             ready_at_us: AtomicI64::new(0),
             stopping: AtomicBool::new(false),
             cpu_seen: std::sync::Mutex::new(None),
-            metered: std::sync::Mutex::new(crate::meter::Metered {
+            metered: std::sync::Mutex::new(Metered {
                 until_us: now_us(),
                 cpu_ns: 0,
             }),

@@ -7,83 +7,18 @@
 //! transaction too. A crash at any point leaves each delivery pending or finished.
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::changelog::Changes;
+pub use crate::records::{BrokerRecord, TriggerRecord};
 use crate::sqlite::SqliteStore;
 use crate::watch::{Kind, Resource};
 use crate::{Result, StoreError};
-
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS triggers (
-    namespace TEXT NOT NULL REFERENCES namespaces(name),
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    spec TEXT NOT NULL,
-    created_at_us INTEGER NOT NULL,
-    updated_at_us INTEGER NOT NULL,
-    cursor_us INTEGER,
-    PRIMARY KEY (namespace, name)
-);
-CREATE TABLE IF NOT EXISTS brokers (
-    namespace TEXT NOT NULL REFERENCES namespaces(name),
-    name TEXT NOT NULL,
-    delivery TEXT,
-    created_at_us INTEGER NOT NULL,
-    PRIMARY KEY (namespace, name)
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    namespace TEXT NOT NULL,
-    broker TEXT NOT NULL,
-    event TEXT NOT NULL,
-    received_at_us INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    namespace TEXT NOT NULL,
-    trigger TEXT NOT NULL,
-    dead_letter INTEGER NOT NULL DEFAULT 0,
-    event TEXT NOT NULL,
-    target TEXT NOT NULL,
-    policy TEXT NOT NULL,
-    scheduled_at_us INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL,
-    next_at_us INTEGER NOT NULL,
-    last_error TEXT,
-    created_at_us INTEGER NOT NULL,
-    updated_at_us INTEGER NOT NULL,
-    broker TEXT
-);
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_at_us);
-CREATE INDEX IF NOT EXISTS deliveries_by_trigger ON deliveries(namespace, trigger, id);
-";
 
 pub const PENDING: &str = "pending";
 pub const DELIVERED: &str = "delivered";
 pub const DEAD_LETTERED: &str = "dead-lettered";
 pub const FAILED: &str = "failed";
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TriggerRecord {
-    pub namespace: String,
-    pub name: String,
-    pub kind: String,
-    pub spec: String,
-    pub created_at_us: i64,
-    pub updated_at_us: i64,
-    /// For cron: the latest scheduled time fired or skipped.
-    pub cursor_us: Option<i64>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BrokerRecord {
-    pub namespace: String,
-    pub name: String,
-    pub delivery: Option<String>,
-    pub created_at_us: i64,
-}
 
 /// A delivery to queue: one event to one destination under one policy.
 #[derive(Clone, Debug)]

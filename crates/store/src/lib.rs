@@ -12,7 +12,9 @@
 mod changelog;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
+mod event_schema;
 pub mod events;
+mod records;
 mod sqlite;
 pub mod watch;
 

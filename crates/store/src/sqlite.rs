@@ -108,7 +108,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(crate::events::SCHEMA)?;
+        conn.execute_batch(crate::event_schema::SCHEMA)?;
         conn.execute_batch(changelog::SCHEMA)?;
         add_missing_columns(&conn)?;
         conn.execute(

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use updraft_model::{Namespace, Revision, Service};
 
-use crate::events::{BrokerRecord, TriggerRecord};
+use crate::records::{BrokerRecord, TriggerRecord};
 use crate::{Result, Store, StoreError};
 
 /// The kinds of resource the change log records.
