@@ -12,6 +12,7 @@ mod error;
 mod event_io;
 mod image_api;
 mod meter;
+mod observe_api;
 mod packages;
 mod platform;
 mod retention;

@@ -39,6 +39,12 @@ impl Platform {
         }
     }
 
+    /// The service, in a namespace that must exist (each missing one is a 404 naming it).
+    pub fn find_service(&self, namespace: &str, name: &str) -> Result<Service, ApiError> {
+        self.require_namespace(namespace)?;
+        self.existing_service(namespace, name)
+    }
+
     pub fn existing_service(&self, namespace: &str, name: &str) -> Result<Service, ApiError> {
         self.store
             .service(namespace, name)?
