@@ -40,8 +40,8 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     let meter = tokio::spawn(crate::meter::run(platform.clone(), stopped(stop_rx.clone())));
     let retention = tokio::spawn(crate::retention::run(platform.clone(), stopped(stop_rx.clone())));
     let schedule = tokio::spawn(crate::triggers::schedule(platform.clone(), stopped(stop_rx.clone())));
-    let dispatch = tokio::spawn(crate::triggers::dispatch(platform.clone(), stopped(stop_rx.clone())));
-    let sources = tokio::spawn(crate::triggers::run_sources(platform.clone(), stopped(stop_rx.clone())));
+    let dispatch = tokio::spawn(crate::delivery::dispatch(platform.clone(), stopped(stop_rx.clone())));
+    let sources = tokio::spawn(crate::sources::run_sources(platform.clone(), stopped(stop_rx.clone())));
     let open_files = crate::descriptors::raise_open_file_limit();
     let (gateway_limits, api_limits) = crate::descriptors::fit(
         platform.config.gateway_connections,
