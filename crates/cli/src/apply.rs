@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use http::Method;
+use updraft_api::views::{AppliedView, ApplyView};
 use updraft_events::manifest::{parse_documents, Document};
 use updraft_model::image_ref::STORED_IMAGE_PREFIX;
 use updraft_model::template::{PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
 use updraft_model::yaml::MAX_MANIFEST_BYTES;
-use updraft_server::views::{AppliedView, ApplyView};
 
 use crate::client::{encode, full, ApiClient, CliError};
 use crate::commands::{upload_component, upload_package};

@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, ReadBuf};
-use updraft_server::views::ErrorBody;
+use updraft_api::views::ErrorBody;
 
 use crate::exit;
 

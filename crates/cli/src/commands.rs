@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use clap::Args;
 use http::Method;
+use updraft_api::views::{AccessLineView, InfoView, LogLineView, NamespaceView, PackageView, ServiceView};
 use updraft_model::DeploySpec;
-use updraft_server::views::{AccessLineView, InfoView, LogLineView, NamespaceView, PackageView, ServiceView};
 
 use crate::client::{encode, full, ApiClient, CliError};
 use crate::output::{print_service, print_services, print_structured};

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use http::Method;
 use http_body_util::BodyExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use updraft_server::views::{ImageView, PullLine, RegistryView};
+use updraft_api::views::{ImageView, PullLine, RegistryView};
 
 use crate::client::{encode, ApiClient, CliError};
 use crate::output::print_structured;

@@ -3,10 +3,10 @@
 
 use clap::{Args, Subcommand};
 use http::Method;
+use updraft_api::views::{NamespaceView, RevisionView, ServiceView, TopView, UsageView};
 use updraft_model::annotations::RateLimit;
 use updraft_model::traffic::{edit, Target};
 use updraft_model::NamespaceLimits;
-use updraft_server::views::{NamespaceView, RevisionView, ServiceView, TopView, UsageView};
 
 use crate::client::{encode, ApiClient, CliError};
 use crate::commands::service_path;

@@ -1,8 +1,8 @@
 //! Tables for people, JSON for scripts.
 
 use serde::Serialize;
+use updraft_api::views::{RevisionView, ServiceView};
 use updraft_model::annotations::{AUTOSCALING_PREFIX, SCALE_TO_ZERO_RETENTION};
-use updraft_server::views::{RevisionView, ServiceView};
 
 use crate::Output;
 

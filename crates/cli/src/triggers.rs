@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
 use http::Method;
+use updraft_api::views::{AcceptedView, AppliedView, BrokerView, TriggerDetailView, TriggerView};
 use updraft_events::cron::CatchUp;
 use updraft_events::delivery::{BackoffPolicy, DeliverySpec, Destination};
 use updraft_events::filter::Filter;
 use updraft_events::trigger::{CronSpec, EventSpec, NatsSpec, TriggerSpec, DEFAULT_BROKER, DEFAULT_NATS_URL};
-use updraft_server::views::{AcceptedView, AppliedView, BrokerView, TriggerDetailView, TriggerView};
 
 use crate::client::{encode, full, ApiClient, CliError};
 use crate::output::print_structured;

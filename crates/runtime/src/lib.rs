@@ -8,6 +8,7 @@
 //! [`Runtimes`] sends each spec to its driver.
 
 pub mod cgroup;
+pub mod clock;
 pub mod image;
 mod instance;
 mod listeners;

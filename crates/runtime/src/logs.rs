@@ -7,10 +7,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader as AsyncBufReader};
+
+use crate::clock::now_us;
 
 /// Longest line kept as one record; longer output is split and marked.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -92,12 +93,6 @@ fn read_access_file(file: File, query: &LogQuery, records: &mut Vec<AccessRecord
         }
     }
     Ok(())
-}
-
-pub fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 pub fn service_log_dir(root: &Path, namespace: &str, service: &str) -> PathBuf {

@@ -147,7 +147,7 @@ async fn create_namespace(State(p): Shared, body: Bytes) -> Result<(StatusCode, 
     validate_namespace_name("name", &request.name)?;
     let ns = p
         .store
-        .create_namespace(&request.name, updraft_runtime::logs::now_us())?;
+        .create_namespace(&request.name, updraft_runtime::clock::now_us())?;
     Ok((StatusCode::CREATED, Json(namespace_view(ns))))
 }
 
@@ -297,7 +297,7 @@ async fn list_revisions(
     Path((ns, name)): Path<(String, String)>,
 ) -> Result<Json<Vec<RevisionView>>, ApiError> {
     let svc = p.find_service(&ns, &name)?;
-    let routing = p.routing(&svc, updraft_runtime::logs::now_us());
+    let routing = p.routing(&svc, updraft_runtime::clock::now_us());
     Ok(Json(p.revision_views(&svc, &routing).map_err(ApiError::internal)?))
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use updraft_events::cloudevent::{read_reply, set_extension, to_binary};
 use updraft_events::delivery::{retryable, Destination, Policy, Target};
 use updraft_gateway::host_for;
-use updraft_runtime::logs::now_us;
+use updraft_runtime::clock::now_us;
 use updraft_store::events::{DeliveryRecord, NewDelivery, Outcome, Write};
 
 use crate::event_io::policy_json;

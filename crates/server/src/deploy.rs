@@ -18,8 +18,9 @@ use updraft_model::revision_config::{self, ImageProcess};
 use updraft_model::template::{RevisionTemplate, Source, PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
 use updraft_model::traffic::{default_traffic, resolve, validate_traffic, Rollout, Target, TrafficTarget};
 use updraft_model::{DeploySpec, Revision, Service, ServiceConfig};
+use updraft_runtime::clock::now_us;
 use updraft_runtime::image::stored_digest;
-use updraft_runtime::logs::{now_us, service_log_dir};
+use updraft_runtime::logs::service_log_dir;
 use updraft_runtime::package::{unpack, DirFiles};
 use updraft_store::NewRevision;
 

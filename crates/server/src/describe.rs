@@ -6,7 +6,7 @@ use updraft_model::knative::{DesiredService, KService};
 use updraft_model::quantity::{format_cpu, format_memory};
 use updraft_model::traffic::Routing;
 use updraft_model::{Revision, Service};
-use updraft_runtime::logs::now_us;
+use updraft_runtime::clock::now_us;
 
 use crate::platform::Platform;
 use crate::revision_state::{ColdStart, RevisionState};

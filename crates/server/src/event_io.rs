@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use updraft_events::delivery::Policy;
 use updraft_events::filter::trigger_matches;
 use updraft_events::trigger::{TriggerSpec, DEFAULT_BROKER};
-use updraft_runtime::logs::now_us;
+use updraft_runtime::clock::now_us;
 use updraft_store::events::{Accepted, NewDelivery, Write};
 
 use crate::error::ApiError;

@@ -16,12 +16,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use updraft_runtime::clock::now_us;
 use updraft_runtime::image::{Image, ImageError, Progress, STORED_IMAGE_PREFIX};
-use updraft_runtime::logs::now_us;
 
 use crate::packages::{receive, Limit};
 use crate::platform::Platform;
-use crate::views::{ErrorBody, ErrorDetail, ImageView, PullLine, RegistryView};
+use crate::views::{ErrorBody, ErrorDetail, ImageView, PullLine, PullProgress, RegistryView};
 use crate::ApiError;
 
 type Shared = State<Arc<Platform>>;
@@ -116,7 +116,13 @@ async fn pull_image(State(p): Shared, Json(body): Json<PullRequest>) -> Result<R
     tokio::spawn(async move {
         let progress_tx = tx.clone();
         let report = move |progress: Progress| {
-            let _ = progress_tx.send(PullLine::Progress(progress));
+            let _ = progress_tx.send(PullLine::Progress(PullProgress {
+                what: progress.what,
+                digest: progress.digest,
+                done: progress.done,
+                total: progress.total,
+                cached: progress.cached,
+            }));
         };
         let line = match p.images.pull(&body.reference, &report).await {
             Ok(image) => {

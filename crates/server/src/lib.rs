@@ -25,11 +25,11 @@ mod serve;
 mod sources;
 mod trigger_api;
 mod triggers;
-pub mod views;
 
 pub use config::{Paths, PoolConfig, ServerConfig};
 pub use error::ApiError;
 pub use serve::run;
+pub use updraft_api::views;
 pub use updraft_gateway::{ActivatorConfig, ConnectionLimits, UpstreamPool};
 pub use updraft_runtime::wasm::WasmPoolConfig;
 pub use updraft_runtime::StemOrder;

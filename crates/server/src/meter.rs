@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use updraft_model::Usage;
-use updraft_runtime::logs::now_us;
+use updraft_runtime::clock::now_us;
 
 use crate::platform::Platform;
 use crate::revision_state::{ManagedInstance, RevisionState};

@@ -125,7 +125,7 @@ const TOP_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn top(State(p): Shared, Path(ns): Path<String>) -> Result<Json<Vec<TopView>>, ApiError> {
     p.require_namespace(&ns)?;
-    let now = updraft_runtime::logs::now_us();
+    let now = updraft_runtime::clock::now_us();
     let mut rows = Vec::new();
     for svc in p.store.services(Some(&ns))? {
         let mut row = TopView {
@@ -198,7 +198,7 @@ fn time_param(field: &str, text: &str) -> Result<i64, ApiError> {
         return Ok(since_epoch.as_micros() as i64);
     }
     match humantime::parse_duration(text) {
-        Ok(age) => Ok(updraft_runtime::logs::now_us() - age.as_micros() as i64),
+        Ok(age) => Ok(updraft_runtime::clock::now_us() - age.as_micros() as i64),
         Err(_) => Err(ApiError::bad_request(
             field,
             format!("{text:?} is neither a time (2026-11-23T10:00:00Z) nor an age (10m, 2h)"),

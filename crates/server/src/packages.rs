@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
-use updraft_runtime::logs::now_us;
+use updraft_runtime::clock::now_us;
 use updraft_runtime::package::{unpack, PackageError};
 
 use crate::platform::Platform;

@@ -10,8 +10,8 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use updraft_gateway::{Access, Gateway, Poke, RequestObserver, RevisionEndpoints, RevisionKey, RouteTable};
+use updraft_runtime::clock::now_us;
 use updraft_runtime::image::ImageStore;
-use updraft_runtime::logs::now_us;
 use updraft_runtime::logs::AccessRecord;
 use updraft_runtime::oci::Containers;
 use updraft_runtime::wasm::WasmRuntime;
@@ -115,7 +115,7 @@ impl RequestObserver for MetricsObserver {
             &revision.namespace,
             &revision.service,
             AccessRecord {
-                ts_us: updraft_runtime::logs::now_us(),
+                ts_us: updraft_runtime::clock::now_us(),
                 revision: revision.revision.clone(),
                 instance: access.instance,
                 method: access.method,

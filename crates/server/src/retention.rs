@@ -91,7 +91,7 @@ pub async fn run(platform: Arc<Platform>, stop: impl std::future::Future<Output 
         let platform = platform.clone();
         let _ = tokio::task::spawn_blocking(move || {
             platform.apply_log_retention();
-            let before = updraft_runtime::logs::now_us() - crate::triggers::HISTORY_US;
+            let before = updraft_runtime::clock::now_us() - crate::triggers::HISTORY_US;
             if let Err(e) = platform.events.prune_events(before) {
                 tracing::warn!("cannot prune delivered events: {e}");
             }

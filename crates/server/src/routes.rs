@@ -12,7 +12,7 @@ use updraft_gateway::{host_for, tag_host_for, HostMap, RateLimiter, RevisionEndp
 use updraft_model::annotations::{validate_service_annotations, RateLimit};
 use updraft_model::traffic::resolve;
 use updraft_model::Service;
-use updraft_runtime::logs::now_us;
+use updraft_runtime::clock::now_us;
 use updraft_store::{Change, Kind, Resource, Snapshot, Store, StoreError, Watch, WatchEvent, WatchFilter};
 
 /// The revisions this node runs, as the route table needs them.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use updraft_gateway::{host_for, tag_host_for};
 use updraft_model::traffic::{all_to, resolve, rollback, validate_traffic, Routing, TrafficTarget};
 use updraft_model::Service;
-use updraft_runtime::logs::now_us;
+use updraft_runtime::clock::now_us;
 
 use crate::platform::Platform;
 use crate::views::ServiceView;

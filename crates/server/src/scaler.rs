@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use updraft_gateway::{Endpoint, RevisionKey};
 use updraft_model::template::Readiness;
 use updraft_model::RuntimeKind;
-use updraft_runtime::logs::now_us;
+use updraft_runtime::clock::now_us;
 use updraft_runtime::oci::ContainerSpec;
 use updraft_runtime::wasm::WasmSpec;
 use updraft_runtime::{cgroup::Limits, wait_ready, FunctionSpec, InstanceSpec, Probe, Workload};

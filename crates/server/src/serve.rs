@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use anyhow::Context;
-use updraft_runtime::logs::now_us;
+use updraft_runtime::clock::now_us;
 
 use crate::platform::{Opened, Platform};
 use crate::routes::RouteReconciler;

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use updraft_events::cloudevent::{EventBuilder, EventBuilderV10};
 use updraft_events::delivery::{Destination, Policy};
 use updraft_events::trigger::{NatsSpec, TriggerSpec, NATS_EVENT_TYPE};
-use updraft_runtime::logs::now_us;
+use updraft_runtime::clock::now_us;
 use updraft_store::events::{NewDelivery, DEAD_LETTERED, DELIVERED, FAILED};
 
 use crate::delivery::{dead_letter_event, send};

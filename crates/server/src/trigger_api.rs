@@ -135,9 +135,9 @@ impl Platform {
         let result = match &existing {
             Some(old) if old.spec == text => "unchanged",
             _ => {
-                let created = self
-                    .events
-                    .put_trigger(ns, name, spec.kind(), &text, updraft_runtime::logs::now_us())?;
+                let created =
+                    self.events
+                        .put_trigger(ns, name, spec.kind(), &text, updraft_runtime::clock::now_us())?;
                 self.signals.triggers_changed();
                 if created {
                     "created"
@@ -175,7 +175,7 @@ impl Platform {
             _ => {
                 if self
                     .events
-                    .put_broker(ns, name, text.as_deref(), updraft_runtime::logs::now_us())?
+                    .put_broker(ns, name, text.as_deref(), updraft_runtime::clock::now_us())?
                 {
                     "created"
                 } else {

@@ -17,7 +17,7 @@ use updraft_events::cloudevent::{EventBuilder, EventBuilderV10};
 use updraft_events::cron::{rfc3339, Schedule};
 use updraft_events::delivery::Destination;
 use updraft_events::trigger::{CronSpec, TriggerSpec, DEFAULT_BROKER, PING_EVENT_TYPE};
-use updraft_runtime::logs::now_us;
+use updraft_runtime::clock::now_us;
 use updraft_store::events::{
     Accepted, BrokerRecord, DeliveryRecord, NewDelivery, TriggerRecord, Write, DELIVERED, PENDING,
 };

@@ -112,36 +112,29 @@ fn updates_compare_the_version_they_read(store: Arc<dyn Store>) {
     assert!(updated.resource_version > second.resource_version);
     assert_eq!(updated.config, pinned);
 
-    let racing = store
-        .create_revision(
+    let (template, config, service_config) = (
+        RevisionTemplate::for_package(DIGEST),
+        config(),
+        ServiceConfig::default(),
+    );
+    let deploy_having_read = |expected_service_version| {
+        store.create_revision(
             NewRevision {
                 namespace: "default",
                 service: "web",
                 name: "web-racer",
-                template: &RevisionTemplate::for_package(DIGEST),
-                config: &config(),
-                service_config: &ServiceConfig::default(),
-                expected_service_version: Some(second.resource_version),
+                template: &template,
+                config: &config,
+                service_config: &service_config,
+                expected_service_version,
             },
             3,
         )
-        .unwrap_err();
-    assert!(matches!(racing, StoreError::Conflict { .. }), "{racing}");
-    let as_new = store
-        .create_revision(
-            NewRevision {
-                namespace: "default",
-                service: "web",
-                name: "web-racer",
-                template: &RevisionTemplate::for_package(DIGEST),
-                config: &config(),
-                service_config: &ServiceConfig::default(),
-                expected_service_version: None,
-            },
-            3,
-        )
-        .unwrap_err();
-    assert!(matches!(as_new, StoreError::Conflict { .. }), "{as_new}");
+    };
+    for read in [Some(second.resource_version), None] {
+        let err = deploy_having_read(read).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "read {read:?}: {err}");
+    }
     assert!(store.revision("default", "web-racer").unwrap().is_none());
     assert_eq!(store.service("default", "web").unwrap().unwrap(), updated);
 }

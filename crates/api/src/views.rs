@@ -261,11 +261,23 @@ pub struct ImageView {
     pub size: u64,
 }
 
+/// How far one blob of a pull has come, for progress bars.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PullProgress {
+    /// `config`, `layer 2/5`.
+    pub what: String,
+    pub digest: String,
+    pub done: u64,
+    pub total: u64,
+    /// Already in the store: nothing was transferred.
+    pub cached: bool,
+}
+
 /// One line of `POST /v1/images/pull`'s answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PullLine {
-    Progress(updraft_runtime::image::Progress),
+    Progress(PullProgress),
     Image(ImageView),
     Error(ErrorBody),
 }
