@@ -5,10 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::resources::{parse_duration, DEFAULT_SCALE_TO_ZERO_AFTER};
+use crate::quantity::parse_duration;
 use crate::FieldError;
 
 pub const AUTOSCALING_PREFIX: &str = "autoscaling.knative.dev/";
+/// Idle time after which a revision's instances are stopped, unless the service says
+/// otherwise.
+pub const DEFAULT_SCALE_TO_ZERO_AFTER: Duration = Duration::from_secs(60);
 /// Idle time before a revision's last instance stops (Updraft's `--scale-to-zero-after`).
 pub const SCALE_TO_ZERO_RETENTION: &str = "autoscaling.knative.dev/scale-to-zero-pod-retention-period";
 pub const WINDOW: &str = "autoscaling.knative.dev/window";

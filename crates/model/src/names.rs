@@ -111,6 +111,21 @@ pub fn validate_env_var(field: &str, name: &str, value: &str) -> Result<(), Fiel
     Ok(())
 }
 
+/// Accepts `sha256:` followed by 64 lower-case hex digits.
+pub fn validate_digest(field: &str, digest: &str) -> Result<String, FieldError> {
+    let hex = digest.strip_prefix("sha256:").unwrap_or("");
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(digest.to_string())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!(
+                "{digest:?} is not a package digest; expected sha256:<64 hex digits> as returned by the package upload"
+            ),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,7 @@
-//! Kubernetes-style resource quantities: memory (`256Mi`, `1G`) and CPU (`0.5`, `500m`).
+//! Kubernetes-style resource quantities: memory (`256Mi`, `1G`) and CPU (`0.5`, `500m`);
+//! and durations (`5s`, `10m`).
+
+use std::time::Duration;
 
 use crate::FieldError;
 
@@ -96,6 +99,16 @@ pub fn format_cpu(millis: u32) -> String {
     } else {
         format!("{millis}m")
     }
+}
+
+/// Durations like `5s`, `10m`, `1h30m`.
+pub fn parse_duration(field: &str, text: &str) -> Result<Duration, FieldError> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        FieldError::new(
+            field,
+            format!("{text:?} is not a duration ({e}); use e.g. 500ms, 5s, 10m"),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -9,16 +9,12 @@ use crate::annotations::{
     validate_service_annotations, RateLimit, AUTOSCALING_PREFIX, KEEP_ALIVE, RATE_LIMIT, RATE_LIMIT_BURST,
     ROLLOUT_DURATION, SCALE_TO_ZERO_RETENTION,
 };
-use crate::names::validate_env_var;
-use crate::quantity::{parse_cpu, parse_memory};
+use crate::names::{validate_digest, validate_env_var};
+use crate::quantity::{parse_cpu, parse_duration, parse_memory};
 use crate::runtime_kind::RuntimeKind;
 use crate::template::{Readiness, RevisionTemplate, MAX_TIMEOUT_SECONDS};
 use crate::traffic::{default_traffic, Rollout, TrafficTarget};
 use crate::FieldError;
-
-/// Idle time after which a revision's instances are stopped, unless the service says
-/// otherwise.
-pub const DEFAULT_SCALE_TO_ZERO_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Namespace {
@@ -386,31 +382,6 @@ impl DeploySpec {
         validate_service_annotations("annotations", &annotations)?;
         Ok(annotations)
     }
-}
-
-/// Accepts `sha256:` followed by 64 lower-case hex digits.
-pub fn validate_digest(field: &str, digest: &str) -> Result<String, FieldError> {
-    let hex = digest.strip_prefix("sha256:").unwrap_or("");
-    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        Ok(digest.to_string())
-    } else {
-        Err(FieldError::new(
-            field,
-            format!(
-                "{digest:?} is not a package digest; expected sha256:<64 hex digits> as returned by the package upload"
-            ),
-        ))
-    }
-}
-
-/// Durations like `5s`, `10m`, `1h30m`.
-pub fn parse_duration(field: &str, text: &str) -> Result<Duration, FieldError> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        FieldError::new(
-            field,
-            format!("{text:?} is not a duration ({e}); use e.g. 500ms, 5s, 10m"),
-        )
-    })
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use crate::annotations::{
     scale_to_zero_after, validate_template_annotations, ALLOWED_OUTBOUND_HOSTS, FUNCTION_HANDLER, FUNCTION_RUNTIME,
 };
 use crate::image_ref::{validate_image_reference, STORED_IMAGE_PREFIX};
+use crate::names::validate_digest;
 use crate::names::validate_env_var;
-use crate::resources::validate_digest;
 use crate::FieldError;
 
 /// Knative's default and ceiling for `timeoutSeconds`.
