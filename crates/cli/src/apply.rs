@@ -16,8 +16,8 @@ use updraft_model::template::{PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
 use updraft_model::yaml::MAX_MANIFEST_BYTES;
 
 use crate::client::{encode, full, ApiClient, CliError};
-use crate::commands::{upload_component, upload_package};
 use crate::output::print_structured;
+use crate::uploads::{upload_component, upload_package};
 use crate::{NamespaceArg, Output};
 
 #[derive(Args)]
@@ -309,7 +309,7 @@ pub async fn get(command: GetCommand, client: &ApiClient, output: Output) -> Res
     let path = match command {
         GetCommand::Service { name, ns, knative } => format!(
             "{}/manifest?format={format}&knative={knative}",
-            crate::commands::service_path(&ns, &name)
+            crate::client::service_path(&ns, &name)
         ),
         GetCommand::Trigger { name, ns } => {
             format!(

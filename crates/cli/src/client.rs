@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, ReadBuf};
 use updraft_api::views::ErrorBody;
 
-use crate::exit;
+use crate::{exit, NamespaceArg};
 
 pub type ClientBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -55,6 +55,11 @@ const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMER
 /// stays one segment the API validates, instead of changing the route.
 pub fn encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, COMPONENT).to_string()
+}
+
+/// A service's path in the API, its names encoded as path segments.
+pub(crate) fn service_path(ns: &NamespaceArg, name: &str) -> String {
+    format!("/v1/namespaces/{}/services/{}", encode(&ns.namespace), encode(name))
 }
 
 pub fn empty() -> ClientBody {

@@ -5,12 +5,13 @@ use std::time::Instant;
 
 use clap::Args;
 use http::Method;
-use updraft_api::views::{AccessLineView, InfoView, LogLineView, NamespaceView, PackageView, ServiceView};
-use updraft_model::DeploySpec;
+use updraft_api::views::{AccessLineView, LogLineView, NamespaceView, ServiceView};
 
-use crate::client::{encode, full, ApiClient, CliError};
-use crate::output::{print_service, print_services, print_structured};
-use crate::{pack, Command, NamespaceArg, NamespaceCommand, Output};
+use crate::client::{encode, full, service_path, ApiClient, CliError};
+use crate::output::{print_deploy_traffic, print_service, print_services, print_structured};
+use crate::settings::SettingsArgs;
+use crate::uploads::{function_package, upload_component, upload_package};
+use crate::{Command, NamespaceArg, NamespaceCommand, Output};
 
 #[derive(Args)]
 pub struct DeployArgs {
@@ -46,139 +47,6 @@ pub struct DeployArgs {
     ns: NamespaceArg,
     #[command(flatten)]
     settings: SettingsArgs,
-}
-
-/// Settings a deploy or an update may change.
-#[derive(Args)]
-pub struct SettingsArgs {
-    /// An environment variable for the instances (repeatable); `KEY-` removes one the
-    /// latest revision has. A deploy keeps the settings it does not change.
-    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE|KEY-")]
-    env: Vec<String>,
-    /// Memory limit per instance (e.g. 256Mi).
-    #[arg(long)]
-    memory: Option<String>,
-    /// CPU limit per instance (e.g. 0.5 or 500m).
-    #[arg(long)]
-    cpu: Option<String>,
-    /// Idle time after which instances are stopped (default 60s).
-    #[arg(long, value_name = "DURATION")]
-    scale_to_zero_after: Option<String>,
-    /// The program to run instead of the detected one; repeat for its words
-    /// (`--cmd python3 --cmd app.py`).
-    #[arg(long = "cmd", value_name = "WORD")]
-    cmd: Vec<String>,
-    /// An argument appended to the command (repeatable).
-    #[arg(long = "arg", value_name = "ARG")]
-    arg: Vec<String>,
-    /// Requests one instance handles at once; more wait in the gateway (0 = no limit).
-    #[arg(long, value_name = "N")]
-    concurrency: Option<u32>,
-    /// Longest a request may take, e.g. 30s (Knative's timeoutSeconds; at most 600s).
-    #[arg(long, value_name = "DURATION")]
-    timeout: Option<String>,
-    /// Instances kept while the service is routed (autoscaling.knative.dev/min-scale).
-    #[arg(long, value_name = "N")]
-    min_scale: Option<u32>,
-    /// Most instances (max-scale; 0 = no limit).
-    #[arg(long, value_name = "N")]
-    max_scale: Option<u32>,
-    /// Instances a new revision starts with (initial-scale).
-    #[arg(long, value_name = "N")]
-    initial_scale: Option<u32>,
-    /// What the autoscaler follows: concurrency or rps (metric).
-    #[arg(long, value_name = "METRIC")]
-    metric: Option<String>,
-    /// Per instance: concurrent requests, or requests/s for --metric rps (target).
-    #[arg(long, value_name = "N")]
-    target: Option<String>,
-    /// Percent of the target aimed for (target-utilization-percentage; default 70).
-    #[arg(long, value_name = "PERCENT")]
-    target_utilization: Option<String>,
-    /// The stable window the load is averaged over (window; 6s to 1h, default 60s).
-    #[arg(long, value_name = "DURATION")]
-    window: Option<String>,
-    /// How long a lower count must hold before scaling down (scale-down-delay).
-    #[arg(long, value_name = "DURATION")]
-    scale_down_delay: Option<String>,
-    /// How an idle revision is kept: fixed (its scale-to-zero period) or
-    /// hybrid-histogram (learns the gaps between calls and pre-warms before the next).
-    #[arg(long, value_name = "POLICY")]
-    keep_alive: Option<String>,
-    /// Create the revision without sending it traffic (blue/green).
-    #[arg(long)]
-    no_traffic: bool,
-    /// Move traffic to new revisions in steps over this time (0s: at once).
-    #[arg(long, value_name = "DURATION")]
-    rollout_duration: Option<String>,
-    /// Requests per second the service accepts; more get 429 (0 removes the limit).
-    #[arg(long, value_name = "N")]
-    rate_limit: Option<u32>,
-    /// Requests accepted at once above the rate (default: the rate).
-    #[arg(long, value_name = "N")]
-    rate_limit_burst: Option<u32>,
-    /// WebAssembly: a host (or host:port, or *) outbound HTTP may reach; repeatable.
-    /// `--allow-host ''` removes them all.
-    #[arg(long = "allow-host", value_name = "HOST")]
-    allow_host: Vec<String>,
-}
-
-impl SettingsArgs {
-    pub fn spec(self, package: Option<String>, mut env_remove: Vec<String>) -> Result<DeploySpec, CliError> {
-        let mut env = std::collections::BTreeMap::new();
-        for pair in &self.env {
-            match (pair.split_once('='), pair.strip_suffix('-')) {
-                (Some((k, v)), _) => {
-                    env.insert(k.to_string(), v.to_string());
-                }
-                (None, Some(removed)) if !removed.is_empty() => env_remove.push(removed.to_string()),
-                _ => {
-                    return Err(CliError {
-                        code: crate::exit::USAGE,
-                        message: format!("--env {pair:?}: expected KEY=VALUE, or KEY- to remove one"),
-                    })
-                }
-            }
-        }
-        let autoscaling = [
-            ("min-scale", self.min_scale.map(|n| n.to_string())),
-            ("max-scale", self.max_scale.map(|n| n.to_string())),
-            ("initial-scale", self.initial_scale.map(|n| n.to_string())),
-            ("metric", self.metric),
-            ("target", self.target),
-            ("target-utilization-percentage", self.target_utilization),
-            ("window", self.window),
-            ("scale-down-delay", self.scale_down_delay),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
-        .collect();
-        let allow_hosts =
-            (!self.allow_host.is_empty()).then(|| self.allow_host.into_iter().filter(|h| !h.is_empty()).collect());
-        Ok(DeploySpec {
-            package,
-            wasm: None,
-            image: None,
-            function_runtime: None,
-            function_handler: None,
-            allow_hosts,
-            autoscaling,
-            keep_alive: self.keep_alive,
-            env,
-            env_remove,
-            memory: self.memory,
-            cpu: self.cpu,
-            command: (!self.cmd.is_empty()).then_some(self.cmd),
-            args: (!self.arg.is_empty()).then_some(self.arg),
-            scale_to_zero_after: self.scale_to_zero_after,
-            concurrency: self.concurrency,
-            timeout: self.timeout,
-            no_traffic: self.no_traffic,
-            rollout_duration: self.rollout_duration,
-            rate_limit: self.rate_limit,
-            rate_limit_burst: self.rate_limit_burst,
-        })
-    }
 }
 
 #[derive(Args)]
@@ -246,11 +114,6 @@ pub async fn run(command: Command, api: &str, output: Output) -> anyhow::Result<
             Ok(e.code)
         }
     }
-}
-
-/// A service's path in the API, its names encoded as path segments.
-pub(crate) fn service_path(ns: &NamespaceArg, name: &str) -> String {
-    format!("/v1/namespaces/{}/services/{}", encode(&ns.namespace), encode(name))
 }
 
 async fn execute(command: Command, client: &ApiClient, output: Output) -> Result<u8, CliError> {
@@ -434,84 +297,6 @@ async fn follow_logs(client: &ApiClient, path: &str, output: Output) -> Result<u
     }
 }
 
-/// Refuses an upload the server would refuse for its size, before sending it: a server
-/// answering 413 closes the connection while the body is still on its way, and the
-/// client would then see a broken connection instead of the answer.
-pub async fn check_upload_size(
-    client: &ApiClient,
-    file: &std::path::Path,
-    what: &str,
-    limit: impl Fn(&InfoView) -> (u64, &'static str),
-) -> Result<(), CliError> {
-    let info: InfoView = client.json(Method::GET, "/v1/info", None::<&()>).await?;
-    let (max, flag) = limit(&info);
-    let size = std::fs::metadata(file)
-        .map_err(|e| CliError::failed(format!("{}: {e}", file.display())))?
-        .len();
-    if size > max {
-        return Err(CliError::failed(format!(
-            "{what}: the upload is {size} bytes, larger than the limit of {max} bytes (server flag {flag})"
-        )));
-    }
-    Ok(())
-}
-
-/// Uploads a folder or archive, checking the server's size limit first; returns the digest.
-pub async fn upload_package(client: &ApiClient, path: &std::path::Path) -> Result<String, CliError> {
-    let package = pack::prepare(path).map_err(|e| CliError::failed(format!("{e:#}")))?;
-    check_upload_size(client, package.path(), "package", |i| {
-        (i.max_package_bytes, "--max-package-size")
-    })
-    .await?;
-    let uploaded: PackageView = client.upload("/v1/packages", package.path()).await?;
-    Ok(uploaded.digest)
-}
-
-/// A function's package and its handler inside it: a folder is the package (the
-/// runtime finds its entry file); a single file is packed alone.
-fn function_package(path: &std::path::Path) -> Result<(FunctionPackage, String), CliError> {
-    if path.is_dir() {
-        return Ok((FunctionPackage::Folder(path.to_path_buf()), ".".to_string()));
-    }
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| CliError::failed(format!("{}: not a file or folder", path.display())))?
-        .to_string();
-    let dir = tempfile::tempdir().map_err(|e| CliError::failed(e.to_string()))?;
-    std::fs::copy(path, dir.path().join(&name)).map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
-    Ok((FunctionPackage::File(dir), name))
-}
-
-/// Where a function's package is, kept alive until it is uploaded.
-enum FunctionPackage {
-    Folder(PathBuf),
-    File(tempfile::TempDir),
-}
-
-impl AsRef<std::path::Path> for FunctionPackage {
-    fn as_ref(&self) -> &std::path::Path {
-        match self {
-            FunctionPackage::Folder(path) => path,
-            FunctionPackage::File(dir) => dir.path(),
-        }
-    }
-}
-
-/// Uploads a component file as it is; the server checks it at deploy.
-pub async fn upload_component(client: &ApiClient, path: &std::path::Path) -> Result<String, CliError> {
-    let bytes = std::fs::read(path).map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
-    if !bytes.starts_with(b"\0asm") {
-        return Err(CliError::failed(format!(
-            "{}: is not a WebAssembly binary (it does not start with \\0asm)",
-            path.display()
-        )));
-    }
-    check_upload_size(client, path, "wasm", |i| (i.max_package_bytes, "--max-package-size")).await?;
-    let uploaded: PackageView = client.upload("/v1/packages", path).await?;
-    Ok(uploaded.digest)
-}
-
 async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     let started = Instant::now();
     // Bad settings are refused before the upload.
@@ -555,26 +340,6 @@ async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<
         print_deploy_traffic(&service);
     }
     Ok(0)
-}
-
-/// Says where traffic went when the new revision did not get it all.
-pub fn print_deploy_traffic(service: &ServiceView) {
-    let serving = service
-        .routes
-        .iter()
-        .find(|r| r.revision == service.latest_revision)
-        .map_or(0, |r| r.percent);
-    if let Some(rollout) = &service.rollout {
-        println!(
-            "Rolling out: {} gets {}% of latest traffic now, all of it after {}",
-            rollout.to, rollout.percent, rollout.duration
-        );
-    } else if serving < 100 {
-        println!(
-            "Traffic: {} gets {serving}% (the table is pinned; `updraft traffic {} --to latest=100` sends it all)",
-            service.latest_revision, service.name
-        );
-    }
 }
 
 async fn invoke(args: InvokeArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {

@@ -96,13 +96,13 @@ pub async fn import(client: &ApiClient, local: &LocalImage) -> Result<ImageView,
             .and_then(|_| builder.finish())
             .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
         drop(builder);
-        crate::commands::check_upload_size(client, archive.path(), "image", |i| {
+        crate::uploads::check_upload_size(client, archive.path(), "image", |i| {
             (i.max_image_bytes, "--max-image-size")
         })
         .await?;
         return client.upload(&endpoint, archive.path()).await;
     }
-    crate::commands::check_upload_size(client, path, "image", |i| (i.max_image_bytes, "--max-image-size")).await?;
+    crate::uploads::check_upload_size(client, path, "image", |i| (i.max_image_bytes, "--max-image-size")).await?;
     client.upload(&endpoint, path).await
 }
 

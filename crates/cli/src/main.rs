@@ -7,8 +7,10 @@ mod images;
 mod manage;
 mod output;
 mod pack;
+mod settings;
 mod sim;
 mod triggers;
+mod uploads;
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -8,10 +8,10 @@ use updraft_model::annotations::RateLimit;
 use updraft_model::traffic::{edit, Target};
 use updraft_model::NamespaceLimits;
 
+use crate::client::service_path;
 use crate::client::{encode, ApiClient, CliError};
-use crate::commands::service_path;
-use crate::commands::{print_deploy_traffic, SettingsArgs};
-use crate::output::{print_revisions, print_routes, print_structured};
+use crate::output::{print_deploy_traffic, print_revisions, print_routes, print_structured};
+use crate::settings::SettingsArgs;
 use crate::{exit, NamespaceArg, Output};
 
 #[derive(Args)]

@@ -170,3 +170,23 @@ fn tag_list(tags: &[String]) -> String {
         format!(", tags {}", tags.join(","))
     }
 }
+
+/// Says where traffic went when the new revision did not get it all.
+pub fn print_deploy_traffic(service: &ServiceView) {
+    let serving = service
+        .routes
+        .iter()
+        .find(|r| r.revision == service.latest_revision)
+        .map_or(0, |r| r.percent);
+    if let Some(rollout) = &service.rollout {
+        println!(
+            "Rolling out: {} gets {}% of latest traffic now, all of it after {}",
+            rollout.to, rollout.percent, rollout.duration
+        );
+    } else if serving < 100 {
+        println!(
+            "Traffic: {} gets {serving}% (the table is pinned; `updraft traffic {} --to latest=100` sends it all)",
+            service.latest_revision, service.name
+        );
+    }
+}
