@@ -572,6 +572,46 @@ mod tests {
         (dir, store)
     }
 
+    #[test]
+    fn trigger_and_broker_changes_are_in_the_change_log() {
+        use crate::watch::{Change, Kind, Resource, WatchFilter};
+        use crate::Store;
+
+        let (_dir, store) = store();
+        let start = store.current_revision().unwrap();
+        store.put_trigger("default", "tick", "cron", "{}", 1).unwrap();
+        store.put_trigger("default", "tick", "cron", "{\"x\":1}", 2).unwrap();
+        store.put_broker("default", "orders", None, 3).unwrap();
+        store.delete_trigger("default", "tick").unwrap();
+        store.delete_broker("default", "orders").unwrap();
+        assert!(store.delete_broker("default", "orders").is_err());
+        let page = store.changes_after(start, &WatchFilter::default(), 100).unwrap();
+        let seen: Vec<(u64, Kind, bool)> = page
+            .events
+            .iter()
+            .map(|e| (e.revision - start, e.change.kind(), matches!(e.change, Change::Put(_))))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (1, Kind::Trigger, true),
+                (2, Kind::Trigger, true),
+                (3, Kind::Broker, true),
+                (4, Kind::Trigger, false),
+                (5, Kind::Broker, false),
+            ],
+            "one revision per write, and a refused delete writes none"
+        );
+        assert!(
+            matches!(&page.events[1].change, Change::Put(Resource::Trigger(t)) if t.spec == "{\"x\":1}" && t.created_at_us == 1),
+            "a put carries the record as written"
+        );
+        let brokers = store
+            .changes_after(start, &WatchFilter::kind(Kind::Broker), 100)
+            .unwrap();
+        assert_eq!(brokers.events.len(), 2);
+    }
+
     fn delivery(trigger: &str) -> NewDelivery {
         NewDelivery {
             trigger: trigger.into(),
