@@ -38,19 +38,20 @@ pub(crate) fn current_revision(conn: &Connection) -> Result<u64> {
     meta(conn, "revision")
 }
 
-/// The changes of one write transaction; [`Changes::commit`] gives them one revision.
+/// The changes of one write transaction, all under the revision it will have.
 pub(crate) struct Changes {
+    /// The write's store revision, for the resources' `resource_version`.
+    pub(crate) revision: u64,
     changes: Vec<Change>,
 }
 
 impl Changes {
-    pub(crate) fn new() -> Self {
-        Changes { changes: Vec::new() }
-    }
-
-    /// The revision the write will have, for the resources' `resource_version`.
-    pub(crate) fn next_revision(conn: &Connection) -> Result<u64> {
-        Ok(current_revision(conn)? + 1)
+    /// Starts the changes of a write inside the caller's transaction.
+    pub(crate) fn begin(conn: &Connection) -> Result<Self> {
+        Ok(Changes {
+            revision: current_revision(conn)? + 1,
+            changes: Vec::new(),
+        })
     }
 
     pub(crate) fn put(&mut self, resource: Resource) {
@@ -65,10 +66,10 @@ impl Changes {
         });
     }
 
-    /// Writes the changes under the next revision, inside the caller's transaction, and
-    /// trims the log to `limit` revisions.
+    /// Writes the changes under their revision, inside the transaction they began in,
+    /// and trims the log to `limit` revisions.
     pub(crate) fn commit(self, conn: &Connection, limit: u64) -> Result<u64> {
-        let revision = Changes::next_revision(conn)?;
+        let revision = self.revision;
         conn.execute(
             "UPDATE store_meta SET value = ?1 WHERE key = 'revision'",
             [revision as i64],

@@ -242,6 +242,8 @@ fn finish_in(tx: &rusqlite::Transaction<'_>, id: i64, namespace: &str, outcome: 
     Ok(())
 }
 
+const BROKER_COLUMNS: &str = "namespace, name, delivery, created_at_us";
+
 fn read_broker(row: &rusqlite::Row<'_>) -> rusqlite::Result<BrokerRecord> {
     Ok(BrokerRecord {
         namespace: row.get(0)?,
@@ -297,12 +299,9 @@ impl EventStore for SqliteStore {
             params![namespace, name],
             read_trigger,
         )?;
-        let mut changes = Changes::new();
+        let mut changes = Changes::begin(&tx)?;
         changes.put(Resource::Trigger(written));
-        self.commit_changes(&tx, changes)?;
-        tx.commit()?;
-        drop(conn);
-        self.changed();
+        self.commit_write(tx, changes)?;
         Ok(old_kind.is_none())
     }
 
@@ -340,12 +339,9 @@ impl EventStore for SqliteStore {
             "DELETE FROM deliveries WHERE namespace = ?1 AND trigger = ?2 AND status = ?3",
             params![namespace, name, PENDING],
         )?;
-        let mut changes = Changes::new();
+        let mut changes = Changes::begin(&tx)?;
         changes.delete(Kind::Trigger, namespace, name);
-        self.commit_changes(&tx, changes)?;
-        tx.commit()?;
-        drop(conn);
-        self.changed();
+        self.commit_write(tx, changes)?;
         Ok(())
     }
 
@@ -355,39 +351,35 @@ impl EventStore for SqliteStore {
         if !crate::sqlite::namespace_exists(&tx, namespace)? {
             return Err(StoreError::NoSuchNamespace(namespace.to_string()));
         }
-        let existed = tx
+        let existing = tx
             .query_row(
-                "SELECT 1 FROM brokers WHERE namespace = ?1 AND name = ?2",
+                &format!("SELECT {BROKER_COLUMNS} FROM brokers WHERE namespace = ?1 AND name = ?2"),
                 params![namespace, name],
-                |_| Ok(()),
+                read_broker,
             )
-            .optional()?
-            .is_some();
+            .optional()?;
         tx.execute(
             "INSERT INTO brokers (namespace, name, delivery, created_at_us) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (namespace, name) DO UPDATE SET delivery = excluded.delivery",
             params![namespace, name, delivery, now_us],
         )?;
-        let written = tx.query_row(
-            "SELECT namespace, name, delivery, created_at_us FROM brokers WHERE namespace = ?1 AND name = ?2",
-            params![namespace, name],
-            read_broker,
-        )?;
-        let mut changes = Changes::new();
+        let written = BrokerRecord {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            delivery: delivery.map(str::to_string),
+            created_at_us: existing.as_ref().map_or(now_us, |b| b.created_at_us),
+        };
+        let mut changes = Changes::begin(&tx)?;
         changes.put(Resource::Broker(written));
-        self.commit_changes(&tx, changes)?;
-        tx.commit()?;
-        drop(conn);
-        self.changed();
-        Ok(!existed)
+        self.commit_write(tx, changes)?;
+        Ok(existing.is_none())
     }
 
     fn brokers(&self, namespace: Option<&str>) -> Result<Vec<BrokerRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT namespace, name, delivery, created_at_us FROM brokers
-             WHERE (?1 IS NULL OR namespace = ?1) ORDER BY namespace, name",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {BROKER_COLUMNS} FROM brokers WHERE (?1 IS NULL OR namespace = ?1) ORDER BY namespace, name"
+        ))?;
         let rows = stmt.query_map(params![namespace], read_broker)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -402,12 +394,9 @@ impl EventStore for SqliteStore {
         if removed == 0 {
             return Err(not_found("broker", namespace, name));
         }
-        let mut changes = Changes::new();
+        let mut changes = Changes::begin(&tx)?;
         changes.delete(Kind::Broker, namespace, name);
-        self.commit_changes(&tx, changes)?;
-        tx.commit()?;
-        drop(conn);
-        self.changed();
+        self.commit_write(tx, changes)?;
         Ok(())
     }
 

@@ -119,7 +119,7 @@ pub trait Store: Send + Sync + 'static {
     /// Hourly usage since `since_us`, of one namespace or all.
     fn usage(&self, namespace: Option<&str>, since_us: i64) -> Result<Vec<Usage>>;
 
-    /// A counter bumped by every write.
+    /// The store revision of the last write, as it changes.
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// The store revision of the last write.

@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::watch;
 use updraft_model::annotations::SCALE_TO_ZERO_RETENTION;
 use updraft_model::names::revision_name;
@@ -76,7 +76,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 /// The embedded store: one SQLite file in the data directory.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
-    version: watch::Sender<u64>,
+    /// The store revision of the last write, for followers to wait on.
+    revision: watch::Sender<u64>,
     change_log_limit: u64,
 }
 
@@ -115,9 +116,10 @@ impl SqliteStore {
             "INSERT OR IGNORE INTO namespaces (name, created_at_us) VALUES (?1, ?2)",
             params![DEFAULT_NAMESPACE, now_us],
         )?;
+        let revision = watch::Sender::new(changelog::current_revision(&conn)?);
         Ok(SqliteStore {
             conn: Mutex::new(conn),
-            version: watch::Sender::new(0),
+            revision,
             change_log_limit: change_log_limit.max(1),
         })
     }
@@ -128,12 +130,13 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn changed(&self) {
-        self.version.send_modify(|v| *v += 1);
-    }
-
-    pub(crate) fn commit_changes(&self, tx: &Connection, changes: Changes) -> Result<u64> {
-        changes.commit(tx, self.change_log_limit)
+    /// Logs a write's changes, commits it, and tells followers the store's new
+    /// revision.
+    pub(crate) fn commit_write(&self, tx: Transaction<'_>, changes: Changes) -> Result<()> {
+        let revision = changes.commit(&tx, self.change_log_limit)?;
+        tx.commit()?;
+        self.revision.send_replace(revision);
+        Ok(())
     }
 }
 
@@ -287,6 +290,27 @@ fn conflict(kind: &'static str, namespace: &str, name: &str, expected: u64, actu
     }
 }
 
+fn query_namespaces(conn: &Connection) -> Result<Vec<Namespace>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {NAMESPACE_COLUMNS} FROM namespaces ORDER BY name"))?;
+    let rows = stmt.query_map([], read_namespace)?;
+    rows.map(|r| to_namespace(r?)).collect()
+}
+
+fn query_services(conn: &Connection, namespace: Option<&str>) -> Result<Vec<Service>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SERVICE_COLUMNS} FROM services WHERE ?1 IS NULL OR namespace = ?1 ORDER BY namespace, name"
+    ))?;
+    let rows = stmt.query_map([namespace], read_service)?;
+    rows.map(|r| to_service(r?)).collect()
+}
+
+fn query_all_revisions(conn: &Connection) -> Result<Vec<Revision>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {REVISION_COLUMNS} FROM revisions ORDER BY namespace, service, generation"
+    ))?;
+    collect_revisions(&mut stmt, &[])
+}
+
 fn query_revisions(conn: &Connection, namespace: &str, service: &str) -> Result<Vec<Revision>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {REVISION_COLUMNS} FROM revisions WHERE namespace = ?1 AND service = ?2 ORDER BY generation"
@@ -306,11 +330,12 @@ impl Store for SqliteStore {
     fn create_namespace(&self, name: &str, now_us: i64) -> Result<Namespace> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut changes = Changes::begin(&tx)?;
         let namespace = Namespace {
             name: name.to_string(),
             created_at_us: now_us,
             limits: NamespaceLimits::default(),
-            resource_version: Changes::next_revision(&tx)?,
+            resource_version: changes.revision,
         };
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO namespaces (name, created_at_us, resource_version) VALUES (?1, ?2, ?3)",
@@ -319,20 +344,13 @@ impl Store for SqliteStore {
         if inserted == 0 {
             return Err(StoreError::AlreadyExists(format!("namespace {name:?}")));
         }
-        let mut changes = Changes::new();
         changes.put(Resource::Namespace(namespace.clone()));
-        self.commit_changes(&tx, changes)?;
-        tx.commit()?;
-        drop(conn);
-        self.changed();
+        self.commit_write(tx, changes)?;
         Ok(namespace)
     }
 
     fn namespaces(&self) -> Result<Vec<Namespace>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("SELECT {NAMESPACE_COLUMNS} FROM namespaces ORDER BY name"))?;
-        let rows = stmt.query_map([], read_namespace)?;
-        rows.map(|r| to_namespace(r?)).collect()
+        query_namespaces(&self.conn())
     }
 
     fn namespace(&self, name: &str) -> Result<Option<Namespace>> {
@@ -342,21 +360,17 @@ impl Store for SqliteStore {
     fn set_namespace_limits(&self, name: &str, limits: &NamespaceLimits) -> Result<Namespace> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version = Changes::next_revision(&tx)?;
+        let mut changes = Changes::begin(&tx)?;
         let updated = tx.execute(
             "UPDATE namespaces SET limits = ?2, resource_version = ?3 WHERE name = ?1",
-            params![name, serde_json::to_string(limits)?, version as i64],
+            params![name, serde_json::to_string(limits)?, changes.revision as i64],
         )?;
         if updated == 0 {
             return Err(StoreError::NoSuchNamespace(name.to_string()));
         }
         let namespace = query_namespace(&tx, name)?.ok_or_else(|| StoreError::NoSuchNamespace(name.to_string()))?;
-        let mut changes = Changes::new();
         changes.put(Resource::Namespace(namespace.clone()));
-        self.commit_changes(&tx, changes)?;
-        tx.commit()?;
-        drop(conn);
-        self.changed();
+        self.commit_write(tx, changes)?;
         Ok(namespace)
     }
 
@@ -441,7 +455,8 @@ impl Store for SqliteStore {
                 actual.unwrap_or(0),
             ));
         }
-        let resource_version = Changes::next_revision(&tx)?;
+        let mut changes = Changes::begin(&tx)?;
+        let resource_version = changes.revision;
         let generation = existing.as_ref().map_or(0, |s| s.generation) + 1;
         let svc = Service {
             namespace: namespace.to_string(),
@@ -501,13 +516,9 @@ impl Store for SqliteStore {
             resource_version,
         };
         // The revision first: a follower that sees the service already knows its latest.
-        let mut changes = Changes::new();
         changes.put(Resource::Revision(Box::new(revision.clone())));
         changes.put(Resource::Service(Box::new(svc.clone())));
-        self.commit_changes(&tx, changes)?;
-        tx.commit()?;
-        drop(conn);
-        self.changed();
+        self.commit_write(tx, changes)?;
         Ok((svc, revision))
     }
 
@@ -531,10 +542,11 @@ impl Store for SqliteStore {
                 current.resource_version,
             ));
         }
+        let mut changes = Changes::begin(&tx)?;
         let service = Service {
             config: config.clone(),
             updated_at_us: now_us,
-            resource_version: Changes::next_revision(&tx)?,
+            resource_version: changes.revision,
             ..current
         };
         tx.execute(
@@ -548,22 +560,13 @@ impl Store for SqliteStore {
                 service.resource_version as i64
             ],
         )?;
-        let mut changes = Changes::new();
         changes.put(Resource::Service(Box::new(service.clone())));
-        self.commit_changes(&tx, changes)?;
-        tx.commit()?;
-        drop(conn);
-        self.changed();
+        self.commit_write(tx, changes)?;
         Ok(service)
     }
 
     fn services(&self, namespace: Option<&str>) -> Result<Vec<Service>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {SERVICE_COLUMNS} FROM services WHERE ?1 IS NULL OR namespace = ?1 ORDER BY namespace, name"
-        ))?;
-        let rows = stmt.query_map([namespace], read_service)?;
-        rows.map(|r| to_service(r?)).collect()
+        query_services(&self.conn(), namespace)
     }
 
     fn service(&self, namespace: &str, name: &str) -> Result<Option<Service>> {
@@ -583,11 +586,7 @@ impl Store for SqliteStore {
     }
 
     fn all_revisions(&self) -> Result<Vec<Revision>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {REVISION_COLUMNS} FROM revisions ORDER BY namespace, service, generation"
-        ))?;
-        collect_revisions(&mut stmt, &[])
+        query_all_revisions(&self.conn())
     }
 
     fn delete_revision(&self, namespace: &str, name: &str) -> Result<Revision> {
@@ -604,12 +603,9 @@ impl Store for SqliteStore {
             "DELETE FROM revisions WHERE namespace = ?1 AND name = ?2",
             [namespace, name],
         )?;
-        let mut changes = Changes::new();
+        let mut changes = Changes::begin(&tx)?;
         changes.delete(Kind::Revision, namespace, name);
-        self.commit_changes(&tx, changes)?;
-        tx.commit()?;
-        drop(conn);
-        self.changed();
+        self.commit_write(tx, changes)?;
         Ok(revision)
     }
 
@@ -629,15 +625,12 @@ impl Store for SqliteStore {
             return Err(not_found("service", namespace, name));
         }
         // The service first: a follower never sees a service whose revisions are gone.
-        let mut changes = Changes::new();
+        let mut changes = Changes::begin(&tx)?;
         changes.delete(Kind::Service, namespace, name);
         for revision in &revisions {
             changes.delete(Kind::Revision, namespace, &revision.name);
         }
-        self.commit_changes(&tx, changes)?;
-        tx.commit()?;
-        drop(conn);
-        self.changed();
+        self.commit_write(tx, changes)?;
         Ok(revisions)
     }
 
@@ -697,7 +690,7 @@ impl Store for SqliteStore {
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
-        self.version.subscribe()
+        self.revision.subscribe()
     }
 
     fn current_revision(&self) -> Result<u64> {
@@ -709,24 +702,9 @@ impl Store for SqliteStore {
         // One read transaction, so the lists and the revision agree.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let revision = changelog::current_revision(&tx)?;
-        let namespaces = {
-            let mut stmt = tx.prepare(&format!("SELECT {NAMESPACE_COLUMNS} FROM namespaces ORDER BY name"))?;
-            let rows = stmt.query_map([], read_namespace)?;
-            rows.map(|r| to_namespace(r?)).collect::<Result<Vec<_>>>()?
-        };
-        let services = {
-            let mut stmt = tx.prepare(&format!(
-                "SELECT {SERVICE_COLUMNS} FROM services ORDER BY namespace, name"
-            ))?;
-            let rows = stmt.query_map([], read_service)?;
-            rows.map(|r| to_service(r?)).collect::<Result<Vec<_>>>()?
-        };
-        let revisions = {
-            let mut stmt = tx.prepare(&format!(
-                "SELECT {REVISION_COLUMNS} FROM revisions ORDER BY namespace, service, generation"
-            ))?;
-            collect_revisions(&mut stmt, &[])?
-        };
+        let namespaces = query_namespaces(&tx)?;
+        let services = query_services(&tx, None)?;
+        let revisions = query_all_revisions(&tx)?;
         tx.commit()?;
         Ok(Snapshot {
             revision,
