@@ -10,13 +10,14 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use updraft_gateway::{Access, Gateway, Poke, RequestObserver, RevisionEndpoints, RevisionKey, RouteTable};
+use updraft_model::Revision;
 use updraft_runtime::clock::now_us;
 use updraft_runtime::image::ImageStore;
 use updraft_runtime::logs::AccessRecord;
 use updraft_runtime::oci::Containers;
 use updraft_runtime::wasm::WasmRuntime;
 use updraft_runtime::{ProcessRuntime, Runtime, Runtimes};
-use updraft_store::{EventStore, SqliteStore, Store};
+use updraft_store::{EventStore, Snapshot, SqliteStore, Store};
 use updraft_telemetry::{Metrics, RevisionLabels};
 
 use crate::access::AccessLog;
@@ -52,6 +53,8 @@ pub(crate) struct Opened {
     pub platform: Arc<Platform>,
     pub pokes: mpsc::UnboundedReceiver<RevisionKey>,
     pub routes_applied: watch::Sender<u64>,
+    /// What the store held when it opened.
+    pub snapshot: Snapshot,
 }
 
 pub struct Platform {
@@ -115,7 +118,7 @@ impl RequestObserver for MetricsObserver {
             &revision.namespace,
             &revision.service,
             AccessRecord {
-                ts_us: updraft_runtime::clock::now_us(),
+                ts_us: now_us(),
                 revision: revision.revision.clone(),
                 instance: access.instance,
                 method: access.method,
@@ -260,18 +263,22 @@ impl Platform {
             routing_cache: Mutex::new(None),
             sink_client: crate::event_io::sink_client(),
         });
-        platform.load_revisions()?;
+        // One list at start: the registry and the route table follow the store from
+        // the revision it was read at.
+        let snapshot = platform.store.snapshot()?;
+        platform.load_revisions(&snapshot.revisions)?;
         platform.collect_garbage();
         Ok(Opened {
+            snapshot,
             platform,
             pokes: rx,
             routes_applied: routes_applied_tx,
         })
     }
 
-    fn load_revisions(&self) -> anyhow::Result<()> {
+    fn load_revisions(&self, revisions: &[Revision]) -> anyhow::Result<()> {
         let mut registry = self.revisions.write().unwrap_or_else(|p| p.into_inner());
-        for revision in self.store.all_revisions()? {
+        for revision in revisions.iter().cloned() {
             let dir = self.paths.revision_dir(&revision.namespace, &revision.name);
             // Components and images run from their own stores; only packages are unpacked.
             if !dir.exists() && revision.config.runtime.runs_from_package() {

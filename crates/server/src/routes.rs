@@ -93,11 +93,11 @@ impl RouteReconciler {
     }
 
     /// Applies one change from the store's watch; the caller publishes.
-    pub fn apply(&mut self, event: &WatchEvent, now_us: i64) {
-        match &event.change {
+    pub fn apply(&mut self, event: WatchEvent, now_us: i64) {
+        match event.change {
             Change::Put(Resource::Service(service)) => {
                 let key = (service.namespace.clone(), service.name.clone());
-                self.services.insert(key.clone(), (**service).clone());
+                self.services.insert(key.clone(), *service);
                 self.route(&key, now_us);
             }
             Change::Delete {
@@ -105,7 +105,7 @@ impl RouteReconciler {
                 namespace,
                 name,
             } => {
-                let key = (namespace.clone(), name.clone());
+                let key = (namespace, name);
                 self.services.remove(&key);
                 self.unroute(&key);
             }
@@ -249,7 +249,7 @@ impl RouteReconciler {
                 }
                 next = changes.next() => match next {
                     Ok(event) => {
-                        self.apply(&event, now_us());
+                        self.apply(event, now_us());
                         // A write's changes share its revision: it is applied once
                         // none of them is left.
                         if !changes.has_buffered() {
@@ -279,7 +279,7 @@ impl RouteReconciler {
 }
 
 /// Reads a snapshot off the async workers.
-pub async fn list(store: &Arc<dyn Store>) -> updraft_store::Result<Snapshot> {
+async fn list(store: &Arc<dyn Store>) -> updraft_store::Result<Snapshot> {
     let store = store.clone();
     tokio::task::spawn_blocking(move || store.snapshot())
         .await
@@ -381,7 +381,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        routes.apply(&put(1, service("web", "web-2", config)), 0);
+        routes.apply(put(1, service("web", "web-2", config)), 0);
         routes.publish();
         assert_eq!(serves(&table, "web.default.localhost"), ["web-1", "web-2"]);
         assert_eq!(serves(&table, "canary-web.default.localhost"), ["web-2"]);
@@ -390,7 +390,7 @@ mod tests {
             (Some(true), Some(true))
         );
 
-        routes.apply(&put(2, service("web", "web-2", ServiceConfig::default())), 0);
+        routes.apply(put(2, service("web", "web-2", ServiceConfig::default())), 0);
         routes.publish();
         assert_eq!(serves(&table, "web.default.localhost"), ["web-2"]);
         assert!(
@@ -404,7 +404,7 @@ mod tests {
         );
 
         routes.apply(
-            &WatchEvent {
+            WatchEvent {
                 revision: 3,
                 change: Change::Delete {
                     kind: Kind::Service,
@@ -425,7 +425,7 @@ mod tests {
         for n in 0..200 {
             targets.add(&format!("s{n}"), &format!("s{n}-1"));
             routes.apply(
-                &put(
+                put(
                     n + 1,
                     service(&format!("s{n}"), &format!("s{n}-1"), ServiceConfig::default()),
                 ),
@@ -435,7 +435,7 @@ mod tests {
         routes.publish();
         *targets.lookups.lock().unwrap() = 0;
         targets.add("s7", "s7-2");
-        routes.apply(&put(201, service("s7", "s7-2", ServiceConfig::default())), 0);
+        routes.apply(put(201, service("s7", "s7-2", ServiceConfig::default())), 0);
         routes.publish();
         assert_eq!(*targets.lookups.lock().unwrap(), 1, "one revision looked up, not 200");
         assert_eq!(serves(&table, "s7.default.localhost"), ["s7-2"]);
@@ -451,7 +451,7 @@ mod tests {
             rollout: Some(Rollout::new("web-1", "web-2", 0, Duration::from_secs(10))),
             ..Default::default()
         };
-        routes.apply(&put(1, service("web", "web-2", config)), 0);
+        routes.apply(put(1, service("web", "web-2", config)), 0);
         routes.publish();
         assert_eq!(serves(&table, "web.default.localhost"), ["web-1", "web-2"]);
         let step = routes
@@ -475,11 +475,11 @@ mod tests {
     fn a_namespace_rate_limit_reaches_its_services_only() {
         let (mut routes, table, targets) = setup();
         targets.add("web", "web-1");
-        routes.apply(&put(1, service("web", "web-1", ServiceConfig::default())), 0);
+        routes.apply(put(1, service("web", "web-1", ServiceConfig::default())), 0);
         let mut other = service("api", "api-1", ServiceConfig::default());
         other.namespace = "team".into();
         targets.add("api", "api-1");
-        routes.apply(&put(2, other), 0);
+        routes.apply(put(2, other), 0);
         let limited = Namespace {
             name: "default".into(),
             created_at_us: 0,
@@ -493,7 +493,7 @@ mod tests {
             resource_version: 3,
         };
         routes.apply(
-            &WatchEvent {
+            WatchEvent {
                 revision: 3,
                 change: Change::Put(Resource::Namespace(limited)),
             },
@@ -509,7 +509,7 @@ mod tests {
         let (mut routes, table, targets) = setup();
         targets.add("old", "old-1");
         targets.add("new", "new-1");
-        routes.apply(&put(1, service("old", "old-1", ServiceConfig::default())), 0);
+        routes.apply(put(1, service("old", "old-1", ServiceConfig::default())), 0);
         routes.publish();
         let snapshot = Snapshot {
             revision: 9,

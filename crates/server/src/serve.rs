@@ -24,6 +24,7 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
         platform,
         pokes,
         routes_applied,
+        snapshot,
     } = Platform::open(config)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -32,7 +33,7 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
 
     // Listed before anything is served, so the first request finds its route.
     let mut route_reconciler = RouteReconciler::new(&platform.config.domain, platform.routes.clone(), platform.clone());
-    route_reconciler.reset(&crate::routes::list(&platform.store).await?, now_us());
+    route_reconciler.reset(&snapshot, now_us());
     let routes = tokio::spawn(route_reconciler.run(platform.store.clone(), routes_applied, stopped(stop_rx.clone())));
 
     let scaler = tokio::spawn(crate::scaler::run(platform.clone(), pokes, stopped(stop_rx.clone())));
