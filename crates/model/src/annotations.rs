@@ -187,12 +187,6 @@ impl Autoscaling {
     }
 }
 
-fn int(annotations: &BTreeMap<String, String>, keys: &[&str]) -> Option<i64> {
-    keys.iter()
-        .find_map(|k| annotations.get(&format!("{AUTOSCALING_PREFIX}{k}")))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Checks a revision template's annotations: each autoscaling key must be one Knative
 /// defines, with a value it allows.
 pub fn validate_template_annotations(path: &str, annotations: &BTreeMap<String, String>) -> Result<(), FieldError> {
@@ -252,9 +246,9 @@ pub fn validate_template_annotations(path: &str, annotations: &BTreeMap<String, 
             ));
         }
     }
-    let min = int(annotations, &["min-scale", "minScale"]);
-    let max = int(annotations, &["max-scale", "maxScale"]);
-    if let (Some(min), Some(max)) = (min, max) {
+    // Every value is valid by now, so reading them cannot drop one.
+    let read = Autoscaling::from_annotations(annotations);
+    if let (Some(min), Some(max)) = (read.min_scale, read.max_scale) {
         if max != 0 && min > max {
             return Err(FieldError::new(
                 format!("{path}[{AUTOSCALING_PREFIX}min-scale]"),
