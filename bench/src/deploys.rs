@@ -3,7 +3,7 @@
 //! is the baseline for the last thousand: a deploy should cost the same however many
 //! services exist.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::harness::{get, Server};
+use crate::proxy::read_response_body;
 
 #[derive(Serialize)]
 struct Results {
@@ -59,29 +60,7 @@ impl Api {
             self.stream.get_mut().write_all(head.as_bytes())?;
             self.stream.get_mut().write_all(body)?;
         }
-        let mut status_line = String::new();
-        self.stream.read_line(&mut status_line)?;
-        let status = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("no HTTP status in {status_line:?}"))?;
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            self.stream.read_line(&mut line)?;
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse()?;
-                }
-            }
-        }
-        let mut reply = vec![0; length];
-        self.stream.read_exact(&mut reply)?;
+        let (status, _, reply) = read_response_body(&mut self.stream)?;
         Ok((status, reply))
     }
 }

@@ -45,9 +45,15 @@ pub struct Target {
     pub host: String,
 }
 
-/// Reads one HTTP/1.1 response with a Content-Length body; returns its status and
-/// whether the server will close the connection after it.
+/// Reads one HTTP/1.1 response (sized or chunked); returns its status and whether the
+/// server closes the connection after it.
 pub fn read_response(reader: &mut BufReader<TcpStream>) -> anyhow::Result<(u16, bool)> {
+    let (status, closing, _) = read_response_body(reader)?;
+    Ok((status, closing))
+}
+
+/// [`read_response`], keeping the body.
+pub fn read_response_body(reader: &mut BufReader<TcpStream>) -> anyhow::Result<(u16, bool, Vec<u8>)> {
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -76,21 +82,24 @@ pub fn read_response(reader: &mut BufReader<TcpStream>) -> anyhow::Result<(u16, 
     if !chunked {
         let mut body = vec![0u8; length];
         reader.read_exact(&mut body)?;
-        return Ok((status, closing));
+        return Ok((status, closing, body));
     }
     // A streamed body: chunks of `size\r\n data\r\n` up to a zero-size one and its
     // (empty) trailers.
+    let mut body = Vec::new();
     loop {
         line.clear();
         reader.read_line(&mut line)?;
         let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)?;
-        let mut chunk = vec![0u8; size + 2];
         if size == 0 {
             line.clear();
             reader.read_line(&mut line)?;
-            return Ok((status, closing));
+            return Ok((status, closing, body));
         }
-        reader.read_exact(&mut chunk)?;
+        let start = body.len();
+        body.resize(start + size + 2, 0);
+        reader.read_exact(&mut body[start..])?;
+        body.truncate(start + size);
     }
 }
 

@@ -3,7 +3,7 @@
 //! requests' latency meanwhile, against the same step on a service already scaled to
 //! that many instances (min-scale), in the same run.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::apps::build;
 use crate::harness::Server;
+use crate::proxy::read_response;
 use crate::stats::{summarize, Summary};
 
 #[derive(Serialize)]
@@ -28,32 +29,6 @@ struct Report {
     prewarmed: Summary,
     p50_ratio: f64,
     p99_ratio: f64,
-}
-
-/// Reads one HTTP/1.1 response with a Content-Length body; returns the status.
-fn response(reader: &mut BufReader<TcpStream>) -> anyhow::Result<u16> {
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            bail!("connection closed mid-response");
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse()?;
-            }
-        }
-    }
-    let mut body = vec![0u8; length];
-    reader.read_exact(&mut body)?;
-    Ok(status)
 }
 
 /// `clients` keep-alive clients start together and send back to back for `duration`.
@@ -76,7 +51,7 @@ fn step(gateway: SocketAddr, host: &str, clients: usize, duration: Duration) -> 
                 while Instant::now() < end {
                     let sent = Instant::now();
                     writer.write_all(request.as_bytes())?;
-                    let status = response(&mut reader)?;
+                    let status = read_response(&mut reader)?.0;
                     if status != 200 {
                         bail!("status {status}");
                     }
