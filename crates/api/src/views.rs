@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use updraft_model::{NamespaceLimits, TrafficTarget};
+use utoipa::ToSchema;
 
 /// What a client may want to know about the server before it sends work.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct InfoView {
     pub version: String,
     pub domain: String,
@@ -30,13 +31,13 @@ pub struct InfoView {
     pub wasm_pooling: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PackageView {
     pub digest: String,
     pub size: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NamespaceView {
     pub name: String,
     pub created_at: String,
@@ -44,7 +45,7 @@ pub struct NamespaceView {
     pub limits: NamespaceLimits,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CgroupView {
     pub version: String,
     pub paths: Vec<String>,
@@ -52,7 +53,7 @@ pub struct CgroupView {
     pub memory_limit: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct InstanceView {
     pub id: String,
     pub pid: u32,
@@ -64,7 +65,7 @@ pub struct InstanceView {
     pub cgroup: Option<CgroupView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ColdStartView {
     pub at: String,
     pub instance: String,
@@ -77,7 +78,7 @@ pub struct ColdStartView {
     pub from_pool: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RevisionView {
     pub name: String,
     pub generation: u32,
@@ -121,7 +122,7 @@ pub struct RevisionView {
 }
 
 /// A revision whose instances keep failing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CrashLoopView {
     /// Failures in a row.
     pub failures: u32,
@@ -134,7 +135,7 @@ pub struct CrashLoopView {
 }
 
 /// A decision that changed a revision's instance count.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ScaleEventView {
     pub at: String,
     pub revision: String,
@@ -155,7 +156,7 @@ pub struct ScaleEventView {
 }
 
 /// Where requests go now: one row per revision with a share or a tag.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RouteView {
     pub revision: String,
     pub percent: u32,
@@ -166,7 +167,7 @@ pub struct RouteView {
     pub urls: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RolloutView {
     pub from: String,
     pub to: String,
@@ -176,7 +177,7 @@ pub struct RolloutView {
     pub duration: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ServiceView {
     pub namespace: String,
     pub name: String,
@@ -202,7 +203,7 @@ pub struct ServiceView {
 }
 
 /// What an apply did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApplyView {
     /// `created`, `configured` or `unchanged`, as kubectl says.
     pub result: String,
@@ -211,8 +212,17 @@ pub struct ApplyView {
     pub service: ServiceView,
 }
 
+/// What `POST /v1/apply` answers, by the kind of document applied.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ApplyResult {
+    Service(Box<ApplyView>),
+    /// A PingSource, Trigger or Broker.
+    Other(AppliedView),
+}
+
 /// One request through the gateway.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AccessLineView {
     pub time: String,
     pub revision: String,
@@ -226,7 +236,7 @@ pub struct AccessLineView {
     pub traceparent: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LogLineView {
     pub time: String,
     pub revision: String,
@@ -240,13 +250,13 @@ pub struct LogLineView {
     pub fields: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 /// An image in the server's store.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ImageView {
     /// `sha256:…` of the image manifest.
     pub digest: String,
@@ -262,7 +272,7 @@ pub struct ImageView {
 }
 
 /// How far one blob of a pull has come, for progress bars.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PullProgress {
     /// `config`, `layer 2/5`.
     pub what: String,
@@ -274,7 +284,7 @@ pub struct PullProgress {
 }
 
 /// One line of `POST /v1/images/pull`'s answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PullLine {
     Progress(PullProgress),
@@ -282,13 +292,13 @@ pub enum PullLine {
     Error(ErrorBody),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RegistryView {
     pub registry: String,
     pub username: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     pub code: u16,
     pub message: String,
@@ -302,7 +312,7 @@ pub fn rfc3339_us(us: i64) -> String {
 }
 
 /// One row of `updraft top`: a service's load over the last seconds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TopView {
     pub namespace: String,
     pub service: String,
@@ -320,7 +330,7 @@ pub struct TopView {
 }
 
 /// Metered usage, summed by the key asked for.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct UsageView {
     pub namespace: String,
     /// Set when summed by service or revision.
@@ -339,7 +349,7 @@ pub struct UsageView {
 }
 
 /// A trigger: a cron schedule, a broker filter or a queue source.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TriggerView {
     pub namespace: String,
     pub name: String,
@@ -361,7 +371,7 @@ pub struct TriggerView {
 }
 
 /// One event's delivery by a trigger: a cron firing, a broker event, a dead letter.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DeliveryView {
     pub id: i64,
     pub event_id: String,
@@ -384,13 +394,13 @@ pub struct DeliveryView {
     pub delivered_after_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TriggerDetailView {
     pub trigger: TriggerView,
     pub history: Vec<DeliveryView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BrokerView {
     pub namespace: String,
     pub name: String,
@@ -400,7 +410,7 @@ pub struct BrokerView {
     pub delivery: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AcceptedView {
     /// Events stored, all of them, before this answer.
     pub accepted: usize,
@@ -409,7 +419,7 @@ pub struct AcceptedView {
 }
 
 /// The result of applying a trigger or broker manifest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AppliedView {
     pub kind: String,
     pub namespace: String,

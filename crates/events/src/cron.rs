@@ -17,7 +17,7 @@ use updraft_model::FieldError;
 pub const MISSED_AFTER_US: i64 = 1_000_000;
 
 /// What to do with ticks missed while the server was down.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CatchUp {
     /// Fire nothing for missed ticks; carry on from the next one.

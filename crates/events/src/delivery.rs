@@ -6,7 +6,7 @@ use updraft_model::names::validate_service_name;
 use updraft_model::FieldError;
 
 /// Knative's `Destination`: a service (`ref`, with `uri` as a path under it) or a URI.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
     #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
@@ -15,7 +15,7 @@ pub struct Destination {
     pub uri: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Reference {
     #[serde(default = "service_api_version")]
@@ -112,7 +112,7 @@ impl Destination {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BackoffPolicy {
     Linear,
@@ -121,7 +121,7 @@ pub enum BackoffPolicy {
 }
 
 /// Knative's `DeliverySpec`. Durations are ISO-8601 (`PT0.5S`, `PT1M`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DeliverySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]

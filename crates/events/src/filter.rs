@@ -10,7 +10,7 @@ use crate::cloudevent::attribute;
 
 /// One entry of a Trigger's `filters` (Knative's SubscriptionsAPIFilter): exactly one
 /// dialect per entry.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -20,10 +20,13 @@ pub struct Filter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suffix: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
     pub all: Option<Vec<Filter>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
     pub any: Option<Vec<Filter>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
     pub not: Option<Box<Filter>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cesql: Option<String>,

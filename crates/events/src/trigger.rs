@@ -21,7 +21,7 @@ pub const NATS_EVENT_TYPE: &str = "dev.updraft.sources.nats";
 /// Largest cron payload; a firing is stored with each delivery.
 pub const MAX_CRON_DATA: usize = 64 * 1024;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum TriggerSpec {
     Cron(CronSpec),
@@ -29,7 +29,7 @@ pub enum TriggerSpec {
     Nats(NatsSpec),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CronSpec {
     pub schedule: String,
@@ -48,7 +48,7 @@ pub struct CronSpec {
     pub delivery: Option<DeliverySpec>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EventSpec {
     #[serde(default = "default_broker")]
@@ -62,7 +62,7 @@ pub struct EventSpec {
     pub delivery: Option<DeliverySpec>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NatsSpec {
     #[serde(default = "default_nats_url")]

@@ -302,7 +302,7 @@ pub struct ServiceSettings {
 }
 
 /// A token bucket: `per_second` refill, `burst` requests at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RateLimit {
     pub per_second: u32,
     pub burst: u32,

@@ -33,7 +33,8 @@ fn valid_component(component: &str) -> bool {
     true
 }
 
-fn valid_registry(host: &str) -> bool {
+/// A registry as `host[:port]`, as a reference's first component or a login names it.
+pub fn valid_registry(host: &str) -> bool {
     let (name, port) = match host.rsplit_once(':') {
         Some((name, port)) if !host.ends_with(']') => (name, Some(port)),
         _ => (host, None),

@@ -7,6 +7,9 @@ use crate::FieldError;
 /// 63-character DNS label, as in Knative.
 pub const MAX_SERVICE_NAME: usize = 57;
 pub const MAX_NAMESPACE_NAME: usize = 63;
+/// The rules below as the API's schema gives them to clients.
+pub const SERVICE_NAME_PATTERN: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
+pub const NAMESPACE_NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
 /// DNS-1035 label: lower-case letters, digits and '-', starting with a letter and
 /// ending with a letter or digit.

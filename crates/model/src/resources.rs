@@ -134,7 +134,7 @@ pub struct Usage {
 }
 
 /// Limits a namespace puts on all its services together.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,9 +147,41 @@ pub struct NamespaceLimits {
     pub log_max_bytes: Option<u64>,
 }
 
+impl NamespaceLimits {
+    /// The ranges the API's schema gives (`int32` rates, `int64` sizes and ages), so a
+    /// client that follows the document is never surprised.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(limit) = self.rate_limit {
+            for (field, n) in [
+                ("rate_limit.per_second", limit.per_second),
+                ("rate_limit.burst", limit.burst),
+            ] {
+                if n == 0 || n > i32::MAX as u32 {
+                    return Err(FieldError::new(
+                        field,
+                        format!(
+                            "{n} is out of range: from 1 to {}; send no rate_limit to remove it",
+                            i32::MAX
+                        ),
+                    ));
+                }
+            }
+        }
+        for (field, n) in [
+            ("log_max_age_seconds", self.log_max_age_seconds),
+            ("log_max_bytes", self.log_max_bytes),
+        ] {
+            if let Some(n) = n.filter(|n| *n > i64::MAX as u64) {
+                return Err(FieldError::new(field, format!("{n} is more than {}", i64::MAX)));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A deploy as the REST API receives it: a stored package (or none, to change the
 /// latest revision's settings) plus the user's settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -387,6 +419,24 @@ impl DeploySpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespace_limits_stay_in_the_documented_ranges() {
+        let rate = |per_second, burst| NamespaceLimits {
+            rate_limit: Some(RateLimit { per_second, burst }),
+            ..Default::default()
+        };
+        assert!(rate(1, 1).validate().is_ok());
+        assert!(rate(i32::MAX as u32, 1).validate().is_ok());
+        assert_eq!(rate(0, 1).validate().unwrap_err().field, "rate_limit.per_second");
+        assert_eq!(rate(5, 1 << 31).validate().unwrap_err().field, "rate_limit.burst");
+        let bytes = |n| NamespaceLimits {
+            log_max_bytes: Some(n),
+            ..Default::default()
+        };
+        assert!(bytes(i64::MAX as u64).validate().is_ok());
+        assert_eq!(bytes(1 << 63).validate().unwrap_err().field, "log_max_bytes");
+    }
     use crate::annotations::{ALLOWED_OUTBOUND_HOSTS, FUNCTION_RUNTIME};
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

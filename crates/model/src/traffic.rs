@@ -11,7 +11,7 @@ use crate::names::MAX_NAMESPACE_NAME;
 use crate::FieldError;
 
 /// One row of the table, as Knative's `spec.traffic[]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficTarget {
     /// A revision by name; absent when the row follows the latest revision.

@@ -26,60 +26,68 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post, put};
+use axum::routing::any;
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use updraft_api::requests::{CreateNamespace, RollbackRequest, TrafficRequest};
 use updraft_events::manifest::{parse_documents, Document};
 use updraft_gateway::host_for;
 use updraft_model::names::validate_namespace_name;
 use updraft_model::template::PACKAGE_IMAGE_PREFIX;
 use updraft_model::yaml::MAX_MANIFEST_BYTES;
-use updraft_model::{DeploySpec, Namespace, NamespaceLimits, TrafficTarget, DEFAULT_NAMESPACE};
+use updraft_model::{DeploySpec, Namespace, NamespaceLimits, DEFAULT_NAMESPACE};
+use utoipa::IntoParams;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
+use crate::extract::{json_body, JsonBody, NamedPath, NamespacePath, Path, Query, RevisionPath};
+use crate::openapi::ApiDoc;
 use crate::platform::Platform;
-use crate::views::{rfc3339_us, InfoView, NamespaceView, PackageView, RevisionView, ScaleEventView, ServiceView};
+use crate::views::{
+    rfc3339_us, ApplyResult, InfoView, NamespaceView, PackageView, RevisionView, ScaleEventView, ServiceView,
+};
 use crate::ApiError;
 
 type Shared = State<Arc<Platform>>;
 
 pub fn router(platform: Arc<Platform>) -> Router {
     let budget = platform.config.api_timeout;
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/v1/info", get(info))
-        .route("/v1/namespaces", get(list_namespaces).post(create_namespace))
-        .route("/v1/namespaces/{ns}", put(set_namespace_limits))
-        .route("/v1/packages", post(upload_package))
-        .route(
-            "/v1/apply",
-            post(apply).layer(axum::extract::DefaultBodyLimit::max(MAX_MANIFEST_BYTES)),
-        )
-        .route("/v1/namespaces/{ns}/services", get(list_services))
-        .route(
-            "/v1/namespaces/{ns}/services/{name}",
-            get(describe_service).put(deploy).delete(delete_service),
-        )
-        .route("/v1/namespaces/{ns}/services/{name}/manifest", get(manifest))
-        .route("/v1/namespaces/{ns}/services/{name}/revisions", get(list_revisions))
-        .route("/v1/namespaces/{ns}/services/{name}/events", get(list_events))
-        .route("/v1/namespaces/{ns}/services/{name}/traffic", put(set_traffic))
-        .route("/v1/namespaces/{ns}/services/{name}/rollback", post(rollback))
-        .route("/v1/namespaces/{ns}/revisions/{revision}", delete(delete_revision))
-        .route("/v1/namespaces/{ns}/services/{name}/invoke", any(invoke))
-        .route("/v1/namespaces/{ns}/services/{name}/invoke/", any(invoke))
-        .route("/v1/namespaces/{ns}/services/{name}/invoke/{*path}", any(invoke))
+    let (router, doc) = OpenApiRouter::<Arc<Platform>>::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(info))
+        .routes(routes!(list_namespaces, create_namespace))
+        .routes(routes!(set_namespace_limits))
+        .routes(routes!(upload_package))
+        .routes(routes!(apply).layer(axum::extract::DefaultBodyLimit::max(MAX_MANIFEST_BYTES)))
+        .routes(routes!(list_services))
+        .routes(routes!(describe_service, deploy, delete_service))
+        .routes(routes!(manifest))
+        .routes(routes!(list_revisions))
+        .routes(routes!(list_events))
+        .routes(routes!(set_traffic))
+        .routes(routes!(rollback))
+        .routes(routes!(delete_revision))
+        .routes(routes!(invoke))
         .merge(crate::trigger_api::routes())
         .merge(crate::image_api::routes())
         .merge(crate::observe_api::routes())
+        .split_for_parts();
+    let document = crate::openapi::document_json(&doc);
+    router
+        .route("/v1/namespaces/{ns}/services/{name}/invoke/", any(invoke_path))
+        .route("/v1/namespaces/{ns}/services/{name}/invoke/{*path}", any(invoke_path))
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
+        )
         .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "the API has no route {method} {}; the README lists its routes",
+                    "the API has no route {method} {}; GET /v1/openapi.json lists its routes",
                     uri.path()
                 ),
             )
@@ -109,11 +117,14 @@ async fn time_budget(
     }
 }
 
-/// Parses a JSON body so that errors name the field, unlike the stock extractor.
-fn json_body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("body", format!("invalid JSON body: {e}")))
+#[utoipa::path(get, path = "/healthz", tag = "platform",
+    responses((status = 200, description = "The server is up", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
+#[utoipa::path(get, path = "/v1/info", tag = "platform",
+    responses((status = 200, description = "Version, domain and limits", body = InfoView), ApiError))]
 async fn info(State(p): Shared) -> Json<InfoView> {
     Json(InfoView {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -131,19 +142,19 @@ async fn info(State(p): Shared) -> Json<InfoView> {
     })
 }
 
+#[utoipa::path(get, path = "/v1/namespaces", tag = "namespaces",
+    responses((status = 200, description = "Every namespace", body = Vec<NamespaceView>), ApiError))]
 async fn list_namespaces(State(p): Shared) -> Result<Json<Vec<NamespaceView>>, ApiError> {
     let namespaces = p.store.namespaces()?;
     Ok(Json(namespaces.into_iter().map(namespace_view).collect()))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateNamespace {
-    name: String,
-}
-
-async fn create_namespace(State(p): Shared, body: Bytes) -> Result<(StatusCode, Json<NamespaceView>), ApiError> {
-    let request: CreateNamespace = json_body(&body)?;
+#[utoipa::path(post, path = "/v1/namespaces", tag = "namespaces", request_body = CreateNamespace,
+    responses((status = 201, description = "Created", body = NamespaceView), ApiError))]
+async fn create_namespace(
+    State(p): Shared,
+    JsonBody(request): JsonBody<CreateNamespace>,
+) -> Result<(StatusCode, Json<NamespaceView>), ApiError> {
     validate_namespace_name("name", &request.name)?;
     let ns = p
         .store
@@ -151,6 +162,10 @@ async fn create_namespace(State(p): Shared, body: Bytes) -> Result<(StatusCode, 
     Ok((StatusCode::CREATED, Json(namespace_view(ns))))
 }
 
+/// The body is the archive itself (tar, tar.gz or zip), streamed to the package store.
+#[utoipa::path(post, path = "/v1/packages", tag = "services",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "a tar, tar.gz or zip archive"),
+    responses((status = 201, description = "Stored; deploy it by its digest", body = PackageView), ApiError))]
 async fn upload_package(State(p): Shared, request: Request) -> Result<(StatusCode, Json<PackageView>), ApiError> {
     let declared = request
         .headers()
@@ -169,20 +184,14 @@ fn namespace_view(ns: Namespace) -> NamespaceView {
     }
 }
 
+#[utoipa::path(put, path = "/v1/namespaces/{ns}", tag = "namespaces", params(NamespacePath),
+    request_body = NamespaceLimits, responses((status = 200, description = "The namespace with its new limits", body = NamespaceView), ApiError))]
 async fn set_namespace_limits(
     State(p): Shared,
-    Path(ns): Path<String>,
-    body: Bytes,
+    Path(NamespacePath { ns }): Path<NamespacePath>,
+    JsonBody(limits): JsonBody<NamespaceLimits>,
 ) -> Result<Json<NamespaceView>, ApiError> {
-    let limits: NamespaceLimits = json_body(&body)?;
-    if let Some(limit) = limits.rate_limit {
-        if limit.per_second == 0 || limit.burst == 0 {
-            return Err(ApiError::bad_request(
-                "rate_limit",
-                "per_second and burst must be at least 1; send no rate_limit to remove it",
-            ));
-        }
-    }
+    limits.validate()?;
     p.require_namespace(&ns)?;
     let updated = p.store.set_namespace_limits(&ns, &limits)?;
     p.routes_caught_up().await?;
@@ -191,15 +200,26 @@ async fn set_namespace_limits(
     Ok(Json(namespace_view(updated)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ApplyParams {
+    /// Where documents without their own namespace go (`default` if not given).
+    #[param(schema_with = updraft_api::schema::namespace_name)]
     namespace: Option<String>,
 }
 
-/// Applies one document: a Service answers with an [`ApplyView`](crate::views::ApplyView), a PingSource,
-/// Trigger or Broker with an [`AppliedView`](crate::views::AppliedView).
-async fn apply(State(p): Shared, Query(params): Query<ApplyParams>, body: Bytes) -> Result<Response, ApiError> {
+/// Applies one document: a Service answers with an `ApplyView`, a PingSource,
+/// Trigger or Broker with an `AppliedView`.
+#[utoipa::path(post, path = "/v1/apply", tag = "services", params(ApplyParams),
+    request_body(content = String, content_type = "application/yaml",
+        description = "one Knative Service, PingSource, Trigger or Broker, as YAML or JSON"),
+    responses((status = 200, description = "What the apply did", body = ApplyResult), ApiError))]
+async fn apply(
+    State(p): Shared,
+    Query(params): Query<ApplyParams>,
+    body: Bytes,
+) -> Result<Json<ApplyResult>, ApiError> {
     // Parsing is bounded (size, nesting) and still kept off the async workers, which
     // serve the gateway too.
     let mut docs = tokio::task::spawn_blocking(move || {
@@ -218,30 +238,41 @@ async fn apply(State(p): Shared, Query(params): Query<ApplyParams>, body: Bytes)
     match docs.remove(0) {
         Document::Service(service) => {
             let desired = service.desired(namespace)?;
-            Ok(Json(p.apply(desired).await?).into_response())
+            Ok(Json(ApplyResult::Service(Box::new(p.apply(desired).await?))))
         }
         Document::Trigger(t) => {
             let ns = t.namespace.as_deref().unwrap_or(namespace);
-            Ok(Json(p.put_trigger(ns, &t.name, &t.spec)?).into_response())
+            Ok(Json(ApplyResult::Other(p.put_trigger(ns, &t.name, &t.spec)?)))
         }
         Document::Broker(b) => {
             let ns = b.namespace.as_deref().unwrap_or(namespace);
-            Ok(Json(p.put_broker(ns, &b.name, b.delivery.as_ref())?).into_response())
+            Ok(Json(ApplyResult::Other(p.put_broker(
+                ns,
+                &b.name,
+                b.delivery.as_ref(),
+            )?)))
         }
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ManifestParams {
+    /// `yaml` (the default) or `json`.
     format: Option<String>,
+    /// For a Knative cluster: a code package's image becomes a reference to build.
     #[serde(default)]
     knative: bool,
 }
 
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/services/{name}/manifest", tag = "services",
+    params(NamedPath, ManifestParams),
+    responses((status = 200, description = "a Knative Service", content(
+        (Object = "application/json"), (String = "application/yaml"))), ApiError))]
 async fn manifest(
     State(p): Shared,
-    Path((ns, name)): Path<(String, String)>,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
     Query(params): Query<ManifestParams>,
 ) -> Result<Response, ApiError> {
     let svc = p.find_service(&ns, &name)?;
@@ -292,69 +323,71 @@ fn knative_image_note(text: &str, svc: &updraft_model::Service) -> String {
     out
 }
 
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/services/{name}/revisions", tag = "services",
+    params(NamedPath), responses((status = 200, description = "Its revisions with their traffic and instances", body = Vec<RevisionView>), ApiError))]
 async fn list_revisions(
     State(p): Shared,
-    Path((ns, name)): Path<(String, String)>,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
 ) -> Result<Json<Vec<RevisionView>>, ApiError> {
     let svc = p.find_service(&ns, &name)?;
     let routing = p.routing(&svc, updraft_runtime::clock::now_us());
     Ok(Json(p.revision_views(&svc, &routing).map_err(ApiError::internal)?))
 }
 
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/services/{name}/events", tag = "services",
+    params(NamedPath), responses((status = 200, description = "Its scale events, oldest first", body = Vec<ScaleEventView>), ApiError))]
 async fn list_events(
     State(p): Shared,
-    Path((ns, name)): Path<(String, String)>,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
 ) -> Result<Json<Vec<ScaleEventView>>, ApiError> {
     let svc = p.find_service(&ns, &name)?;
     Ok(Json(p.service_events(&svc).map_err(ApiError::internal)?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TrafficBody {
-    traffic: Vec<TrafficTarget>,
-}
-
+#[utoipa::path(put, path = "/v1/namespaces/{ns}/services/{name}/traffic", tag = "services",
+    params(NamedPath), request_body = TrafficRequest,
+    responses((status = 200, description = "The service with its new traffic", body = ServiceView), ApiError))]
 async fn set_traffic(
     State(p): Shared,
-    Path((ns, name)): Path<(String, String)>,
-    body: Bytes,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
+    JsonBody(request): JsonBody<TrafficRequest>,
 ) -> Result<Json<ServiceView>, ApiError> {
-    let request: TrafficBody = json_body(&body)?;
     p.find_service(&ns, &name)?;
     Ok(Json(p.set_traffic(&ns, &name, request.traffic).await?))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RollbackBody {
-    to: Option<String>,
-}
-
+#[utoipa::path(post, path = "/v1/namespaces/{ns}/services/{name}/rollback", tag = "services",
+    params(NamedPath), request_body(content = Option<RollbackRequest>, description = "empty or null: the revision before the latest"),
+    responses((status = 200, description = "The service after the rollback", body = ServiceView), ApiError))]
 async fn rollback(
     State(p): Shared,
-    Path((ns, name)): Path<(String, String)>,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
     body: Bytes,
 ) -> Result<Json<ServiceView>, ApiError> {
-    let request: RollbackBody = if body.is_empty() {
-        RollbackBody::default()
-    } else {
-        json_body(&body)?
-    };
+    // No body, or JSON `null`, asks for the revision before the latest.
+    let request =
+        json_body::<Option<RollbackRequest>>(if body.is_empty() { b"null" } else { &body })?.unwrap_or_default();
     p.find_service(&ns, &name)?;
     Ok(Json(p.rollback(&ns, &name, request.to).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/namespaces/{ns}/revisions/{revision}", tag = "services",
+    params(RevisionPath), responses((status = 204, description = "deleted"), ApiError))]
 async fn delete_revision(
     State(p): Shared,
-    Path((ns, revision)): Path<(String, String)>,
+    Path(RevisionPath { ns, revision }): Path<RevisionPath>,
 ) -> Result<StatusCode, ApiError> {
     p.require_namespace(&ns)?;
     p.delete_revision(&ns, &revision).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_services(State(p): Shared, Path(ns): Path<String>) -> Result<Json<Vec<ServiceView>>, ApiError> {
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/services", tag = "services",
+    params(NamespacePath), responses((status = 200, description = "The namespace's services", body = Vec<ServiceView>), ApiError))]
+async fn list_services(
+    State(p): Shared,
+    Path(NamespacePath { ns }): Path<NamespacePath>,
+) -> Result<Json<Vec<ServiceView>>, ApiError> {
     p.require_namespace(&ns)?;
     let services = p.store.services(Some(&ns))?;
     let views = services
@@ -365,51 +398,80 @@ async fn list_services(State(p): Shared, Path(ns): Path<String>) -> Result<Json<
     Ok(Json(views))
 }
 
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/services/{name}", tag = "services",
+    params(NamedPath), responses((status = 200, description = "The service and its revisions", body = ServiceView), ApiError))]
 async fn describe_service(
     State(p): Shared,
-    Path((ns, name)): Path<(String, String)>,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
 ) -> Result<Json<ServiceView>, ApiError> {
     let svc = p.find_service(&ns, &name)?;
     Ok(Json(p.service_view(&svc, true).map_err(ApiError::internal)?))
 }
 
+/// Deploys a new revision from a stored package, component or image, or with no
+/// package changes the latest revision's settings; answers once it is ready.
+#[utoipa::path(put, path = "/v1/namespaces/{ns}/services/{name}", tag = "services",
+    params(NamedPath), request_body = DeploySpec,
+    responses((status = 200, description = "Deployed and ready", body = ServiceView), ApiError))]
 async fn deploy(
     State(p): Shared,
-    Path((ns, name)): Path<(String, String)>,
-    body: Bytes,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
+    JsonBody(spec): JsonBody<DeploySpec>,
 ) -> Result<Json<ServiceView>, ApiError> {
-    let spec: DeploySpec = json_body(&body)?;
     Ok(Json(p.deploy(&ns, &name, spec).await?))
 }
 
-async fn delete_service(State(p): Shared, Path((ns, name)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(delete, path = "/v1/namespaces/{ns}/services/{name}", tag = "services",
+    params(NamedPath), responses((status = 204, description = "deleted"), ApiError))]
+async fn delete_service(
+    State(p): Shared,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
+) -> Result<StatusCode, ApiError> {
     p.require_namespace(&ns)?;
     p.delete_service(&ns, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Sends a request through the gateway as if it came to the service's URL, so a test
-/// exercises the same path (activator, cold start) a real client does.
+/// A request through the gateway to the service's root path; any method. Longer
+/// paths (`…/invoke/{path}`) go to that path of the service.
+#[utoipa::path(method(get, post, put, delete, patch), path = "/v1/namespaces/{ns}/services/{name}/invoke",
+    tag = "services", params(NamedPath),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "sent to the service as it is"),
+    responses((status = "default", description = "what the service answered", body = Vec<u8>, content_type = "application/octet-stream"), ApiError))]
 async fn invoke(
     State(p): Shared,
-    Path(params): Path<Vec<(String, String)>>,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let get = |key: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let (ns, name, path) = (get("ns"), get("name"), get("path"));
-    p.find_service(&ns, &name)?;
+    forward(&p, &ns, &name, "", request).await
+}
+
+#[derive(Deserialize)]
+struct InvokePath {
+    ns: String,
+    name: String,
+    #[serde(default)]
+    path: String,
+}
+
+async fn invoke_path(
+    State(p): Shared,
+    Path(InvokePath { ns, name, path }): Path<InvokePath>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    forward(&p, &ns, &name, &path, request).await
+}
+
+/// Sends a request through the gateway as if it came to the service's URL, so a test
+/// exercises the same path (activator, cold start) a real client does.
+async fn forward(p: &Platform, ns: &str, name: &str, path: &str, request: Request) -> Result<Response, ApiError> {
+    p.find_service(ns, name)?;
     let (mut parts, body) = request.into_parts();
     let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     parts.uri = format!("/{path}{query}")
         .parse()
         .map_err(|e| ApiError::bad_request("path", format!("{e}")))?;
-    let host = host_for(&name, &ns, &p.config.domain);
+    let host = host_for(name, ns, &p.config.domain);
     parts
         .headers
         .insert(header::HOST, HeaderValue::try_from(host).map_err(ApiError::internal)?);

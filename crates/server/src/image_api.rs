@@ -10,15 +10,19 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
+use updraft_api::requests::{LoginRequest, PullRequest};
 use updraft_runtime::clock::now_us;
 use updraft_runtime::image::{Image, ImageError, Progress, STORED_IMAGE_PREFIX};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::extract::{JsonBody, Query};
 use crate::packages::{receive, Limit};
 use crate::platform::Platform;
 use crate::views::{ErrorBody, ErrorDetail, ImageView, PullLine, PullProgress, RegistryView};
@@ -26,11 +30,11 @@ use crate::ApiError;
 
 type Shared = State<Arc<Platform>>;
 
-pub fn routes() -> Router<Arc<Platform>> {
-    Router::new()
-        .route("/v1/images", post(import_image))
-        .route("/v1/images/pull", post(pull_image))
-        .route("/v1/registries", get(list_registries).post(login))
+pub fn routes() -> OpenApiRouter<Arc<Platform>> {
+    OpenApiRouter::new()
+        .routes(routes!(import_image))
+        .routes(routes!(pull_image))
+        .routes(routes!(list_registries, login))
 }
 
 pub(crate) fn image_error(e: ImageError) -> ApiError {
@@ -60,13 +64,17 @@ pub(crate) fn image_view(image: &Image) -> ImageView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ImportQuery {
     /// Which image of an archive holding several (`org.opencontainers.image.ref.name`).
     tag: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/images", tag = "images", params(ImportQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "an OCI image layout or `docker save` tar"),
+    responses((status = 201, description = "Imported", body = ImageView), ApiError))]
 async fn import_image(
     State(p): Shared,
     Query(query): Query<ImportQuery>,
@@ -102,15 +110,12 @@ async fn import_image(
     Ok((StatusCode::CREATED, Json(image_view(&image))))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PullRequest {
-    reference: String,
-}
-
 /// Progress goes out as it happens, so the CLI can draw its bar; the last line says
 /// how it ended.
-async fn pull_image(State(p): Shared, Json(body): Json<PullRequest>) -> Result<Response, ApiError> {
+#[utoipa::path(post, path = "/v1/images/pull", tag = "images", request_body = PullRequest,
+    responses((status = 200, description = "progress lines, then the image or an error, one JSON object a line",
+        body = PullLine, content_type = "application/x-ndjson"), ApiError))]
+async fn pull_image(State(p): Shared, JsonBody(body): JsonBody<PullRequest>) -> Result<Response, ApiError> {
     updraft_model::image_ref::validate_image_reference("reference", &body.reference)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<PullLine>();
     tokio::spawn(async move {
@@ -164,6 +169,8 @@ fn tokio_stream_lines(
     })
 }
 
+#[utoipa::path(get, path = "/v1/registries", tag = "images",
+    responses((status = 200, description = "Registries with stored credentials", body = Vec<RegistryView>), ApiError))]
 async fn list_registries(State(p): Shared) -> Json<Vec<RegistryView>> {
     Json(
         p.images
@@ -174,16 +181,14 @@ async fn list_registries(State(p): Shared) -> Json<Vec<RegistryView>> {
     )
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginRequest {
-    registry: String,
-    username: String,
-    password: String,
-}
-
-async fn login(State(p): Shared, Json(body): Json<LoginRequest>) -> Result<(StatusCode, Json<RegistryView>), ApiError> {
-    if body.registry.is_empty() || body.registry.contains('/') {
+/// Stored only once the registry accepts them; the password is never shown again.
+#[utoipa::path(post, path = "/v1/registries", tag = "images", request_body = LoginRequest,
+    responses((status = 201, description = "Accepted by the registry and stored", body = RegistryView), ApiError))]
+async fn login(
+    State(p): Shared,
+    JsonBody(body): JsonBody<LoginRequest>,
+) -> Result<(StatusCode, Json<RegistryView>), ApiError> {
+    if !updraft_model::image_ref::valid_registry(&body.registry) {
         return Err(ApiError::bad_request(
             "registry",
             format!("{:?} is not a registry host (host or host:port)", body.registry),

@@ -3,31 +3,37 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use updraft_runtime::logs::{read_access, read_logs, service_log_dir, LogQuery};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::extract::{NamedPath, NamespacePath, Path, Query};
 use crate::platform::Platform;
 use crate::views::{rfc3339_us, AccessLineView, LogLineView, TopView, UsageView};
 use crate::ApiError;
 
 type Shared = State<Arc<Platform>>;
 
-pub fn routes() -> Router<Arc<Platform>> {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/v1/usage", get(usage))
-        .route("/v1/namespaces/{ns}/top", get(top))
-        .route("/v1/namespaces/{ns}/services/{name}/logs", get(logs))
+pub fn routes() -> OpenApiRouter<Arc<Platform>> {
+    OpenApiRouter::new()
+        .routes(routes!(metrics))
+        .routes(routes!(usage))
+        .routes(routes!(top))
+        .routes(routes!(logs))
 }
 
 /// The Prometheus scrape: gauges are read from the live state, then all is encoded in
 /// the format the scraper asks for.
+#[utoipa::path(get, path = "/metrics", tag = "observe",
+    responses((status = 200, description = "Prometheus text, or OpenMetrics when the scraper asks for it",
+        body = String, content_type = "text/plain")))]
 async fn metrics(State(p): Shared, headers: axum::http::HeaderMap) -> Response {
     let m = &p.metrics;
     m.in_flight.clear();
@@ -61,20 +67,37 @@ async fn metrics(State(p): Shared, headers: axum::http::HeaderMap) -> Response {
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct UsageParams {
+    /// Only this namespace's usage.
+    #[param(schema_with = updraft_api::schema::namespace_name)]
     namespace: Option<String>,
+    /// A time (RFC 3339) or an age (`24h`: that long ago).
     since: Option<String>,
+    /// `service` (the default), `revision`, `day` or `hour`.
+    #[param(schema_with = usage_grouping)]
     by: Option<String>,
 }
 
+const USAGE_GROUPINGS: [&str; 4] = ["service", "revision", "day", "hour"];
+
+fn usage_grouping() -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(USAGE_GROUPINGS))
+        .description(Some("What to sum usage by (`service` if not given)"))
+}
+
+#[utoipa::path(get, path = "/v1/usage", tag = "observe", params(UsageParams),
+    responses((status = 200, description = "Usage summed by the grouping asked for", body = Vec<UsageView>), ApiError))]
 async fn usage(State(p): Shared, Query(params): Query<UsageParams>) -> Result<Json<Vec<UsageView>>, ApiError> {
     if let Some(ns) = &params.namespace {
         p.require_namespace(ns)?;
     }
     let by = params.by.as_deref().unwrap_or("service");
-    if !["service", "revision", "day", "hour"].contains(&by) {
+    if !USAGE_GROUPINGS.contains(&by) {
         return Err(ApiError::bad_request(
             "by",
             format!("{by:?} is not a grouping; use service, revision, day or hour"),
@@ -123,7 +146,12 @@ async fn usage(State(p): Shared, Query(params): Query<UsageParams>) -> Result<Js
 /// The window `top` reports on.
 const TOP_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn top(State(p): Shared, Path(ns): Path<String>) -> Result<Json<Vec<TopView>>, ApiError> {
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/top", tag = "observe", params(NamespacePath),
+    responses((status = 200, description = "Each service's load", body = Vec<TopView>), ApiError))]
+async fn top(
+    State(p): Shared,
+    Path(NamespacePath { ns }): Path<NamespacePath>,
+) -> Result<Json<Vec<TopView>>, ApiError> {
     p.require_namespace(&ns)?;
     let now = updraft_runtime::clock::now_us();
     let mut rows = Vec::new();
@@ -173,12 +201,13 @@ async fn top(State(p): Shared, Path(ns): Path<String>) -> Result<Json<Vec<TopVie
     Ok(Json(rows))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LogParams {
     revision: Option<String>,
     instance: Option<String>,
-    tail: Option<usize>,
+    tail: Option<u32>,
     /// A time (RFC 3339) or an age (`10m`: that long ago).
     since: Option<String>,
     until: Option<String>,
@@ -218,9 +247,15 @@ fn line_view(r: updraft_runtime::logs::LogRecord) -> LogLineView {
     }
 }
 
+/// Stored lines as JSON; with `follow=true`, server-sent events (`line`, and `dropped`
+/// when a slow reader missed some).
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/services/{name}/logs", tag = "observe",
+    params(NamedPath, LogParams),
+    responses((status = 200, description = "log lines, or access records with `requests=true`", content(
+        (Vec<LogLineView> = "application/json"), (String = "text/event-stream"))), ApiError))]
 async fn logs(
     State(p): Shared,
-    Path((ns, name)): Path<(String, String)>,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
     Query(params): Query<LogParams>,
 ) -> Result<Response, ApiError> {
     p.find_service(&ns, &name)?;
@@ -229,7 +264,7 @@ async fn logs(
         revision: params.revision,
         instance: params.instance,
         // A follow starts with the last few lines, as `tail -f` does.
-        tail: params.tail.or(params.follow.then_some(10)),
+        tail: params.tail.map(|n| n as usize).or(params.follow.then_some(10)),
         since_us: params.since.as_deref().map(|t| time_param("since", t)).transpose()?,
         until_us: params.until.as_deref().map(|t| time_param("until", t)).transpose()?,
         grep: params.grep,

@@ -13,18 +13,22 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
+use updraft_api::requests::BrokerRequest;
 use updraft_events::cloudevent::read_request;
 use updraft_events::delivery::DeliverySpec;
 use updraft_events::manifest::to_manifest;
 use updraft_events::trigger::{validate_trigger_name, TriggerSpec, DEFAULT_BROKER};
 use updraft_model::names::validate_service_name;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::extract::{JsonBody, NamedPath, NamespacePath, Path, Query};
 use crate::platform::Platform;
 use crate::triggers::delivery_view;
 use crate::views::{AcceptedView, AppliedView, BrokerView, TriggerDetailView, TriggerView};
@@ -36,32 +40,22 @@ type Shared = State<Arc<Platform>>;
 const DEFAULT_HISTORY: usize = 50;
 const MAX_HISTORY: usize = 1000;
 
-pub fn routes() -> Router<Arc<Platform>> {
-    Router::new()
-        .route("/v1/namespaces/{ns}/triggers", get(list_triggers))
-        .route(
-            "/v1/namespaces/{ns}/triggers/{name}",
-            get(get_trigger).put(put_trigger).delete(delete_trigger),
-        )
-        .route("/v1/namespaces/{ns}/triggers/{name}/manifest", get(trigger_manifest))
-        .route("/v1/namespaces/{ns}/brokers", get(list_brokers))
-        .route(
-            "/v1/namespaces/{ns}/brokers/{name}",
-            put(put_broker).delete(delete_broker),
-        )
-        .route("/v1/namespaces/{ns}/brokers/{name}/events", post(ingest))
+pub fn routes() -> OpenApiRouter<Arc<Platform>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_triggers))
+        .routes(routes!(get_trigger, put_trigger, delete_trigger))
+        .routes(routes!(trigger_manifest))
+        .routes(routes!(list_brokers))
+        .routes(routes!(put_broker, delete_broker))
+        .routes(routes!(ingest))
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." { "body".to_string() } else { path };
-        ApiError::bad_request(&field, e.into_inner().to_string())
-    })
-}
-
-async fn list_triggers(State(p): Shared, Path(ns): Path<String>) -> Result<Json<Vec<TriggerView>>, ApiError> {
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/triggers", tag = "triggers", params(NamespacePath),
+    responses((status = 200, description = "The namespace's triggers", body = Vec<TriggerView>), ApiError))]
+async fn list_triggers(
+    State(p): Shared,
+    Path(NamespacePath { ns }): Path<NamespacePath>,
+) -> Result<Json<Vec<TriggerView>>, ApiError> {
     p.require_namespace(&ns)?;
     let counts = p.events.delivery_counts(&ns)?;
     let views = p
@@ -73,20 +67,24 @@ async fn list_triggers(State(p): Shared, Path(ns): Path<String>) -> Result<Json<
     Ok(Json(views))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct HistoryParams {
-    limit: Option<usize>,
+    /// Deliveries to show, newest first (50 if not given, at most 1000).
+    limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/triggers/{name}", tag = "triggers",
+    params(NamedPath, HistoryParams), responses((status = 200, description = "The trigger and its latest deliveries", body = TriggerDetailView), ApiError))]
 async fn get_trigger(
     State(p): Shared,
-    Path((ns, name)): Path<(String, String)>,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
     Query(params): Query<HistoryParams>,
 ) -> Result<Json<TriggerDetailView>, ApiError> {
     let record = find_trigger(&p, &ns, &name)?;
     let counts = p.events.delivery_counts(&ns)?;
-    let limit = params.limit.unwrap_or(DEFAULT_HISTORY).min(MAX_HISTORY);
+    let limit = params.limit.map_or(DEFAULT_HISTORY, |n| n as usize).min(MAX_HISTORY);
     let history = p
         .events
         .deliveries(&ns, &name, limit)?
@@ -106,12 +104,15 @@ fn find_trigger(p: &Platform, ns: &str, name: &str) -> Result<updraft_store::eve
         .ok_or_else(|| ApiError::not_found(format!("trigger {name:?} does not exist in namespace {ns:?}")))
 }
 
+#[utoipa::path(put, path = "/v1/namespaces/{ns}/triggers/{name}", tag = "triggers",
+    params(NamedPath), request_body = TriggerSpec,
+    responses((status = 200, description = "updated or unchanged", body = AppliedView),
+        (status = 201, description = "created", body = AppliedView), ApiError))]
 async fn put_trigger(
     State(p): Shared,
-    Path((ns, name)): Path<(String, String)>,
-    body: Bytes,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
+    JsonBody(spec): JsonBody<TriggerSpec>,
 ) -> Result<(StatusCode, Json<AppliedView>), ApiError> {
-    let spec: TriggerSpec = json_body(&body)?;
     let applied = p.put_trigger(&ns, &name, &spec)?;
     let status = if applied.result == "created" {
         StatusCode::CREATED
@@ -204,22 +205,33 @@ impl Platform {
     }
 }
 
-async fn delete_trigger(State(p): Shared, Path((ns, name)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(delete, path = "/v1/namespaces/{ns}/triggers/{name}", tag = "triggers",
+    params(NamedPath), responses((status = 204, description = "deleted"), ApiError))]
+async fn delete_trigger(
+    State(p): Shared,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
+) -> Result<StatusCode, ApiError> {
     p.require_namespace(&ns)?;
     p.events.delete_trigger(&ns, &name)?;
     p.signals.triggers_changed();
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ManifestParams {
+    /// `yaml` (the default) or `json`.
     format: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/triggers/{name}/manifest", tag = "triggers",
+    params(NamedPath, ManifestParams),
+    responses((status = 200, description = "a Knative PingSource or Trigger", content(
+        (Object = "application/json"), (String = "application/yaml"))), ApiError))]
 async fn trigger_manifest(
     State(p): Shared,
-    Path((ns, name)): Path<(String, String)>,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
     Query(params): Query<ManifestParams>,
 ) -> Result<Response, ApiError> {
     let record = find_trigger(&p, &ns, &name)?;
@@ -243,7 +255,12 @@ async fn trigger_manifest(
     }
 }
 
-async fn list_brokers(State(p): Shared, Path(ns): Path<String>) -> Result<Json<Vec<BrokerView>>, ApiError> {
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/brokers", tag = "brokers", params(NamespacePath),
+    responses((status = 200, description = "The namespace's brokers", body = Vec<BrokerView>), ApiError))]
+async fn list_brokers(
+    State(p): Shared,
+    Path(NamespacePath { ns }): Path<NamespacePath>,
+) -> Result<Json<Vec<BrokerView>>, ApiError> {
     p.require_namespace(&ns)?;
     let stored = p.events.brokers(Some(&ns))?;
     let mut views = Vec::new();
@@ -258,23 +275,23 @@ async fn list_brokers(State(p): Shared, Path(ns): Path<String>) -> Result<Json<V
     Ok(Json(views))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BrokerBody {
-    #[serde(default)]
-    delivery: Option<DeliverySpec>,
-}
-
+#[utoipa::path(put, path = "/v1/namespaces/{ns}/brokers/{name}", tag = "brokers",
+    params(NamedPath), request_body = BrokerRequest,
+    responses((status = 200, description = "What the put did", body = AppliedView), ApiError))]
 async fn put_broker(
     State(p): Shared,
-    Path((ns, name)): Path<(String, String)>,
-    body: Bytes,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
+    JsonBody(body): JsonBody<BrokerRequest>,
 ) -> Result<Json<AppliedView>, ApiError> {
-    let body: BrokerBody = json_body(&body)?;
     Ok(Json(p.put_broker(&ns, &name, body.delivery.as_ref())?))
 }
 
-async fn delete_broker(State(p): Shared, Path((ns, name)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(delete, path = "/v1/namespaces/{ns}/brokers/{name}", tag = "brokers",
+    params(NamedPath), responses((status = 204, description = "deleted"), ApiError))]
+async fn delete_broker(
+    State(p): Shared,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
+) -> Result<StatusCode, ApiError> {
     p.require_namespace(&ns)?;
     if p.events
         .triggers(Some(&ns))?
@@ -291,9 +308,15 @@ async fn delete_broker(State(p): Shared, Path((ns, name)): Path<(String, String)
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// CloudEvents in binary mode (`ce-*` headers), structured mode
+/// (`application/cloudevents+json`) or batched (`application/cloudevents-batch+json`).
+#[utoipa::path(post, path = "/v1/namespaces/{ns}/brokers/{name}/events", tag = "brokers",
+    params(NamedPath),
+    request_body(content = Object, content_type = "application/cloudevents+json", description = "one event, or a batch"),
+    responses((status = 202, description = "every event stored before this answer", body = AcceptedView), ApiError))]
 async fn ingest(
     State(p): Shared,
-    Path((ns, name)): Path<(String, String)>,
+    Path(NamedPath { ns, name }): Path<NamedPath>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<AcceptedView>), ApiError> {

@@ -1,0 +1,56 @@
+//! What the REST API takes in request bodies, beside the `updraft_model` and
+//! `updraft_events` specs it takes whole (`DeploySpec`, `TriggerSpec`, limits).
+
+use serde::{Deserialize, Serialize};
+use updraft_events::delivery::DeliverySpec;
+use updraft_model::TrafficTarget;
+use utoipa::ToSchema;
+
+/// `POST /v1/namespaces`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNamespace {
+    #[schema(schema_with = crate::schema::namespace_name)]
+    pub name: String,
+}
+
+/// `PUT …/traffic`: the whole table, replacing the one set.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficRequest {
+    pub traffic: Vec<TrafficTarget>,
+}
+
+/// `POST …/rollback`; an empty body means the revision before the latest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// `PUT …/brokers/{name}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliverySpec>,
+}
+
+/// `POST /v1/images/pull`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PullRequest {
+    /// A registry reference: `registry/repository:tag` or `…@sha256:…`.
+    pub reference: String,
+}
+
+/// `POST /v1/registries`. No `Debug`: it holds a password.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// `host` or `host:port`.
+    pub registry: String,
+    pub username: String,
+    pub password: String,
+}

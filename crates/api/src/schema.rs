@@ -1,0 +1,36 @@
+//! Schemas for strings the API checks against a rule, built from the rule's own
+//! constants so the document and the check cannot drift apart.
+
+use updraft_model::names::{MAX_NAMESPACE_NAME, MAX_SERVICE_NAME, NAMESPACE_NAME_PATTERN, SERVICE_NAME_PATTERN};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+
+fn label(pattern: &str, max: usize, description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .description(Some(description))
+}
+
+pub fn namespace_name() -> ObjectBuilder {
+    label(
+        NAMESPACE_NAME_PATTERN,
+        MAX_NAMESPACE_NAME,
+        "A namespace: a DNS-1123 label",
+    )
+}
+
+/// Services, triggers and brokers.
+pub fn service_name() -> ObjectBuilder {
+    label(SERVICE_NAME_PATTERN, MAX_SERVICE_NAME, "A DNS-1035 label")
+}
+
+/// `{service}-{generation}`, as `hello-00002`.
+pub fn revision_name() -> ObjectBuilder {
+    label(
+        SERVICE_NAME_PATTERN,
+        MAX_NAMESPACE_NAME,
+        "A revision: `{service}-{generation}`",
+    )
+}

@@ -1,0 +1,209 @@
+//! The API as a contract: `GET /v1/openapi.json` is a valid OpenAPI 3.1 document, it
+//! and the router agree on every route, every error has the documented shape, and
+//! schemathesis, fuzzing a live server from that document, finds nothing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use common::*;
+
+fn api_addr(server: &Server) -> SocketAddr {
+    server.api.trim_start_matches("http://").parse().unwrap()
+}
+
+fn document(server: &Server) -> serde_json::Value {
+    let r = http(api_addr(server), "GET", "api", "/v1/openapi.json", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    serde_json::from_str(&r.body).unwrap()
+}
+
+#[test]
+fn the_document_is_valid_openapi_and_matches_the_router() {
+    let server = Server::start(&[]);
+    let doc = document(&server);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+
+    let file = server.dir.path().join("openapi.json");
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let checked = Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .env("PYTHONPATH", python_test_deps())
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // Every documented operation has a route: with made-up names it may be refused or
+    // not found, but never "no such route" or "method not allowed".
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        let concrete = path
+            .replace("{ns}", "default")
+            .replace("{name}", "nothing-here")
+            .replace("{revision}", "nothing-here-00001");
+        for method in item.as_object().unwrap().keys() {
+            let r = http(api_addr(&server), &method.to_uppercase(), "api", &concrete, &[], b"").unwrap();
+            assert_ne!(r.status, 405, "{method} {path}: {}", r.body);
+            assert!(
+                !r.body.contains("has no route"),
+                "{method} {path} is documented but not routed: {}",
+                r.body
+            );
+            operations += 1;
+        }
+    }
+    assert!(operations >= 39, "only {operations} operations documented");
+    for route in [
+        "/v1/namespaces/{ns}/services/{name}",
+        "/v1/namespaces/{ns}/triggers/{name}",
+        "/v1/namespaces/{ns}/brokers/{name}/events",
+        "/v1/images/pull",
+        "/v1/apply",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(route), "{route} is not documented");
+    }
+    for schema in ["DeploySpec", "ServiceView", "TriggerSpec", "ErrorBody"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema} missing");
+    }
+}
+
+/// Refusals from body, path and query parsing, and from the router itself, all come as
+/// `{"error": {"code", "message", "field"}}`.
+#[test]
+fn every_refusal_has_the_documented_error_shape() {
+    let server = Server::start(&[]);
+    let api = api_addr(&server);
+    let json = [("content-type", "application/json")];
+    // (method, path, body, status, the field the error names)
+    type Case<'a> = (&'a str, &'a str, &'a [u8], u16, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        // serde reads a struct from an array; the API does not.
+        ("PUT", "/v1/namespaces/default", b"[null, null]", 400, Some("body")),
+        (
+            "PUT",
+            "/v1/namespaces/default/brokers/b",
+            br#"{"delivery": [3, "linear"]}"#,
+            400,
+            Some("delivery"),
+        ),
+        (
+            "PUT",
+            "/v1/namespaces/default",
+            br#"{"log_max_bytes": "x"}"#,
+            400,
+            Some("log_max_bytes"),
+        ),
+        (
+            "PUT",
+            "/v1/namespaces/default",
+            br#"{"log_max_bytes": 9223372036854775808}"#,
+            400,
+            Some("log_max_bytes"),
+        ),
+        ("POST", "/v1/namespaces", b"{", 400, Some("body")),
+        ("POST", "/v1/images/pull", b"[]", 400, Some("body")),
+        (
+            "POST",
+            "/v1/registries",
+            br#"{"registry": "bad host", "username": "u", "password": "p"}"#,
+            400,
+            Some("registry"),
+        ),
+        (
+            "GET",
+            "/v1/namespaces/default/triggers/t?limit=99999999999",
+            b"",
+            400,
+            Some("query"),
+        ),
+        ("GET", "/v1/usage?by=color", b"", 400, Some("by")),
+        ("GET", "/v1/no-such-route", b"", 404, None),
+        ("POST", "/v1/namespaces/default/services/s/rollback", b"null", 404, None),
+    ];
+    for (method, path, body, status, field) in cases {
+        let r = http(api, method, "api", path, &json, body).unwrap();
+        assert_eq!(r.status, status, "{method} {path}: {}", r.body);
+        assert_eq!(r.header("content-type"), Some("application/json"), "{method} {path}");
+        let error: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(error["error"]["code"], status, "{method} {path}: {}", r.body);
+        assert!(error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert_eq!(error["error"]["field"].as_str(), field, "{method} {path}: {}", r.body);
+    }
+    // Nothing refused was stored.
+    let ns = http(api, "GET", "api", "/v1/namespaces", &[], b"").unwrap();
+    assert!(!ns.body.contains("log_max_bytes"), "{}", ns.body);
+    let brokers = http(api, "GET", "api", "/v1/namespaces/default/brokers", &[], b"").unwrap();
+    assert!(!brokers.body.contains("\"b\""), "{}", brokers.body);
+}
+
+/// Schemathesis generates requests from the document (valid ones, invalid ones, and
+/// sequences that follow one answer into the next request) and checks every answer
+/// against it. The run is bounded by examples and time and has a fixed seed, so a
+/// failure reproduces; `fixtures/schemathesis.toml` gives the few rules a schema
+/// cannot state. One worker: Python 3.11's `ast` is not safe across threads, and
+/// hypothesis parses source with it while drawing.
+#[test]
+fn schemathesis_finds_nothing_wrong() {
+    let server = Server::start(&[]);
+    // Something to find, so operations on a service, a revision and a trigger get past
+    // "not found".
+    let (_dir, app) = static_app();
+    server.deploy("hello", &app, &[]);
+    let out = server.cli(&[
+        "trigger",
+        "cron",
+        "tick",
+        "--schedule",
+        "0 0 1 1 *",
+        "--target",
+        "hello",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let out = Command::new("python3")
+        .args(["-m", "schemathesis.cli", "--config-file"])
+        .arg(fixtures().join("schemathesis.toml"))
+        .args(["run", &format!("{}/v1/openapi.json", server.api)])
+        .args([
+            "--seed",
+            "20261130",
+            "--max-examples",
+            "15",
+            "--max-time",
+            "45",
+            "--workers",
+            "1",
+        ])
+        .args(["--request-timeout", "20", "--no-color"])
+        .env("PYTHONPATH", python_test_deps())
+        .current_dir(server.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    let selected = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Selected: "))
+        .and_then(|s| s.split('/').nth(1))
+        .unwrap_or_else(|| panic!("no summary:\n{stdout}"));
+    assert!(
+        stdout.contains(&format!("Tested: {selected}")),
+        "not every operation ran:\n{stdout}"
+    );
+}
