@@ -6,6 +6,8 @@
 //! bodies in [`requests`]; answers are the [`views`]. All of them derive their
 //! OpenAPI schemas, from which the server serves `GET /v1/openapi.json`.
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod requests;
 pub mod schema;
 pub mod views;

@@ -54,3 +54,48 @@ pub struct LoginRequest {
     pub username: String,
     pub password: String,
 }
+
+/// `GET …/services/{name}/logs`: which lines, from when, and whether to follow.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LogsQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// The last this many lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<u32>,
+    /// A time (RFC 3339) or an age (`10m`: that long ago).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Lines containing this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grep: Option<String>,
+    /// Keep the response open and send new lines as server-sent events.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow: bool,
+    /// The access log (one record per request) instead of the instances' output.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requests: bool,
+}
+
+/// `GET /v1/usage`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    /// Only this namespace's usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(schema_with = crate::schema::namespace_name)]
+    pub namespace: Option<String>,
+    /// A time (RFC 3339) or an age (`24h`: that long ago).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(schema_with = crate::schema::usage_grouping)]
+    pub by: Option<String>,
+}

@@ -34,3 +34,13 @@ pub fn revision_name() -> ObjectBuilder {
         "A revision: `{service}-{generation}`",
     )
 }
+
+/// What `GET /v1/usage` sums by.
+pub const USAGE_GROUPINGS: [&str; 4] = ["service", "revision", "day", "hour"];
+
+pub fn usage_grouping() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(USAGE_GROUPINGS))
+        .description(Some("What to sum usage by (`service` if not given)"))
+}

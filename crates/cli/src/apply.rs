@@ -8,14 +8,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use http::Method;
-use updraft_api::views::{AppliedView, ApplyView};
+use updraft_api::views::ApplyResult;
 use updraft_events::manifest::{parse_documents, Document};
 use updraft_model::image_ref::STORED_IMAGE_PREFIX;
 use updraft_model::template::{PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
 use updraft_model::yaml::MAX_MANIFEST_BYTES;
 
-use crate::client::{encode, full, ApiClient, CliError};
+use crate::client::{ApiClient, CliError};
 use crate::output::print_structured;
 use crate::uploads::{upload_component, upload_package};
 use crate::{NamespaceArg, Output};
@@ -225,19 +224,17 @@ pub async fn apply(args: ApplyArgs, client: &ApiClient, output: Output) -> Resul
                     })?;
             }
         }
-        let body = serde_json::to_vec(&manifest).map_err(|e| CliError::failed(e.to_string()))?;
-        let reply = client
-            .send(
-                Method::POST,
-                &format!("/v1/apply?namespace={}", encode(&args.ns.namespace)),
-                &[("content-type".to_string(), "application/json".to_string())],
-                full(body),
-            )
-            .await?;
-        let applied: ApplyView = crate::client::decode(reply).map_err(|e| CliError {
-            code: e.code,
-            message: format!("{}: {}", doc.origin, e.message),
-        })?;
+        let body = serde_json::to_string(&manifest).map_err(|e| CliError::failed(e.to_string()))?;
+        let applied = match client.apply(&body, Some(&args.ns.namespace)).await {
+            Ok(ApplyResult::Service(applied)) => applied,
+            Ok(ApplyResult::Other(_)) => {
+                return Err(CliError::failed(format!(
+                    "{}: the API applied it as something else",
+                    doc.origin
+                )))
+            }
+            Err(e) => return Err(in_document(&doc.origin, e)),
+        };
         if output == Output::Table {
             let revision = applied
                 .revision
@@ -253,6 +250,15 @@ pub async fn apply(args: ApplyArgs, client: &ApiClient, output: Output) -> Resul
     }
     print_structured(&results, output);
     Ok(0)
+}
+
+/// An API error about one document of a file, said with where the document is.
+fn in_document(origin: &str, e: updraft_api::client::Error) -> CliError {
+    let e = CliError::from(e);
+    CliError {
+        code: e.code,
+        message: format!("{origin}: {}", e.message),
+    }
 }
 
 /// A PingSource, Trigger or Broker, sent as the manifest it was written as.
@@ -286,18 +292,14 @@ async fn apply_eventing(
         Document::Service(_) => unreachable!("services are applied by the caller"),
     };
     let body = body.ok_or_else(|| CliError::failed(format!("{origin}: has no manifest form")))?;
-    let reply = client
-        .send(
-            Method::POST,
-            &format!("/v1/apply?namespace={}", encode(namespace)),
-            &[("content-type".to_string(), "application/json".to_string())],
-            full(serde_json::to_vec(&body).map_err(|e| CliError::failed(e.to_string()))?),
-        )
-        .await?;
-    let applied: AppliedView = crate::client::decode(reply).map_err(|e| CliError {
-        code: e.code,
-        message: format!("{origin}: {}", e.message),
-    })?;
+    let body = serde_json::to_string(&body).map_err(|e| CliError::failed(e.to_string()))?;
+    let applied = match client.apply(&body, Some(namespace)).await {
+        Ok(ApplyResult::Other(applied)) => applied,
+        Ok(ApplyResult::Service(_)) => {
+            return Err(CliError::failed(format!("{origin}: the API applied it as a service")))
+        }
+        Err(e) => return Err(in_document(origin, e)),
+    };
     if output == Output::Table {
         println!("{kind}/{name} {}", applied.result);
     }
@@ -306,23 +308,10 @@ async fn apply_eventing(
 
 pub async fn get(command: GetCommand, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     let format = if output == Output::Json { "json" } else { "yaml" };
-    let path = match command {
-        GetCommand::Service { name, ns, knative } => format!(
-            "{}/manifest?format={format}&knative={knative}",
-            crate::client::service_path(&ns, &name)
-        ),
-        GetCommand::Trigger { name, ns } => {
-            format!(
-                "/v1/namespaces/{}/triggers/{}/manifest?format={format}",
-                encode(&ns.namespace),
-                encode(&name)
-            )
-        }
+    let reply = match command {
+        GetCommand::Service { name, ns, knative } => client.manifest(&ns.namespace, &name, format, knative).await?,
+        GetCommand::Trigger { name, ns } => client.trigger_manifest(&ns.namespace, &name, format).await?,
     };
-    let reply = client.send(Method::GET, &path, &[], crate::client::empty()).await?;
-    if !reply.status.is_success() {
-        return crate::client::decode::<()>(reply).map(|_| crate::exit::FAILED);
-    }
     use std::io::Write;
     let mut out = std::io::stdout();
     let _ = out.write_all(&reply.body);

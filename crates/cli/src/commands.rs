@@ -5,9 +5,11 @@ use std::time::Instant;
 
 use clap::Args;
 use http::Method;
-use updraft_api::views::{AccessLineView, LogLineView, NamespaceView, ServiceView};
+use updraft_api::client::{decode, empty, full};
+use updraft_api::requests::LogsQuery;
+use updraft_api::views::LogLineView;
 
-use crate::client::{encode, full, service_path, ApiClient, CliError};
+use crate::client::{ApiClient, CliError};
 use crate::output::{print_deploy_traffic, print_service, print_services, print_structured};
 use crate::settings::SettingsArgs;
 use crate::uploads::{function_package, upload_component, upload_package};
@@ -86,7 +88,7 @@ pub struct LogsArgs {
     instance: Option<String>,
     /// Only the last N lines.
     #[arg(long)]
-    tail: Option<usize>,
+    tail: Option<u32>,
     /// Only lines from this time (RFC 3339) or age (10m, 2h) on.
     #[arg(long, value_name = "TIME|AGE")]
     since: Option<String>,
@@ -140,20 +142,14 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
             crate::manage::namespace_limits(args, client, output).await
         }
         Command::Services { ns } => {
-            let services: Vec<ServiceView> = client
-                .json(
-                    Method::GET,
-                    &format!("/v1/namespaces/{}/services", encode(&ns.namespace)),
-                    None::<&()>,
-                )
-                .await?;
+            let services = client.services(&ns.namespace).await?;
             if !print_structured(&services, output) {
                 print_services(&services);
             }
             Ok(0)
         }
         Command::Service { name, ns } => {
-            let service: ServiceView = client.json(Method::GET, &service_path(&ns, &name), None::<&()>).await?;
+            let service = client.service(&ns.namespace, &name).await?;
             if !print_structured(&service, output) {
                 print_service(&service);
             }
@@ -161,25 +157,18 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
         }
         Command::Invoke(args) => invoke(args, client, output).await,
         Command::Logs(args) => {
-            let mut query = Vec::new();
-            if let Some(r) = &args.revision {
-                query.push(format!("revision={r}"));
-            }
-            if let Some(i) = &args.instance {
-                query.push(format!("instance={i}"));
-            }
-            if let Some(t) = args.tail {
-                query.push(format!("tail={t}"));
-            }
-            for (key, value) in [("since", &args.since), ("until", &args.until), ("grep", &args.grep)] {
-                if let Some(v) = value {
-                    query.push(format!("{key}={}", encode(v)));
-                }
-            }
+            let query = LogsQuery {
+                revision: args.revision.clone(),
+                instance: args.instance.clone(),
+                tail: args.tail,
+                since: args.since.clone(),
+                until: args.until.clone(),
+                grep: args.grep.clone(),
+                ..Default::default()
+            };
+            let (ns, name) = (&args.ns.namespace, &args.name);
             if args.requests {
-                query.push("requests=true".into());
-                let path = format!("{}/logs?{}", service_path(&args.ns, &args.name), query.join("&"));
-                let lines: Vec<AccessLineView> = client.json(Method::GET, &path, None::<&()>).await?;
+                let lines = client.access_log(ns, name, &query).await?;
                 if !print_structured(&lines, output) {
                     for l in &lines {
                         let start = if l.cold { "cold" } else { "warm" };
@@ -198,12 +187,9 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
                 return Ok(0);
             }
             if args.follow {
-                query.push("follow=true".into());
-                let path = format!("{}/logs?{}", service_path(&args.ns, &args.name), query.join("&"));
-                return follow_logs(client, &path, output).await;
+                return follow_logs(client.follow_logs(ns, name, &query).await?, output).await;
             }
-            let path = format!("{}/logs?{}", service_path(&args.ns, &args.name), query.join("&"));
-            let lines: Vec<LogLineView> = client.json(Method::GET, &path, None::<&()>).await?;
+            let lines = client.logs(ns, name, &query).await?;
             if !print_structured(&lines, output) {
                 for l in &lines {
                     print_line(l, output);
@@ -212,16 +198,14 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
             Ok(0)
         }
         Command::Delete { name, ns } => {
-            let _: () = client
-                .json(Method::DELETE, &service_path(&ns, &name), None::<&()>)
-                .await?;
+            client.delete_service(&ns.namespace, &name).await?;
             if !print_structured(&serde_json::json!({"deleted": name, "namespace": ns.namespace}), output) {
                 println!("Deleted service {name} from namespace {}", ns.namespace);
             }
             Ok(0)
         }
         Command::Namespaces => {
-            let namespaces: Vec<NamespaceView> = client.json(Method::GET, "/v1/namespaces", None::<&()>).await?;
+            let namespaces = client.namespaces().await?;
             if !print_structured(&namespaces, output) {
                 println!("{:<30} {:<26} RATE LIMIT", "NAME", "CREATED");
                 for n in &namespaces {
@@ -235,13 +219,7 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
             Ok(0)
         }
         Command::Namespace(NamespaceCommand::Create { name }) => {
-            let ns: NamespaceView = client
-                .json(
-                    Method::POST,
-                    "/v1/namespaces",
-                    Some(&serde_json::json!({ "name": name })),
-                )
-                .await?;
+            let ns = client.create_namespace(&name).await?;
             if !print_structured(&ns, output) {
                 println!("Created namespace {}", ns.name);
             }
@@ -261,10 +239,9 @@ fn print_line(l: &LogLineView, output: Output) {
 }
 
 /// Prints server-sent log events as they come, until the stream ends or Ctrl-C.
-async fn follow_logs(client: &ApiClient, path: &str, output: Output) -> Result<u8, CliError> {
+async fn follow_logs(mut body: hyper::body::Incoming, output: Output) -> Result<u8, CliError> {
     use http_body_util::BodyExt;
     use std::io::Write;
-    let mut body = client.stream(path).await?;
     let mut pending = String::new();
     loop {
         let frame = tokio::select! {
@@ -326,9 +303,7 @@ async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<
         (Some(path), None, None) => spec.package = Some(upload_package(client, path).await?),
         (None, None, None) => unreachable!("clap requires a path, --wasm, --function or --image"),
     }
-    let service: ServiceView = client
-        .json(Method::PUT, &service_path(&args.ns, &args.name), Some(&spec))
-        .await?;
+    let service = client.deploy(&args.ns.namespace, &args.name, &spec).await?;
     if !print_structured(&service, output) {
         println!(
             "Deployed {} (revision {}) in {:.1}s",
@@ -360,15 +335,12 @@ async fn invoke(args: InvokeArgs, client: &ApiClient, output: Output) -> Result<
         (None, Some(file)) => {
             full(std::fs::read(file).map_err(|e| CliError::failed(format!("{}: {e}", file.display())))?)
         }
-        (None, None) => crate::client::empty(),
+        (None, None) => empty(),
     };
-    let path = format!(
-        "{}/invoke/{}",
-        service_path(&args.ns, &args.name),
-        args.path.trim_start_matches('/')
-    );
     let started = Instant::now();
-    let reply = client.send(method, &path, &headers, body).await?;
+    let reply = client
+        .invoke(&args.ns.namespace, &args.name, method, &args.path, &headers, body)
+        .await?;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     // An API error about the service itself (unknown name) comes back as JSON with a code.
     if reply.status == http::StatusCode::NOT_FOUND
@@ -377,7 +349,7 @@ async fn invoke(args: InvokeArgs, client: &ApiClient, output: Output) -> Result<
             .get("content-type")
             .is_some_and(|v| v == "application/json")
     {
-        return crate::client::decode::<()>(reply).map(|_| 0);
+        return Ok(decode::<()>(reply).map(|_| 0)?);
     }
     match output {
         Output::Json | Output::Yaml => {

@@ -6,12 +6,12 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use http::Method;
 use http_body_util::BodyExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use updraft_api::views::{ImageView, PullLine, RegistryView};
+use updraft_api::requests::LoginRequest;
+use updraft_api::views::{ImageView, PullLine};
 
-use crate::client::{encode, ApiClient, CliError};
+use crate::client::{ApiClient, CliError};
 use crate::output::print_structured;
 use crate::Output;
 
@@ -82,10 +82,6 @@ pub async fn resolve(client: &ApiClient, image: &str, base: &Path) -> Result<Str
 /// Uploads an OCI archive, or an image layout directory packed as one.
 pub async fn import(client: &ApiClient, local: &LocalImage) -> Result<ImageView, CliError> {
     let path = &local.path;
-    let endpoint = match &local.tag {
-        Some(tag) => format!("/v1/images?tag={}", encode(tag)),
-        None => "/v1/images".to_string(),
-    };
     let meta = std::fs::metadata(path).map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
     if meta.is_dir() {
         let archive = tempfile::NamedTempFile::new().map_err(|e| CliError::failed(e.to_string()))?;
@@ -100,16 +96,24 @@ pub async fn import(client: &ApiClient, local: &LocalImage) -> Result<ImageView,
             (i.max_image_bytes, "--max-image-size")
         })
         .await?;
-        return client.upload(&endpoint, archive.path()).await;
+        return upload(client, archive.path(), local.tag.as_deref()).await;
     }
     crate::uploads::check_upload_size(client, path, "image", |i| (i.max_image_bytes, "--max-image-size")).await?;
-    client.upload(&endpoint, path).await
+    upload(client, path, local.tag.as_deref()).await
+}
+
+async fn upload(client: &ApiClient, path: &Path, tag: Option<&str>) -> Result<ImageView, CliError> {
+    let (body, len, progress) = crate::client::file_body(path).await?;
+    let imported = client.import_image(body, len, tag).await;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    Ok(imported?)
 }
 
 /// Pulls through the server, drawing the bytes transferred on a terminal.
 pub async fn pull(client: &ApiClient, reference: &str) -> Result<ImageView, CliError> {
-    let body = serde_json::json!({ "reference": reference });
-    let mut stream = client.post_stream("/v1/images/pull", &body).await?;
+    let mut stream = client.pull(reference).await?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
@@ -180,7 +184,7 @@ pub async fn registry(command: RegistryCommand, client: &ApiClient, output: Outp
             Ok(0)
         }
         RegistryCommand::List => {
-            let registries: Vec<RegistryView> = client.json(Method::GET, "/v1/registries", None::<&()>).await?;
+            let registries = client.registries().await?;
             if !print_structured(&registries, output) {
                 println!("{:<32} USERNAME", "REGISTRY");
                 for r in registries {
@@ -193,7 +197,11 @@ pub async fn registry(command: RegistryCommand, client: &ApiClient, output: Outp
 }
 
 pub async fn login(client: &ApiClient, registry: &str, username: &str, password: &str) -> Result<(), CliError> {
-    let body = serde_json::json!({"registry": registry, "username": username, "password": password});
-    let _: RegistryView = client.json(Method::POST, "/v1/registries", Some(&body)).await?;
+    let login = LoginRequest {
+        registry: registry.to_string(),
+        username: username.to_string(),
+        password: password.to_string(),
+    };
+    client.login(&login).await?;
     Ok(())
 }

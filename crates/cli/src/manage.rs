@@ -2,14 +2,13 @@
 //! traffic, rollback, and namespace limits.
 
 use clap::{Args, Subcommand};
-use http::Method;
-use updraft_api::views::{NamespaceView, RevisionView, ServiceView, TopView, UsageView};
+use updraft_api::requests::UsageQuery;
+use updraft_api::views::UsageView;
 use updraft_model::annotations::RateLimit;
 use updraft_model::traffic::{edit, Target};
 use updraft_model::NamespaceLimits;
 
-use crate::client::service_path;
-use crate::client::{encode, ApiClient, CliError};
+use crate::client::{ApiClient, CliError};
 use crate::output::{print_deploy_traffic, print_revisions, print_routes, print_structured};
 use crate::settings::SettingsArgs;
 use crate::{exit, NamespaceArg, Output};
@@ -109,12 +108,8 @@ fn usage_error(message: String) -> CliError {
 
 pub async fn update(args: UpdateArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     let spec = args.settings.spec(None, args.env_remove)?;
-    let before: ServiceView = client
-        .json(Method::GET, &service_path(&args.ns, &args.name), None::<&()>)
-        .await?;
-    let service: ServiceView = client
-        .json(Method::PUT, &service_path(&args.ns, &args.name), Some(&spec))
-        .await?;
+    let before = client.service(&args.ns.namespace, &args.name).await?;
+    let service = client.deploy(&args.ns.namespace, &args.name, &spec).await?;
     if !print_structured(&service, output) {
         if service.latest_revision == before.latest_revision {
             println!(
@@ -130,13 +125,7 @@ pub async fn update(args: UpdateArgs, client: &ApiClient, output: Output) -> Res
 }
 
 pub async fn revisions(name: &str, ns: &NamespaceArg, client: &ApiClient, output: Output) -> Result<u8, CliError> {
-    let revisions: Vec<RevisionView> = client
-        .json(
-            Method::GET,
-            &format!("{}/revisions", service_path(ns, name)),
-            None::<&()>,
-        )
-        .await?;
+    let revisions = client.revisions(&ns.namespace, name).await?;
     if !print_structured(&revisions, output) {
         print_revisions(&revisions);
     }
@@ -146,13 +135,7 @@ pub async fn revisions(name: &str, ns: &NamespaceArg, client: &ApiClient, output
 pub async fn revision(command: RevisionCommand, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     match command {
         RevisionCommand::Delete { name, ns } => {
-            let _: () = client
-                .json(
-                    Method::DELETE,
-                    &format!("/v1/namespaces/{}/revisions/{}", encode(&ns.namespace), encode(&name)),
-                    None::<&()>,
-                )
-                .await?;
+            client.delete_revision(&ns.namespace, &name).await?;
             if !print_structured(&serde_json::json!({"deleted": name, "namespace": ns.namespace}), output) {
                 println!("Deleted revision {name}");
             }
@@ -180,16 +163,9 @@ pub async fn traffic(args: TrafficArgs, client: &ApiClient, output: Output) -> R
         shares.push((target, percent));
     }
     let tags = args.tag.iter().map(|t| pair("tag", t)).collect::<Result<Vec<_>, _>>()?;
-    let path = service_path(&args.ns, &args.name);
-    let current: ServiceView = client.json(Method::GET, &path, None::<&()>).await?;
+    let current = client.service(&args.ns.namespace, &args.name).await?;
     let table = edit(&current.traffic, &shares, &tags, &args.untag).map_err(usage_error)?;
-    let service: ServiceView = client
-        .json(
-            Method::PUT,
-            &format!("{path}/traffic"),
-            Some(&serde_json::json!({ "traffic": table })),
-        )
-        .await?;
+    let service = client.set_traffic(&args.ns.namespace, &args.name, table).await?;
     if !print_structured(&service, output) {
         print_routes(&service);
     }
@@ -203,13 +179,7 @@ pub async fn rollback(
     client: &ApiClient,
     output: Output,
 ) -> Result<u8, CliError> {
-    let service: ServiceView = client
-        .json(
-            Method::POST,
-            &format!("{}/rollback", service_path(ns, name)),
-            Some(&serde_json::json!({ "to": to })),
-        )
-        .await?;
+    let service = client.rollback(&ns.namespace, name, to).await?;
     if !print_structured(&service, output) {
         let to = service
             .routes
@@ -224,7 +194,7 @@ pub async fn rollback(
 
 pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     // The API replaces the limits whole: start from the current ones.
-    let namespaces: Vec<NamespaceView> = client.json(Method::GET, "/v1/namespaces", None::<&()>).await?;
+    let namespaces = client.namespaces().await?;
     let mut limits = match namespaces.into_iter().find(|n| n.name == args.name) {
         Some(ns) if !args.clear => ns.limits,
         Some(_) => NamespaceLimits::default(),
@@ -249,13 +219,7 @@ pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, out
             updraft_model::quantity::parse_bytes("--log-max-size", size).map_err(|e| usage_error(e.to_string()))?;
         limits.log_max_bytes = (bytes > 0).then_some(bytes);
     }
-    let ns: NamespaceView = client
-        .json(
-            Method::PUT,
-            &format!("/v1/namespaces/{}", encode(&args.name)),
-            Some(&limits),
-        )
-        .await?;
+    let ns = client.set_namespace_limits(&args.name, &limits).await?;
     if !print_structured(&ns, output) {
         match ns.limits.rate_limit {
             Some(r) => println!(
@@ -280,9 +244,8 @@ pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, out
 pub async fn top(args: TopArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     use std::io::IsTerminal;
     let live = !args.once && output == Output::Table && std::io::stdout().is_terminal();
-    let path = format!("/v1/namespaces/{}/top", encode(&args.ns.namespace));
     loop {
-        let rows: Vec<TopView> = client.json(Method::GET, &path, None::<&()>).await?;
+        let rows = client.top(&args.ns.namespace).await?;
         if print_structured(&rows, output) {
             return Ok(0);
         }
@@ -318,16 +281,12 @@ pub async fn top(args: TopArgs, client: &ApiClient, output: Output) -> Result<u8
 }
 
 pub async fn usage(args: UsageArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
-    let mut query = vec![format!("by={}", args.by)];
-    if let Some(ns) = &args.namespace {
-        query.push(format!("namespace={ns}"));
-    }
-    if let Some(since) = &args.since {
-        query.push(format!("since={since}"));
-    }
-    let rows: Vec<UsageView> = client
-        .json(Method::GET, &format!("/v1/usage?{}", query.join("&")), None::<&()>)
-        .await?;
+    let query = UsageQuery {
+        namespace: args.namespace.clone(),
+        since: args.since.clone(),
+        by: Some(args.by.to_string()),
+    };
+    let rows = client.usage(&query).await?;
     if print_structured(&rows, output) {
         return Ok(0);
     }

@@ -4,14 +4,15 @@
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
-use http::Method;
-use updraft_api::views::{AcceptedView, AppliedView, BrokerView, TriggerDetailView, TriggerView};
+use updraft_api::client::{decode, full};
+use updraft_api::requests::BrokerRequest;
+use updraft_api::views::{AcceptedView, TriggerDetailView};
 use updraft_events::cron::CatchUp;
 use updraft_events::delivery::{BackoffPolicy, DeliverySpec, Destination};
 use updraft_events::filter::Filter;
 use updraft_events::trigger::{CronSpec, EventSpec, NatsSpec, TriggerSpec, DEFAULT_BROKER, DEFAULT_NATS_URL};
 
-use crate::client::{encode, full, ApiClient, CliError};
+use crate::client::{ApiClient, CliError};
 use crate::output::print_structured;
 use crate::{NamespaceArg, Output};
 
@@ -115,7 +116,7 @@ pub enum TriggerCommand {
         ns: NamespaceArg,
         /// How many deliveries to show, newest first.
         #[arg(long, default_value_t = 20)]
-        limit: usize,
+        limit: u32,
     },
     /// Delete a trigger or source; its pending deliveries go with it.
     Delete {
@@ -267,13 +268,7 @@ async fn put_trigger(
     spec: TriggerSpec,
     output: Output,
 ) -> Result<u8, CliError> {
-    let applied: AppliedView = client
-        .json(
-            Method::PUT,
-            &format!("/v1/namespaces/{}/triggers/{}", encode(&ns.namespace), encode(name)),
-            Some(&spec),
-        )
-        .await?;
+    let applied = client.put_trigger(&ns.namespace, name, &spec).await?;
     if !print_structured(&applied, output) {
         println!("{}/{} {}", applied.kind, applied.name, applied.result);
     }
@@ -331,23 +326,16 @@ pub async fn trigger(command: TriggerCommand, client: &ApiClient, output: Output
             put_trigger(client, &a.ns, &a.name, spec, output).await
         }
         TriggerCommand::Show { name, ns, limit } => {
-            let detail: TriggerDetailView = client
-                .json(
-                    Method::GET,
-                    &format!(
-                        "/v1/namespaces/{}/triggers/{}?limit={limit}",
-                        encode(&ns.namespace),
-                        encode(&name)
-                    ),
-                    None::<&()>,
-                )
-                .await?;
+            let detail = client.trigger(&ns.namespace, &name, limit).await?;
             if !print_structured(&detail, output) {
                 print_detail(&detail);
             }
             Ok(0)
         }
-        TriggerCommand::Delete { name, ns } => delete(client, &ns, "triggers", &name, output).await,
+        TriggerCommand::Delete { name, ns } => {
+            client.delete_trigger(&ns.namespace, &name).await?;
+            Ok(deleted("trigger", &ns, &name, output))
+        }
     }
 }
 
@@ -368,13 +356,7 @@ pub async fn source(command: SourceCommand, client: &ApiClient, output: Output) 
 }
 
 pub async fn list(ns: &NamespaceArg, client: &ApiClient, output: Output) -> Result<u8, CliError> {
-    let triggers: Vec<TriggerView> = client
-        .json(
-            Method::GET,
-            &format!("/v1/namespaces/{}/triggers", encode(&ns.namespace)),
-            None::<&()>,
-        )
-        .await?;
+    let triggers = client.triggers(&ns.namespace).await?;
     if !print_structured(&triggers, output) {
         println!(
             "{:<20} {:<6} {:<36} {:<20} {:<26} DELIVERED/PENDING/DEAD/FAILED",
@@ -438,13 +420,7 @@ fn print_detail(d: &TriggerDetailView) {
 }
 
 pub async fn brokers(ns: &NamespaceArg, client: &ApiClient, output: Output) -> Result<u8, CliError> {
-    let brokers: Vec<BrokerView> = client
-        .json(
-            Method::GET,
-            &format!("/v1/namespaces/{}/brokers", encode(&ns.namespace)),
-            None::<&()>,
-        )
-        .await?;
+    let brokers = client.brokers(&ns.namespace).await?;
     if !print_structured(&brokers, output) {
         println!("{:<20} URL", "NAME");
         for b in &brokers {
@@ -457,45 +433,31 @@ pub async fn brokers(ns: &NamespaceArg, client: &ApiClient, output: Output) -> R
 pub async fn broker(command: BrokerCommand, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     match command {
         BrokerCommand::Set { name, delivery, ns } => {
-            let body = serde_json::json!({ "delivery": delivery.spec() });
-            let applied: AppliedView = client
-                .json(
-                    Method::PUT,
-                    &format!("/v1/namespaces/{}/brokers/{}", encode(&ns.namespace), encode(&name)),
-                    Some(&body),
-                )
-                .await?;
+            let body = BrokerRequest {
+                delivery: delivery.spec(),
+            };
+            let applied = client.put_broker(&ns.namespace, &name, &body).await?;
             if !print_structured(&applied, output) {
                 println!("broker/{} {}", applied.name, applied.result);
             }
             Ok(0)
         }
-        BrokerCommand::Delete { name, ns } => delete(client, &ns, "brokers", &name, output).await,
+        BrokerCommand::Delete { name, ns } => {
+            client.delete_broker(&ns.namespace, &name).await?;
+            Ok(deleted("broker", &ns, &name, output))
+        }
     }
 }
 
-/// Deletes `/v1/namespaces/{ns}/{collection}/{name}` and says so.
-async fn delete(
-    client: &ApiClient,
-    ns: &NamespaceArg,
-    collection: &str,
-    name: &str,
-    output: Output,
-) -> Result<u8, CliError> {
-    client
-        .json::<serde_json::Value>(
-            Method::DELETE,
-            &format!("/v1/namespaces/{}/{collection}/{}", encode(&ns.namespace), encode(name)),
-            None::<&()>,
-        )
-        .await?;
+/// Says that a trigger or broker is gone.
+fn deleted(kind: &str, ns: &NamespaceArg, name: &str, output: Output) -> u8 {
     if !print_structured(
         &serde_json::json!({ "deleted": name, "namespace": ns.namespace }),
         output,
     ) {
-        println!("{}/{name} deleted", collection.trim_end_matches('s'));
+        println!("{kind}/{name} deleted");
     }
-    Ok(0)
+    0
 }
 
 pub async fn event(command: EventCommand, client: &ApiClient, output: Output) -> Result<u8, CliError> {
@@ -517,18 +479,9 @@ pub async fn event(command: EventCommand, client: &ApiClient, output: Output) ->
         headers.push((format!("ce-{k}"), v));
     }
     let reply = client
-        .send(
-            Method::POST,
-            &format!(
-                "/v1/namespaces/{}/brokers/{}/events",
-                encode(&a.ns.namespace),
-                encode(&a.broker)
-            ),
-            &headers,
-            full(a.data.unwrap_or_default()),
-        )
+        .publish(&a.ns.namespace, &a.broker, &headers, full(a.data.unwrap_or_default()))
         .await?;
-    let accepted: AcceptedView = crate::client::decode(reply)?;
+    let accepted: AcceptedView = decode(reply)?;
     if !print_structured(&accepted, output) {
         println!(
             "accepted {} event(s); {} delivery(ies) queued",

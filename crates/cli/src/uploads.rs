@@ -3,10 +3,9 @@
 
 use std::path::PathBuf;
 
-use http::Method;
-use updraft_api::views::{InfoView, PackageView};
+use updraft_api::views::InfoView;
 
-use crate::client::{ApiClient, CliError};
+use crate::client::{file_body, ApiClient, CliError};
 use crate::pack;
 
 /// Refuses an upload the server would refuse for its size, before sending it: a server
@@ -18,7 +17,7 @@ pub async fn check_upload_size(
     what: &str,
     limit: impl Fn(&InfoView) -> (u64, &'static str),
 ) -> Result<(), CliError> {
-    let info: InfoView = client.json(Method::GET, "/v1/info", None::<&()>).await?;
+    let info = client.info().await?;
     let (max, flag) = limit(&info);
     let size = std::fs::metadata(file)
         .map_err(|e| CliError::failed(format!("{}: {e}", file.display())))?
@@ -38,8 +37,7 @@ pub async fn upload_package(client: &ApiClient, path: &std::path::Path) -> Resul
         (i.max_package_bytes, "--max-package-size")
     })
     .await?;
-    let uploaded: PackageView = client.upload("/v1/packages", package.path()).await?;
-    Ok(uploaded.digest)
+    upload(client, package.path()).await
 }
 
 /// A function's package and its handler inside it: a folder is the package (the
@@ -83,6 +81,14 @@ pub async fn upload_component(client: &ApiClient, path: &std::path::Path) -> Res
         )));
     }
     check_upload_size(client, path, "wasm", |i| (i.max_package_bytes, "--max-package-size")).await?;
-    let uploaded: PackageView = client.upload("/v1/packages", path).await?;
-    Ok(uploaded.digest)
+    upload(client, path).await
+}
+
+async fn upload(client: &ApiClient, path: &std::path::Path) -> Result<String, CliError> {
+    let (body, len, progress) = file_body(path).await?;
+    let uploaded = client.upload_package(body, len).await;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    Ok(uploaded?.digest)
 }

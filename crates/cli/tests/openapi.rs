@@ -207,3 +207,63 @@ fn schemathesis_finds_nothing_wrong() {
         "not every operation ran:\n{stdout}"
     );
 }
+
+/// The typed client the CLI is built on, against a live server: answers come back as
+/// the views, refusals as errors naming their status and field.
+#[test]
+fn the_typed_client_reads_answers_and_refusals() {
+    use updraft_api::client::{Client, Error};
+    use updraft_model::annotations::RateLimit;
+    use updraft_model::NamespaceLimits;
+
+    let server = Server::start(&[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = Client::new(&server.api);
+        assert_eq!(client.info().await.unwrap().version, env!("CARGO_PKG_VERSION"));
+        let created = client.create_namespace("team-a").await.unwrap();
+        assert_eq!(created.name, "team-a");
+        let limits = NamespaceLimits {
+            rate_limit: Some(RateLimit {
+                per_second: 5,
+                burst: 10,
+            }),
+            ..Default::default()
+        };
+        let set = client.set_namespace_limits("team-a", &limits).await.unwrap();
+        assert_eq!(set.limits, limits);
+        let listed = client.namespaces().await.unwrap();
+        assert!(listed.iter().any(|n| n.name == "team-a" && n.limits == limits));
+
+        let zero = NamespaceLimits {
+            rate_limit: Some(RateLimit {
+                per_second: 0,
+                burst: 1,
+            }),
+            ..Default::default()
+        };
+        match client.set_namespace_limits("team-a", &zero).await {
+            Err(Error::Api { status, field, .. }) => {
+                assert_eq!(
+                    (status.as_u16(), field.as_deref()),
+                    (400, Some("rate_limit.per_second"))
+                )
+            }
+            other => panic!("{:?}", other.map(|n| n.name)),
+        }
+        match client.service("team-a", "nothing").await {
+            Err(e) => assert_eq!(e.status().map(|s| s.as_u16()), Some(404), "{e}"),
+            Ok(s) => panic!("{}", s.name),
+        }
+        // A name that is not one path segment stays one, and is refused as a name.
+        match client.services("../v1").await {
+            Err(Error::Api { status, .. }) => assert!(status.is_client_error()),
+            other => panic!("{:?}", other.map(|s| s.len())),
+        }
+        let nowhere = Client::new(&format!("http://127.0.0.1:{}", free_port()));
+        assert!(matches!(nowhere.info().await, Err(Error::Unreachable { .. })));
+    });
+}

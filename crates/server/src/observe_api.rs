@@ -8,9 +8,8 @@ use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use updraft_api::requests::{LogsQuery, UsageQuery};
 use updraft_runtime::logs::{read_access, read_logs, service_log_dir, LogQuery};
-use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -67,37 +66,14 @@ async fn metrics(State(p): Shared, headers: axum::http::HeaderMap) -> Response {
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct UsageParams {
-    /// Only this namespace's usage.
-    #[param(schema_with = updraft_api::schema::namespace_name)]
-    namespace: Option<String>,
-    /// A time (RFC 3339) or an age (`24h`: that long ago).
-    since: Option<String>,
-    /// `service` (the default), `revision`, `day` or `hour`.
-    #[param(schema_with = usage_grouping)]
-    by: Option<String>,
-}
-
-const USAGE_GROUPINGS: [&str; 4] = ["service", "revision", "day", "hour"];
-
-fn usage_grouping() -> utoipa::openapi::schema::ObjectBuilder {
-    utoipa::openapi::schema::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(USAGE_GROUPINGS))
-        .description(Some("What to sum usage by (`service` if not given)"))
-}
-
-#[utoipa::path(get, path = "/v1/usage", tag = "observe", params(UsageParams),
+#[utoipa::path(get, path = "/v1/usage", tag = "observe", params(UsageQuery),
     responses((status = 200, description = "Usage summed by the grouping asked for", body = Vec<UsageView>), ApiError))]
-async fn usage(State(p): Shared, Query(params): Query<UsageParams>) -> Result<Json<Vec<UsageView>>, ApiError> {
+async fn usage(State(p): Shared, Query(params): Query<UsageQuery>) -> Result<Json<Vec<UsageView>>, ApiError> {
     if let Some(ns) = &params.namespace {
         p.require_namespace(ns)?;
     }
     let by = params.by.as_deref().unwrap_or("service");
-    if !USAGE_GROUPINGS.contains(&by) {
+    if !updraft_api::schema::USAGE_GROUPINGS.contains(&by) {
         return Err(ApiError::bad_request(
             "by",
             format!("{by:?} is not a grouping; use service, revision, day or hour"),
@@ -201,25 +177,6 @@ async fn top(
     Ok(Json(rows))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct LogParams {
-    revision: Option<String>,
-    instance: Option<String>,
-    tail: Option<u32>,
-    /// A time (RFC 3339) or an age (`10m`: that long ago).
-    since: Option<String>,
-    until: Option<String>,
-    grep: Option<String>,
-    /// Keep the response open and send new lines as server-sent events.
-    #[serde(default)]
-    follow: bool,
-    /// The access log (one record per request) instead of the instances' output.
-    #[serde(default)]
-    requests: bool,
-}
-
 /// A point in time given as RFC 3339 or as an age before now.
 fn time_param(field: &str, text: &str) -> Result<i64, ApiError> {
     if let Ok(at) = humantime::parse_rfc3339_weak(text) {
@@ -250,13 +207,13 @@ fn line_view(r: updraft_runtime::logs::LogRecord) -> LogLineView {
 /// Stored lines as JSON; with `follow=true`, server-sent events (`line`, and `dropped`
 /// when a slow reader missed some).
 #[utoipa::path(get, path = "/v1/namespaces/{ns}/services/{name}/logs", tag = "observe",
-    params(NamedPath, LogParams),
+    params(NamedPath, LogsQuery),
     responses((status = 200, description = "log lines, or access records with `requests=true`", content(
         (Vec<LogLineView> = "application/json"), (String = "text/event-stream"))), ApiError))]
 async fn logs(
     State(p): Shared,
     Path(NamedPath { ns, name }): Path<NamedPath>,
-    Query(params): Query<LogParams>,
+    Query(params): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
     p.find_service(&ns, &name)?;
     let dir = service_log_dir(&p.paths.logs, &ns, &name);
