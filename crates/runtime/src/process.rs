@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::cgroup::{Cgroups, InstanceCgroup, Layout};
 use crate::instance::{ExitInfo, Instance, InstanceControl};
-use crate::logs::{capture, LogFeed, LogFile, LogTail};
+use crate::logs::{capture, LogSink, LogTail};
 use crate::oci::{ContainerControl, ContainerSpec, Containers};
 use crate::{InstanceSpec, Language, PortAllocator, Runtime, RuntimeError, Workload};
 
@@ -36,7 +36,8 @@ pub const INHERITED_ENV: &[&str] = &[
 pub struct ProcessRuntime {
     cgroups: Cgroups,
     ports: PortAllocator,
-    logs_dir: PathBuf,
+    /// Where instance output goes.
+    logs: Arc<dyn LogSink>,
     /// Holds one file per live instance naming its process group, for reaping.
     run_dir: PathBuf,
     /// The command that starts a stem cell (`updraft stem`), when the pool is on.
@@ -49,8 +50,6 @@ pub struct ProcessRuntime {
     function_stems: Mutex<HashMap<Language, Vec<Stem>>>,
     /// Languages deployed since start: only their pools are kept warm.
     languages: Mutex<HashSet<Language>>,
-    /// Where new output records go for live followers.
-    log_feed: Option<LogFeed>,
     /// runc and its directories, once OCI images are on.
     containers: Option<Containers>,
 }
@@ -106,20 +105,18 @@ pub struct StemOrder {
 impl ProcessRuntime {
     /// `cgroup_parent` names this server's group; derive it from the data directory so
     /// two servers on one machine never reap each other's instances.
-    pub fn new(logs_dir: PathBuf, run_dir: PathBuf, cgroup_parent: &str) -> std::io::Result<Self> {
-        fs::create_dir_all(&logs_dir)?;
+    pub fn new(logs: Arc<dyn LogSink>, run_dir: PathBuf, cgroup_parent: &str) -> std::io::Result<Self> {
         fs::create_dir_all(&run_dir)?;
         Ok(ProcessRuntime {
             cgroups: Cgroups::detect(cgroup_parent),
             ports: PortAllocator::default(),
-            logs_dir,
+            logs,
             run_dir,
             stem_command: None,
             stems: Mutex::new(Vec::new()),
             shims: None,
             function_stems: Mutex::new(HashMap::new()),
             languages: Mutex::new(HashSet::new()),
-            log_feed: None,
             containers: None,
         })
     }
@@ -200,12 +197,6 @@ impl ProcessRuntime {
     /// Runs OCI image instances with `containers`' runc.
     pub fn with_containers(mut self, containers: Containers) -> Self {
         self.containers = Some(containers);
-        self
-    }
-
-    /// Offers every instance's output records to live followers through `feed`.
-    pub fn with_log_feed(mut self, feed: LogFeed) -> Self {
-        self.log_feed = Some(feed);
         self
     }
 
@@ -669,7 +660,7 @@ impl ProcessRuntime {
             ..
         } = started;
         let pid = child.id().unwrap_or(0);
-        let log = Arc::new(LogFile::for_instance(&self.logs_dir, &spec, self.log_feed.clone())?);
+        let log = self.logs.open(&spec)?;
         let tail = Arc::new(LogTail::default());
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");

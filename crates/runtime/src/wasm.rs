@@ -38,7 +38,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::logs::{LogFeed, LogFile, LogTail};
+use crate::logs::{InstanceLog, LogSink, LogTail};
 use crate::{ExitInfo, Instance, InstanceControl, InstanceSpec, PortAllocator, RuntimeError};
 
 /// How often the engine's epoch ticks: the granularity of timeouts and of yielding a
@@ -149,7 +149,7 @@ impl WasiHttpHooks for OutboundHooks {
 /// Guest stdout and stderr, line by line into the instance's log.
 #[derive(Clone)]
 struct LogStream {
-    log: Arc<LogFile>,
+    log: Arc<dyn InstanceLog>,
     tail: Arc<LogTail>,
     name: &'static str,
 }
@@ -213,8 +213,7 @@ pub struct WasmRuntime {
     engine: Engine,
     linker: Linker<Guest>,
     cache_dir: PathBuf,
-    logs_dir: PathBuf,
-    log_feed: Option<LogFeed>,
+    logs: Arc<dyn LogSink>,
     ports: PortAllocator,
     loaded: Mutex<HashMap<String, Loaded>>,
     pooling: bool,
@@ -223,7 +222,7 @@ pub struct WasmRuntime {
 impl WasmRuntime {
     /// An engine with the pooling allocator (copy-on-write memory images), or the
     /// on-demand allocator when the host cannot reserve the pool's address space.
-    pub fn new(cache_dir: PathBuf, logs_dir: PathBuf, pool: WasmPoolConfig) -> anyhow::Result<Self> {
+    pub fn new(cache_dir: PathBuf, logs: Arc<dyn LogSink>, pool: WasmPoolConfig) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&cache_dir)?;
         let base = || {
             let mut config = Config::new();
@@ -257,17 +256,11 @@ impl WasmRuntime {
             engine,
             linker,
             cache_dir,
-            logs_dir,
-            log_feed: None,
+            logs,
             ports: PortAllocator::default(),
             loaded: Mutex::new(HashMap::new()),
             pooling,
         })
-    }
-
-    pub fn with_log_feed(mut self, feed: LogFeed) -> Self {
-        self.log_feed = Some(feed);
-        self
     }
 
     /// Whether instances come from the pooling allocator.
@@ -368,7 +361,7 @@ impl WasmRuntime {
         listener.set_nonblocking(true)?;
         let port = self.ports.hold(listener.local_addr()?.port())?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let log = Arc::new(LogFile::for_instance(&self.logs_dir, &spec, self.log_feed.clone())?);
+        let log = self.logs.open(&spec)?;
         let tail = Arc::new(LogTail::default());
         let mut env: Vec<(String, String)> = spec.env.clone().into_iter().collect();
         env.extend(
@@ -641,23 +634,32 @@ mod tests {
         }
     }
 
+    /// For runtimes that start no instance here: opening a log is refused.
+    struct NoInstances;
+
+    impl LogSink for NoInstances {
+        fn open(&self, spec: &crate::InstanceSpec) -> std::io::Result<Arc<dyn InstanceLog>> {
+            Err(std::io::Error::other(format!("{} was not expected to start", spec.id)))
+        }
+    }
+
     #[test]
     fn a_pool_too_big_to_reserve_falls_back_to_on_demand_allocation() {
         let dir = tempfile::tempdir().unwrap();
-        let fits = WasmRuntime::new(dir.path().join("a"), dir.path().join("l"), WasmPoolConfig::default()).unwrap();
+        let fits = WasmRuntime::new(dir.path().join("a"), Arc::new(NoInstances), WasmPoolConfig::default()).unwrap();
         assert!(fits.pooling());
         // Ten million 4 GiB slots are far more address space than x86-64 has.
         let huge = WasmPoolConfig {
             instances: 10_000_000,
             max_memory_bytes: 4 << 30,
         };
-        let fallback = WasmRuntime::new(dir.path().join("b"), dir.path().join("l"), huge).unwrap();
+        let fallback = WasmRuntime::new(dir.path().join("b"), Arc::new(NoInstances), huge).unwrap();
         assert!(!fallback.pooling());
         let off = WasmPoolConfig {
             instances: 0,
             ..WasmPoolConfig::default()
         };
-        assert!(!WasmRuntime::new(dir.path().join("c"), dir.path().join("l"), off)
+        assert!(!WasmRuntime::new(dir.path().join("c"), Arc::new(NoInstances), off)
             .unwrap()
             .pooling());
     }

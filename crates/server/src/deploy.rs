@@ -20,9 +20,9 @@ use updraft_model::traffic::{default_traffic, resolve, validate_traffic, Rollout
 use updraft_model::{DeploySpec, Revision, Service, ServiceConfig};
 use updraft_runtime::clock::now_us;
 use updraft_runtime::image::stored_digest;
-use updraft_runtime::logs::service_log_dir;
 use updraft_runtime::package::{unpack, DirFiles};
 use updraft_store::NewRevision;
+use updraft_telemetry::logs::service_log_dir;
 
 use crate::image_api::image_error;
 use crate::packages::package_error;

@@ -1,7 +1,6 @@
 //! The composition root: opens the store, builds the runtime, gateway and scaler from
 //! it, and serves the REST API. Nothing else depends on this crate but the CLI.
 
-mod access;
 mod api;
 mod config;
 mod data_dir;
@@ -13,6 +12,7 @@ mod error;
 mod event_io;
 mod extract;
 mod image_api;
+mod instance_logs;
 mod meter;
 mod observe_api;
 mod openapi;

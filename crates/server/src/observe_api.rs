@@ -9,7 +9,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use updraft_api::requests::{LogsQuery, UsageQuery};
-use updraft_runtime::logs::{read_access, read_logs, service_log_dir, LogQuery};
+use updraft_telemetry::logs::{read_access, read_logs, service_log_dir, LogQuery};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -192,7 +192,7 @@ fn time_param(field: &str, text: &str) -> Result<i64, ApiError> {
     }
 }
 
-fn line_view(r: updraft_runtime::logs::LogRecord) -> LogLineView {
+fn line_view(r: updraft_telemetry::logs::LogRecord) -> LogLineView {
     LogLineView {
         time: rfc3339_us(r.ts_us),
         revision: r.revision,

@@ -13,18 +13,18 @@ use updraft_gateway::{Access, Gateway, Poke, RequestObserver, RevisionEndpoints,
 use updraft_model::Revision;
 use updraft_runtime::clock::now_us;
 use updraft_runtime::image::ImageStore;
-use updraft_runtime::logs::AccessRecord;
 use updraft_runtime::oci::Containers;
 use updraft_runtime::wasm::WasmRuntime;
 use updraft_runtime::{ProcessRuntime, Runtime, Runtimes};
 use updraft_store::{EventStore, Snapshot, SqliteStore, Store};
+use updraft_telemetry::logs::AccessRecord;
 use updraft_telemetry::{Metrics, RevisionLabels};
 
-use crate::access::AccessLog;
 use crate::event_io::{EventWriter, RoutingSnapshot, SinkClient, TriggerSignals};
 use crate::revision_state::{RequestLedger, RevisionState};
 use crate::routes::RouteTargets;
 use crate::{Paths, ServerConfig};
+use updraft_telemetry::access::AccessLog;
 
 /// Unreferenced packages younger than this are kept: their deploy may be on its way.
 const BLOB_GRACE_US: i64 = 3600 * 1_000_000;
@@ -86,7 +86,7 @@ pub struct Platform {
     pub(crate) stopping_now: AtomicBool,
     pub metrics: Arc<Metrics>,
     /// New instance output, for `logs --follow`.
-    pub log_feed: updraft_runtime::logs::LogFeed,
+    pub log_feed: updraft_telemetry::logs::LogFeed,
     /// Requests answered since metering last wrote.
     pub(crate) requests: Arc<RequestLedger>,
     pub(crate) access_log: Arc<AccessLog>,
@@ -193,9 +193,13 @@ impl Platform {
         );
         let store: Arc<dyn Store> = sqlite.clone();
         let events: Arc<dyn EventStore> = sqlite;
-        let (log_feed, _) = tokio::sync::broadcast::channel(updraft_runtime::logs::FEED_CAPACITY);
-        let mut process = ProcessRuntime::new(paths.logs.clone(), paths.run.clone(), &cgroup_parent(&paths))?
-            .with_log_feed(log_feed.clone());
+        let (log_feed, _) = tokio::sync::broadcast::channel(updraft_telemetry::logs::FEED_CAPACITY);
+        fs::create_dir_all(&paths.logs)?;
+        let logs = Arc::new(crate::instance_logs::InstanceLogs {
+            dir: paths.logs.clone(),
+            feed: log_feed.clone(),
+        });
+        let mut process = ProcessRuntime::new(logs.clone(), paths.run.clone(), &cgroup_parent(&paths))?;
         if !config.pool.stem_command.is_empty() && config.pool.max_memory_bytes > 0 {
             process = process.with_stems(config.pool.stem_command.clone());
         }
@@ -206,9 +210,8 @@ impl Platform {
         let images = Arc::new(ImageStore::open(paths.root.join("images")).context("opening the image store")?);
         let cgroup_version = process.cgroups().version();
         let wasm = Arc::new(
-            WasmRuntime::new(paths.root.join("wasm-cache"), paths.logs.clone(), config.wasm_pool)
-                .context("starting the wasm runtime")?
-                .with_log_feed(log_feed.clone()),
+            WasmRuntime::new(paths.root.join("wasm-cache"), logs, config.wasm_pool)
+                .context("starting the wasm runtime")?,
         );
         let runtime: Arc<dyn Runtime> = Arc::new(Runtimes {
             process: Arc::new(process),
@@ -432,7 +435,7 @@ impl Platform {
         for revision in &revisions {
             let _ = fs::remove_dir_all(self.paths.revision_dir(namespace, &revision.name));
         }
-        let _ = fs::remove_dir_all(updraft_runtime::logs::service_log_dir(
+        let _ = fs::remove_dir_all(updraft_telemetry::logs::service_log_dir(
             &self.paths.logs,
             namespace,
             name,

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use updraft_runtime::logs::ACCESS_LOG_ROTATED;
+use updraft_telemetry::logs::ACCESS_LOG_ROTATED;
 
 use crate::platform::Platform;
 

@@ -1,12 +1,16 @@
-//! Prometheus metrics for the whole platform at `/metrics`, in the Prometheus text
-//! format or OpenMetrics, as the scraper asks.
+//! What the platform tells about what runs: instance logs and the access log
+//! (`logs`, `access`: format, query, follow), and Prometheus metrics for the whole
+//! platform at `/metrics`, in the Prometheus text format or OpenMetrics, as the
+//! scraper asks.
 //!
 //! Every series starts with `updraft_`. The cold-start series, which Knative users keep
 //! asking for, are `updraft_cold_starts_total` and
 //! `updraft_cold_start_duration_seconds`, labelled by namespace, service, revision and
 //! runtime.
 
+pub mod access;
 mod exposition;
+pub mod logs;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

@@ -9,8 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::logs::{service_log_dir, AccessRecord, ACCESS_LOG, ACCESS_LOG_ROTATED, ACCESS_LOG_ROTATE_BYTES};
 use tokio::sync::mpsc;
-use updraft_runtime::logs::{service_log_dir, AccessRecord, ACCESS_LOG, ACCESS_LOG_ROTATED, ACCESS_LOG_ROTATE_BYTES};
 
 /// Records waiting to be written before new ones are dropped.
 const BUFFER: usize = 16 * 1024;
