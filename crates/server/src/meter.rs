@@ -8,24 +8,17 @@ use std::time::Duration;
 
 use updraft_model::Usage;
 use updraft_runtime::clock::now_us;
+use updraft_telemetry::metering::{accrue, hour_of, size};
 
 use crate::platform::Platform;
 use crate::revision_state::{ManagedInstance, RevisionState};
 
 /// How often accrued usage is written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
-/// The size an instance without a limit is metered at.
-pub const UNLIMITED_VCPU: f64 = 1.0;
-pub const UNLIMITED_GIB: f64 = 0.5;
-const HOUR_US: i64 = 3_600_000_000;
-const GIB: f64 = (1u64 << 30) as f64;
 
 fn sizes(state: &RevisionState) -> (f64, f64) {
     let config = &state.revision.config;
-    (
-        config.cpu_millis.map_or(UNLIMITED_VCPU, |m| f64::from(m) / 1000.0),
-        config.memory_bytes.map_or(UNLIMITED_GIB, |b| b as f64 / GIB),
-    )
+    size(config.cpu_millis, config.memory_bytes)
 }
 
 fn row(state: &RevisionState, now_us: i64) -> Usage {
@@ -34,27 +27,16 @@ fn row(state: &RevisionState, now_us: i64) -> Usage {
         namespace: key.namespace.clone(),
         service: key.service.clone(),
         revision: key.revision.clone(),
-        hour_us: now_us - now_us.rem_euclid(HOUR_US),
+        hour_us: hour_of(now_us),
         ..Default::default()
     }
 }
 
 /// Adds an instance's time and CPU since it was last metered to `usage`.
-fn accrue(state: &RevisionState, managed: &ManagedInstance, now_us: i64, usage: &mut Usage) {
-    let (vcpu, gib) = sizes(state);
+fn accrue_instance(state: &RevisionState, managed: &ManagedInstance, now_us: i64, usage: &mut Usage) {
+    let cpu_ns = managed.instance.cgroup.as_ref().and_then(|c| c.usage().cpu_ns);
     let mut metered = managed.metered.lock().unwrap_or_else(|p| p.into_inner());
-    let seconds = (now_us - metered.until_us).max(0) as f64 / 1e6;
-    usage.vcpu_seconds += vcpu * seconds;
-    usage.gib_seconds += gib * seconds;
-    metered.until_us = now_us;
-    let cpu_ns = managed
-        .instance
-        .cgroup
-        .as_ref()
-        .and_then(|c| c.usage().cpu_ns)
-        .unwrap_or(metered.cpu_ns);
-    usage.cpu_seconds += cpu_ns.saturating_sub(metered.cpu_ns) as f64 / 1e9;
-    metered.cpu_ns = metered.cpu_ns.max(cpu_ns);
+    accrue(&mut metered, sizes(state), cpu_ns, now_us, usage);
 }
 
 impl Platform {
@@ -68,7 +50,7 @@ impl Platform {
             let mut usage = row(&state, now);
             for managed in state.instances() {
                 if !managed.stopped.load(Ordering::Relaxed) {
-                    accrue(&state, &managed, now, &mut usage);
+                    accrue_instance(&state, &managed, now, &mut usage);
                 }
             }
             if let Some((count, seconds)) = requests.get(&state.endpoints.key) {
@@ -96,7 +78,7 @@ impl Platform {
         }
         let now = now_us();
         let mut usage = row(state, now);
-        accrue(state, managed, now, &mut usage);
+        accrue_instance(state, managed, now, &mut usage);
         if let Err(e) = self.store.add_usage(&[usage]) {
             tracing::error!(error = %e, "cannot write metered usage");
         }

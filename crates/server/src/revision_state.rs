@@ -99,7 +99,7 @@ pub struct ManagedInstance {
     /// The instance's CPU time at the last sample, for the HPA class.
     pub cpu_seen: std::sync::Mutex<Option<(Instant, u64)>>,
     /// How far its usage has been metered.
-    pub metered: std::sync::Mutex<Metered>,
+    pub metered: std::sync::Mutex<updraft_telemetry::metering::Metered>,
     /// Set once its last usage is metered.
     pub stopped: AtomicBool,
 }
@@ -201,11 +201,4 @@ impl RequestLedger {
     pub(crate) fn take(&self) -> HashMap<RevisionKey, (u64, f64)> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
-}
-
-/// Where an instance's metering stands: the time and CPU counted so far.
-#[derive(Debug, Clone, Copy)]
-pub struct Metered {
-    pub until_us: i64,
-    pub cpu_ns: u64,
 }

@@ -19,7 +19,7 @@ use updraft_scaling::{LoadPoint, PoolSizer, RevisionLoad, Why};
 use updraft_telemetry::{ColdStartLabels, ScaleLabels};
 
 use crate::platform::Platform;
-use crate::revision_state::{ColdStart, EventKind, ManagedInstance, Metered, RevisionState, ScaleEvent};
+use crate::revision_state::{ColdStart, EventKind, ManagedInstance, RevisionState, ScaleEvent};
 
 /// Instance ids like Kubernetes pod names: the revision and a short random suffix.
 fn instance_id(revision: &str) -> String {
@@ -313,10 +313,7 @@ impl Platform {
             ready_at_us: AtomicI64::new(0),
             stopping: AtomicBool::new(false),
             cpu_seen: std::sync::Mutex::new(None),
-            metered: std::sync::Mutex::new(Metered {
-                until_us: now_us(),
-                cpu_ns: 0,
-            }),
+            metered: std::sync::Mutex::new(updraft_telemetry::metering::Metered::from(now_us())),
             stopped: AtomicBool::new(false),
         });
         state

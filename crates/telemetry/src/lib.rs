@@ -1,5 +1,6 @@
 //! What the platform tells about what runs: instance logs and the access log
-//! (`logs`, `access`: format, query, follow), and Prometheus metrics for the whole
+//! (`logs`, `access`: format, query, follow), what instances cost (`metering`), how
+//! long logs are kept (`retention`), and Prometheus metrics for the whole
 //! platform at `/metrics`, in the Prometheus text format or OpenMetrics, as the
 //! scraper asks.
 //!
@@ -11,6 +12,8 @@
 pub mod access;
 mod exposition;
 pub mod logs;
+pub mod metering;
+pub mod retention;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
