@@ -153,6 +153,13 @@ pub struct Policy {
     pub dead_letter: Option<Destination>,
 }
 
+impl Policy {
+    /// As a delivery row keeps it.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 impl DeliverySpec {
     pub fn validate(&self, field: &str, namespace: &str) -> Result<(), FieldError> {
         if let Some(retry) = self.retry {

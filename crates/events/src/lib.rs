@@ -8,4 +8,6 @@ pub mod cron;
 pub mod delivery;
 pub mod filter;
 pub mod manifest;
+pub mod queue;
+pub mod routing;
 pub mod trigger;

@@ -19,7 +19,6 @@ use updraft_gateway::host_for;
 use updraft_runtime::clock::now_us;
 use updraft_store::events::{DeliveryRecord, NewDelivery, Outcome, Write};
 
-use crate::event_io::policy_json;
 use crate::platform::Platform;
 use crate::triggers::labels;
 
@@ -246,14 +245,14 @@ pub(crate) async fn deliver(platform: &Platform, delivery: DeliveryRecord) {
         let outcome = Outcome::Failed {
             error: "the stored delivery cannot be read".to_string(),
         };
-        let _ = platform.event_writer.write(finish(outcome)).await;
+        let _ = platform.event_queue.submit(finish(outcome)).stored().await;
         return;
     };
     let target = match destination.resolve("target", &delivery.namespace) {
         Ok(target) => target,
         Err(e) => {
             let outcome = Outcome::Failed { error: e.to_string() };
-            let _ = platform.event_writer.write(finish(outcome)).await;
+            let _ = platform.event_queue.submit(finish(outcome)).stored().await;
             return;
         }
     };
@@ -296,7 +295,7 @@ pub(crate) async fn deliver(platform: &Platform, delivery: DeliveryRecord) {
                                 trigger: delivery.trigger.clone(),
                                 event: serde_json::to_string(&letter).unwrap_or_default(),
                                 target: serde_json::to_string(sink).unwrap_or_default(),
-                                policy: policy_json(&letter_policy),
+                                policy: letter_policy.json(),
                                 dead_letter: true,
                                 broker: None,
                                 scheduled_at_us: delivery.scheduled_at_us,
@@ -310,7 +309,7 @@ pub(crate) async fn deliver(platform: &Platform, delivery: DeliveryRecord) {
             }
         }
     };
-    if let Err(e) = platform.event_writer.write(finish(outcome)).await {
+    if let Err(e) = platform.event_queue.submit(finish(outcome)).stored().await {
         tracing::warn!(delivery = delivery.id, "cannot record a delivery's outcome: {e}");
     }
 }

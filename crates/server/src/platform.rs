@@ -20,10 +20,12 @@ use updraft_store::{EventStore, Snapshot, SqliteStore, Store};
 use updraft_telemetry::logs::AccessRecord;
 use updraft_telemetry::{Metrics, RevisionLabels};
 
-use crate::event_io::{EventWriter, RoutingSnapshot, SinkClient, TriggerSignals};
+use crate::event_io::{SinkClient, TriggerSignals};
 use crate::revision_state::{RequestLedger, RevisionState};
 use crate::routes::RouteTargets;
 use crate::{Paths, ServerConfig};
+use updraft_events::queue::{DeliveryQueue, GroupCommit};
+use updraft_events::routing::RoutingSnapshot;
 use updraft_telemetry::access::AccessLog;
 
 /// Unreferenced packages younger than this are kept: their deploy may be on its way.
@@ -93,7 +95,7 @@ pub struct Platform {
     /// The same store, seen as triggers, brokers and the delivery queue.
     pub events: Arc<dyn EventStore>,
     pub(crate) signals: TriggerSignals,
-    pub(crate) event_writer: EventWriter,
+    pub(crate) event_queue: Box<dyn DeliveryQueue>,
     /// Namespaces, brokers and triggers as of the store's last version, for routing.
     pub(crate) routing_cache: Mutex<Option<Arc<RoutingSnapshot>>>,
     pub(crate) sink_client: SinkClient,
@@ -260,7 +262,7 @@ impl Platform {
             log_feed,
             requests,
             access_log,
-            event_writer: EventWriter::start(events.clone())?,
+            event_queue: Box::new(GroupCommit::start(events.clone(), now_us)?),
             events,
             signals: TriggerSignals::default(),
             routing_cache: Mutex::new(None),

@@ -24,9 +24,9 @@ use updraft_store::events::{
 use updraft_telemetry::TriggerLabels;
 
 use crate::error::ApiError;
-use crate::event_io::{policy_json, RoutingSnapshot};
 use crate::platform::Platform;
 use crate::views::{DeliveryView, TriggerView};
+use updraft_events::routing::RoutingSnapshot;
 
 /// Finished deliveries and accepted events are kept this long for history.
 pub const HISTORY_US: i64 = 7 * 24 * 3_600_000_000;
@@ -102,12 +102,13 @@ impl Platform {
             .map(|event| routing.route(namespace, broker, event))
             .collect::<Result<_, _>>()?;
         let deliveries = accepted.iter().map(|a| a.deliveries.len()).sum();
-        self.event_writer
-            .write_blocking(Write::Accept {
+        self.event_queue
+            .submit(Write::Accept {
                 namespace: namespace.to_string(),
                 broker: broker.to_string(),
                 events: accepted,
             })
+            .stored_blocking()
             .map_err(ApiError::internal)?;
         self.metrics.events_accepted.inc_by(events.len() as u64);
         self.signals.queued.notify_one();
@@ -269,7 +270,7 @@ fn fire(platform: &Platform, record: &TriggerRecord, spec: &CronSpec, at: Option
                 trigger: record.name.clone(),
                 event: serde_json::to_string(&event).unwrap_or_default(),
                 target: serde_json::to_string(&spec.sink).unwrap_or_default(),
-                policy: policy_json(&spec.delivery.clone().unwrap_or_default().policy(None)),
+                policy: spec.delivery.clone().unwrap_or_default().policy(None).json(),
                 dead_letter: false,
                 broker: None,
                 scheduled_at_us: Some(at),
