@@ -13,7 +13,7 @@ use updraft_model::annotations::{validate_service_annotations, RateLimit};
 use updraft_model::traffic::resolve;
 use updraft_model::Service;
 use updraft_runtime::clock::now_us;
-use updraft_store::{Change, Kind, Resource, Snapshot, Store, StoreError, Watch, WatchEvent, WatchFilter};
+use updraft_store::{Change, Kind, Resource, Snapshot, Store, StoreError, Watch, WatchEvent, WatchFilter, WatchStep};
 
 /// The revisions this node runs, as the route table needs them.
 pub trait RouteTargets: Send + Sync {
@@ -236,7 +236,7 @@ impl RouteReconciler {
     pub async fn run(mut self, store: Arc<dyn Store>, applied: watch::Sender<u64>, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         applied.send_replace(self.revision);
-        let mut changes = Watch::new(store.clone(), WatchFilter::default(), self.revision);
+        let mut changes = Watch::new(store.clone(), routed(), self.revision);
         loop {
             let step = self
                 .next_rollout_step_us()
@@ -247,8 +247,8 @@ impl RouteReconciler {
                     self.advance_rollouts(now_us());
                     self.publish();
                 }
-                next = changes.next() => match next {
-                    Ok(event) => {
+                next = changes.step() => match next {
+                    Ok(WatchStep::Event(event)) => {
                         self.apply(event, now_us());
                         // A write's changes share its revision: it is applied once
                         // none of them is left.
@@ -257,12 +257,17 @@ impl RouteReconciler {
                             applied.send_replace(changes.revision());
                         }
                     }
+                    // Triggers and brokers route nothing, but the table is current
+                    // past them: a caller waiting on their revision goes on.
+                    Ok(WatchStep::Skipped { through }) => {
+                        applied.send_replace(through);
+                    }
                     Err(StoreError::Compacted { .. }) => {
                         tracing::warn!("the route table fell behind the store's change log; listing again");
                         match list(&store).await {
                             Ok(snapshot) => {
                                 self.reset(&snapshot, now_us());
-                                changes = Watch::new(store.clone(), WatchFilter::default(), snapshot.revision);
+                                changes = Watch::new(store.clone(), routed(), snapshot.revision);
                                 applied.send_replace(snapshot.revision);
                             }
                             Err(e) => tracing::error!(error = %e, "cannot list the store; routes unchanged"),
@@ -276,6 +281,11 @@ impl RouteReconciler {
             }
         }
     }
+}
+
+/// The kinds routes are made of.
+fn routed() -> WatchFilter {
+    WatchFilter::kinds(&[Kind::Namespace, Kind::Service, Kind::Revision])
 }
 
 /// Reads a snapshot off the async workers.

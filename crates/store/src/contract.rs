@@ -8,7 +8,7 @@ use std::time::Duration;
 use updraft_model::traffic::{Target, TrafficTarget};
 use updraft_model::{RevisionConfig, RevisionTemplate, ServiceConfig};
 
-use crate::watch::{Change, Kind, Resource, Watch, WatchFilter};
+use crate::watch::{Change, Kind, Resource, Watch, WatchFilter, WatchStep};
 use crate::{NewRevision, Store, StoreError};
 
 /// Opens an empty store whose change log keeps this many revisions.
@@ -208,12 +208,15 @@ fn filters_and_pages_keep_whole_writes(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(names, ["a", "b"]);
     let team = WatchFilter {
-        kind: None,
+        kinds: Vec::new(),
         namespace: Some("team".into()),
     };
     let in_team = store.changes_after(start, &team, 100).unwrap();
     assert_eq!(in_team.events.len(), 3, "the namespace itself, a's revision and a");
     assert_eq!(in_team.through, start + 3, "what did not match is read past");
+    let routed = WatchFilter::kinds(&[Kind::Namespace, Kind::Service]);
+    let routed = store.changes_after(start, &routed, 100).unwrap();
+    assert_eq!(routed.events.len(), 3, "team, a and b; not the revisions");
     let first = store.changes_after(start + 1, &WatchFilter::default(), 1).unwrap();
     assert_eq!(first.events.len(), 2, "a page holds whole writes");
     assert_eq!(first.through, start + 2);
@@ -276,4 +279,23 @@ async fn a_watch_streams_later_writes(store: Arc<dyn Store>) {
     );
     let mut behind = Watch::new(store.clone(), WatchFilter::default(), 0);
     assert!(behind.next().await.is_ok(), "nothing is compacted yet");
+
+    // A follower learns that writes it does not want were read past, so it can say it
+    // is current to the store's revision without waiting for a change it wants.
+    let mut brokers = Watch::new(
+        store.clone(),
+        WatchFilter::kind(Kind::Broker),
+        store.current_revision().unwrap(),
+    );
+    deploy(&*store, "default", "other").unwrap();
+    let step = tokio::time::timeout(Duration::from_secs(10), brokers.step())
+        .await
+        .expect("the watch woke for the write it skips")
+        .unwrap();
+    assert_eq!(
+        step,
+        WatchStep::Skipped {
+            through: store.current_revision().unwrap()
+        }
+    );
 }

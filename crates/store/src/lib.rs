@@ -25,7 +25,7 @@ use updraft_model::{
 pub use changelog::DEFAULT_CHANGE_LOG_LIMIT;
 pub use events::EventStore;
 pub use sqlite::SqliteStore;
-pub use watch::{Change, ChangePage, Kind, Resource, Snapshot, Watch, WatchEvent, WatchFilter};
+pub use watch::{Change, ChangePage, Kind, Resource, Snapshot, Watch, WatchEvent, WatchFilter, WatchStep};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -116,20 +116,37 @@ pub struct WatchEvent {
     pub change: Change,
 }
 
-/// Which changes a watcher wants: a kind, a namespace, or both (`None` is any).
+/// Which changes a watcher wants: some kinds, a namespace, or both (no kinds and no
+/// namespace is everything).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WatchFilter {
-    pub kind: Option<Kind>,
+    pub kinds: Vec<Kind>,
     pub namespace: Option<String>,
 }
 
 impl WatchFilter {
     pub fn kind(kind: Kind) -> Self {
+        Self::kinds(&[kind])
+    }
+
+    pub fn kinds(kinds: &[Kind]) -> Self {
         WatchFilter {
-            kind: Some(kind),
+            kinds: kinds.to_vec(),
             namespace: None,
         }
     }
+
+    pub fn wants(&self, kind: Kind) -> bool {
+        self.kinds.is_empty() || self.kinds.contains(&kind)
+    }
+}
+
+/// What a watch read next: a change it wants, or how far it read past changes it does
+/// not want, so a follower can say it is current up to there.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchStep {
+    Event(WatchEvent),
+    Skipped { through: u64 },
 }
 
 /// Everything a follower lists at start, and the revision it was read at.
@@ -189,10 +206,21 @@ impl Watch {
         !self.ready.is_empty()
     }
 
+    /// The next change the filter wants, waiting for one.
     pub async fn next(&mut self) -> Result<WatchEvent> {
         loop {
-            if let Some(event) = self.ready.pop_front() {
+            if let WatchStep::Event(event) = self.step().await? {
                 return Ok(event);
+            }
+        }
+    }
+
+    /// The next change the filter wants, or word that writes it does not want were
+    /// read past; waits while there is neither.
+    pub async fn step(&mut self) -> Result<WatchStep> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(WatchStep::Event(event));
             }
             // Marked seen before the read: a write after it wakes the wait below.
             self.written.borrow_and_update();
@@ -202,6 +230,9 @@ impl Watch {
                 .map_err(|e| StoreError::Unavailable(e.to_string()))??;
             if page.through > self.after {
                 self.after = page.through;
+                if page.events.is_empty() {
+                    return Ok(WatchStep::Skipped { through: page.through });
+                }
                 self.ready.extend(page.events);
                 continue;
             }
