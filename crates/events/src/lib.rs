@@ -10,4 +10,5 @@ pub mod filter;
 pub mod manifest;
 pub mod queue;
 pub mod routing;
+pub mod scheduler;
 pub mod trigger;

@@ -1,5 +1,6 @@
-//! Triggers at work: the cron scheduler and the broker's ingress. `delivery` sends
-//! what they queue; `sources` reads NATS.
+//! Triggers at work: the broker's ingress and what the API shows of triggers; the
+//! cron scheduler is `updraft_events::scheduler`. `delivery` sends what they queue;
+//! `sources` reads NATS.
 //!
 //! Every event is in the store before anything is sent: a cron firing is queued in the
 //! transaction that moves its cursor, a broker event before its 202. The dispatcher then
@@ -9,18 +10,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use base64::Engine;
 use cloudevents::{AttributesReader, Event};
-use updraft_events::cloudevent::{EventBuilder, EventBuilderV10};
 use updraft_events::cron::{rfc3339, Schedule};
 use updraft_events::delivery::Destination;
-use updraft_events::trigger::{CronSpec, TriggerSpec, DEFAULT_BROKER, PING_EVENT_TYPE};
+use updraft_events::trigger::{TriggerSpec, DEFAULT_BROKER};
 use updraft_runtime::clock::now_us;
-use updraft_store::events::{
-    Accepted, BrokerRecord, DeliveryRecord, NewDelivery, TriggerRecord, Write, DELIVERED, PENDING,
-};
+use updraft_store::events::{Accepted, BrokerRecord, DeliveryRecord, TriggerRecord, Write, DELIVERED, PENDING};
 use updraft_telemetry::TriggerLabels;
 
 use crate::error::ApiError;
@@ -31,9 +27,7 @@ use updraft_events::routing::RoutingSnapshot;
 /// Finished deliveries and accepted events are kept this long for history.
 pub const HISTORY_US: i64 = 7 * 24 * 3_600_000_000;
 
-pub fn parse_spec(record: &TriggerRecord) -> Option<TriggerSpec> {
-    serde_json::from_str(&record.spec).ok()
-}
+pub use updraft_events::scheduler::parse_spec;
 
 pub(crate) fn labels(namespace: &str, trigger: &str, kind: &str) -> TriggerLabels {
     TriggerLabels {
@@ -196,98 +190,8 @@ pub(crate) fn delivery_view(d: &DeliveryRecord) -> DeliveryView {
     }
 }
 
-/// A cron firing as Knative's PingSource sends it.
-fn ping_event(namespace: &str, name: &str, spec: &CronSpec, scheduled_us: i64) -> Result<Event, String> {
-    let mut builder = EventBuilderV10::new()
-        .id(uuid::Uuid::new_v4().to_string())
-        .ty(PING_EVENT_TYPE)
-        .source(format!("/apis/v1/namespaces/{namespace}/pingsources/{name}"))
-        .time(chrono::DateTime::from_timestamp_micros(scheduled_us).unwrap_or_default());
-    let data = match (&spec.data, &spec.data_base64) {
-        (Some(text), _) => Some(text.clone().into_bytes()),
-        (None, Some(b64)) => Some(
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|e| e.to_string())?,
-        ),
-        (None, None) => None,
-    };
-    if let Some(data) = data {
-        let content_type = spec.content_type.clone().unwrap_or_else(|| {
-            if serde_json::from_slice::<serde_json::Value>(&data).is_ok() {
-                "application/json".to_string()
-            } else {
-                "text/plain".to_string()
-            }
-        });
-        builder = builder.data(content_type, data);
-    }
-    builder.build().map_err(|e| e.to_string())
-}
-
-/// Fires cron triggers at their scheduled seconds. Each firing moves the trigger's
-/// cursor and queues the delivery in one transaction, so a time fires once, restarts
-/// included; what was missed while down follows the trigger's catch-up policy.
+/// Runs the cron scheduler (`updraft_events::scheduler`) until `stop`.
 pub async fn schedule(platform: Arc<Platform>, stop: impl std::future::Future<Output = ()>) {
-    tokio::pin!(stop);
-    loop {
-        let changed = platform.signals.changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        let now = now_us();
-        let mut wake = now + 60_000_000;
-        let triggers = platform.events.triggers(None).unwrap_or_default();
-        for record in triggers.iter().filter(|t| t.kind == "cron") {
-            let Some(TriggerSpec::Cron(spec)) = parse_spec(record) else {
-                continue;
-            };
-            let Ok(schedule) = Schedule::parse("schedule", &spec.schedule, spec.timezone.as_deref()) else {
-                continue;
-            };
-            let cursor = record.cursor_us.unwrap_or(record.created_at_us);
-            let due = schedule.due(cursor, now, spec.catch_up);
-            if due.cursor > cursor {
-                fire(&platform, record, &spec, due.fire, due.cursor, now);
-            }
-            if let Some(next) = due.next {
-                wake = wake.min(next);
-            }
-        }
-        let sleep = Duration::from_micros((wake - now_us()).max(0) as u64);
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tokio::time::sleep(sleep) => {}
-            _ = changed => {}
-        }
-    }
-}
-
-fn fire(platform: &Platform, record: &TriggerRecord, spec: &CronSpec, at: Option<i64>, cursor: i64, now: i64) {
-    let firing = match at {
-        None => None,
-        Some(at) => match ping_event(&record.namespace, &record.name, spec, at) {
-            Ok(event) => Some(NewDelivery {
-                trigger: record.name.clone(),
-                event: serde_json::to_string(&event).unwrap_or_default(),
-                target: serde_json::to_string(&spec.sink).unwrap_or_default(),
-                policy: spec.delivery.clone().unwrap_or_default().policy(None).json(),
-                dead_letter: false,
-                broker: None,
-                scheduled_at_us: Some(at),
-            }),
-            Err(e) => {
-                tracing::warn!(trigger = %record.name, "cannot build the cron event: {e}");
-                None
-            }
-        },
-    };
-    let queued = firing.is_some();
-    match platform
-        .events
-        .fire(&record.namespace, &record.name, cursor, firing, now)
-    {
-        Ok(true) if queued => platform.signals.queued.notify_one(),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(trigger = %record.name, "cannot record a firing: {e}"),
-    }
+    let signals = &platform.signals;
+    updraft_events::scheduler::run(platform.events.clone(), now_us, &signals.changed, &signals.queued, stop).await
 }
