@@ -223,6 +223,42 @@ pub fn retryable(status: u16) -> bool {
     matches!(status, 404 | 408 | 409 | 429) || status >= 500
 }
 
+/// What comes after a failed attempt, by the delivery's policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Try again at this time.
+    Retry { next_at_us: i64 },
+    /// Send the event, marked, to the dead-letter sink.
+    DeadLetter { sink: Destination, attempts: u32 },
+    /// Give up.
+    Fail { attempts: u32 },
+}
+
+/// Decides what follows a failed attempt: another try while the failure may pass and
+/// retries are left, then the dead-letter sink if there is one (but never a dead
+/// letter's own), else failure. `attempts` counts the attempts made before this one.
+pub fn after_failure(
+    policy: &Policy,
+    attempts: u32,
+    can_retry: bool,
+    is_dead_letter: bool,
+    now_us: i64,
+) -> AfterFailure {
+    let attempts = attempts + 1;
+    if can_retry && attempts <= policy.retries {
+        return AfterFailure::Retry {
+            next_at_us: now_us.saturating_add(policy.backoff_us(attempts) as i64),
+        };
+    }
+    match (&policy.dead_letter, is_dead_letter) {
+        (Some(sink), false) => AfterFailure::DeadLetter {
+            sink: sink.clone(),
+            attempts,
+        },
+        _ => AfterFailure::Fail { attempts },
+    }
+}
+
 /// An ISO-8601 duration (`P1DT2H`, `PT0.2S`, `PT5M`) in microseconds. Years and months
 /// have no fixed length, so they are refused.
 pub fn parse_iso8601(field: &str, text: &str) -> Result<u64, FieldError> {
@@ -273,6 +309,52 @@ pub fn parse_iso8601(field: &str, text: &str) -> Result<u64, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_is_retried_with_backoff_then_dead_lettered_or_failed() {
+        let sink = Destination {
+            reference: None,
+            uri: Some("http://dead.example/".into()),
+        };
+        let policy = Policy {
+            retries: 2,
+            backoff: BackoffPolicy::Exponential,
+            delay_us: 100,
+            timeout_us: 1_000,
+            dead_letter: Some(sink.clone()),
+        };
+        let now = 1_000_000;
+        assert_eq!(
+            after_failure(&policy, 0, true, false, now),
+            AfterFailure::Retry { next_at_us: now + 200 }
+        );
+        assert_eq!(
+            after_failure(&policy, 1, true, false, now),
+            AfterFailure::Retry { next_at_us: now + 400 }
+        );
+        assert_eq!(
+            after_failure(&policy, 2, true, false, now),
+            AfterFailure::DeadLetter { sink, attempts: 3 }
+        );
+        // A 4xx that trying again cannot change goes to the sink at once.
+        assert!(matches!(
+            after_failure(&policy, 0, false, false, now),
+            AfterFailure::DeadLetter { attempts: 1, .. }
+        ));
+        // A dead letter that fails is not dead-lettered again; without a sink, failure.
+        assert_eq!(
+            after_failure(&policy, 2, true, true, now),
+            AfterFailure::Fail { attempts: 3 }
+        );
+        let no_sink = Policy {
+            dead_letter: None,
+            ..policy
+        };
+        assert_eq!(
+            after_failure(&no_sink, 0, false, false, now),
+            AfterFailure::Fail { attempts: 1 }
+        );
+    }
 
     #[test]
     fn iso8601_durations() {

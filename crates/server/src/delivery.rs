@@ -14,7 +14,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::Semaphore;
 use updraft_events::cloudevent::{read_reply, set_extension, to_binary};
-use updraft_events::delivery::{retryable, Destination, Policy, Target};
+use updraft_events::delivery::{after_failure, retryable, AfterFailure, Destination, Policy, Target};
 use updraft_gateway::host_for;
 use updraft_runtime::clock::now_us;
 use updraft_store::events::{DeliveryRecord, NewDelivery, Outcome, Write};
@@ -274,38 +274,31 @@ pub(crate) async fn deliver(platform: &Platform, delivery: DeliveryRecord) {
         }
         Some((error, can_retry, status, body)) => {
             platform.metrics.trigger_failures.get_or_create(&labels).inc();
-            let attempts = delivery.attempts + 1;
-            if can_retry && attempts <= policy.retries {
-                Outcome::Retry {
-                    next_at_us: now_us() + policy.backoff_us(attempts) as i64,
-                    error,
-                }
-            } else {
-                match (&policy.dead_letter, delivery.dead_letter) {
-                    (Some(sink), false) => {
-                        let url = platform.target_url(&target);
-                        let letter = dead_letter_event(event, url, status, &body);
-                        let letter_policy = Policy {
-                            dead_letter: None,
-                            ..policy.clone()
-                        };
-                        Outcome::DeadLettered {
-                            error: format!("{error} after {attempts} attempts"),
-                            dead_letter: NewDelivery {
-                                trigger: delivery.trigger.clone(),
-                                event: serde_json::to_string(&letter).unwrap_or_default(),
-                                target: serde_json::to_string(sink).unwrap_or_default(),
-                                policy: letter_policy.json(),
-                                dead_letter: true,
-                                broker: None,
-                                scheduled_at_us: delivery.scheduled_at_us,
-                            },
-                        }
-                    }
-                    _ => Outcome::Failed {
+            match after_failure(&policy, delivery.attempts, can_retry, delivery.dead_letter, now_us()) {
+                AfterFailure::Retry { next_at_us } => Outcome::Retry { next_at_us, error },
+                AfterFailure::DeadLetter { sink, attempts } => {
+                    let url = platform.target_url(&target);
+                    let letter = dead_letter_event(event, url, status, &body);
+                    let letter_policy = Policy {
+                        dead_letter: None,
+                        ..policy.clone()
+                    };
+                    Outcome::DeadLettered {
                         error: format!("{error} after {attempts} attempts"),
-                    },
+                        dead_letter: NewDelivery {
+                            trigger: delivery.trigger.clone(),
+                            event: serde_json::to_string(&letter).unwrap_or_default(),
+                            target: serde_json::to_string(&sink).unwrap_or_default(),
+                            policy: letter_policy.json(),
+                            dead_letter: true,
+                            broker: None,
+                            scheduled_at_us: delivery.scheduled_at_us,
+                        },
+                    }
                 }
+                AfterFailure::Fail { attempts } => Outcome::Failed {
+                    error: format!("{error} after {attempts} attempts"),
+                },
             }
         }
     };
