@@ -97,6 +97,16 @@ fn named_path(ns: &str, collection: &str, name: &str) -> String {
     format!("/v1/namespaces/{}/{collection}/{}", encode(ns), encode(name))
 }
 
+/// A service's log path, the query's filters with the reading asked for.
+fn logs_path(ns: &str, name: &str, q: &LogsQuery, follow: bool, requests: bool) -> Result<String> {
+    let q = LogsQuery {
+        follow,
+        requests,
+        ..q.clone()
+    };
+    query(format!("{}/logs", service_path(ns, name)), &q)
+}
+
 fn query<Q: Serialize>(path: String, query: &Q) -> Result<String> {
     let text = serde_urlencoded::to_string(query).map_err(|e| Error::Request(e.to_string()))?;
     Ok(if text.is_empty() {
@@ -389,31 +399,16 @@ impl Client {
     }
 
     pub async fn logs(&self, ns: &str, name: &str, q: &LogsQuery) -> Result<Vec<LogLineView>> {
-        let q = LogsQuery {
-            follow: false,
-            requests: false,
-            ..q.clone()
-        };
-        self.get(&query(format!("{}/logs", service_path(ns, name)), &q)?).await
+        self.get(&logs_path(ns, name, q, false, false)?).await
     }
 
     pub async fn access_log(&self, ns: &str, name: &str, q: &LogsQuery) -> Result<Vec<AccessLineView>> {
-        let q = LogsQuery {
-            follow: false,
-            requests: true,
-            ..q.clone()
-        };
-        self.get(&query(format!("{}/logs", service_path(ns, name)), &q)?).await
+        self.get(&logs_path(ns, name, q, false, true)?).await
     }
 
     /// The log as server-sent events (`line`, `dropped`), as they come.
     pub async fn follow_logs(&self, ns: &str, name: &str, q: &LogsQuery) -> Result<hyper::body::Incoming> {
-        let q = LogsQuery {
-            follow: true,
-            requests: false,
-            ..q.clone()
-        };
-        let path = query(format!("{}/logs", service_path(ns, name)), &q)?;
+        let path = logs_path(ns, name, q, true, false)?;
         let headers = [("accept".to_string(), "text/event-stream".to_string())];
         self.streamed(Method::GET, &path, &headers, empty()).await
     }

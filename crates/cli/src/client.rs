@@ -47,9 +47,9 @@ impl From<Error> for CliError {
     }
 }
 
-/// A file as a request body, with a progress bar on a terminal for a large one; the
-/// bar is returned to be cleared once the answer comes.
-pub async fn file_body(file: &Path) -> Result<(updraft_api::client::Body, u64, Option<ProgressBar>), CliError> {
+/// A file as a request body and its length, with a progress bar on a terminal for a
+/// large one, cleared once the body is sent (or dropped).
+pub async fn file_body(file: &Path) -> Result<(updraft_api::client::Body, u64), CliError> {
     let handle = tokio::fs::File::open(file)
         .await
         .map_err(|e| CliError::failed(format!("{}: {e}", file.display())))?;
@@ -70,9 +70,9 @@ pub async fn file_body(file: &Path) -> Result<(updraft_api::client::Body, u64, O
         file: handle,
         len,
         buf: vec![0; 256 * 1024],
-        progress: progress.clone(),
+        progress,
     };
-    Ok((body.boxed_unsync(), len, progress))
+    Ok((body.boxed_unsync(), len))
 }
 
 struct FileBody {
@@ -80,6 +80,14 @@ struct FileBody {
     len: u64,
     buf: Vec<u8>,
     progress: Option<ProgressBar>,
+}
+
+impl Drop for FileBody {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.progress {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 impl Body for FileBody {

@@ -103,12 +103,8 @@ pub async fn import(client: &ApiClient, local: &LocalImage) -> Result<ImageView,
 }
 
 async fn upload(client: &ApiClient, path: &Path, tag: Option<&str>) -> Result<ImageView, CliError> {
-    let (body, len, progress) = crate::client::file_body(path).await?;
-    let imported = client.import_image(body, len, tag).await;
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
-    Ok(imported?)
+    let (body, len) = crate::client::file_body(path).await?;
+    Ok(client.import_image(body, len, tag).await?)
 }
 
 /// Pulls through the server, drawing the bytes transferred on a terminal.

@@ -85,10 +85,6 @@ pub async fn upload_component(client: &ApiClient, path: &std::path::Path) -> Res
 }
 
 async fn upload(client: &ApiClient, path: &std::path::Path) -> Result<String, CliError> {
-    let (body, len, progress) = file_body(path).await?;
-    let uploaded = client.upload_package(body, len).await;
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
-    Ok(uploaded?.digest)
+    let (body, len) = file_body(path).await?;
+    Ok(client.upload_package(body, len).await?.digest)
 }

@@ -32,8 +32,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Serialize> FromRequest<S> for JsonBod
 /// it to the documented shape: serde reads a struct from an array too (`[1, 2]` as
 /// the first two fields), which the schema does not allow and no client means.
 pub fn json_body<T: DeserializeOwned + Serialize>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+    // Parsed once; the value is both what is read and what the shape is checked against.
+    let sent: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("body", e.to_string()))?;
+    let value: T = serde_path_to_error::deserialize(&sent).map_err(|e| {
         let error = e.inner().to_string();
         // An unknown key is a fault of the object that holds it, as a misspelt
         // setting is reported against the body rather than against a name it lacks.
@@ -45,7 +47,6 @@ pub fn json_body<T: DeserializeOwned + Serialize>(bytes: &[u8]) -> Result<T, Api
             .saturating_sub(usize::from(error.starts_with("unknown field")));
         ApiError::bad_request(&field_path(e.path().iter().take(depth)), error)
     })?;
-    let sent: serde_json::Value = serde_json::from_slice(bytes).map_err(ApiError::internal)?;
     let read = serde_json::to_value(&value).map_err(ApiError::internal)?;
     match array_read_as_object(&sent, &read, "body") {
         Some(field) => Err(ApiError::bad_request(&field, "must be a JSON object, not an array")),

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use cloudevents::{AttributesReader, Event};
 use updraft_events::cron::{rfc3339, Schedule};
 use updraft_events::delivery::Destination;
-use updraft_events::trigger::{TriggerSpec, DEFAULT_BROKER};
+use updraft_events::trigger::TriggerSpec;
 use updraft_runtime::clock::now_us;
-use updraft_store::events::{Accepted, BrokerRecord, DeliveryRecord, TriggerRecord, Write, DELIVERED, PENDING};
+use updraft_store::events::{Accepted, DeliveryRecord, TriggerRecord, Write, DELIVERED, PENDING};
 use updraft_telemetry::TriggerLabels;
 
 use crate::error::ApiError;
@@ -69,22 +69,6 @@ impl Platform {
         });
         *cached = Some(snapshot.clone());
         Ok(snapshot)
-    }
-
-    /// A broker's delivery spec; the default broker exists in every namespace.
-    pub(crate) fn broker(&self, namespace: &str, name: &str) -> Result<Option<BrokerRecord>, ApiError> {
-        self.require_namespace(namespace)?;
-        let found = self
-            .events
-            .brokers(Some(namespace))?
-            .into_iter()
-            .find(|b| b.name == name);
-        if found.is_none() && name != DEFAULT_BROKER {
-            return Err(ApiError::not_found(format!(
-                "broker {name:?} does not exist in namespace {namespace:?}; the default broker is {DEFAULT_BROKER:?}"
-            )));
-        }
-        Ok(found)
     }
 
     /// Stores events sent to a broker with a delivery for every trigger each matches,
