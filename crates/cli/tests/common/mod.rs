@@ -21,6 +21,7 @@ pub struct Server {
     pub gateway: SocketAddr,
     pub api: String,
     extra: Vec<String>,
+    port_retries: u32,
 }
 
 pub struct CliOut {
@@ -55,6 +56,7 @@ impl Server {
             gateway: SocketAddr::from(([127, 0, 0, 1], free_port())),
             api: format!("http://127.0.0.1:{}", free_port()),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            port_retries: 0,
         };
         server.launch();
         server
@@ -95,6 +97,14 @@ impl Server {
                 }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                // A free port can be taken by another test between finding it and the
+                // server binding it: pick new ones and start again.
+                if self.log().contains("Address already in use") && self.port_retries < 3 {
+                    self.port_retries += 1;
+                    self.gateway = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                    self.api = format!("http://127.0.0.1:{}", free_port());
+                    return self.launch();
+                }
                 panic!("server exited with {status}: {}", self.log());
             }
             assert!(Instant::now() < deadline, "server did not come up: {}", self.log());
