@@ -1,13 +1,18 @@
-//! Triggers: cron schedules, CloudEvents, broker filters and delivery policies.
+//! Triggers: cron schedules, CloudEvents, broker filters and delivery policies, and the
+//! loops that act on them.
 //!
-//! Pure: no network, clock or disk. The server's dispatcher does the I/O and asks this
-//! crate what is due, what matches and when to try again.
+//! The decisions (what is due, what matches, when to try again) are pure and take the
+//! time as a parameter. The loops (`scheduler`, `dispatch`, `nats`) and the durable
+//! queue (`queue`) do the I/O over the store's `EventStore`; how an event reaches its
+//! target is the platform's, behind `dispatch::Transport`.
 
 pub mod cloudevent;
 pub mod cron;
 pub mod delivery;
+pub mod dispatch;
 pub mod filter;
 pub mod manifest;
+pub mod nats;
 pub mod queue;
 pub mod routing;
 pub mod scheduler;

@@ -24,11 +24,6 @@ impl Receipt {
     pub async fn stored(self) -> Result<(), String> {
         self.0?.await.map_err(|_| STOPPED.to_string())?
     }
-
-    /// For callers on a blocking thread.
-    pub fn stored_blocking(self) -> Result<(), String> {
-        self.0?.blocking_recv().map_err(|_| STOPPED.to_string())?
-    }
 }
 
 const STOPPED: &str = "the event writer stopped";
@@ -115,8 +110,5 @@ mod tests {
         }
         let pending = store.due_deliveries(i64::MAX, 1000).unwrap();
         assert_eq!(pending.len(), 300);
-        let blocking = tokio::task::spawn_blocking(move || queue.submit(accept("{\"id\":\"last\"}")).stored_blocking());
-        blocking.await.unwrap().unwrap();
-        assert_eq!(store.due_deliveries(i64::MAX, 1000).unwrap().len(), 301);
     }
 }

@@ -4,12 +4,15 @@
 //! database while a commit syncs.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use cloudevents::Event;
 use updraft_store::events::{Accepted, NewDelivery};
+use updraft_store::{EventStore, Store, StoreError};
 
 use crate::delivery::DeliverySpec;
 use crate::filter::trigger_matches;
+use crate::scheduler::parse_spec;
 use crate::trigger::{TriggerSpec, DEFAULT_BROKER};
 
 #[derive(Default)]
@@ -31,6 +34,57 @@ pub enum RouteError {
     NoSuchBroker { namespace: String, name: String },
     #[error("the event cannot be stored: {0}")]
     Encode(#[from] serde_json::Error),
+}
+
+/// The routing snapshot of the store's current version, read again only after a write.
+pub struct RoutingCache {
+    store: Arc<dyn Store>,
+    events: Arc<dyn EventStore>,
+    cached: Mutex<Option<Arc<RoutingSnapshot>>>,
+}
+
+impl RoutingCache {
+    pub fn new(store: Arc<dyn Store>, events: Arc<dyn EventStore>) -> RoutingCache {
+        RoutingCache {
+            store,
+            events,
+            cached: Mutex::new(None),
+        }
+    }
+
+    pub async fn current(&self) -> Result<Arc<RoutingSnapshot>, StoreError> {
+        let version = *self.store.subscribe().borrow();
+        let cached = self.cached.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(snapshot) = cached.filter(|s| s.version == version) {
+            return Ok(snapshot);
+        }
+        let namespaces = self.store.namespaces().await?.into_iter().map(|n| n.name).collect();
+        let events = self.events.clone();
+        let (brokers, triggers) =
+            tokio::task::spawn_blocking(move || Ok::<_, StoreError>((events.brokers(None)?, events.triggers(None)?)))
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        let snapshot = Arc::new(RoutingSnapshot {
+            version,
+            namespaces,
+            brokers: brokers
+                .into_iter()
+                .map(|b| {
+                    let delivery = b.delivery.as_deref().and_then(|d| serde_json::from_str(d).ok());
+                    ((b.namespace, b.name), delivery)
+                })
+                .collect(),
+            triggers: triggers
+                .into_iter()
+                .map(|t| {
+                    let spec = parse_spec(&t);
+                    (t.namespace, t.name, t.kind, spec)
+                })
+                .collect(),
+        });
+        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());
+        Ok(snapshot)
+    }
 }
 
 impl RoutingSnapshot {

@@ -145,7 +145,7 @@ async fn info(State(p): Shared) -> Json<InfoView> {
 #[utoipa::path(get, path = "/v1/namespaces", tag = "namespaces",
     responses((status = 200, description = "Every namespace", body = Vec<NamespaceView>), ApiError))]
 async fn list_namespaces(State(p): Shared) -> Result<Json<Vec<NamespaceView>>, ApiError> {
-    let namespaces = p.store.namespaces()?;
+    let namespaces = p.store.namespaces().await?;
     Ok(Json(namespaces.into_iter().map(namespace_view).collect()))
 }
 
@@ -158,7 +158,8 @@ async fn create_namespace(
     validate_namespace_name("name", &request.name)?;
     let ns = p
         .store
-        .create_namespace(&request.name, updraft_runtime::clock::now_us())?;
+        .create_namespace(&request.name, updraft_runtime::clock::now_us())
+        .await?;
     Ok((StatusCode::CREATED, Json(namespace_view(ns))))
 }
 
@@ -192,11 +193,10 @@ async fn set_namespace_limits(
     JsonBody(limits): JsonBody<NamespaceLimits>,
 ) -> Result<Json<NamespaceView>, ApiError> {
     limits.validate()?;
-    p.require_namespace(&ns)?;
-    let updated = p.store.set_namespace_limits(&ns, &limits)?;
+    p.require_namespace(&ns).await?;
+    let updated = p.store.set_namespace_limits(&ns, &limits).await?;
     p.routes_caught_up().await?;
-    let platform = p.clone();
-    let _ = tokio::task::spawn_blocking(move || platform.apply_log_retention()).await;
+    p.apply_log_retention().await;
     Ok(Json(namespace_view(updated)))
 }
 
@@ -242,15 +242,13 @@ async fn apply(
         }
         Document::Trigger(t) => {
             let ns = t.namespace.as_deref().unwrap_or(namespace);
-            Ok(Json(ApplyResult::Other(p.put_trigger(ns, &t.name, &t.spec)?)))
+            Ok(Json(ApplyResult::Other(p.put_trigger(ns, &t.name, &t.spec).await?)))
         }
         Document::Broker(b) => {
             let ns = b.namespace.as_deref().unwrap_or(namespace);
-            Ok(Json(ApplyResult::Other(p.put_broker(
-                ns,
-                &b.name,
-                b.delivery.as_ref(),
-            )?)))
+            Ok(Json(ApplyResult::Other(
+                p.put_broker(ns, &b.name, b.delivery.as_ref()).await?,
+            )))
         }
     }
 }
@@ -275,8 +273,8 @@ async fn manifest(
     Path(NamedPath { ns, name }): Path<NamedPath>,
     Query(params): Query<ManifestParams>,
 ) -> Result<Response, ApiError> {
-    let svc = p.find_service(&ns, &name)?;
-    let manifest = p.manifest(&svc, params.knative)?;
+    let svc = p.find_service(&ns, &name).await?;
+    let manifest = p.manifest(&svc, params.knative).await?;
     match params.format.as_deref().unwrap_or("yaml") {
         "json" => Ok(Json(manifest).into_response()),
         "yaml" => {
@@ -329,9 +327,11 @@ async fn list_revisions(
     State(p): Shared,
     Path(NamedPath { ns, name }): Path<NamedPath>,
 ) -> Result<Json<Vec<RevisionView>>, ApiError> {
-    let svc = p.find_service(&ns, &name)?;
+    let svc = p.find_service(&ns, &name).await?;
     let routing = p.routing(&svc, updraft_runtime::clock::now_us());
-    Ok(Json(p.revision_views(&svc, &routing).map_err(ApiError::internal)?))
+    Ok(Json(
+        p.revision_views(&svc, &routing).await.map_err(ApiError::internal)?,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/namespaces/{ns}/services/{name}/events", tag = "services",
@@ -340,8 +340,8 @@ async fn list_events(
     State(p): Shared,
     Path(NamedPath { ns, name }): Path<NamedPath>,
 ) -> Result<Json<Vec<ScaleEventView>>, ApiError> {
-    let svc = p.find_service(&ns, &name)?;
-    Ok(Json(p.service_events(&svc).map_err(ApiError::internal)?))
+    let svc = p.find_service(&ns, &name).await?;
+    Ok(Json(p.service_events(&svc).await.map_err(ApiError::internal)?))
 }
 
 #[utoipa::path(put, path = "/v1/namespaces/{ns}/services/{name}/traffic", tag = "services",
@@ -352,7 +352,7 @@ async fn set_traffic(
     Path(NamedPath { ns, name }): Path<NamedPath>,
     JsonBody(request): JsonBody<TrafficRequest>,
 ) -> Result<Json<ServiceView>, ApiError> {
-    p.find_service(&ns, &name)?;
+    p.find_service(&ns, &name).await?;
     Ok(Json(p.set_traffic(&ns, &name, request.traffic).await?))
 }
 
@@ -367,7 +367,7 @@ async fn rollback(
     // No body, or JSON `null`, asks for the revision before the latest.
     let request =
         json_body::<Option<RollbackRequest>>(if body.is_empty() { b"null" } else { &body })?.unwrap_or_default();
-    p.find_service(&ns, &name)?;
+    p.find_service(&ns, &name).await?;
     Ok(Json(p.rollback(&ns, &name, request.to).await?))
 }
 
@@ -377,7 +377,7 @@ async fn delete_revision(
     State(p): Shared,
     Path(RevisionPath { ns, revision }): Path<RevisionPath>,
 ) -> Result<StatusCode, ApiError> {
-    p.require_namespace(&ns)?;
+    p.require_namespace(&ns).await?;
     p.delete_revision(&ns, &revision).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -388,13 +388,12 @@ async fn list_services(
     State(p): Shared,
     Path(NamespacePath { ns }): Path<NamespacePath>,
 ) -> Result<Json<Vec<ServiceView>>, ApiError> {
-    p.require_namespace(&ns)?;
-    let services = p.store.services(Some(&ns))?;
-    let views = services
-        .iter()
-        .map(|s| p.service_view(s, false))
-        .collect::<anyhow::Result<_>>()
-        .map_err(ApiError::internal)?;
+    p.require_namespace(&ns).await?;
+    let services = p.store.services(Some(&ns)).await?;
+    let mut views = Vec::with_capacity(services.len());
+    for service in &services {
+        views.push(p.service_view(service, false).await.map_err(ApiError::internal)?);
+    }
     Ok(Json(views))
 }
 
@@ -404,8 +403,8 @@ async fn describe_service(
     State(p): Shared,
     Path(NamedPath { ns, name }): Path<NamedPath>,
 ) -> Result<Json<ServiceView>, ApiError> {
-    let svc = p.find_service(&ns, &name)?;
-    Ok(Json(p.service_view(&svc, true).map_err(ApiError::internal)?))
+    let svc = p.find_service(&ns, &name).await?;
+    Ok(Json(p.service_view(&svc, true).await.map_err(ApiError::internal)?))
 }
 
 /// Deploys a new revision from a stored package, component or image, or with no
@@ -427,7 +426,7 @@ async fn delete_service(
     State(p): Shared,
     Path(NamedPath { ns, name }): Path<NamedPath>,
 ) -> Result<StatusCode, ApiError> {
-    p.require_namespace(&ns)?;
+    p.require_namespace(&ns).await?;
     p.delete_service(&ns, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -465,7 +464,7 @@ async fn invoke_path(
 /// Sends a request through the gateway as if it came to the service's URL, so a test
 /// exercises the same path (activator, cold start) a real client does.
 async fn forward(p: &Platform, ns: &str, name: &str, path: &str, request: Request) -> Result<Response, ApiError> {
-    p.find_service(ns, name)?;
+    p.find_service(ns, name).await?;
     let (mut parts, body) = request.into_parts();
     let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     parts.uri = format!("/{path}{query}")

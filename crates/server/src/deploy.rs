@@ -6,17 +6,17 @@
 //! failure on the way removes what it made and leaves traffic as it was. A change of
 //! the service's own settings alone (traffic, annotations) makes no revision.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use updraft_model::annotations::{validate_service_annotations, FUNCTION_HANDLER, FUNCTION_RUNTIME};
+use updraft_model::annotations::{FUNCTION_HANDLER, FUNCTION_RUNTIME};
+use updraft_model::change::{next_config, Current, SettingsChange, TrafficChange};
 use updraft_model::knative::DesiredService;
 use updraft_model::names::{validate_namespace_name, validate_service_name};
 use updraft_model::package::detect;
 use updraft_model::revision_config::{self, ImageProcess};
 use updraft_model::template::{RevisionTemplate, Source, PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
-use updraft_model::traffic::{default_traffic, resolve, validate_traffic, Rollout, Target, TrafficTarget};
+use updraft_model::traffic::{default_traffic, resolve};
 use updraft_model::{DeploySpec, Revision, Service, ServiceConfig};
 use updraft_runtime::clock::now_us;
 use updraft_runtime::image::stored_digest;
@@ -31,26 +31,12 @@ use crate::revision_state::RevisionState;
 use crate::views::{ApplyView, ServiceView};
 use crate::ApiError;
 
-/// What to do with the traffic table.
-pub enum TrafficChange {
-    /// Keep it (a new service gets everything to its latest).
-    Keep,
-    /// Keep it, but pin `latest` rows to the current latest first, so the new
-    /// revision gets nothing (blue/green).
-    NoTrafficForNew,
-    /// Replace it (a manifest's `spec.traffic`, or its absence: everything to latest).
-    Set(Vec<TrafficTarget>),
-}
-
 /// A change to one service, validated.
 pub struct ServiceChange {
     pub template: RevisionTemplate,
     /// Make a revision even when the template is unchanged (an explicit deploy).
     pub force_revision: bool,
-    /// Replaces the service's labels when given.
-    pub labels: Option<BTreeMap<String, String>>,
-    pub annotations: BTreeMap<String, String>,
-    pub traffic: TrafficChange,
+    pub settings: SettingsChange,
 }
 
 impl Platform {
@@ -68,7 +54,7 @@ impl Platform {
             let result = platform.deploy_spec(&namespace, &name, spec).await;
             if let (Err(_), Some(digest)) = (&result, package) {
                 // A refused deploy leaves nothing behind, its upload included.
-                platform.discard_package_if_unused(&digest);
+                platform.discard_package_if_unused(&digest).await;
             }
             result
         })
@@ -83,10 +69,10 @@ impl Platform {
     ) -> Result<ServiceView, ApiError> {
         validate_namespace_name("namespace", namespace)?;
         validate_service_name("name", name)?;
-        self.require_namespace(namespace)?;
-        let existing = self.store.service(namespace, name)?;
+        self.require_namespace(namespace).await?;
+        let existing = self.store.service(namespace, name).await?;
         let latest = match &existing {
-            Some(svc) => self.store.revision(namespace, &svc.latest_revision)?,
+            Some(svc) => self.store.revision(namespace, &svc.latest_revision).await?,
             None => None,
         };
         let template = spec.template(latest.as_ref().map(|r| &r.template))?;
@@ -99,12 +85,14 @@ impl Platform {
         let change = ServiceChange {
             template,
             force_revision: spec.is_fresh(),
-            labels: None,
-            annotations,
-            traffic: if spec.no_traffic {
-                TrafficChange::NoTrafficForNew
-            } else {
-                TrafficChange::Keep
+            settings: SettingsChange {
+                labels: None,
+                annotations,
+                traffic: if spec.no_traffic {
+                    TrafficChange::NoTrafficForNew
+                } else {
+                    TrafficChange::Keep
+                },
             },
         };
         Ok(self.change_service(namespace, name, change).await?.service)
@@ -117,29 +105,31 @@ impl Platform {
     }
 
     async fn apply_desired(self: &Arc<Self>, desired: DesiredService) -> Result<ApplyView, ApiError> {
-        if let Err(e) = self.require_namespace(&desired.namespace) {
+        if let Err(e) = self.require_namespace(&desired.namespace).await {
             let image = &desired.template.image;
             if let Some(digest) = image
                 .strip_prefix(PACKAGE_IMAGE_PREFIX)
                 .or_else(|| image.strip_prefix(WASM_IMAGE_PREFIX))
             {
-                self.discard_package_if_unused(digest);
+                self.discard_package_if_unused(digest).await;
             }
             return Err(e);
         }
         let change = ServiceChange {
             template: desired.template,
             force_revision: false,
-            labels: Some(desired.labels),
-            annotations: desired.annotations,
-            traffic: TrafficChange::Set(desired.traffic.unwrap_or_else(default_traffic)),
+            settings: SettingsChange {
+                labels: Some(desired.labels),
+                annotations: desired.annotations,
+                traffic: TrafficChange::Set(desired.traffic.unwrap_or_else(default_traffic)),
+            },
         };
         self.change_service(&desired.namespace, &desired.name, change).await
     }
 
-    pub fn require_namespace(&self, namespace: &str) -> Result<(), ApiError> {
+    pub async fn require_namespace(&self, namespace: &str) -> Result<(), ApiError> {
         validate_namespace_name("namespace", namespace)?;
-        match self.store.namespace(namespace)? {
+        match self.store.namespace(namespace).await? {
             Some(_) => Ok(()),
             None => Err(updraft_store::StoreError::NoSuchNamespace(namespace.to_string()).into()),
         }
@@ -155,7 +145,9 @@ impl Platform {
         let Some(digest) = source.uploaded_blob().map(str::to_string) else {
             return self.change_service_locked(namespace, name, change).await;
         };
-        if !self.store.blob_exists(&digest)? {
+        // Marked in use before the check, so it cannot be discarded after it.
+        let package = self.use_package(&digest).await;
+        if !self.store.blob_exists(&digest).await? {
             let field = if matches!(source, Source::Wasm { .. }) {
                 "wasm"
             } else {
@@ -166,11 +158,10 @@ impl Platform {
                 format!("no {field} {digest} is stored; upload it first (POST /v1/packages)"),
             ));
         }
-        let _package = self.use_package(&digest);
         let result = self.change_service_locked(namespace, name, change).await;
         if result.is_err() {
-            drop(_package);
-            self.discard_package_if_unused(&digest);
+            drop(package);
+            self.discard_package_if_unused(&digest).await;
         }
         result
     }
@@ -183,8 +174,8 @@ impl Platform {
     ) -> Result<ApplyView, ApiError> {
         let lock = self.deploy_lock(namespace, name);
         let _held = lock.lock().await;
-        let existing = self.store.service(namespace, name)?;
-        let revisions = self.store.revisions(namespace, name)?;
+        let existing = self.store.service(namespace, name).await?;
+        let revisions = self.store.revisions(namespace, name).await?;
         let latest = existing
             .as_ref()
             .and_then(|s| revisions.iter().find(|r| r.name == s.latest_revision));
@@ -192,43 +183,21 @@ impl Platform {
         let new_name = if unchanged && !change.force_revision {
             None
         } else {
-            Some(self.new_revision_name(namespace, name, &change.template, latest)?)
+            Some(
+                self.new_revision_name(namespace, name, &change.template, latest)
+                    .await?,
+            )
         };
 
-        let mut config = existing.as_ref().map(|s| s.config.clone()).unwrap_or_default();
-        if let Some(labels) = change.labels {
-            config.labels = labels;
-        }
-        config.annotations = change.annotations;
-        let settings = validate_service_annotations("metadata.annotations", &config.annotations)?;
-        match change.traffic {
-            TrafficChange::Keep => {}
-            TrafficChange::NoTrafficForNew => match latest {
-                Some(latest) => {
-                    for row in config.traffic.iter_mut().filter(|t| t.latest) {
-                        *row = TrafficTarget::new(Target::Revision(latest.name.clone()), row.percent, row.tag.take());
-                    }
-                }
-                None => {
-                    return Err(ApiError::bad_request(
-                        "no_traffic",
-                        "a new service's first revision takes all its traffic; --no-traffic is for later revisions",
-                    ))
-                }
-            },
-            TrafficChange::Set(traffic) => config.traffic = traffic,
-        }
-        let mut names: Vec<&str> = revisions.iter().map(|r| r.name.as_str()).collect();
-        names.extend(new_name.as_deref());
-        validate_traffic("spec.traffic", name, &config.traffic, Some(&names))?;
-        let now = now_us();
-        config.rollout = match (&new_name, latest, settings.rollout_duration) {
-            (Some(new), Some(previous), Some(duration)) if config.traffic.iter().any(|t| t.latest && t.percent > 0) => {
-                Some(Rollout::new(&previous.name, new, now, duration))
-            }
-            (Some(_), _, _) => None,
-            (None, _, _) => config.rollout.filter(|r| !r.done(now)),
+        let names: Vec<&str> = revisions.iter().map(|r| r.name.as_str()).collect();
+        let current = Current {
+            service: name,
+            config: existing.as_ref().map(|s| &s.config),
+            latest: latest.map(|l| l.name.as_str()),
+            revisions: &names,
         };
+        let now = now_us();
+        let config = next_config(current, change.settings, new_name.as_deref(), now)?;
 
         let Some(rev_name) = new_name else {
             let service = match existing {
@@ -236,12 +205,14 @@ impl Platform {
                     return Ok(ApplyView {
                         result: "unchanged".into(),
                         revision: None,
-                        service: self.service_view(&svc, true).map_err(ApiError::internal)?,
+                        service: self.service_view(&svc, true).await.map_err(ApiError::internal)?,
                     })
                 }
-                Some(svc) => self
-                    .store
-                    .update_service_config(namespace, name, &config, svc.resource_version, now)?,
+                Some(svc) => {
+                    self.store
+                        .update_service_config(namespace, name, &config, svc.resource_version, now)
+                        .await?
+                }
                 None => {
                     return Err(ApiError::not_found(format!(
                         "service {name:?} does not exist in namespace {namespace:?}"
@@ -252,7 +223,7 @@ impl Platform {
             return Ok(ApplyView {
                 result: "configured".into(),
                 revision: None,
-                service: self.service_view(&service, true).map_err(ApiError::internal)?,
+                service: self.service_view(&service, true).await.map_err(ApiError::internal)?,
             });
         };
         let created = existing.is_none();
@@ -262,12 +233,12 @@ impl Platform {
         Ok(ApplyView {
             result: if created { "created" } else { "configured" }.into(),
             revision: Some(rev_name),
-            service: self.service_view(&service, true).map_err(ApiError::internal)?,
+            service: self.service_view(&service, true).await.map_err(ApiError::internal)?,
         })
     }
 
     /// The new revision's name: the template's own, or the next generated one.
-    fn new_revision_name(
+    async fn new_revision_name(
         &self,
         namespace: &str,
         service: &str,
@@ -282,7 +253,7 @@ impl Platform {
                         format!("{requested:?} is the name of the latest revision, but the template changed; give the new revision a new name or leave the name out"),
                     ));
                 }
-                if let Some(taken) = self.store.revision(namespace, requested)? {
+                if let Some(taken) = self.store.revision(namespace, requested).await? {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
                         format!(
@@ -293,7 +264,7 @@ impl Platform {
                 }
                 Ok(requested.clone())
             }
-            None => Ok(self.store.next_revision_name(namespace, service)?),
+            None => Ok(self.store.next_revision_name(namespace, service).await?),
         }
     }
 
@@ -370,7 +341,9 @@ impl Platform {
                 };
                 // Recorded like an upload, so revisions reference it and an unused
                 // image is collected like an unused package.
-                self.store.put_blob(&image.info.digest, image.info.size, now_us())?;
+                self.store
+                    .put_blob(&image.info.digest, image.info.size, now_us())
+                    .await?;
                 revision_config::for_image(
                     &template,
                     ImageProcess {
@@ -393,7 +366,7 @@ impl Platform {
             resource_version: 0,
         };
         let state = RevisionState::new(revision.clone(), &self.config.scaling);
-        let first = match self.start_for_deploy(&state).await {
+        let first = match self.instances.start_for_deploy(&state).await {
             Ok(first) => first,
             Err(reason) => {
                 self.discard_revision_files(namespace, name, rev_name);
@@ -418,16 +391,16 @@ impl Platform {
         let routed =
             resolve(&service_config.traffic, rev_name, service_config.rollout.as_ref(), now).routes_to(rev_name);
         state.routable.store(routed, std::sync::atomic::Ordering::Relaxed);
-        self.register(state.clone());
-        match self.store.create_revision(new, now) {
+        self.registry.register(state.clone());
+        match self.store.create_revision(new, now).await {
             Ok((service, stored)) => {
                 debug_assert_eq!(stored.generation, generation);
                 self.routes_caught_up().await?;
                 Ok(service)
             }
             Err(e) => {
-                self.unregister(namespace, rev_name, "its deploy failed");
-                self.stop_instance(&state, &first).await;
+                self.registry.unregister(namespace, rev_name, "its deploy failed");
+                self.instances.stop_instance(&state, &first).await;
                 self.discard_revision_files(namespace, name, rev_name);
                 Err(e.into())
             }

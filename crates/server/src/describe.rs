@@ -14,15 +14,15 @@ use crate::views::{rfc3339_us, CrashLoopView, RevisionView, RolloutView, RouteVi
 use crate::ApiError;
 
 impl Platform {
-    pub fn service_view(&self, svc: &Service, with_revisions: bool) -> anyhow::Result<ServiceView> {
+    pub async fn service_view(&self, svc: &Service, with_revisions: bool) -> anyhow::Result<ServiceView> {
         let now = now_us();
         let routing = self.routing(svc, now);
         let routed_states: Vec<_> = routing
             .percents
             .keys()
-            .filter_map(|r| self.revision(&svc.namespace, r))
+            .filter_map(|r| self.registry.get(&svc.namespace, r))
             .collect();
-        let latest = self.revision(&svc.namespace, &svc.latest_revision);
+        let latest = self.registry.get(&svc.namespace, &svc.latest_revision);
         let mut routes: Vec<RouteView> = routing
             .percents
             .iter()
@@ -77,18 +77,19 @@ impl Platform {
             last_cold_start: latest.as_deref().and_then(last_cold_start),
         };
         if with_revisions {
-            view.revisions = self.revision_views(svc, &routing)?;
+            view.revisions = self.revision_views(svc, &routing).await?;
         }
         Ok(view)
     }
 
-    pub fn revision_views(&self, svc: &Service, routing: &Routing) -> anyhow::Result<Vec<RevisionView>> {
+    pub async fn revision_views(&self, svc: &Service, routing: &Routing) -> anyhow::Result<Vec<RevisionView>> {
         Ok(self
             .store
-            .revisions(&svc.namespace, &svc.name)?
+            .revisions(&svc.namespace, &svc.name)
+            .await?
             .iter()
             .map(|revision| {
-                let state = self.revision(&revision.namespace, &revision.name);
+                let state = self.registry.get(&revision.namespace, &revision.name);
                 self.revision_view(revision, state.as_deref(), routing)
             })
             .collect())
@@ -128,12 +129,13 @@ impl Platform {
     }
 
     /// Every scale event of a service's revisions, oldest first.
-    pub fn service_events(&self, svc: &Service) -> anyhow::Result<Vec<ScaleEventView>> {
+    pub async fn service_events(&self, svc: &Service) -> anyhow::Result<Vec<ScaleEventView>> {
         let mut events: Vec<ScaleEventView> = self
             .store
-            .revisions(&svc.namespace, &svc.name)?
+            .revisions(&svc.namespace, &svc.name)
+            .await?
             .iter()
-            .filter_map(|r| self.revision(&r.namespace, &r.name))
+            .filter_map(|r| self.registry.get(&r.namespace, &r.name))
             .flat_map(|s| scale_events(&s, usize::MAX))
             .collect();
         events.sort_by(|a, b| a.at.cmp(&b.at));
@@ -142,10 +144,11 @@ impl Platform {
 
     /// The service as a Knative manifest of its latest revision and traffic table, with
     /// a Knative-style `status` unless `for_knative` (then it is left out).
-    pub fn manifest(&self, svc: &Service, for_knative: bool) -> Result<KService, ApiError> {
+    pub async fn manifest(&self, svc: &Service, for_knative: bool) -> Result<KService, ApiError> {
         let latest = self
             .store
-            .revision(&svc.namespace, &svc.latest_revision)?
+            .revision(&svc.namespace, &svc.latest_revision)
+            .await?
             .ok_or_else(|| ApiError::internal(format!("latest revision {} is missing", svc.latest_revision)))?;
         let mut template = latest.template.clone();
         template.name = Some(latest.name.clone());

@@ -1,6 +1,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use updraft_events::routing::RouteError;
 use updraft_model::FieldError;
 use updraft_store::StoreError;
 
@@ -78,5 +79,15 @@ impl IntoResponse for ApiError {
             },
         };
         (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::NoSuchNamespace(ns) => StoreError::NoSuchNamespace(ns).into(),
+            RouteError::NoSuchBroker { .. } => ApiError::not_found(e.to_string()),
+            RouteError::Encode(_) => ApiError::internal(e),
+        }
     }
 }

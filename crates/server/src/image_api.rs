@@ -106,7 +106,7 @@ async fn import_image(
         .import_archive(&archive, query.tag.as_deref(), &|_| {})
         .await
         .map_err(image_error)?;
-    p.store.put_blob(&image.info.digest, image.info.size, now_us())?;
+    p.store.put_blob(&image.info.digest, image.info.size, now_us()).await?;
     Ok((StatusCode::CREATED, Json(image_view(&image))))
 }
 
@@ -131,7 +131,7 @@ async fn pull_image(State(p): Shared, JsonBody(body): JsonBody<PullRequest>) -> 
         };
         let line = match p.images.pull(&body.reference, &report).await {
             Ok(image) => {
-                let _ = p.store.put_blob(&image.info.digest, image.info.size, now_us());
+                let _ = p.store.put_blob(&image.info.digest, image.info.size, now_us()).await;
                 PullLine::Image(image_view(&image))
             }
             Err(e) => {

@@ -2,6 +2,7 @@
 //! it, and serves the REST API. Nothing else depends on this crate but the CLI.
 
 mod api;
+mod autoscale;
 mod config;
 mod data_dir;
 mod delivery;
@@ -9,22 +10,23 @@ mod deploy;
 mod describe;
 mod descriptors;
 mod error;
-mod event_io;
 mod extract;
 mod image_api;
 mod instance_logs;
+mod instances;
 mod meter;
 mod observe_api;
 mod openapi;
 mod packages;
 mod platform;
+mod reconcile;
 mod retention;
 mod revision_state;
+mod revisions;
 mod routes;
 mod routing;
-mod scaler;
 mod serve;
-mod sources;
+mod ticks;
 mod trigger_api;
 mod triggers;
 

@@ -10,8 +10,9 @@ use updraft_model::Usage;
 use updraft_runtime::clock::now_us;
 use updraft_telemetry::metering::{accrue, hour_of, size};
 
-use crate::platform::Platform;
-use crate::revision_state::{ManagedInstance, RevisionState};
+use updraft_store::Store;
+
+use crate::revision_state::{ManagedInstance, Registry, RequestLedger, RevisionState};
 
 /// How often accrued usage is written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
@@ -39,14 +40,43 @@ fn accrue_instance(state: &RevisionState, managed: &ManagedInstance, now_us: i64
     accrue(&mut metered, sizes(state), cpu_ns, now_us, usage);
 }
 
-impl Platform {
+/// Writes usage to the store: of the registry's revisions, and of the requests the
+/// gateway answered.
+pub struct Meter {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    requests: Arc<RequestLedger>,
+}
+
+impl Meter {
+    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, requests: Arc<RequestLedger>) -> Meter {
+        Meter {
+            store,
+            registry,
+            requests,
+        }
+    }
+
     /// Writes what every live instance and every answered request used since the last
     /// write.
-    pub fn meter(&self) {
+    pub async fn meter(self: &Arc<Self>) {
+        let meter = self.clone();
+        // Reading every instance's cgroup is file I/O: off the async workers.
+        let rows = match tokio::task::spawn_blocking(move || meter.accrued_usage()).await {
+            Ok(rows) => rows,
+            Err(e) => return tracing::error!(error = %e, "cannot meter usage"),
+        };
+        if let Err(e) = self.store.add_usage(&rows).await {
+            tracing::error!(error = %e, "cannot write metered usage");
+        }
+    }
+
+    /// What every live instance and every answered request used since the last call.
+    fn accrued_usage(&self) -> Vec<Usage> {
         let now = now_us();
         let requests = self.requests.take();
         let mut rows = Vec::new();
-        for state in self.all_revision_states() {
+        for state in self.registry.all() {
             let mut usage = row(&state, now);
             for managed in state.instances() {
                 if !managed.stopped.load(Ordering::Relaxed) {
@@ -61,41 +91,29 @@ impl Platform {
                 rows.push(usage);
             }
         }
-        if let Err(e) = self.store.add_usage(&rows) {
-            tracing::error!(error = %e, "cannot write metered usage");
-        }
+        rows
     }
 
     /// Writes an instance's last usage as it stops; it is metered no more after.
-    pub fn meter_stopping(&self, state: &RevisionState, managed: &ManagedInstance) {
+    pub async fn meter_stopping(&self, state: &RevisionState, managed: &ManagedInstance) {
         if managed.stopped.swap(true, Ordering::Relaxed) {
             return;
         }
         let key = &state.endpoints.key;
         // A revision that was never stored (a failed deploy) costs its user nothing.
-        if self.revision(&key.namespace, &key.revision).is_none() {
+        if self.registry.get(&key.namespace, &key.revision).is_none() {
             return;
         }
         let now = now_us();
         let mut usage = row(state, now);
         accrue_instance(state, managed, now, &mut usage);
-        if let Err(e) = self.store.add_usage(&[usage]) {
+        if let Err(e) = self.store.add_usage(&[usage]).await {
             tracing::error!(error = %e, "cannot write metered usage");
         }
     }
 }
 
 /// Writes accrued usage every [`FLUSH_EVERY`] until `stop`.
-pub async fn run(platform: Arc<Platform>, stop: impl std::future::Future<Output = ()>) {
-    let mut every = tokio::time::interval(FLUSH_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = &mut stop => return,
-        }
-        let platform = platform.clone();
-        let _ = tokio::task::spawn_blocking(move || platform.meter()).await;
-    }
+pub async fn run(meter: Arc<Meter>, stop: impl std::future::Future<Output = ()>) {
+    crate::ticks::every(FLUSH_EVERY, stop, || meter.meter()).await
 }

@@ -38,7 +38,7 @@ async fn metrics(State(p): Shared, headers: axum::http::HeaderMap) -> Response {
     m.in_flight.clear();
     m.activator_waiting.clear();
     m.instances.clear();
-    for state in p.all_revision_states() {
+    for state in p.registry.all() {
         let labels = crate::platform::revision_labels(&state.endpoints.key);
         m.in_flight
             .get_or_create(&labels)
@@ -70,7 +70,7 @@ async fn metrics(State(p): Shared, headers: axum::http::HeaderMap) -> Response {
     responses((status = 200, description = "Usage summed by the grouping asked for", body = Vec<UsageView>), ApiError))]
 async fn usage(State(p): Shared, Query(params): Query<UsageQuery>) -> Result<Json<Vec<UsageView>>, ApiError> {
     if let Some(ns) = &params.namespace {
-        p.require_namespace(ns)?;
+        p.require_namespace(ns).await?;
     }
     let by = params.by.as_deref().unwrap_or("service");
     if !updraft_api::schema::USAGE_GROUPINGS.contains(&by) {
@@ -81,11 +81,8 @@ async fn usage(State(p): Shared, Query(params): Query<UsageQuery>) -> Result<Jso
     }
     let since = params.since.as_deref().map(|t| time_param("since", t)).transpose()?;
     // What accrued since the last write is written first, so the answer is current.
-    let platform = p.clone();
-    tokio::task::spawn_blocking(move || platform.meter())
-        .await
-        .map_err(ApiError::internal)?;
-    let rows = p.store.usage(params.namespace.as_deref(), since.unwrap_or(0))?;
+    p.meter.meter().await;
+    let rows = p.store.usage(params.namespace.as_deref(), since.unwrap_or(0)).await?;
     let mut sums: Vec<UsageView> = Vec::new();
     for row in rows {
         let (service, revision, period) = match by {
@@ -128,10 +125,10 @@ async fn top(
     State(p): Shared,
     Path(NamespacePath { ns }): Path<NamespacePath>,
 ) -> Result<Json<Vec<TopView>>, ApiError> {
-    p.require_namespace(&ns)?;
+    p.require_namespace(&ns).await?;
     let now = updraft_runtime::clock::now_us();
     let mut rows = Vec::new();
-    for svc in p.store.services(Some(&ns))? {
+    for svc in p.store.services(Some(&ns)).await? {
         let mut row = TopView {
             namespace: ns.clone(),
             service: svc.name.clone(),
@@ -146,8 +143,8 @@ async fn top(
             cold_starts: 0,
         };
         let mut latencies = Vec::new();
-        for revision in p.store.revisions(&ns, &svc.name)? {
-            let Some(state) = p.revision(&ns, &revision.name) else {
+        for revision in p.store.revisions(&ns, &svc.name).await? {
+            let Some(state) = p.registry.get(&ns, &revision.name) else {
                 continue;
             };
             let labels = crate::platform::revision_labels(&state.endpoints.key);
@@ -215,7 +212,7 @@ async fn logs(
     Path(NamedPath { ns, name }): Path<NamedPath>,
     Query(params): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    p.find_service(&ns, &name)?;
+    p.find_service(&ns, &name).await?;
     let dir = service_log_dir(&p.paths.logs, &ns, &name);
     let query = LogQuery {
         revision: params.revision,

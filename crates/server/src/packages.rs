@@ -110,10 +110,10 @@ impl Platform {
 
         // A WebAssembly binary is stored as it is; deploying it compiles and checks it.
         let is_wasm = head == b"\0asm";
-        if !self.store.blob_exists(&digest)? && is_wasm {
+        if !self.store.blob_exists(&digest).await? && is_wasm {
             std::fs::rename(&archive, self.paths.blob(&digest)).map_err(ApiError::internal)?;
-            self.store.put_blob(&digest, size, now_us())?;
-        } else if !self.store.blob_exists(&digest)? {
+            self.store.put_blob(&digest, size, now_us()).await?;
+        } else if !self.store.blob_exists(&digest).await? {
             let limits = self.unpack_limits();
             let check_dir = staging.path().join("check");
             let archive_path = archive.clone();
@@ -123,7 +123,7 @@ impl Platform {
                 .map_err(package_error)?;
             let target = self.paths.blob(&digest);
             std::fs::rename(&archive, &target).map_err(ApiError::internal)?;
-            self.store.put_blob(&digest, size, now_us())?;
+            self.store.put_blob(&digest, size, now_us()).await?;
         }
         Ok(PackageView { digest, size })
     }

@@ -3,8 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -20,12 +19,15 @@ use updraft_store::{EventStore, Snapshot, SqliteStore, Store};
 use updraft_telemetry::logs::AccessRecord;
 use updraft_telemetry::{Metrics, RevisionLabels};
 
-use crate::event_io::{SinkClient, TriggerSignals};
-use crate::revision_state::{RequestLedger, RevisionState};
+use crate::instances::Instances;
+use crate::meter::Meter;
+use crate::revision_state::{Registry, RequestLedger, RevisionState};
+use crate::revisions::{Because, RevisionHost};
 use crate::routes::RouteTargets;
 use crate::{Paths, ServerConfig};
+use updraft_events::dispatch::Signals;
 use updraft_events::queue::{DeliveryQueue, GroupCommit};
-use updraft_events::routing::RoutingSnapshot;
+use updraft_events::routing::RoutingCache;
 use updraft_telemetry::access::AccessLog;
 
 /// Unreferenced packages younger than this are kept: their deploy may be on its way.
@@ -55,6 +57,7 @@ pub(crate) struct Opened {
     pub platform: Arc<Platform>,
     pub pokes: mpsc::UnboundedReceiver<RevisionKey>,
     pub routes_applied: watch::Sender<u64>,
+    pub revisions_applied: watch::Sender<u64>,
     /// What the store held when it opened.
     pub snapshot: Snapshot,
 }
@@ -71,34 +74,32 @@ pub struct Platform {
     pub routes: Arc<RouteTable>,
     pub gateway: Arc<Gateway>,
     pub cgroup_version: &'static str,
-    revisions: RwLock<HashMap<RevisionId, Arc<RevisionState>>>,
+    pub registry: Arc<Registry>,
     /// Held for the server's life: a second server on the same data directory would
     /// reap this one's instances at its start.
     _data_dir_lock: fs::File,
     deploy_locks: Mutex<HashMap<RevisionId, Arc<tokio::sync::Mutex<()>>>>,
     /// Package digests that deploys under way are using, with how many use each.
     packages_in_use: Mutex<HashMap<String, usize>>,
-    pokes: mpsc::UnboundedSender<RevisionKey>,
+    /// Held for reading while a deploy marks a package in use, for writing while one
+    /// is discarded, so a package cannot be taken up between the check and the delete.
+    package_gate: tokio::sync::RwLock<()>,
+    pub instances: Arc<Instances>,
     /// The store revision the route table reflects, from the route reconciler.
     routes_applied: watch::Receiver<u64>,
-    /// Instances launched since the pool was last sized: the demand it follows.
-    pub(crate) launches: AtomicU64,
-    /// Set by a second stop signal: instances are stopped without waiting for their
-    /// requests or their grace.
-    pub(crate) stopping_now: AtomicBool,
+    /// The store revision the revision registry reflects, from its reconciler.
+    revisions_applied: watch::Receiver<u64>,
     pub metrics: Arc<Metrics>,
     /// New instance output, for `logs --follow`.
     pub log_feed: updraft_telemetry::logs::LogFeed,
-    /// Requests answered since metering last wrote.
-    pub(crate) requests: Arc<RequestLedger>,
+    pub(crate) meter: Arc<Meter>,
     pub(crate) access_log: Arc<AccessLog>,
     /// The same store, seen as triggers, brokers and the delivery queue.
     pub events: Arc<dyn EventStore>,
-    pub(crate) signals: TriggerSignals,
-    pub(crate) event_queue: Box<dyn DeliveryQueue>,
+    pub(crate) signals: Arc<Signals>,
+    pub(crate) event_queue: Arc<dyn DeliveryQueue>,
     /// Namespaces, brokers and triggers as of the store's last version, for routing.
-    pub(crate) routing_cache: Mutex<Option<Arc<RoutingSnapshot>>>,
-    pub(crate) sink_client: SinkClient,
+    pub(crate) routing: Arc<RoutingCache>,
 }
 
 /// The gateway's reports, counted into the platform's metrics, metering and access log.
@@ -175,7 +176,7 @@ fn cgroup_parent(paths: &Paths) -> String {
 }
 
 impl Platform {
-    pub(crate) fn open(config: ServerConfig) -> anyhow::Result<Opened> {
+    pub(crate) async fn open(config: ServerConfig) -> anyhow::Result<Opened> {
         crate::data_dir::private_umask();
         fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
         // Absolute from here on: instances run with their revision directory as working
@@ -225,9 +226,11 @@ impl Platform {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let (routes_applied_tx, routes_applied) = watch::channel(0);
+        let (revisions_applied_tx, revisions_applied) = watch::channel(0);
         let routes = Arc::new(RouteTable::default());
         let metrics = Arc::new(Metrics::new());
         let requests = Arc::new(RequestLedger::default());
+        let registry = Arc::new(Registry::default());
         let (access_log, access_writer) = AccessLog::new(&paths.logs);
         tokio::spawn(access_writer);
         let access_log = Arc::new(access_log);
@@ -240,74 +243,71 @@ impl Platform {
                     access_log.clone(),
                 ))),
         );
+        let meter = Arc::new(Meter::new(store.clone(), registry.clone(), requests));
+        let instances = Arc::new(Instances::new(
+            runtime.clone(),
+            images.clone(),
+            &config,
+            paths.clone(),
+            metrics.clone(),
+            meter.clone(),
+            tx,
+        ));
         let platform = Arc::new(Platform {
             config,
             paths,
-            store,
+            store: store.clone(),
             runtime,
             wasm,
             images,
             routes,
             gateway,
             cgroup_version,
-            revisions: RwLock::new(HashMap::new()),
             _data_dir_lock: data_dir_lock,
             deploy_locks: Mutex::new(HashMap::new()),
             packages_in_use: Mutex::new(HashMap::new()),
-            pokes: tx,
+            package_gate: tokio::sync::RwLock::new(()),
+            instances,
             routes_applied,
-            launches: AtomicU64::new(0),
-            stopping_now: AtomicBool::new(false),
+            revisions_applied,
             metrics,
             log_feed,
-            requests,
+            meter,
+            registry,
             access_log,
-            event_queue: Box::new(GroupCommit::start(events.clone(), now_us)?),
+            event_queue: Arc::new(GroupCommit::start(events.clone(), now_us)?),
+            routing: Arc::new(RoutingCache::new(store.clone(), events.clone())),
             events,
-            signals: TriggerSignals::default(),
-            routing_cache: Mutex::new(None),
-            sink_client: crate::event_io::sink_client(),
+            signals: Arc::default(),
         });
         // One list at start: the registry and the route table follow the store from
         // the revision it was read at.
-        let snapshot = platform.store.snapshot()?;
+        let snapshot = platform.store.snapshot().await?;
         platform.load_revisions(&snapshot.revisions)?;
-        platform.collect_garbage();
+        platform.collect_garbage().await;
         Ok(Opened {
             snapshot,
             platform,
             pokes: rx,
             routes_applied: routes_applied_tx,
+            revisions_applied: revisions_applied_tx,
         })
     }
 
     fn load_revisions(&self, revisions: &[Revision]) -> anyhow::Result<()> {
-        let mut registry = self.revisions.write().unwrap_or_else(|p| p.into_inner());
-        for revision in revisions.iter().cloned() {
-            let dir = self.paths.revision_dir(&revision.namespace, &revision.name);
-            // Components and images run from their own stores; only packages are unpacked.
-            if !dir.exists() && revision.config.runtime.runs_from_package() {
-                // Unpacked trees are derived state; rebuild one that went missing.
-                let blob = self.paths.blob(&revision.config.package_digest);
-                updraft_runtime::package::unpack(&blob, &dir, self.unpack_limits())
-                    .with_context(|| format!("unpacking revision {}", revision.name))?;
-            }
-            registry.insert(
-                (revision.namespace.clone(), revision.name.clone()),
-                RevisionState::new(revision, &self.config.scaling),
-            );
+        for revision in revisions {
+            self.ensure(revision.clone()).map_err(anyhow::Error::msg)?;
         }
         Ok(())
     }
 
     /// Removes unpacked trees no revision owns and packages no revision uses.
-    pub(crate) fn collect_garbage(&self) {
+    pub(crate) async fn collect_garbage(&self) {
         let known: Vec<std::path::PathBuf> = self
-            .revisions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .map(|(ns, rev)| self.paths.revision_dir(ns, rev))
+            .registry
+            .all()
+            .iter()
+            .map(|s| self.paths.revision_dir(&s.revision.namespace, &s.revision.name))
             .collect();
         for ns in fs::read_dir(&self.paths.revisions).into_iter().flatten().flatten() {
             for rev in fs::read_dir(ns.path()).into_iter().flatten().flatten() {
@@ -316,13 +316,13 @@ impl Platform {
                 }
             }
         }
-        if let Ok(digests) = self.store.unreferenced_blobs(now_us() - BLOB_GRACE_US) {
+        if let Ok(digests) = self.store.unreferenced_blobs(now_us() - BLOB_GRACE_US).await {
             for digest in digests {
                 let _ = fs::remove_file(self.paths.blob(&digest));
                 // An image's unpacked root goes too; its layer blobs stay as the cache
                 // the next pull of a related image starts from.
                 self.images.remove(&digest);
-                let _ = self.store.delete_blob(&digest);
+                let _ = self.store.delete_blob(&digest).await;
             }
         }
     }
@@ -332,42 +332,6 @@ impl Platform {
             max_bytes: self.config.max_unpacked_bytes,
             ..Default::default()
         }
-    }
-
-    pub fn revision(&self, namespace: &str, name: &str) -> Option<Arc<RevisionState>> {
-        self.revisions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
-    }
-
-    pub fn all_revision_states(&self) -> Vec<Arc<RevisionState>> {
-        self.revisions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    pub fn register(&self, state: Arc<RevisionState>) {
-        let key = (state.revision.namespace.clone(), state.revision.name.clone());
-        self.revisions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, state);
-    }
-
-    /// Forgets a deleted revision; requests held for it are answered with `reason`.
-    pub(crate) fn unregister(&self, namespace: &str, name: &str, reason: &str) -> Option<Arc<RevisionState>> {
-        let state = self
-            .revisions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(namespace.to_string(), name.to_string()))?;
-        state.endpoints.retire(reason.to_string());
-        Some(state)
     }
 
     pub fn deploy_lock(&self, namespace: &str, service: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -380,7 +344,8 @@ impl Platform {
     }
 
     /// Marks a package as used by a deploy until the guard drops.
-    pub fn use_package(self: &Arc<Self>, digest: &str) -> PackageInUse {
+    pub async fn use_package(self: &Arc<Self>, digest: &str) -> PackageInUse {
+        let _gate = self.package_gate.read().await;
         *self
             .packages_in_use
             .lock()
@@ -395,84 +360,131 @@ impl Platform {
 
     /// Drops a package that no revision and no deploy under way uses: a failed deploy
     /// leaves nothing behind.
-    pub fn discard_package_if_unused(&self, digest: &str) {
-        let in_use = self.packages_in_use.lock().unwrap_or_else(|p| p.into_inner());
-        if in_use.contains_key(digest) {
+    pub async fn discard_package_if_unused(&self, digest: &str) {
+        let _gate = self.package_gate.write().await;
+        if self
+            .packages_in_use
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(digest)
+        {
             return;
         }
-        if let Ok(unused) = self.store.unreferenced_blobs(i64::MAX) {
+        if let Ok(unused) = self.store.unreferenced_blobs(i64::MAX).await {
             if unused.iter().any(|d| d == digest) {
                 let _ = fs::remove_file(self.paths.blob(digest));
-                let _ = self.store.delete_blob(digest);
+                let _ = self.store.delete_blob(digest).await;
             }
         }
-    }
-
-    pub fn poke(&self, state: &RevisionState) {
-        let _ = self.pokes.send(state.endpoints.key.clone());
     }
 
     /// Waits until the route table reflects every write to the store so far, so an
     /// answer to a write is true of the gateway too.
     pub(crate) async fn routes_caught_up(&self) -> Result<(), crate::ApiError> {
-        let written = self.store.current_revision()?;
-        let mut applied = self.routes_applied.clone();
+        let written = self.store.current_revision().await?;
         // An error means the reconciler stopped with the server: nothing to wait for.
-        let _ = applied.wait_for(|at| *at >= written).await;
+        let _ = self.routes_applied.clone().wait_for(|at| *at >= written).await;
         Ok(())
     }
 
-    /// Deletes a service: routes first, then its instances, files and logs.
+    /// Waits until the routes and the revision registry reflect every write so far:
+    /// a deleted revision is out of the table and its instances are stopped.
+    pub(crate) async fn caught_up(&self) -> Result<(), crate::ApiError> {
+        let written = self.store.current_revision().await?;
+        let _ = self.routes_applied.clone().wait_for(|at| *at >= written).await;
+        let _ = self.revisions_applied.clone().wait_for(|at| *at >= written).await;
+        Ok(())
+    }
+
+    /// Deletes a service; the reconcilers take its routes, instances and files away,
+    /// and its logs go once they have.
     pub async fn delete_service(self: &Arc<Self>, namespace: &str, name: &str) -> Result<(), crate::ApiError> {
         let lock = self.deploy_lock(namespace, name);
         let _held = lock.lock().await;
-        let revisions = self.store.delete_service(namespace, name)?;
-        self.routes_caught_up().await?;
-        let reason = format!("service {name} in namespace {namespace} was deleted");
-        let states = revisions
-            .iter()
-            .filter_map(|r| self.unregister(namespace, &r.name, &reason))
-            .collect();
-        self.stop_revisions(states).await;
-        for revision in &revisions {
-            let _ = fs::remove_dir_all(self.paths.revision_dir(namespace, &revision.name));
-        }
+        self.store.delete_service(namespace, name).await?;
+        self.caught_up().await?;
         let _ = fs::remove_dir_all(updraft_telemetry::logs::service_log_dir(
             &self.paths.logs,
             namespace,
             name,
         ));
-        self.collect_garbage();
+        self.collect_garbage().await;
+        Ok(())
+    }
+}
+
+impl RevisionHost for Platform {
+    fn ensure(&self, revision: Revision) -> Result<(), String> {
+        if self.registry.get(&revision.namespace, &revision.name).is_some() {
+            return Ok(());
+        }
+        let dir = self.paths.revision_dir(&revision.namespace, &revision.name);
+        // Components and images run from their own stores; only packages are unpacked.
+        if !dir.exists() && revision.config.runtime.runs_from_package() {
+            // Unpacked trees are derived state; rebuild one that went missing.
+            let blob = self.paths.blob(&revision.config.package_digest);
+            updraft_runtime::package::unpack(&blob, &dir, self.unpack_limits())
+                .map_err(|e| format!("unpacking revision {}: {e}", revision.name))?;
+        }
+        self.registry
+            .register(RevisionState::new(revision, &self.config.scaling));
         Ok(())
     }
 
-    /// Stops every instance of the given revisions, all at once.
-    pub(crate) async fn stop_revisions(self: &Arc<Self>, states: Vec<Arc<RevisionState>>) {
-        let mut stops = Vec::new();
-        for state in states {
-            for managed in state.instances() {
-                let platform = self.clone();
-                let state = state.clone();
-                stops.push(tokio::spawn(
-                    async move { platform.stop_instance(&state, &managed).await },
-                ));
+    fn retire<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        because: Because,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let service = self.registry.get(namespace, name).map(|s| s.revision.service.clone());
+            let reason = match (because, service) {
+                (Because::ServiceDeleted(service), _) => {
+                    format!("service {service} in namespace {namespace} was deleted")
+                }
+                (Because::RevisionDeleted, Some(service)) => {
+                    format!("revision {name} of service {service} was deleted")
+                }
+                _ => format!("revision {name} no longer exists"),
+            };
+            if let Some(state) = self.registry.unregister(namespace, name, &reason) {
+                self.instances.stop_revisions(vec![state]).await;
             }
-        }
-        for stop in stops {
-            let _ = stop.await;
-        }
+            let _ = fs::remove_dir_all(self.paths.revision_dir(namespace, name));
+        })
+    }
+
+    fn registered(&self) -> Vec<(String, String, String)> {
+        self.registry
+            .all()
+            .iter()
+            .map(|s| {
+                (
+                    s.revision.namespace.clone(),
+                    s.revision.name.clone(),
+                    s.revision.service.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn deploying(&self, namespace: &str, service: &str) -> bool {
+        self.deploy_lock(namespace, service).try_lock().is_err()
     }
 }
 
 impl RouteTargets for Platform {
     fn endpoints(&self, namespace: &str, revision: &str) -> Option<Arc<RevisionEndpoints>> {
-        self.revision(namespace, revision).map(|state| state.endpoints.clone())
+        self.registry
+            .get(namespace, revision)
+            .map(|state| state.endpoints.clone())
     }
 
     fn set_routed(&self, namespace: &str, revision: &str, routed: bool) {
-        if let Some(state) = self.revision(namespace, revision) {
+        if let Some(state) = self.registry.get(namespace, revision) {
             if state.routable.swap(routed, std::sync::atomic::Ordering::Relaxed) && !routed {
-                self.poke(&state);
+                self.instances.poke(&state);
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use updraft_gateway::{Endpoint, RevisionEndpoints, RevisionKey, RevisionLimits};
@@ -13,6 +13,9 @@ use updraft_runtime::Instance;
 use updraft_scaling::{Autoscaler, CrashLoop, Metric, ScaleDecision, ScalingSpec};
 
 use crate::views::{rfc3339_us, CgroupView, ColdStartView, InstanceView, ScaleEventView};
+
+/// Scale events kept per revision.
+const EVENTS_KEPT: usize = 100;
 
 /// One revision known to the platform, with its live instances.
 pub struct RevisionState {
@@ -63,6 +66,61 @@ impl RevisionState {
 
     pub fn instances(&self) -> Vec<Arc<ManagedInstance>> {
         self.instances.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Keeps a scale event, dropping the oldest past [`EVENTS_KEPT`].
+    pub fn push_event(&self, event: ScaleEvent) {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if events.len() == EVENTS_KEPT {
+            events.pop_front();
+        }
+        events.push_back(event);
+    }
+}
+
+/// The revisions this node can run, by namespace and name: derived from the store
+/// (`revisions::RevisionReconciler`), and shared by the gateway's targets, the
+/// autoscaler, the meter and the API.
+#[derive(Default)]
+pub struct Registry {
+    revisions: RwLock<HashMap<(String, String), Arc<RevisionState>>>,
+}
+
+impl Registry {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<RevisionState>> {
+        self.revisions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<RevisionState>> {
+        self.revisions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn register(&self, state: Arc<RevisionState>) {
+        let key = (state.revision.namespace.clone(), state.revision.name.clone());
+        self.revisions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, state);
+    }
+
+    /// Forgets a revision; requests held for it are answered with `reason`.
+    pub fn unregister(&self, namespace: &str, name: &str, reason: &str) -> Option<Arc<RevisionState>> {
+        let state = self
+            .revisions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_string(), name.to_string()))?;
+        state.endpoints.retire(reason.to_string());
+        Some(state)
     }
 }
 

@@ -3,17 +3,15 @@
 //! deploy costs the same with ten services or ten thousand.
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::watch;
 use updraft_gateway::{host_for, tag_host_for, HostMap, RateLimiter, RevisionEndpoints, RouteTable, ServiceRoute};
 use updraft_model::annotations::{validate_service_annotations, RateLimit};
 use updraft_model::traffic::resolve;
 use updraft_model::Service;
-use updraft_runtime::clock::now_us;
-use updraft_store::{Change, Kind, Resource, Snapshot, Store, StoreError, Watch, WatchEvent, WatchFilter, WatchStep};
+use updraft_store::{Change, Kind, Resource, Snapshot, WatchFilter};
+
+use crate::reconcile::Reconciler;
 
 /// The revisions this node runs, as the route table needs them.
 pub trait RouteTargets: Send + Sync {
@@ -45,8 +43,6 @@ pub struct RouteReconciler {
     rollouts: HashMap<ServiceKey, i64>,
     /// Kept across changes, so re-routing a service does not refill its bucket.
     limiters: HashMap<String, Arc<RateLimiter>>,
-    /// The store revision the table reflects.
-    revision: u64,
 }
 
 impl RouteReconciler {
@@ -61,7 +57,6 @@ impl RouteReconciler {
             routed: HashMap::new(),
             rollouts: HashMap::new(),
             limiters: HashMap::new(),
-            revision: 0,
         }
     }
 
@@ -88,13 +83,12 @@ impl RouteReconciler {
         for key in keys {
             self.route(&key, now_us);
         }
-        self.revision = snapshot.revision;
         self.publish();
     }
 
     /// Applies one change from the store's watch; the caller publishes.
-    pub fn apply(&mut self, event: WatchEvent, now_us: i64) {
-        match event.change {
+    pub fn apply(&mut self, change: Change, now_us: i64) {
+        match change {
             Change::Put(Resource::Service(service)) => {
                 let key = (service.namespace.clone(), service.name.clone());
                 self.services.insert(key.clone(), *service);
@@ -125,7 +119,6 @@ impl RouteReconciler {
             }
             _ => {}
         }
-        self.revision = self.revision.max(event.revision);
     }
 
     /// Re-routes the services whose rollout has moved on by `now_us`.
@@ -230,56 +223,36 @@ impl RouteReconciler {
             self.targets.set_routed(&key.0, revision, false);
         }
     }
+}
 
-    /// Follows the store until `stop`: each change is applied and published, and
-    /// `applied` says up to which store revision the table is current.
-    pub async fn run(mut self, store: Arc<dyn Store>, applied: watch::Sender<u64>, stop: impl Future<Output = ()>) {
-        tokio::pin!(stop);
-        applied.send_replace(self.revision);
-        let mut changes = Watch::new(store.clone(), routed(), self.revision);
-        loop {
-            let step = self
-                .next_rollout_step_us()
-                .map(|at| Duration::from_micros((at - now_us()).max(0) as u64));
-            tokio::select! {
-                () = &mut stop => return,
-                () = tokio::time::sleep(step.unwrap_or(Duration::MAX)), if step.is_some() => {
-                    self.advance_rollouts(now_us());
-                    self.publish();
-                }
-                next = changes.step() => match next {
-                    Ok(WatchStep::Event(event)) => {
-                        self.apply(event, now_us());
-                        // A write's changes share its revision: it is applied once
-                        // none of them is left.
-                        if !changes.has_buffered() {
-                            self.publish();
-                            applied.send_replace(changes.revision());
-                        }
-                    }
-                    // Triggers and brokers route nothing, but the table is current
-                    // past them: a caller waiting on their revision goes on.
-                    Ok(WatchStep::Skipped { through }) => {
-                        applied.send_replace(through);
-                    }
-                    Err(StoreError::Compacted { .. }) => {
-                        tracing::warn!("the route table fell behind the store's change log; listing again");
-                        match list(&store).await {
-                            Ok(snapshot) => {
-                                self.reset(&snapshot, now_us());
-                                changes = Watch::new(store.clone(), routed(), snapshot.revision);
-                                applied.send_replace(snapshot.revision);
-                            }
-                            Err(e) => tracing::error!(error = %e, "cannot list the store; routes unchanged"),
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot read the store's changes; routes unchanged");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                },
-            }
+#[async_trait::async_trait]
+impl Reconciler for RouteReconciler {
+    fn name(&self) -> &'static str {
+        "route table"
+    }
+
+    fn filter(&self) -> WatchFilter {
+        routed()
+    }
+
+    async fn on_write(&mut self, changes: Vec<Change>, now_us: i64) {
+        for change in changes {
+            self.apply(change, now_us);
         }
+        self.publish();
+    }
+
+    async fn on_list(&mut self, snapshot: &Snapshot, now_us: i64) {
+        self.reset(snapshot, now_us);
+    }
+
+    fn wake_at_us(&self) -> Option<i64> {
+        self.next_rollout_step_us()
+    }
+
+    async fn on_wake(&mut self, now_us: i64) {
+        self.advance_rollouts(now_us);
+        self.publish();
     }
 }
 
@@ -288,23 +261,22 @@ fn routed() -> WatchFilter {
     WatchFilter::kinds(&[Kind::Namespace, Kind::Service, Kind::Revision])
 }
 
-/// Reads a snapshot off the async workers.
-async fn list(store: &Arc<dyn Store>) -> updraft_store::Result<Snapshot> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || store.snapshot())
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
 
+    use std::time::Duration;
     use updraft_gateway::{RevisionKey, RevisionLimits};
     use updraft_model::traffic::{Rollout, Target, TrafficTarget};
+
+    use tokio::sync::watch;
     use updraft_model::{Namespace, NamespaceLimits, ServiceConfig};
+    use updraft_store::Store;
+
+    use updraft_runtime::clock::now_us;
 
     use super::*;
+    use crate::reconcile::follow;
 
     /// Revisions known by name, and a record of what the reconciler asked of them.
     #[derive(Default)]
@@ -356,11 +328,8 @@ mod tests {
         }
     }
 
-    fn put(revision: u64, svc: Service) -> WatchEvent {
-        WatchEvent {
-            revision,
-            change: Change::Put(Resource::Service(Box::new(svc))),
-        }
+    fn put(svc: Service) -> Change {
+        Change::Put(Resource::Service(Box::new(svc)))
     }
 
     fn setup() -> (RouteReconciler, Arc<RouteTable>, Arc<Targets>) {
@@ -391,7 +360,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        routes.apply(put(1, service("web", "web-2", config)), 0);
+        routes.apply(put(service("web", "web-2", config)), 0);
         routes.publish();
         assert_eq!(serves(&table, "web.default.localhost"), ["web-1", "web-2"]);
         assert_eq!(serves(&table, "canary-web.default.localhost"), ["web-2"]);
@@ -400,7 +369,7 @@ mod tests {
             (Some(true), Some(true))
         );
 
-        routes.apply(put(2, service("web", "web-2", ServiceConfig::default())), 0);
+        routes.apply(put(service("web", "web-2", ServiceConfig::default())), 0);
         routes.publish();
         assert_eq!(serves(&table, "web.default.localhost"), ["web-2"]);
         assert!(
@@ -414,13 +383,10 @@ mod tests {
         );
 
         routes.apply(
-            WatchEvent {
-                revision: 3,
-                change: Change::Delete {
-                    kind: Kind::Service,
-                    namespace: "default".into(),
-                    name: "web".into(),
-                },
+            Change::Delete {
+                kind: Kind::Service,
+                namespace: "default".into(),
+                name: "web".into(),
             },
             0,
         );
@@ -435,17 +401,14 @@ mod tests {
         for n in 0..200 {
             targets.add(&format!("s{n}"), &format!("s{n}-1"));
             routes.apply(
-                put(
-                    n + 1,
-                    service(&format!("s{n}"), &format!("s{n}-1"), ServiceConfig::default()),
-                ),
+                put(service(&format!("s{n}"), &format!("s{n}-1"), ServiceConfig::default())),
                 0,
             );
         }
         routes.publish();
         *targets.lookups.lock().unwrap() = 0;
         targets.add("s7", "s7-2");
-        routes.apply(put(201, service("s7", "s7-2", ServiceConfig::default())), 0);
+        routes.apply(put(service("s7", "s7-2", ServiceConfig::default())), 0);
         routes.publish();
         assert_eq!(*targets.lookups.lock().unwrap(), 1, "one revision looked up, not 200");
         assert_eq!(serves(&table, "s7.default.localhost"), ["s7-2"]);
@@ -461,7 +424,7 @@ mod tests {
             rollout: Some(Rollout::new("web-1", "web-2", 0, Duration::from_secs(10))),
             ..Default::default()
         };
-        routes.apply(put(1, service("web", "web-2", config)), 0);
+        routes.apply(put(service("web", "web-2", config)), 0);
         routes.publish();
         assert_eq!(serves(&table, "web.default.localhost"), ["web-1", "web-2"]);
         let step = routes
@@ -485,11 +448,11 @@ mod tests {
     fn a_namespace_rate_limit_reaches_its_services_only() {
         let (mut routes, table, targets) = setup();
         targets.add("web", "web-1");
-        routes.apply(put(1, service("web", "web-1", ServiceConfig::default())), 0);
+        routes.apply(put(service("web", "web-1", ServiceConfig::default())), 0);
         let mut other = service("api", "api-1", ServiceConfig::default());
         other.namespace = "team".into();
         targets.add("api", "api-1");
-        routes.apply(put(2, other), 0);
+        routes.apply(put(other), 0);
         let limited = Namespace {
             name: "default".into(),
             created_at_us: 0,
@@ -502,13 +465,7 @@ mod tests {
             },
             resource_version: 3,
         };
-        routes.apply(
-            WatchEvent {
-                revision: 3,
-                change: Change::Put(Resource::Namespace(limited)),
-            },
-            0,
-        );
+        routes.apply(Change::Put(Resource::Namespace(limited)), 0);
         routes.publish();
         assert_eq!(table.lookup("web.default.localhost").unwrap().limiters.len(), 1);
         assert!(table.lookup("api.team.localhost").unwrap().limiters.is_empty());
@@ -519,7 +476,7 @@ mod tests {
         let (mut routes, table, targets) = setup();
         targets.add("old", "old-1");
         targets.add("new", "new-1");
-        routes.apply(put(1, service("old", "old-1", ServiceConfig::default())), 0);
+        routes.apply(put(service("old", "old-1", ServiceConfig::default())), 0);
         routes.publish();
         let snapshot = Snapshot {
             revision: 9,
@@ -540,15 +497,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("db"), 1).unwrap());
         let (mut routes, table, targets) = setup();
-        routes.reset(&list(&store).await.unwrap(), now_us());
+        let listed = store.snapshot().await.unwrap();
+        routes.reset(&listed, now_us());
         let (applied_tx, mut applied) = watch::channel(0);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(routes.run(store.clone(), applied_tx, async {
-            let _ = stop_rx.await;
-        }));
+        let running = tokio::spawn(follow(
+            routes,
+            store.clone(),
+            listed.revision,
+            now_us,
+            applied_tx,
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
 
         let digest = "sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
-        store.put_blob(digest, 1, 1).unwrap();
+        store.put_blob(digest, 1, 1).await.unwrap();
         targets.add("web", "web-00001");
         let config = RevisionConfig {
             package_digest: digest.into(),
@@ -575,6 +540,7 @@ mod tests {
                 },
                 1,
             )
+            .await
             .unwrap();
         tokio::time::timeout(
             Duration::from_secs(10),
@@ -585,8 +551,8 @@ mod tests {
         .unwrap();
         assert_eq!(serves(&table, "web.default.localhost"), ["web-00001"]);
 
-        store.delete_service("default", "web").unwrap();
-        let written = store.current_revision().unwrap();
+        store.delete_service("default", "web").await.unwrap();
+        let written = store.current_revision().await.unwrap();
         tokio::time::timeout(Duration::from_secs(10), applied.wait_for(|at| *at >= written))
             .await
             .expect("the reconciler applied the delete")

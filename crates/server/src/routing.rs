@@ -13,6 +13,14 @@ use crate::platform::Platform;
 use crate::views::ServiceView;
 use crate::ApiError;
 
+/// The URL a host is reached at through the gateway on `port`.
+pub fn host_url(host: &str, port: u16) -> String {
+    match port {
+        80 => format!("http://{host}"),
+        port => format!("http://{host}:{port}"),
+    }
+}
+
 impl Platform {
     /// Where a service's requests go at `now_us`.
     pub fn routing(&self, svc: &Service, now_us: i64) -> Routing {
@@ -25,29 +33,29 @@ impl Platform {
     }
 
     pub fn url(&self, service: &str, namespace: &str) -> String {
-        self.host_url(&host_for(service, namespace, &self.config.domain))
+        host_url(
+            &host_for(service, namespace, &self.config.domain),
+            self.config.gateway_addr.port(),
+        )
     }
 
     pub fn tag_url(&self, tag: &str, service: &str, namespace: &str) -> String {
-        self.host_url(&tag_host_for(tag, service, namespace, &self.config.domain))
-    }
-
-    fn host_url(&self, host: &str) -> String {
-        match self.config.gateway_addr.port() {
-            80 => format!("http://{host}"),
-            port => format!("http://{host}:{port}"),
-        }
+        host_url(
+            &tag_host_for(tag, service, namespace, &self.config.domain),
+            self.config.gateway_addr.port(),
+        )
     }
 
     /// The service, in a namespace that must exist (each missing one is a 404 naming it).
-    pub fn find_service(&self, namespace: &str, name: &str) -> Result<Service, ApiError> {
-        self.require_namespace(namespace)?;
-        self.existing_service(namespace, name)
+    pub async fn find_service(&self, namespace: &str, name: &str) -> Result<Service, ApiError> {
+        self.require_namespace(namespace).await?;
+        self.existing_service(namespace, name).await
     }
 
-    pub fn existing_service(&self, namespace: &str, name: &str) -> Result<Service, ApiError> {
+    pub async fn existing_service(&self, namespace: &str, name: &str) -> Result<Service, ApiError> {
         self.store
-            .service(namespace, name)?
+            .service(namespace, name)
+            .await?
             .ok_or_else(|| ApiError::not_found(format!("service {name:?} does not exist in namespace {namespace:?}")))
     }
 
@@ -60,8 +68,8 @@ impl Platform {
     ) -> Result<ServiceView, ApiError> {
         let lock = self.deploy_lock(namespace, name);
         let _held = lock.lock().await;
-        let svc = self.existing_service(namespace, name)?;
-        let revisions = self.store.revisions(namespace, name)?;
+        let svc = self.existing_service(namespace, name).await?;
+        let revisions = self.store.revisions(namespace, name).await?;
         let names: Vec<&str> = revisions.iter().map(|r| r.name.as_str()).collect();
         validate_traffic("traffic", name, &traffic, Some(&names))?;
         let mut config = svc.config.clone();
@@ -69,9 +77,10 @@ impl Platform {
         config.rollout = None;
         let svc = self
             .store
-            .update_service_config(namespace, name, &config, svc.resource_version, now_us())?;
+            .update_service_config(namespace, name, &config, svc.resource_version, now_us())
+            .await?;
         self.routes_caught_up().await?;
-        self.service_view(&svc, true).map_err(ApiError::internal)
+        self.service_view(&svc, true).await.map_err(ApiError::internal)
     }
 
     /// Sends all traffic to the revision before the one that serves most now (or to
@@ -83,8 +92,8 @@ impl Platform {
         to: Option<String>,
     ) -> Result<ServiceView, ApiError> {
         let table = {
-            let svc = self.existing_service(namespace, name)?;
-            let revisions = self.store.revisions(namespace, name)?;
+            let svc = self.existing_service(namespace, name).await?;
+            let revisions = self.store.revisions(namespace, name).await?;
             let generations: BTreeMap<String, u32> = revisions.iter().map(|r| (r.name.clone(), r.generation)).collect();
             match to {
                 Some(to) => all_to(&svc.config.traffic, &to),
@@ -101,14 +110,14 @@ impl Platform {
 
     /// Deletes a revision nothing routes to and that is not its service's latest.
     pub async fn delete_revision(self: &Arc<Self>, namespace: &str, revision: &str) -> Result<(), ApiError> {
-        let rev = self.store.revision(namespace, revision)?.ok_or_else(|| {
+        let rev = self.store.revision(namespace, revision).await?.ok_or_else(|| {
             ApiError::not_found(format!(
                 "revision {revision:?} does not exist in namespace {namespace:?}"
             ))
         })?;
         let lock = self.deploy_lock(namespace, &rev.service);
         let _held = lock.lock().await;
-        let svc = self.existing_service(namespace, &rev.service)?;
+        let svc = self.existing_service(namespace, &rev.service).await?;
         let conflict = |why: String| ApiError::new(axum::http::StatusCode::CONFLICT, why);
         if svc.latest_revision == revision {
             return Err(conflict(format!(
@@ -131,13 +140,9 @@ impl Platform {
                 svc.name
             )));
         }
-        self.store.delete_revision(namespace, revision)?;
-        let reason = format!("revision {revision} of service {} was deleted", svc.name);
-        if let Some(state) = self.unregister(namespace, revision, &reason) {
-            self.stop_revisions(vec![state]).await;
-        }
-        let _ = std::fs::remove_dir_all(self.paths.revision_dir(namespace, revision));
-        self.discard_package_if_unused(&rev.config.package_digest);
+        self.store.delete_revision(namespace, revision).await?;
+        self.caught_up().await?;
+        self.discard_package_if_unused(&rev.config.package_digest).await;
         Ok(())
     }
 }

@@ -2,11 +2,18 @@
 //! stops them in order.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::Context;
+use updraft_events::dispatch::{Dispatcher, Transport};
+use updraft_events::nats::NatsSources;
 use updraft_runtime::clock::now_us;
 
+use crate::autoscale::Autoscale;
+use crate::delivery::GatewayTransport;
 use crate::platform::{Opened, Platform};
+use crate::reconcile::follow;
+use crate::revisions::RevisionReconciler;
 use crate::routes::RouteReconciler;
 use crate::ServerConfig;
 
@@ -24,8 +31,9 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
         platform,
         pokes,
         routes_applied,
+        revisions_applied,
         snapshot,
-    } = Platform::open(config)?;
+    } = Platform::open(config).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -34,15 +42,57 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     // Listed before anything is served, so the first request finds its route.
     let mut route_reconciler = RouteReconciler::new(&platform.config.domain, platform.routes.clone(), platform.clone());
     route_reconciler.reset(&snapshot, now_us());
-    let routes = tokio::spawn(route_reconciler.run(platform.store.clone(), routes_applied, stopped(stop_rx.clone())));
+    let routes = tokio::spawn(follow(
+        route_reconciler,
+        platform.store.clone(),
+        snapshot.revision,
+        now_us,
+        routes_applied,
+        stopped(stop_rx.clone()),
+    ));
+    let revisions = tokio::spawn(follow(
+        RevisionReconciler::new(platform.clone()),
+        platform.store.clone(),
+        snapshot.revision,
+        now_us,
+        revisions_applied,
+        stopped(stop_rx.clone()),
+    ));
 
-    let scaler = tokio::spawn(crate::scaler::run(platform.clone(), pokes, stopped(stop_rx.clone())));
-    let pool = tokio::spawn(crate::scaler::keep_pool(platform.clone(), stopped(stop_rx.clone())));
-    let meter = tokio::spawn(crate::meter::run(platform.clone(), stopped(stop_rx.clone())));
+    let autoscale = Autoscale::new(
+        platform.registry.clone(),
+        platform.instances.clone(),
+        platform.metrics.clone(),
+        platform.config.tick,
+        now_us,
+    );
+    let scaler = tokio::spawn(autoscale.run(pokes, stopped(stop_rx.clone())));
+    let pool = tokio::spawn(crate::autoscale::keep_pool(
+        platform.runtime.clone(),
+        platform.instances.clone(),
+        platform.config.pool.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let meter = tokio::spawn(crate::meter::run(platform.meter.clone(), stopped(stop_rx.clone())));
     let retention = tokio::spawn(crate::retention::run(platform.clone(), stopped(stop_rx.clone())));
     let schedule = tokio::spawn(crate::triggers::schedule(platform.clone(), stopped(stop_rx.clone())));
-    let dispatch = tokio::spawn(crate::delivery::dispatch(platform.clone(), stopped(stop_rx.clone())));
-    let sources = tokio::spawn(crate::sources::run_sources(platform.clone(), stopped(stop_rx.clone())));
+    let transport: Arc<dyn Transport> = Arc::new(GatewayTransport::new(&platform));
+    let dispatcher = Arc::new(Dispatcher {
+        store: platform.events.clone(),
+        queue: platform.event_queue.clone(),
+        routing: platform.routing.clone(),
+        transport: transport.clone(),
+        signals: platform.signals.clone(),
+        clock: now_us,
+    });
+    let dispatch = tokio::spawn(dispatcher.run(stopped(stop_rx.clone())));
+    let nats = Arc::new(NatsSources {
+        store: platform.events.clone(),
+        transport,
+        signals: platform.signals.clone(),
+        clock: now_us,
+    });
+    let sources = tokio::spawn(updraft_events::nats::run(nats, stopped(stop_rx.clone())));
     let open_files = crate::descriptors::raise_open_file_limit();
     let (gateway_limits, api_limits) = crate::descriptors::fit(
         platform.config.gateway_connections,
@@ -87,7 +137,7 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
         }
         () = second(stop_signals.clone()) => {
             tracing::warn!("stopping at once: requests in flight are cut");
-            platform.stopping_now.store(true, std::sync::atomic::Ordering::Relaxed);
+            platform.instances.stopping_now.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
     // The API's own requests (a `logs --follow` never ends by itself) get the same
@@ -98,22 +148,23 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     }
     let _ = scaler.await;
     let _ = routes.await;
+    let _ = revisions.await;
     let _ = pool.await;
     let _ = meter.await;
     let _ = retention.await;
     let _ = schedule.await;
     let _ = dispatch.await;
     let _ = sources.await;
-    platform.meter();
+    platform.meter.meter().await;
     platform.runtime.resize_pool(0);
-    let stops = platform.stop_revisions(platform.all_revision_states());
+    let stops = platform.instances.stop_revisions(platform.registry.all());
     tokio::pin!(stops);
     tokio::select! {
         () = &mut stops => {}
         () = second(stop_signals.clone()) => {
             tracing::warn!("stopping at once: instances are killed without their grace");
-            platform.stopping_now.store(true, std::sync::atomic::Ordering::Relaxed);
-            for state in platform.all_revision_states() {
+            platform.instances.stopping_now.store(true, std::sync::atomic::Ordering::Relaxed);
+            for state in platform.registry.all() {
                 for managed in state.instances() {
                     managed.instance.kill();
                 }

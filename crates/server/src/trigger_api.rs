@@ -56,7 +56,7 @@ async fn list_triggers(
     State(p): Shared,
     Path(NamespacePath { ns }): Path<NamespacePath>,
 ) -> Result<Json<Vec<TriggerView>>, ApiError> {
-    p.require_namespace(&ns)?;
+    p.require_namespace(&ns).await?;
     let counts = p.events.delivery_counts(&ns)?;
     let views = p
         .events
@@ -82,7 +82,7 @@ async fn get_trigger(
     Path(NamedPath { ns, name }): Path<NamedPath>,
     Query(params): Query<HistoryParams>,
 ) -> Result<Json<TriggerDetailView>, ApiError> {
-    let record = find_trigger(&p, &ns, &name)?;
+    let record = find_trigger(&p, &ns, &name).await?;
     let counts = p.events.delivery_counts(&ns)?;
     let limit = params.limit.map_or(DEFAULT_HISTORY, |n| n as usize).min(MAX_HISTORY);
     let history = p
@@ -97,8 +97,8 @@ async fn get_trigger(
     }))
 }
 
-fn find_trigger(p: &Platform, ns: &str, name: &str) -> Result<updraft_store::events::TriggerRecord, ApiError> {
-    p.require_namespace(ns)?;
+async fn find_trigger(p: &Platform, ns: &str, name: &str) -> Result<updraft_store::events::TriggerRecord, ApiError> {
+    p.require_namespace(ns).await?;
     p.events
         .trigger(ns, name)?
         .ok_or_else(|| ApiError::not_found(format!("trigger {name:?} does not exist in namespace {ns:?}")))
@@ -113,7 +113,7 @@ async fn put_trigger(
     Path(NamedPath { ns, name }): Path<NamedPath>,
     JsonBody(spec): JsonBody<TriggerSpec>,
 ) -> Result<(StatusCode, Json<AppliedView>), ApiError> {
-    let applied = p.put_trigger(&ns, &name, &spec)?;
+    let applied = p.put_trigger(&ns, &name, &spec).await?;
     let status = if applied.result == "created" {
         StatusCode::CREATED
     } else {
@@ -124,12 +124,12 @@ async fn put_trigger(
 
 impl Platform {
     /// Checks and stores a trigger; the scheduler and sources pick it up at once.
-    pub(crate) fn put_trigger(&self, ns: &str, name: &str, spec: &TriggerSpec) -> Result<AppliedView, ApiError> {
-        self.require_namespace(ns)?;
+    pub(crate) async fn put_trigger(&self, ns: &str, name: &str, spec: &TriggerSpec) -> Result<AppliedView, ApiError> {
+        self.require_namespace(ns).await?;
         validate_trigger_name("name", name)?;
         spec.validate("spec", ns)?;
         if let TriggerSpec::Event(e) = spec {
-            self.routing_snapshot()?.broker(ns, &e.broker)?;
+            self.routing_snapshot().await?.broker(ns, &e.broker)?;
         }
         let text = serde_json::to_string(spec).map_err(ApiError::internal)?;
         let existing = self.events.trigger(ns, name)?;
@@ -155,13 +155,13 @@ impl Platform {
         })
     }
 
-    pub(crate) fn put_broker(
+    pub(crate) async fn put_broker(
         &self,
         ns: &str,
         name: &str,
         delivery: Option<&DeliverySpec>,
     ) -> Result<AppliedView, ApiError> {
-        self.require_namespace(ns)?;
+        self.require_namespace(ns).await?;
         validate_service_name("name", name)?;
         if let Some(delivery) = delivery {
             delivery.validate("delivery", ns)?;
@@ -211,7 +211,7 @@ async fn delete_trigger(
     State(p): Shared,
     Path(NamedPath { ns, name }): Path<NamedPath>,
 ) -> Result<StatusCode, ApiError> {
-    p.require_namespace(&ns)?;
+    p.require_namespace(&ns).await?;
     p.events.delete_trigger(&ns, &name)?;
     p.signals.triggers_changed();
     Ok(StatusCode::NO_CONTENT)
@@ -234,7 +234,7 @@ async fn trigger_manifest(
     Path(NamedPath { ns, name }): Path<NamedPath>,
     Query(params): Query<ManifestParams>,
 ) -> Result<Response, ApiError> {
-    let record = find_trigger(&p, &ns, &name)?;
+    let record = find_trigger(&p, &ns, &name).await?;
     let spec = crate::triggers::parse_spec(&record).ok_or_else(|| ApiError::internal("unreadable trigger"))?;
     let manifest = to_manifest(&ns, &name, &spec).ok_or_else(|| {
         ApiError::bad_request(
@@ -261,7 +261,7 @@ async fn list_brokers(
     State(p): Shared,
     Path(NamespacePath { ns }): Path<NamespacePath>,
 ) -> Result<Json<Vec<BrokerView>>, ApiError> {
-    p.require_namespace(&ns)?;
+    p.require_namespace(&ns).await?;
     let stored = p.events.brokers(Some(&ns))?;
     let mut views = Vec::new();
     if !stored.iter().any(|b| b.name == DEFAULT_BROKER) {
@@ -283,7 +283,7 @@ async fn put_broker(
     Path(NamedPath { ns, name }): Path<NamedPath>,
     JsonBody(body): JsonBody<BrokerRequest>,
 ) -> Result<Json<AppliedView>, ApiError> {
-    Ok(Json(p.put_broker(&ns, &name, body.delivery.as_ref())?))
+    Ok(Json(p.put_broker(&ns, &name, body.delivery.as_ref()).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/namespaces/{ns}/brokers/{name}", tag = "brokers",
@@ -292,7 +292,7 @@ async fn delete_broker(
     State(p): Shared,
     Path(NamedPath { ns, name }): Path<NamedPath>,
 ) -> Result<StatusCode, ApiError> {
-    p.require_namespace(&ns)?;
+    p.require_namespace(&ns).await?;
     if p.events
         .triggers(Some(&ns))?
         .iter()
@@ -320,13 +320,11 @@ async fn ingest(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<AcceptedView>), ApiError> {
-    let platform = p.clone();
-    let (count, deliveries) = tokio::task::spawn_blocking(move || {
-        let events = read_request(&headers, body)?;
-        Ok::<_, ApiError>((events.len(), platform.accept_events(&ns, &name, &events)?))
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let events = tokio::task::spawn_blocking(move || read_request(&headers, body))
+        .await
+        .map_err(ApiError::internal)??;
+    let deliveries = p.accept_events(&ns, &name, &events).await?;
+    let count = events.len();
     Ok((
         StatusCode::ACCEPTED,
         Json(AcceptedView {

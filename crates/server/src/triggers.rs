@@ -1,6 +1,6 @@
-//! Triggers at work: the broker's ingress and what the API shows of triggers; the
-//! cron scheduler is `updraft_events::scheduler`. `delivery` sends what they queue;
-//! `sources` reads NATS.
+//! Triggers at work: the broker's ingress and what the API shows of triggers. The cron
+//! scheduler, the dispatcher and the NATS sources are `updraft_events`' loops; the
+//! server gives them its `delivery::GatewayTransport`.
 //!
 //! Every event is in the store before anything is sent: a cron firing is queued in the
 //! transaction that moves its cursor, a broker event before its 202. The dispatcher then
@@ -39,42 +39,19 @@ pub(crate) fn labels(namespace: &str, trigger: &str, kind: &str) -> TriggerLabel
 
 impl Platform {
     /// The routing snapshot of the store's current version.
-    pub(crate) fn routing_snapshot(&self) -> Result<Arc<RoutingSnapshot>, ApiError> {
-        let version = *self.store.subscribe().borrow();
-        let mut cached = self.routing_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(snapshot) = cached.as_ref().filter(|s| s.version == version) {
-            return Ok(snapshot.clone());
-        }
-        let snapshot = Arc::new(RoutingSnapshot {
-            version,
-            namespaces: self.store.namespaces()?.into_iter().map(|n| n.name).collect(),
-            brokers: self
-                .events
-                .brokers(None)?
-                .into_iter()
-                .map(|b| {
-                    let delivery = b.delivery.as_deref().and_then(|d| serde_json::from_str(d).ok());
-                    ((b.namespace, b.name), delivery)
-                })
-                .collect(),
-            triggers: self
-                .events
-                .triggers(None)?
-                .into_iter()
-                .map(|t| {
-                    let spec = parse_spec(&t);
-                    (t.namespace, t.name, t.kind, spec)
-                })
-                .collect(),
-        });
-        *cached = Some(snapshot.clone());
-        Ok(snapshot)
+    pub(crate) async fn routing_snapshot(&self) -> Result<Arc<RoutingSnapshot>, ApiError> {
+        Ok(self.routing.current().await?)
     }
 
     /// Stores events sent to a broker with a delivery for every trigger each matches,
     /// in one transaction, before the caller answers.
-    pub(crate) fn accept_events(&self, namespace: &str, broker: &str, events: &[Event]) -> Result<usize, ApiError> {
-        let routing = self.routing_snapshot()?;
+    pub(crate) async fn accept_events(
+        &self,
+        namespace: &str,
+        broker: &str,
+        events: &[Event],
+    ) -> Result<usize, ApiError> {
+        let routing = self.routing_snapshot().await?;
         let accepted: Vec<Accepted> = events
             .iter()
             .map(|event| routing.route(namespace, broker, event))
@@ -86,7 +63,8 @@ impl Platform {
                 broker: broker.to_string(),
                 events: accepted,
             })
-            .stored_blocking()
+            .stored()
+            .await
             .map_err(ApiError::internal)?;
         self.metrics.events_accepted.inc_by(events.len() as u64);
         self.signals.queued.notify_one();

@@ -14,15 +14,16 @@ use crate::{NewRevision, Store, StoreError};
 /// Opens an empty store whose change log keeps this many revisions.
 pub type OpenStore<'a> = &'a dyn Fn(u64) -> Arc<dyn Store>;
 
-const DIGEST: &str = "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+/// The package digest [`deploy`] deploys; put its blob first.
+pub const DIGEST: &str = "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
 
 /// Runs every case; panics on the first broken promise.
 pub async fn all(open: OpenStore<'_>) {
-    writes_number_the_store_and_stamp_resources(open(1000));
-    updates_compare_the_version_they_read(open(1000));
-    the_log_replays_writes_in_order(open(1000));
-    filters_and_pages_keep_whole_writes(open(1000));
-    a_compacted_log_says_so(open(3));
+    writes_number_the_store_and_stamp_resources(open(1000)).await;
+    updates_compare_the_version_they_read(open(1000)).await;
+    the_log_replays_writes_in_order(open(1000)).await;
+    filters_and_pages_keep_whole_writes(open(1000)).await;
+    a_compacted_log_says_so(open(3)).await;
     a_watch_streams_later_writes(open(1000)).await;
 }
 
@@ -41,73 +42,78 @@ fn config() -> RevisionConfig {
     }
 }
 
-/// Deploys the service's next revision, as the deploy path does.
-fn deploy(
+/// Deploys the service's next revision, as the deploy path does (for other crates'
+/// tests too).
+pub async fn deploy(
     store: &dyn Store,
     namespace: &str,
     service: &str,
 ) -> crate::Result<(updraft_model::Service, updraft_model::Revision)> {
-    let expected_service_version = store.service(namespace, service)?.map(|s| s.resource_version);
-    let name = store.next_revision_name(namespace, service)?;
-    store.create_revision(
-        NewRevision {
-            namespace,
-            service,
-            name: &name,
-            template: &RevisionTemplate::for_package(DIGEST),
-            config: &config(),
-            service_config: &ServiceConfig::default(),
-            expected_service_version,
-        },
-        1,
-    )
+    let expected_service_version = store.service(namespace, service).await?.map(|s| s.resource_version);
+    let name = store.next_revision_name(namespace, service).await?;
+    store
+        .create_revision(
+            NewRevision {
+                namespace,
+                service,
+                name: &name,
+                template: &RevisionTemplate::for_package(DIGEST),
+                config: &config(),
+                service_config: &ServiceConfig::default(),
+                expected_service_version,
+            },
+            1,
+        )
+        .await
 }
 
-fn with_blob(store: Arc<dyn Store>) -> Arc<dyn Store> {
-    store.put_blob(DIGEST, 10, 0).unwrap();
+async fn with_blob(store: Arc<dyn Store>) -> Arc<dyn Store> {
+    store.put_blob(DIGEST, 10, 0).await.unwrap();
     store
 }
 
-fn writes_number_the_store_and_stamp_resources(store: Arc<dyn Store>) {
-    let store = with_blob(store);
-    let start = store.current_revision().unwrap();
-    let team = store.create_namespace("team", 1).unwrap();
+async fn writes_number_the_store_and_stamp_resources(store: Arc<dyn Store>) {
+    let store = with_blob(store).await;
+    let start = store.current_revision().await.unwrap();
+    let team = store.create_namespace("team", 1).await.unwrap();
     assert_eq!(team.resource_version, start + 1);
-    let (svc, rev) = deploy(&*store, "team", "web").unwrap();
+    let (svc, rev) = deploy(&*store, "team", "web").await.unwrap();
     assert_eq!(svc.resource_version, start + 2, "one write, one revision");
     assert_eq!(rev.resource_version, start + 2);
-    assert_eq!(store.current_revision().unwrap(), start + 2);
-    let read = store.service("team", "web").unwrap().unwrap();
+    assert_eq!(store.current_revision().await.unwrap(), start + 2);
+    let read = store.service("team", "web").await.unwrap().unwrap();
     assert_eq!(read.resource_version, svc.resource_version, "reads carry the version");
-    let snapshot = store.snapshot().unwrap();
+    let snapshot = store.snapshot().await.unwrap();
     assert_eq!(snapshot.revision, start + 2);
     assert!(snapshot.services.iter().any(|s| s == &svc));
     assert!(snapshot.revisions.iter().any(|r| r == &rev));
     assert!(snapshot.namespaces.iter().any(|n| n == &team));
 }
 
-fn updates_compare_the_version_they_read(store: Arc<dyn Store>) {
-    let store = with_blob(store);
-    let (first, _) = deploy(&*store, "default", "web").unwrap();
-    let (second, _) = deploy(&*store, "default", "web").unwrap();
+async fn updates_compare_the_version_they_read(store: Arc<dyn Store>) {
+    let store = with_blob(store).await;
+    let (first, _) = deploy(&*store, "default", "web").await.unwrap();
+    let (second, _) = deploy(&*store, "default", "web").await.unwrap();
     let pinned = ServiceConfig {
         traffic: vec![TrafficTarget::new(Target::Revision("web-00001".into()), 100, None)],
         ..Default::default()
     };
     let stale = store
         .update_service_config("default", "web", &pinned, first.resource_version, 2)
+        .await
         .unwrap_err();
     assert!(
         matches!(stale, StoreError::Conflict { expected, actual, .. } if expected == first.resource_version && actual == second.resource_version),
         "{stale}"
     );
     assert_eq!(
-        store.service("default", "web").unwrap().unwrap(),
+        store.service("default", "web").await.unwrap().unwrap(),
         second,
         "a lost race changes nothing"
     );
     let updated = store
         .update_service_config("default", "web", &pinned, second.resource_version, 2)
+        .await
         .unwrap();
     assert!(updated.resource_version > second.resource_version);
     assert_eq!(updated.config, pinned);
@@ -132,20 +138,20 @@ fn updates_compare_the_version_they_read(store: Arc<dyn Store>) {
         )
     };
     for read in [Some(second.resource_version), None] {
-        let err = deploy_having_read(read).unwrap_err();
+        let err = deploy_having_read(read).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "read {read:?}: {err}");
     }
-    assert!(store.revision("default", "web-racer").unwrap().is_none());
-    assert_eq!(store.service("default", "web").unwrap().unwrap(), updated);
+    assert!(store.revision("default", "web-racer").await.unwrap().is_none());
+    assert_eq!(store.service("default", "web").await.unwrap().unwrap(), updated);
 }
 
-fn the_log_replays_writes_in_order(store: Arc<dyn Store>) {
-    let store = with_blob(store);
-    let start = store.current_revision().unwrap();
-    let (svc, rev) = deploy(&*store, "default", "web").unwrap();
-    let (_, rev2) = deploy(&*store, "default", "web").unwrap();
-    store.delete_service("default", "web").unwrap();
-    let page = store.changes_after(start, &WatchFilter::default(), 100).unwrap();
+async fn the_log_replays_writes_in_order(store: Arc<dyn Store>) {
+    let store = with_blob(store).await;
+    let start = store.current_revision().await.unwrap();
+    let (svc, rev) = deploy(&*store, "default", "web").await.unwrap();
+    let (_, rev2) = deploy(&*store, "default", "web").await.unwrap();
+    store.delete_service("default", "web").await.unwrap();
+    let page = store.changes_after(start, &WatchFilter::default(), 100).await.unwrap();
     let seen: Vec<(u64, Kind, bool, String)> = page
         .events
         .iter()
@@ -169,12 +175,18 @@ fn the_log_replays_writes_in_order(store: Arc<dyn Store>) {
     assert_eq!(page.events[0].change, Change::Put(Resource::Revision(Box::new(rev))));
     assert_eq!(page.events[1].change, Change::Put(Resource::Service(Box::new(svc))));
     assert_eq!(page.through, start + 3);
-    let resumed = store.changes_after(start + 2, &WatchFilter::default(), 100).unwrap();
+    let resumed = store
+        .changes_after(start + 2, &WatchFilter::default(), 100)
+        .await
+        .unwrap();
     assert!(
         resumed.events.iter().all(|e| e.revision == start + 3),
         "resumes after the revision"
     );
-    let none = store.changes_after(start + 3, &WatchFilter::default(), 100).unwrap();
+    let none = store
+        .changes_after(start + 3, &WatchFilter::default(), 100)
+        .await
+        .unwrap();
     assert!(none.events.is_empty());
     assert_eq!(none.through, start + 3);
 }
@@ -189,14 +201,15 @@ fn name_of(resource: &Resource) -> String {
     }
 }
 
-fn filters_and_pages_keep_whole_writes(store: Arc<dyn Store>) {
-    let store = with_blob(store);
-    let start = store.current_revision().unwrap();
-    store.create_namespace("team", 1).unwrap();
-    deploy(&*store, "team", "a").unwrap();
-    deploy(&*store, "default", "b").unwrap();
+async fn filters_and_pages_keep_whole_writes(store: Arc<dyn Store>) {
+    let store = with_blob(store).await;
+    let start = store.current_revision().await.unwrap();
+    store.create_namespace("team", 1).await.unwrap();
+    deploy(&*store, "team", "a").await.unwrap();
+    deploy(&*store, "default", "b").await.unwrap();
     let services = store
         .changes_after(start, &WatchFilter::kind(Kind::Service), 100)
+        .await
         .unwrap();
     let names: Vec<String> = services
         .events
@@ -211,46 +224,53 @@ fn filters_and_pages_keep_whole_writes(store: Arc<dyn Store>) {
         kinds: Vec::new(),
         namespace: Some("team".into()),
     };
-    let in_team = store.changes_after(start, &team, 100).unwrap();
+    let in_team = store.changes_after(start, &team, 100).await.unwrap();
     assert_eq!(in_team.events.len(), 3, "the namespace itself, a's revision and a");
     assert_eq!(in_team.through, start + 3, "what did not match is read past");
     let routed = WatchFilter::kinds(&[Kind::Namespace, Kind::Service]);
-    let routed = store.changes_after(start, &routed, 100).unwrap();
+    let routed = store.changes_after(start, &routed, 100).await.unwrap();
     assert_eq!(routed.events.len(), 3, "team, a and b; not the revisions");
-    let first = store.changes_after(start + 1, &WatchFilter::default(), 1).unwrap();
+    let first = store
+        .changes_after(start + 1, &WatchFilter::default(), 1)
+        .await
+        .unwrap();
     assert_eq!(first.events.len(), 2, "a page holds whole writes");
     assert_eq!(first.through, start + 2);
 }
 
-fn a_compacted_log_says_so(store: Arc<dyn Store>) {
-    let store = with_blob(store);
+async fn a_compacted_log_says_so(store: Arc<dyn Store>) {
+    let store = with_blob(store).await;
     for _ in 0..5 {
-        deploy(&*store, "default", "web").unwrap();
+        deploy(&*store, "default", "web").await.unwrap();
     }
-    let now = store.current_revision().unwrap();
-    let err = store.changes_after(0, &WatchFilter::default(), 100).unwrap_err();
+    let now = store.current_revision().await.unwrap();
+    let err = store.changes_after(0, &WatchFilter::default(), 100).await.unwrap_err();
     assert!(matches!(err, StoreError::Compacted { requested: 0, .. }), "{err}");
-    let kept = store.changes_after(now - 3, &WatchFilter::default(), 100).unwrap();
+    let kept = store
+        .changes_after(now - 3, &WatchFilter::default(), 100)
+        .await
+        .unwrap();
     assert_eq!(kept.events.len(), 6, "the last three writes are kept");
-    let snapshot = store.snapshot().unwrap();
+    let snapshot = store.snapshot().await.unwrap();
     assert_eq!(snapshot.revisions.len(), 5, "a follower lists again");
     assert!(store
         .changes_after(snapshot.revision, &WatchFilter::default(), 100)
+        .await
         .unwrap()
         .events
         .is_empty());
 }
 
 async fn a_watch_streams_later_writes(store: Arc<dyn Store>) {
-    let store = with_blob(store);
-    let from = store.current_revision().unwrap();
+    let store = with_blob(store).await;
+    let from = store.current_revision().await.unwrap();
     let mut watch = Watch::new(store.clone(), WatchFilter::kind(Kind::Service), from);
     let writer = {
         let store = store.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            store.create_namespace("quiet", 1).unwrap();
-            deploy(&*store, "default", "web").unwrap();
+            store.create_namespace("quiet", 1).await.unwrap();
+            deploy(&*store, "default", "web").await.unwrap();
         })
     };
     let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
@@ -264,7 +284,7 @@ async fn a_watch_streams_later_writes(store: Arc<dyn Store>) {
     assert_eq!(event.revision, from + 2, "the namespace's write was skipped, not lost");
     assert_eq!(watch.revision(), from + 2);
     writer.await.unwrap();
-    store.delete_service("default", "web").unwrap();
+    store.delete_service("default", "web").await.unwrap();
     let gone = tokio::time::timeout(Duration::from_secs(10), watch.next())
         .await
         .expect("the watch woke for the delete")
@@ -285,9 +305,9 @@ async fn a_watch_streams_later_writes(store: Arc<dyn Store>) {
     let mut brokers = Watch::new(
         store.clone(),
         WatchFilter::kind(Kind::Broker),
-        store.current_revision().unwrap(),
+        store.current_revision().await.unwrap(),
     );
-    deploy(&*store, "default", "other").unwrap();
+    deploy(&*store, "default", "other").await.unwrap();
     let step = tokio::time::timeout(Duration::from_secs(10), brokers.step())
         .await
         .expect("the watch woke for the write it skips")
@@ -295,7 +315,7 @@ async fn a_watch_streams_later_writes(store: Arc<dyn Store>) {
     assert_eq!(
         step,
         WatchStep::Skipped {
-            through: store.current_revision().unwrap()
+            through: store.current_revision().await.unwrap()
         }
     );
 }

@@ -561,20 +561,20 @@ mod tests {
         (dir, store)
     }
 
-    #[test]
-    fn trigger_and_broker_changes_are_in_the_change_log() {
+    #[tokio::test]
+    async fn trigger_and_broker_changes_are_in_the_change_log() {
         use crate::watch::{Change, Kind, Resource, WatchFilter};
         use crate::Store;
 
         let (_dir, store) = store();
-        let start = store.current_revision().unwrap();
+        let start = store.current_revision().await.unwrap();
         store.put_trigger("default", "tick", "cron", "{}", 1).unwrap();
         store.put_trigger("default", "tick", "cron", "{\"x\":1}", 2).unwrap();
         store.put_broker("default", "orders", None, 3).unwrap();
         store.delete_trigger("default", "tick").unwrap();
         store.delete_broker("default", "orders").unwrap();
         assert!(store.delete_broker("default", "orders").is_err());
-        let page = store.changes_after(start, &WatchFilter::default(), 100).unwrap();
+        let page = store.changes_after(start, &WatchFilter::default(), 100).await.unwrap();
         let seen: Vec<(u64, Kind, bool)> = page
             .events
             .iter()
@@ -597,6 +597,7 @@ mod tests {
         );
         let brokers = store
             .changes_after(start, &WatchFilter::kind(Kind::Broker), 100)
+            .await
             .unwrap();
         assert_eq!(brokers.events.len(), 2);
     }

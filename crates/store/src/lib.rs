@@ -74,28 +74,29 @@ pub struct NewRevision<'a> {
     pub expected_service_version: Option<u64>,
 }
 
+#[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
-    fn create_namespace(&self, name: &str, now_us: i64) -> Result<Namespace>;
-    fn namespaces(&self) -> Result<Vec<Namespace>>;
-    fn namespace(&self, name: &str) -> Result<Option<Namespace>>;
-    fn set_namespace_limits(&self, name: &str, limits: &NamespaceLimits) -> Result<Namespace>;
+    async fn create_namespace(&self, name: &str, now_us: i64) -> Result<Namespace>;
+    async fn namespaces(&self) -> Result<Vec<Namespace>>;
+    async fn namespace(&self, name: &str) -> Result<Option<Namespace>>;
+    async fn set_namespace_limits(&self, name: &str, limits: &NamespaceLimits) -> Result<Namespace>;
 
     /// Records a package archive that is fully written to the blob directory.
-    fn put_blob(&self, digest: &str, size: u64, now_us: i64) -> Result<()>;
-    fn blob_exists(&self, digest: &str) -> Result<bool>;
+    async fn put_blob(&self, digest: &str, size: u64, now_us: i64) -> Result<()>;
+    async fn blob_exists(&self, digest: &str) -> Result<bool>;
     /// Digests stored before `created_before_us` that no revision refers to, for
     /// garbage collection (a fresh upload waits for its deploy).
-    fn unreferenced_blobs(&self, created_before_us: i64) -> Result<Vec<String>>;
-    fn delete_blob(&self, digest: &str) -> Result<()>;
+    async fn unreferenced_blobs(&self, created_before_us: i64) -> Result<Vec<String>>;
+    async fn delete_blob(&self, digest: &str) -> Result<()>;
 
     /// Creates the service if needed and the revision, makes the revision the latest
     /// and stores the service's settings, all in one transaction.
-    fn create_revision(&self, new: NewRevision<'_>, now_us: i64) -> Result<(Service, Revision)>;
+    async fn create_revision(&self, new: NewRevision<'_>, now_us: i64) -> Result<(Service, Revision)>;
     /// The name a service's next revision gets unless its template names one.
-    fn next_revision_name(&self, namespace: &str, service: &str) -> Result<String>;
+    async fn next_revision_name(&self, namespace: &str, service: &str) -> Result<String>;
     /// Replaces a service's settings (traffic, metadata, rollout) if its
     /// `resource_version` is still `expected_version`.
-    fn update_service_config(
+    async fn update_service_config(
         &self,
         namespace: &str,
         name: &str,
@@ -104,30 +105,30 @@ pub trait Store: Send + Sync + 'static {
         now_us: i64,
     ) -> Result<Service>;
 
-    fn services(&self, namespace: Option<&str>) -> Result<Vec<Service>>;
-    fn service(&self, namespace: &str, name: &str) -> Result<Option<Service>>;
-    fn revisions(&self, namespace: &str, service: &str) -> Result<Vec<Revision>>;
-    fn revision(&self, namespace: &str, name: &str) -> Result<Option<Revision>>;
-    fn all_revisions(&self) -> Result<Vec<Revision>>;
+    async fn services(&self, namespace: Option<&str>) -> Result<Vec<Service>>;
+    async fn service(&self, namespace: &str, name: &str) -> Result<Option<Service>>;
+    async fn revisions(&self, namespace: &str, service: &str) -> Result<Vec<Revision>>;
+    async fn revision(&self, namespace: &str, name: &str) -> Result<Option<Revision>>;
+    async fn all_revisions(&self) -> Result<Vec<Revision>>;
     /// Deletes one revision; the caller has checked that nothing routes to it.
-    fn delete_revision(&self, namespace: &str, name: &str) -> Result<Revision>;
+    async fn delete_revision(&self, namespace: &str, name: &str) -> Result<Revision>;
     /// Deletes a service with its revisions and returns the revisions removed.
-    fn delete_service(&self, namespace: &str, name: &str) -> Result<Vec<Revision>>;
+    async fn delete_service(&self, namespace: &str, name: &str) -> Result<Vec<Revision>>;
 
     /// Adds metered usage to its hours, all rows in one transaction.
-    fn add_usage(&self, rows: &[Usage]) -> Result<()>;
+    async fn add_usage(&self, rows: &[Usage]) -> Result<()>;
     /// Hourly usage since `since_us`, of one namespace or all.
-    fn usage(&self, namespace: Option<&str>, since_us: i64) -> Result<Vec<Usage>>;
+    async fn usage(&self, namespace: Option<&str>, since_us: i64) -> Result<Vec<Usage>>;
 
     /// The store revision of the last write, as it changes.
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// The store revision of the last write.
-    fn current_revision(&self) -> Result<u64>;
+    async fn current_revision(&self) -> Result<u64>;
     /// Namespaces, services and revisions as of one revision, for list-then-watch.
-    fn snapshot(&self) -> Result<Snapshot>;
+    async fn snapshot(&self) -> Result<Snapshot>;
     /// Changes after revision `after` that `filter` matches, whole writes of at most
     /// `limit` revisions; [`StoreError::Compacted`] when the log no longer reaches back
     /// to `after`.
-    fn changes_after(&self, after: u64, filter: &WatchFilter, limit: usize) -> Result<ChangePage>;
+    async fn changes_after(&self, after: u64, filter: &WatchFilter, limit: usize) -> Result<ChangePage>;
 }

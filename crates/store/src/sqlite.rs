@@ -1,5 +1,5 @@
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::watch;
@@ -74,7 +74,17 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 ];
 
 /// The embedded store: one SQLite file in the data directory.
+///
+/// Its [`Store`] methods run their SQLite work on tokio's blocking pool, so an
+/// fsync never holds up an async worker.
+#[derive(Clone)]
 pub struct SqliteStore {
+    db: Arc<Database>,
+}
+
+/// The connection and its synchronous operations, which the async surface hands to
+/// the blocking pool.
+pub(crate) struct Database {
     conn: Mutex<Connection>,
     /// The store revision of the last write, for followers to wait on.
     revision: watch::Sender<u64>,
@@ -118,13 +128,33 @@ impl SqliteStore {
         )?;
         let revision = watch::Sender::new(changelog::current_revision(&conn)?);
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
-            revision,
-            change_log_limit: change_log_limit.max(1),
+            db: Arc::new(Database {
+                conn: Mutex::new(conn),
+                revision,
+                change_log_limit: change_log_limit.max(1),
+            }),
         })
     }
 
     pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.conn()
+    }
+
+    pub(crate) fn commit_write(&self, tx: Transaction<'_>, changes: Changes) -> Result<()> {
+        self.db.commit_write(tx, changes)
+    }
+
+    /// Runs `work` on the blocking pool with the database.
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce(&Database) -> Result<T> + Send + 'static) -> Result<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+impl Database {
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions
         // roll back on drop), so a poisoned lock is still safe to use.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -326,7 +356,7 @@ fn not_found(kind: &'static str, namespace: &str, name: &str) -> StoreError {
     }
 }
 
-impl Store for SqliteStore {
+impl Database {
     fn create_namespace(&self, name: &str, now_us: i64) -> Result<Namespace> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -689,10 +719,6 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.revision.subscribe()
-    }
-
     fn current_revision(&self) -> Result<u64> {
         changelog::current_revision(&self.conn())
     }
@@ -716,6 +742,151 @@ impl Store for SqliteStore {
 
     fn changes_after(&self, after: u64, filter: &WatchFilter, limit: usize) -> Result<ChangePage> {
         changelog::read(&self.conn(), after, filter, limit)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn create_namespace(&self, name: &str, now_us: i64) -> Result<Namespace> {
+        let name = name.to_owned();
+        self.run(move |db| db.create_namespace(&name, now_us)).await
+    }
+
+    async fn namespaces(&self) -> Result<Vec<Namespace>> {
+        self.run(|db| db.namespaces()).await
+    }
+
+    async fn namespace(&self, name: &str) -> Result<Option<Namespace>> {
+        let name = name.to_owned();
+        self.run(move |db| db.namespace(&name)).await
+    }
+
+    async fn set_namespace_limits(&self, name: &str, limits: &NamespaceLimits) -> Result<Namespace> {
+        let (name, limits) = (name.to_owned(), limits.clone());
+        self.run(move |db| db.set_namespace_limits(&name, &limits)).await
+    }
+
+    async fn put_blob(&self, digest: &str, size: u64, now_us: i64) -> Result<()> {
+        let digest = digest.to_owned();
+        self.run(move |db| db.put_blob(&digest, size, now_us)).await
+    }
+
+    async fn blob_exists(&self, digest: &str) -> Result<bool> {
+        let digest = digest.to_owned();
+        self.run(move |db| db.blob_exists(&digest)).await
+    }
+
+    async fn unreferenced_blobs(&self, created_before_us: i64) -> Result<Vec<String>> {
+        self.run(move |db| db.unreferenced_blobs(created_before_us)).await
+    }
+
+    async fn delete_blob(&self, digest: &str) -> Result<()> {
+        let digest = digest.to_owned();
+        self.run(move |db| db.delete_blob(&digest)).await
+    }
+
+    async fn create_revision(&self, new: NewRevision<'_>, now_us: i64) -> Result<(Service, Revision)> {
+        let namespace = new.namespace.to_owned();
+        let service = new.service.to_owned();
+        let name = new.name.to_owned();
+        let template = new.template.clone();
+        let config = new.config.clone();
+        let service_config = new.service_config.clone();
+        let expected_service_version = new.expected_service_version;
+        self.run(move |db| {
+            db.create_revision(
+                NewRevision {
+                    namespace: &namespace,
+                    service: &service,
+                    name: &name,
+                    template: &template,
+                    config: &config,
+                    service_config: &service_config,
+                    expected_service_version,
+                },
+                now_us,
+            )
+        })
+        .await
+    }
+
+    async fn next_revision_name(&self, namespace: &str, service: &str) -> Result<String> {
+        let (namespace, service) = (namespace.to_owned(), service.to_owned());
+        self.run(move |db| db.next_revision_name(&namespace, &service)).await
+    }
+
+    async fn update_service_config(
+        &self,
+        namespace: &str,
+        name: &str,
+        config: &ServiceConfig,
+        expected_version: u64,
+        now_us: i64,
+    ) -> Result<Service> {
+        let (namespace, name, config) = (namespace.to_owned(), name.to_owned(), config.clone());
+        self.run(move |db| db.update_service_config(&namespace, &name, &config, expected_version, now_us))
+            .await
+    }
+
+    async fn services(&self, namespace: Option<&str>) -> Result<Vec<Service>> {
+        let namespace = namespace.map(str::to_owned);
+        self.run(move |db| db.services(namespace.as_deref())).await
+    }
+
+    async fn service(&self, namespace: &str, name: &str) -> Result<Option<Service>> {
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        self.run(move |db| db.service(&namespace, &name)).await
+    }
+
+    async fn revisions(&self, namespace: &str, service: &str) -> Result<Vec<Revision>> {
+        let (namespace, service) = (namespace.to_owned(), service.to_owned());
+        self.run(move |db| db.revisions(&namespace, &service)).await
+    }
+
+    async fn revision(&self, namespace: &str, name: &str) -> Result<Option<Revision>> {
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        self.run(move |db| db.revision(&namespace, &name)).await
+    }
+
+    async fn all_revisions(&self) -> Result<Vec<Revision>> {
+        self.run(|db| db.all_revisions()).await
+    }
+
+    async fn delete_revision(&self, namespace: &str, name: &str) -> Result<Revision> {
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        self.run(move |db| db.delete_revision(&namespace, &name)).await
+    }
+
+    async fn delete_service(&self, namespace: &str, name: &str) -> Result<Vec<Revision>> {
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        self.run(move |db| db.delete_service(&namespace, &name)).await
+    }
+
+    async fn add_usage(&self, rows: &[Usage]) -> Result<()> {
+        let rows = rows.to_vec();
+        self.run(move |db| db.add_usage(&rows)).await
+    }
+
+    async fn usage(&self, namespace: Option<&str>, since_us: i64) -> Result<Vec<Usage>> {
+        let namespace = namespace.map(str::to_owned);
+        self.run(move |db| db.usage(namespace.as_deref(), since_us)).await
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.db.revision.subscribe()
+    }
+
+    async fn current_revision(&self) -> Result<u64> {
+        self.run(|db| db.current_revision()).await
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot> {
+        self.run(|db| db.snapshot()).await
+    }
+
+    async fn changes_after(&self, after: u64, filter: &WatchFilter, limit: usize) -> Result<ChangePage> {
+        let filter = filter.clone();
+        self.run(move |db| db.changes_after(after, &filter, limit)).await
     }
 }
 
@@ -743,20 +914,22 @@ mod tests {
     }
 
     /// Creates the service's next revision under its generated name.
-    fn create(store: &SqliteStore, namespace: &str, service: &str, now: i64) -> Result<(Service, Revision)> {
-        let name = store.next_revision_name(namespace, service)?;
-        store.create_revision(
-            NewRevision {
-                namespace,
-                service,
-                name: &name,
-                template: &RevisionTemplate::for_package(DIGEST),
-                config: &config(),
-                service_config: &ServiceConfig::default(),
-                expected_service_version: store.service(namespace, service)?.map(|s| s.resource_version),
-            },
-            now,
-        )
+    async fn create(store: &SqliteStore, namespace: &str, service: &str, now: i64) -> Result<(Service, Revision)> {
+        let name = store.next_revision_name(namespace, service).await?;
+        store
+            .create_revision(
+                NewRevision {
+                    namespace,
+                    service,
+                    name: &name,
+                    template: &RevisionTemplate::for_package(DIGEST),
+                    config: &config(),
+                    service_config: &ServiceConfig::default(),
+                    expected_service_version: store.service(namespace, service).await?.map(|s| s.resource_version),
+                },
+                now,
+            )
+            .await
     }
 
     #[tokio::test]
@@ -771,109 +944,131 @@ mod tests {
         crate::contract::all(&open).await;
     }
 
-    #[test]
-    fn the_change_log_survives_reopen() {
+    #[tokio::test]
+    async fn the_change_log_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let before = {
             let store = SqliteStore::open(&path, 1).unwrap();
-            store.put_blob(DIGEST, 10, 1).unwrap();
-            create(&store, "default", "hello", 2).unwrap();
-            store.current_revision().unwrap()
+            store.put_blob(DIGEST, 10, 1).await.unwrap();
+            create(&store, "default", "hello", 2).await.unwrap();
+            store.current_revision().await.unwrap()
         };
         let store = SqliteStore::open(&path, 3).unwrap();
-        assert_eq!(store.current_revision().unwrap(), before);
-        let page = store.changes_after(0, &WatchFilter::default(), 10).unwrap();
+        assert_eq!(store.current_revision().await.unwrap(), before);
+        let page = store.changes_after(0, &WatchFilter::default(), 10).await.unwrap();
         assert_eq!(page.through, before);
-        let (svc, _) = create(&store, "default", "hello", 4).unwrap();
+        let (svc, _) = create(&store, "default", "hello", 4).await.unwrap();
         assert_eq!(svc.resource_version, before + 1, "numbering goes on after a restart");
     }
 
-    #[test]
-    fn revisions_survive_reopen_and_number_up() {
+    #[tokio::test]
+    async fn revisions_survive_reopen_and_number_up() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("updraft.db");
         {
             let store = SqliteStore::open(&path, 1).unwrap();
             let mut rx = store.subscribe();
-            store.put_blob(DIGEST, 10, 1).unwrap();
-            let (svc, rev) = create(&store, "default", "hello", 2).unwrap();
+            store.put_blob(DIGEST, 10, 1).await.unwrap();
+            let (svc, rev) = create(&store, "default", "hello", 2).await.unwrap();
             assert_eq!(rev.name, "hello-00001");
             assert_eq!(svc.latest_revision, "hello-00001");
             assert!(rx.has_changed().unwrap());
             rx.mark_unchanged();
-            let (svc, rev) = create(&store, "default", "hello", 3).unwrap();
+            let (svc, rev) = create(&store, "default", "hello", 3).await.unwrap();
             assert_eq!(rev.name, "hello-00002");
             assert_eq!(svc.created_at_us, 2);
-            assert_eq!(store.next_revision_name("default", "hello").unwrap(), "hello-00003");
+            assert_eq!(
+                store.next_revision_name("default", "hello").await.unwrap(),
+                "hello-00003"
+            );
         }
         let store = SqliteStore::open(&path, 9).unwrap();
-        let revs = store.revisions("default", "hello").unwrap();
+        let revs = store.revisions("default", "hello").await.unwrap();
         assert_eq!(revs.len(), 2);
         assert_eq!(revs[1].config, config());
         assert_eq!(revs[1].template, RevisionTemplate::for_package(DIGEST));
         assert_eq!(
-            store.service("default", "hello").unwrap().unwrap().latest_revision,
+            store
+                .service("default", "hello")
+                .await
+                .unwrap()
+                .unwrap()
+                .latest_revision,
             "hello-00002"
         );
     }
 
-    #[test]
-    fn a_named_revision_cannot_be_taken_twice() {
+    #[tokio::test]
+    async fn a_named_revision_cannot_be_taken_twice() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db"), 1).unwrap();
-        store.put_blob(DIGEST, 10, 1).unwrap();
+        store.put_blob(DIGEST, 10, 1).await.unwrap();
         let (template, config, service_config) = (
             RevisionTemplate::for_package(DIGEST),
             config(),
             ServiceConfig::default(),
         );
-        let new = |name| NewRevision {
+        let new = |name, expected_service_version| NewRevision {
             namespace: "default",
             service: "hello",
             name,
             template: &template,
             config: &config,
             service_config: &service_config,
-            expected_service_version: store.service("default", "hello").unwrap().map(|s| s.resource_version),
+            expected_service_version,
         };
-        store.create_revision(new("hello-v1"), 2).unwrap();
-        let err = store.create_revision(new("hello-v1"), 3).unwrap_err();
+        store.create_revision(new("hello-v1", None), 2).await.unwrap();
+        let read = store
+            .service("default", "hello")
+            .await
+            .unwrap()
+            .map(|s| s.resource_version);
+        let err = store.create_revision(new("hello-v1", read), 3).await.unwrap_err();
         assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
-        assert_eq!(store.revisions("default", "hello").unwrap().len(), 1);
-        assert_eq!(store.service("default", "hello").unwrap().unwrap().generation, 1);
+        assert_eq!(store.revisions("default", "hello").await.unwrap().len(), 1);
+        assert_eq!(store.service("default", "hello").await.unwrap().unwrap().generation, 1);
     }
 
-    #[test]
-    fn service_config_and_revision_delete() {
+    #[tokio::test]
+    async fn service_config_and_revision_delete() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db"), 1).unwrap();
-        store.put_blob(DIGEST, 10, 1).unwrap();
-        create(&store, "default", "hello", 2).unwrap();
-        create(&store, "default", "hello", 3).unwrap();
+        store.put_blob(DIGEST, 10, 1).await.unwrap();
+        create(&store, "default", "hello", 2).await.unwrap();
+        create(&store, "default", "hello", 3).await.unwrap();
         let pinned = ServiceConfig {
             traffic: vec![TrafficTarget::new(Target::Revision("hello-00002".into()), 100, None)],
             ..Default::default()
         };
-        let version = store.service("default", "hello").unwrap().unwrap().resource_version;
+        let version = store
+            .service("default", "hello")
+            .await
+            .unwrap()
+            .unwrap()
+            .resource_version;
         let svc = store
             .update_service_config("default", "hello", &pinned, version, 4)
+            .await
             .unwrap();
         assert_eq!(svc.config, pinned);
         assert_eq!(svc.updated_at_us, 4);
-        assert!(store.update_service_config("default", "nope", &pinned, 0, 4).is_err());
-        let gone = store.delete_revision("default", "hello-00001").unwrap();
+        assert!(store
+            .update_service_config("default", "nope", &pinned, 0, 4)
+            .await
+            .is_err());
+        let gone = store.delete_revision("default", "hello-00001").await.unwrap();
         assert_eq!(gone.generation, 1);
-        assert!(store.revision("default", "hello-00001").unwrap().is_none());
+        assert!(store.revision("default", "hello-00001").await.unwrap().is_none());
         assert!(matches!(
-            store.delete_revision("default", "hello-00001"),
+            store.delete_revision("default", "hello-00001").await,
             Err(StoreError::NotFound { .. })
         ));
-        assert_eq!(store.revisions("default", "hello").unwrap().len(), 1);
+        assert_eq!(store.revisions("default", "hello").await.unwrap().len(), 1);
     }
 
-    #[test]
-    fn a_store_from_before_templates_opens_with_defaults() {
+    #[tokio::test]
+    async fn a_store_from_before_templates_opens_with_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         {
@@ -898,19 +1093,19 @@ mod tests {
             .unwrap();
         }
         let store = SqliteStore::open(&path, 2).unwrap();
-        let svc = store.service("default", "hello").unwrap().unwrap();
+        let svc = store.service("default", "hello").await.unwrap().unwrap();
         assert_eq!(svc.config, ServiceConfig::default());
-        let rev = store.revision("default", "hello-00001").unwrap().unwrap();
+        let rev = store.revision("default", "hello-00001").await.unwrap().unwrap();
         assert_eq!(rev.template.image, format!("package:{DIGEST}"));
         assert_eq!(rev.template.resources.memory_limit_bytes, Some(64 << 20));
         assert_eq!(
-            store.namespace("default").unwrap().unwrap().limits,
+            store.namespace("default").await.unwrap().unwrap().limits,
             NamespaceLimits::default()
         );
     }
 
-    #[test]
-    fn usage_adds_up_per_hour() {
+    #[tokio::test]
+    async fn usage_adds_up_per_hour() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db"), 1).unwrap();
         let row = |hour_us, vcpu| Usage {
@@ -924,52 +1119,53 @@ mod tests {
         };
         store
             .add_usage(&[row(0, 1.5), row(0, 2.5), row(3_600_000_000, 1.0)])
+            .await
             .unwrap();
-        let all = store.usage(None, 0).unwrap();
+        let all = store.usage(None, 0).await.unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!((all[0].vcpu_seconds, all[0].invocations), (4.0, 4));
-        assert_eq!(store.usage(Some("default"), 1).unwrap().len(), 1);
-        assert!(store.usage(Some("other"), 0).unwrap().is_empty());
+        assert_eq!(store.usage(Some("default"), 1).await.unwrap().len(), 1);
+        assert!(store.usage(Some("other"), 0).await.unwrap().is_empty());
     }
 
-    #[test]
-    fn unknown_namespace_changes_nothing() {
+    #[tokio::test]
+    async fn unknown_namespace_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db"), 1).unwrap();
-        store.put_blob(DIGEST, 10, 1).unwrap();
-        let err = create(&store, "nope", "hello", 2).unwrap_err();
+        store.put_blob(DIGEST, 10, 1).await.unwrap();
+        let err = create(&store, "nope", "hello", 2).await.unwrap_err();
         assert!(matches!(err, StoreError::NoSuchNamespace(_)));
-        assert!(store.services(None).unwrap().is_empty());
+        assert!(store.services(None).await.unwrap().is_empty());
     }
 
-    #[test]
-    fn revision_needs_its_blob() {
+    #[tokio::test]
+    async fn revision_needs_its_blob() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db"), 1).unwrap();
-        assert!(create(&store, "default", "hello", 2).is_err());
-        assert!(store.service("default", "hello").unwrap().is_none());
+        assert!(create(&store, "default", "hello", 2).await.is_err());
+        assert!(store.service("default", "hello").await.unwrap().is_none());
     }
 
-    #[test]
-    fn delete_frees_blob_for_collection() {
+    #[tokio::test]
+    async fn delete_frees_blob_for_collection() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db"), 1).unwrap();
-        store.put_blob(DIGEST, 10, 1).unwrap();
-        create(&store, "default", "hello", 2).unwrap();
-        assert!(store.unreferenced_blobs(10).unwrap().is_empty());
-        assert_eq!(store.delete_service("default", "hello").unwrap().len(), 1);
+        store.put_blob(DIGEST, 10, 1).await.unwrap();
+        create(&store, "default", "hello", 2).await.unwrap();
+        assert!(store.unreferenced_blobs(10).await.unwrap().is_empty());
+        assert_eq!(store.delete_service("default", "hello").await.unwrap().len(), 1);
         assert!(
-            store.unreferenced_blobs(1).unwrap().is_empty(),
+            store.unreferenced_blobs(1).await.unwrap().is_empty(),
             "fresh uploads are kept"
         );
-        assert_eq!(store.unreferenced_blobs(10).unwrap(), vec![DIGEST.to_string()]);
+        assert_eq!(store.unreferenced_blobs(10).await.unwrap(), vec![DIGEST.to_string()]);
         assert!(matches!(
-            store.delete_service("default", "hello"),
+            store.delete_service("default", "hello").await,
             Err(StoreError::NotFound { .. })
         ));
-        store.create_namespace("team", 3).unwrap();
-        assert!(store.create_namespace("team", 3).is_err());
-        assert_eq!(store.namespaces().unwrap().len(), 2);
+        store.create_namespace("team", 3).await.unwrap();
+        assert!(store.create_namespace("team", 3).await.is_err());
+        assert_eq!(store.namespaces().await.unwrap().len(), 2);
         let limits = NamespaceLimits {
             rate_limit: Some(updraft_model::annotations::RateLimit {
                 per_second: 5,
@@ -978,7 +1174,10 @@ mod tests {
             log_max_age_seconds: Some(60),
             log_max_bytes: None,
         };
-        assert_eq!(store.set_namespace_limits("team", &limits).unwrap().limits, limits);
-        assert!(store.set_namespace_limits("nope", &limits).is_err());
+        assert_eq!(
+            store.set_namespace_limits("team", &limits).await.unwrap().limits,
+            limits
+        );
+        assert!(store.set_namespace_limits("nope", &limits).await.is_err());
     }
 }

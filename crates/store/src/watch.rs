@@ -224,10 +224,7 @@ impl Watch {
             }
             // Marked seen before the read: a write after it wakes the wait below.
             self.written.borrow_and_update();
-            let (store, filter, after) = (self.store.clone(), self.filter.clone(), self.after);
-            let page = tokio::task::spawn_blocking(move || store.changes_after(after, &filter, PAGE))
-                .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+            let page = self.store.changes_after(self.after, &self.filter, PAGE).await?;
             if page.through > self.after {
                 self.after = page.through;
                 if page.events.is_empty() {
