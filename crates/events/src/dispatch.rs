@@ -113,6 +113,39 @@ impl Signals {
     }
 }
 
+/// Which deliveries are taken, so one is never sent twice at once. A delivery whose
+/// outcome is stored stays taken until the next pass begins: a pass whose read of
+/// the due deliveries began before that outcome was stored still lists it as due.
+#[derive(Default)]
+pub struct InFlight {
+    taken: HashSet<i64>,
+    finished: Vec<i64>,
+}
+
+impl InFlight {
+    /// Before a pass reads what is due: what finished before now is free again.
+    pub fn begin_pass(&mut self) {
+        for id in self.finished.drain(..) {
+            self.taken.remove(&id);
+        }
+    }
+
+    /// Takes a delivery the pass read as due; false if it is taken.
+    pub fn take(&mut self, id: i64) -> bool {
+        self.taken.insert(id)
+    }
+
+    /// Gives back a delivery that was taken but not sent.
+    pub fn give_back(&mut self, id: i64) {
+        self.taken.remove(&id);
+    }
+
+    /// A sent delivery's outcome is stored.
+    pub fn finished(&mut self, id: i64) {
+        self.finished.push(id);
+    }
+}
+
 /// Sends what is due, at most [`MAX_CONCURRENT`] at once, and records each outcome.
 pub struct Dispatcher {
     pub store: Arc<dyn EventStore>,
@@ -127,13 +160,14 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
-        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let in_flight: Arc<Mutex<InFlight>> = Arc::default();
         let slots = Arc::new(Semaphore::new(MAX_CONCURRENT));
         loop {
             let queued = self.signals.queued.notified();
             tokio::pin!(queued);
             queued.as_mut().enable();
             let now = (self.clock)();
+            in_flight.lock().unwrap_or_else(|p| p.into_inner()).begin_pass();
             let store = self.store.clone();
             let due = tokio::task::spawn_blocking(move || {
                 let due = store.due_deliveries(now, BATCH).unwrap_or_default();
@@ -145,11 +179,14 @@ impl Dispatcher {
             };
             let mut waiting = false;
             for delivery in due {
-                if !in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(delivery.id) {
+                if !in_flight.lock().unwrap_or_else(|p| p.into_inner()).take(delivery.id) {
                     continue;
                 }
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&delivery.id);
+                    in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .give_back(delivery.id);
                     waiting = true;
                     break;
                 };
@@ -157,7 +194,7 @@ impl Dispatcher {
                 tokio::spawn(async move {
                     let id = delivery.id;
                     dispatcher.deliver(delivery).await;
-                    in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                    in_flight.lock().unwrap_or_else(|p| p.into_inner()).finished(id);
                     drop(slot);
                     dispatcher.signals.queued.notify_one();
                 });
@@ -393,6 +430,29 @@ mod tests {
 
     fn history(setup: &Setup, trigger: &str) -> Vec<DeliveryRecord> {
         setup.store.deliveries("default", trigger, 10).unwrap()
+    }
+
+    #[test]
+    fn a_pass_that_read_before_an_outcome_was_stored_does_not_send_it_again() {
+        let mut in_flight = InFlight::default();
+        in_flight.begin_pass();
+        assert!(in_flight.take(1));
+        assert!(!in_flight.take(1), "taken while it is being sent");
+        // The next pass reads what is due; delivery 1's outcome is stored meanwhile,
+        // so the stale read still lists it.
+        in_flight.begin_pass();
+        in_flight.finished(1);
+        assert!(
+            !in_flight.take(1),
+            "a read from before its outcome must not send it again"
+        );
+        // A pass that begins after the outcome was stored reads it no more, or reads
+        // it due again (a retry) and may send it.
+        in_flight.begin_pass();
+        assert!(in_flight.take(1));
+        assert!(in_flight.take(2));
+        in_flight.give_back(2);
+        assert!(in_flight.take(2), "a delivery given back unsent is free at once");
     }
 
     #[tokio::test]

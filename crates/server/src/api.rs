@@ -47,7 +47,7 @@ use crate::extract::{json_body, JsonBody, NamedPath, NamespacePath, Path, Query,
 use crate::openapi::ApiDoc;
 use crate::platform::Platform;
 use crate::views::{
-    rfc3339_us, ApplyResult, InfoView, NamespaceView, PackageView, RevisionView, ScaleEventView, ServiceView,
+    rfc3339_us, ApplyResult, ApplyView, InfoView, NamespaceView, PackageView, RevisionView, ScaleEventView, ServiceView,
 };
 use crate::ApiError;
 
@@ -195,7 +195,7 @@ async fn set_namespace_limits(
     limits.validate()?;
     p.require_namespace(&ns).await?;
     let updated = p.store.set_namespace_limits(&ns, &limits).await?;
-    p.routes_caught_up().await?;
+    p.applied.routes(&*p.store).await?;
     p.apply_log_retention().await;
     Ok(Json(namespace_view(updated)))
 }
@@ -238,7 +238,15 @@ async fn apply(
     match docs.remove(0) {
         Document::Service(service) => {
             let desired = service.desired(namespace)?;
-            Ok(Json(ApplyResult::Service(Box::new(p.apply(desired).await?))))
+            let changed = p.deployer.apply(desired).await?;
+            Ok(Json(ApplyResult::Service(Box::new(ApplyView {
+                result: changed.result.into(),
+                revision: changed.revision,
+                service: p
+                    .service_view(&changed.service, true)
+                    .await
+                    .map_err(ApiError::internal)?,
+            }))))
         }
         Document::Trigger(t) => {
             let ns = t.namespace.as_deref().unwrap_or(namespace);
@@ -417,7 +425,8 @@ async fn deploy(
     Path(NamedPath { ns, name }): Path<NamedPath>,
     JsonBody(spec): JsonBody<DeploySpec>,
 ) -> Result<Json<ServiceView>, ApiError> {
-    Ok(Json(p.deploy(&ns, &name, spec).await?))
+    let service = p.deployer.deploy(&ns, &name, spec).await?;
+    Ok(Json(p.service_view(&service, true).await.map_err(ApiError::internal)?))
 }
 
 #[utoipa::path(delete, path = "/v1/namespaces/{ns}/services/{name}", tag = "services",

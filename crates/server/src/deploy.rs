@@ -24,12 +24,19 @@ use updraft_runtime::package::{unpack, DirFiles};
 use updraft_store::NewRevision;
 use updraft_telemetry::logs::service_log_dir;
 
-use crate::image_api::image_error;
-use crate::packages::package_error;
-use crate::platform::Platform;
-use crate::revision_state::RevisionState;
-use crate::views::{ApplyView, ServiceView};
-use crate::ApiError;
+use updraft_runtime::image::ImageStore;
+use updraft_runtime::package::UnpackLimits;
+use updraft_runtime::wasm::WasmRuntime;
+use updraft_scaling::ScalingSpec;
+use updraft_store::Store;
+
+use crate::error::image_error;
+use crate::error::package_error;
+use crate::instances::Instances;
+use crate::locks::ServiceLocks;
+use crate::reconcile::Applied;
+use crate::revision_state::{Registry, RevisionState};
+use crate::{ApiError, Paths};
 
 /// A change to one service, validated.
 pub struct ServiceChange {
@@ -39,37 +46,75 @@ pub struct ServiceChange {
     pub settings: SettingsChange,
 }
 
-impl Platform {
+/// What a change came to: `created`, `configured` or `unchanged`, the revision it
+/// made, and the service as stored.
+pub struct Changed {
+    pub result: &'static str,
+    pub revision: Option<String>,
+    pub service: Service,
+}
+
+/// The deploy path, in one direction: a change is validated, its revision made (the
+/// package unpacked, a first instance ready), and the result written to the store;
+/// the answer waits until the route reconciler has applied it.
+pub struct Deployer {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) instances: Arc<Instances>,
+    pub(crate) images: Arc<ImageStore>,
+    pub(crate) wasm: Arc<WasmRuntime>,
+    pub(crate) paths: Paths,
+    pub(crate) scaling: ScalingSpec,
+    pub(crate) unpack_limits: UnpackLimits,
+    pub(crate) locks: Arc<ServiceLocks>,
+    pub(crate) applied: Applied,
+}
+
+/// Refuses a namespace that does not exist, naming it.
+pub async fn require_namespace(store: &dyn Store, namespace: &str) -> Result<(), ApiError> {
+    validate_namespace_name("namespace", namespace)?;
+    match store.namespace(namespace).await? {
+        Some(_) => Ok(()),
+        None => Err(updraft_store::StoreError::NoSuchNamespace(namespace.to_string()).into()),
+    }
+}
+
+impl Deployer {
     /// `updraft deploy` and `updraft update`: a [`DeploySpec`] on top of the latest revision.
-    pub async fn deploy(
-        self: &Arc<Self>,
-        namespace: &str,
-        name: &str,
-        spec: DeploySpec,
-    ) -> Result<ServiceView, ApiError> {
-        let platform = self.clone();
+    pub async fn deploy(self: &Arc<Self>, namespace: &str, name: &str, spec: DeploySpec) -> Result<Service, ApiError> {
+        let deployer = self.clone();
         let (namespace, name) = (namespace.to_string(), name.to_string());
         detached(async move {
             let package = spec.package.clone().or_else(|| spec.wasm.clone());
-            let result = platform.deploy_spec(&namespace, &name, spec).await;
+            let result = deployer.deploy_spec(&namespace, &name, spec).await;
             if let (Err(_), Some(digest)) = (&result, package) {
                 // A refused deploy leaves nothing behind, its upload included.
-                platform.discard_package_if_unused(&digest).await;
+                deployer.discard_package_if_unused(&digest).await;
             }
             result
         })
         .await
     }
 
-    async fn deploy_spec(
-        self: &Arc<Self>,
-        namespace: &str,
-        name: &str,
-        spec: DeploySpec,
-    ) -> Result<ServiceView, ApiError> {
+    /// Drops a package that no revision and no deploy under way uses: a failed deploy
+    /// leaves nothing behind.
+    pub async fn discard_package_if_unused(&self, digest: &str) {
+        self.locks
+            .discard_unless_used(digest, async {
+                if let Ok(unused) = self.store.unreferenced_blobs(i64::MAX).await {
+                    if unused.iter().any(|d| d == digest) {
+                        let _ = std::fs::remove_file(self.paths.blob(digest));
+                        let _ = self.store.delete_blob(digest).await;
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn deploy_spec(self: &Arc<Self>, namespace: &str, name: &str, spec: DeploySpec) -> Result<Service, ApiError> {
         validate_namespace_name("namespace", namespace)?;
         validate_service_name("name", name)?;
-        self.require_namespace(namespace).await?;
+        require_namespace(&*self.store, namespace).await?;
         let existing = self.store.service(namespace, name).await?;
         let latest = match &existing {
             Some(svc) => self.store.revision(namespace, &svc.latest_revision).await?,
@@ -99,13 +144,13 @@ impl Platform {
     }
 
     /// `updraft apply`: a Knative Service as desired state.
-    pub async fn apply(self: &Arc<Self>, desired: DesiredService) -> Result<ApplyView, ApiError> {
-        let platform = self.clone();
-        detached(async move { platform.apply_desired(desired).await }).await
+    pub async fn apply(self: &Arc<Self>, desired: DesiredService) -> Result<Changed, ApiError> {
+        let deployer = self.clone();
+        detached(async move { deployer.apply_desired(desired).await }).await
     }
 
-    async fn apply_desired(self: &Arc<Self>, desired: DesiredService) -> Result<ApplyView, ApiError> {
-        if let Err(e) = self.require_namespace(&desired.namespace).await {
+    async fn apply_desired(self: &Arc<Self>, desired: DesiredService) -> Result<Changed, ApiError> {
+        if let Err(e) = require_namespace(&*self.store, &desired.namespace).await {
             let image = &desired.template.image;
             if let Some(digest) = image
                 .strip_prefix(PACKAGE_IMAGE_PREFIX)
@@ -127,26 +172,18 @@ impl Platform {
         self.change_service(&desired.namespace, &desired.name, change).await
     }
 
-    pub async fn require_namespace(&self, namespace: &str) -> Result<(), ApiError> {
-        validate_namespace_name("namespace", namespace)?;
-        match self.store.namespace(namespace).await? {
-            Some(_) => Ok(()),
-            None => Err(updraft_store::StoreError::NoSuchNamespace(namespace.to_string()).into()),
-        }
-    }
-
     async fn change_service(
         self: &Arc<Self>,
         namespace: &str,
         name: &str,
         change: ServiceChange,
-    ) -> Result<ApplyView, ApiError> {
+    ) -> Result<Changed, ApiError> {
         let source = change.template.validate("template")?;
         let Some(digest) = source.uploaded_blob().map(str::to_string) else {
             return self.change_service_locked(namespace, name, change).await;
         };
         // Marked in use before the check, so it cannot be discarded after it.
-        let package = self.use_package(&digest).await;
+        let package = self.locks.use_package(&digest).await;
         if !self.store.blob_exists(&digest).await? {
             let field = if matches!(source, Source::Wasm { .. }) {
                 "wasm"
@@ -171,8 +208,8 @@ impl Platform {
         namespace: &str,
         name: &str,
         change: ServiceChange,
-    ) -> Result<ApplyView, ApiError> {
-        let lock = self.deploy_lock(namespace, name);
+    ) -> Result<Changed, ApiError> {
+        let lock = self.locks.service(namespace, name);
         let _held = lock.lock().await;
         let existing = self.store.service(namespace, name).await?;
         let revisions = self.store.revisions(namespace, name).await?;
@@ -202,10 +239,10 @@ impl Platform {
         let Some(rev_name) = new_name else {
             let service = match existing {
                 Some(svc) if svc.config == config => {
-                    return Ok(ApplyView {
-                        result: "unchanged".into(),
+                    return Ok(Changed {
+                        result: "unchanged",
                         revision: None,
-                        service: self.service_view(&svc, true).await.map_err(ApiError::internal)?,
+                        service: svc,
                     })
                 }
                 Some(svc) => {
@@ -219,21 +256,21 @@ impl Platform {
                     )))
                 }
             };
-            self.routes_caught_up().await?;
-            return Ok(ApplyView {
-                result: "configured".into(),
+            self.applied.routes(&*self.store).await?;
+            return Ok(Changed {
+                result: "configured",
                 revision: None,
-                service: self.service_view(&service, true).await.map_err(ApiError::internal)?,
+                service,
             });
         };
         let created = existing.is_none();
         let service = self
             .create_revision(namespace, name, &rev_name, existing.as_ref(), change.template, &config)
             .await?;
-        Ok(ApplyView {
-            result: if created { "created" } else { "configured" }.into(),
+        Ok(Changed {
+            result: if created { "created" } else { "configured" },
             revision: Some(rev_name),
-            service: self.service_view(&service, true).await.map_err(ApiError::internal)?,
+            service,
         })
     }
 
@@ -286,7 +323,7 @@ impl Platform {
         let config = match template.validate("template")? {
             Source::Package { digest } => {
                 let blob = self.paths.blob(&digest);
-                let limits = self.unpack_limits();
+                let limits = self.unpack_limits;
                 let dir = workdir.clone();
                 let unpacked = tokio::task::spawn_blocking(move || {
                     unpack(&blob, &dir, limits)?;
@@ -365,7 +402,7 @@ impl Platform {
             config,
             resource_version: 0,
         };
-        let state = RevisionState::new(revision.clone(), &self.config.scaling);
+        let state = RevisionState::new(revision.clone(), &self.scaling);
         let first = match self.instances.start_for_deploy(&state).await {
             Ok(first) => first,
             Err(reason) => {
@@ -395,7 +432,7 @@ impl Platform {
         match self.store.create_revision(new, now).await {
             Ok((service, stored)) => {
                 debug_assert_eq!(stored.generation, generation);
-                self.routes_caught_up().await?;
+                self.applied.routes(&*self.store).await?;
                 Ok(service)
             }
             Err(e) => {

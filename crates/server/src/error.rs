@@ -91,3 +91,28 @@ impl From<RouteError> for ApiError {
         }
     }
 }
+
+pub fn image_error(e: updraft_runtime::image::ImageError) -> ApiError {
+    let status = match &e {
+        updraft_runtime::image::ImageError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        updraft_runtime::image::ImageError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError {
+        status,
+        message: format!("image: {e}"),
+        field: e.is_bad_input().then(|| "image".to_string()),
+    }
+}
+
+pub fn package_error(e: updraft_runtime::package::PackageError) -> ApiError {
+    match e {
+        updraft_runtime::package::PackageError::TooLarge { .. } => ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: e.to_string(),
+            field: Some("package".into()),
+        },
+        updraft_runtime::package::PackageError::Io(io) => ApiError::internal(format!("storing package: {io}")),
+        other => ApiError::bad_request("package", other.to_string()),
+    }
+}

@@ -17,11 +17,12 @@ use axum::Json;
 use serde::Deserialize;
 use updraft_api::requests::{LoginRequest, PullRequest};
 use updraft_runtime::clock::now_us;
-use updraft_runtime::image::{Image, ImageError, Progress, STORED_IMAGE_PREFIX};
+use updraft_runtime::image::{Image, Progress, STORED_IMAGE_PREFIX};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::error::image_error;
 use crate::extract::{JsonBody, Query};
 use crate::packages::{receive, Limit};
 use crate::platform::Platform;
@@ -35,19 +36,6 @@ pub fn routes() -> OpenApiRouter<Arc<Platform>> {
         .routes(routes!(import_image))
         .routes(routes!(pull_image))
         .routes(routes!(list_registries, login))
-}
-
-pub(crate) fn image_error(e: ImageError) -> ApiError {
-    let status = match &e {
-        ImageError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        ImageError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    ApiError {
-        status,
-        message: format!("image: {e}"),
-        field: e.is_bad_input().then(|| "image".to_string()),
-    }
 }
 
 pub(crate) fn image_view(image: &Image) -> ImageView {

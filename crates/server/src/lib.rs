@@ -14,6 +14,7 @@ mod extract;
 mod image_api;
 mod instance_logs;
 mod instances;
+mod locks;
 mod meter;
 mod observe_api;
 mod openapi;

@@ -9,23 +9,12 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use updraft_runtime::clock::now_us;
-use updraft_runtime::package::{unpack, PackageError};
+use updraft_runtime::package::unpack;
 
+use crate::error::package_error;
 use crate::platform::Platform;
 use crate::views::PackageView;
 use crate::ApiError;
-
-pub(crate) fn package_error(e: PackageError) -> ApiError {
-    match e {
-        PackageError::TooLarge { .. } => ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            message: e.to_string(),
-            field: Some("package".into()),
-        },
-        PackageError::Io(io) => ApiError::internal(format!("storing package: {io}")),
-        other => ApiError::bad_request("package", other.to_string()),
-    }
-}
 
 /// The size limit of an upload and how the user raises it.
 pub(crate) struct Limit {

@@ -1,9 +1,8 @@
 //! The running platform: the store, the revision registry derived from it, the route
 //! table, and the start-up and shutdown sequences.
 
-use std::collections::HashMap;
 use std::fs;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -19,8 +18,11 @@ use updraft_store::{EventStore, Snapshot, SqliteStore, Store};
 use updraft_telemetry::logs::AccessRecord;
 use updraft_telemetry::{Metrics, RevisionLabels};
 
+use crate::deploy::Deployer;
 use crate::instances::Instances;
+use crate::locks::ServiceLocks;
 use crate::meter::Meter;
+use crate::reconcile::Applied;
 use crate::revision_state::{Registry, RequestLedger, RevisionState};
 use crate::revisions::{Because, RevisionHost};
 use crate::routes::RouteTargets;
@@ -32,25 +34,6 @@ use updraft_telemetry::access::AccessLog;
 
 /// Unreferenced packages younger than this are kept: their deploy may be on its way.
 const BLOB_GRACE_US: i64 = 3600 * 1_000_000;
-
-type RevisionId = (String, String);
-
-pub struct PackageInUse {
-    platform: Arc<Platform>,
-    digest: String,
-}
-
-impl Drop for PackageInUse {
-    fn drop(&mut self) {
-        let mut in_use = self.platform.packages_in_use.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = in_use.get_mut(&self.digest) {
-            *count -= 1;
-            if *count == 0 {
-                in_use.remove(&self.digest);
-            }
-        }
-    }
-}
 
 /// A platform just opened, with the ends of its channels its loops take.
 pub(crate) struct Opened {
@@ -78,17 +61,11 @@ pub struct Platform {
     /// Held for the server's life: a second server on the same data directory would
     /// reap this one's instances at its start.
     _data_dir_lock: fs::File,
-    deploy_locks: Mutex<HashMap<RevisionId, Arc<tokio::sync::Mutex<()>>>>,
-    /// Package digests that deploys under way are using, with how many use each.
-    packages_in_use: Mutex<HashMap<String, usize>>,
-    /// Held for reading while a deploy marks a package in use, for writing while one
-    /// is discarded, so a package cannot be taken up between the check and the delete.
-    package_gate: tokio::sync::RwLock<()>,
+    pub(crate) locks: Arc<ServiceLocks>,
+    pub deployer: Arc<Deployer>,
     pub instances: Arc<Instances>,
-    /// The store revision the route table reflects, from the route reconciler.
-    routes_applied: watch::Receiver<u64>,
-    /// The store revision the revision registry reflects, from its reconciler.
-    revisions_applied: watch::Receiver<u64>,
+    /// How far the route and revision reconcilers are current.
+    pub(crate) applied: Applied,
     pub metrics: Arc<Metrics>,
     /// New instance output, for `logs --follow`.
     pub log_feed: updraft_telemetry::logs::LogFeed,
@@ -253,6 +230,23 @@ impl Platform {
             meter.clone(),
             tx,
         ));
+        let locks = Arc::new(ServiceLocks::default());
+        let applied = Applied {
+            routes: routes_applied,
+            revisions: revisions_applied,
+        };
+        let deployer = Arc::new(Deployer {
+            store: store.clone(),
+            registry: registry.clone(),
+            instances: instances.clone(),
+            images: images.clone(),
+            wasm: wasm.clone(),
+            paths: paths.clone(),
+            scaling: config.scaling.clone(),
+            unpack_limits: unpack_limits(&config),
+            locks: locks.clone(),
+            applied: applied.clone(),
+        });
         let platform = Arc::new(Platform {
             config,
             paths,
@@ -264,12 +258,10 @@ impl Platform {
             gateway,
             cgroup_version,
             _data_dir_lock: data_dir_lock,
-            deploy_locks: Mutex::new(HashMap::new()),
-            packages_in_use: Mutex::new(HashMap::new()),
-            package_gate: tokio::sync::RwLock::new(()),
+            locks,
+            deployer,
             instances,
-            routes_applied,
-            revisions_applied,
+            applied,
             metrics,
             log_feed,
             meter,
@@ -328,81 +320,20 @@ impl Platform {
     }
 
     pub fn unpack_limits(&self) -> updraft_runtime::package::UnpackLimits {
-        updraft_runtime::package::UnpackLimits {
-            max_bytes: self.config.max_unpacked_bytes,
-            ..Default::default()
-        }
+        unpack_limits(&self.config)
     }
 
-    pub fn deploy_lock(&self, namespace: &str, service: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.deploy_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((namespace.to_string(), service.to_string()))
-            .or_default()
-            .clone()
-    }
-
-    /// Marks a package as used by a deploy until the guard drops.
-    pub async fn use_package(self: &Arc<Self>, digest: &str) -> PackageInUse {
-        let _gate = self.package_gate.read().await;
-        *self
-            .packages_in_use
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(digest.to_string())
-            .or_default() += 1;
-        PackageInUse {
-            platform: self.clone(),
-            digest: digest.to_string(),
-        }
-    }
-
-    /// Drops a package that no revision and no deploy under way uses: a failed deploy
-    /// leaves nothing behind.
-    pub async fn discard_package_if_unused(&self, digest: &str) {
-        let _gate = self.package_gate.write().await;
-        if self
-            .packages_in_use
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(digest)
-        {
-            return;
-        }
-        if let Ok(unused) = self.store.unreferenced_blobs(i64::MAX).await {
-            if unused.iter().any(|d| d == digest) {
-                let _ = fs::remove_file(self.paths.blob(digest));
-                let _ = self.store.delete_blob(digest).await;
-            }
-        }
-    }
-
-    /// Waits until the route table reflects every write to the store so far, so an
-    /// answer to a write is true of the gateway too.
-    pub(crate) async fn routes_caught_up(&self) -> Result<(), crate::ApiError> {
-        let written = self.store.current_revision().await?;
-        // An error means the reconciler stopped with the server: nothing to wait for.
-        let _ = self.routes_applied.clone().wait_for(|at| *at >= written).await;
-        Ok(())
-    }
-
-    /// Waits until the routes and the revision registry reflect every write so far:
-    /// a deleted revision is out of the table and its instances are stopped.
-    pub(crate) async fn caught_up(&self) -> Result<(), crate::ApiError> {
-        let written = self.store.current_revision().await?;
-        let _ = self.routes_applied.clone().wait_for(|at| *at >= written).await;
-        let _ = self.revisions_applied.clone().wait_for(|at| *at >= written).await;
-        Ok(())
+    pub async fn require_namespace(&self, namespace: &str) -> Result<(), crate::ApiError> {
+        crate::deploy::require_namespace(&*self.store, namespace).await
     }
 
     /// Deletes a service; the reconcilers take its routes, instances and files away,
     /// and its logs go once they have.
     pub async fn delete_service(self: &Arc<Self>, namespace: &str, name: &str) -> Result<(), crate::ApiError> {
-        let lock = self.deploy_lock(namespace, name);
+        let lock = self.locks.service(namespace, name);
         let _held = lock.lock().await;
         self.store.delete_service(namespace, name).await?;
-        self.caught_up().await?;
+        self.applied.all(&*self.store).await?;
         let _ = fs::remove_dir_all(updraft_telemetry::logs::service_log_dir(
             &self.paths.logs,
             namespace,
@@ -470,7 +401,7 @@ impl RevisionHost for Platform {
     }
 
     fn deploying(&self, namespace: &str, service: &str) -> bool {
-        self.deploy_lock(namespace, service).try_lock().is_err()
+        self.locks.is_held(namespace, service)
     }
 }
 
@@ -487,5 +418,12 @@ impl RouteTargets for Platform {
                 self.instances.poke(&state);
             }
         }
+    }
+}
+
+fn unpack_limits(config: &ServerConfig) -> updraft_runtime::package::UnpackLimits {
+    updraft_runtime::package::UnpackLimits {
+        max_bytes: config.max_unpacked_bytes,
+        ..Default::default()
     }
 }

@@ -66,7 +66,7 @@ impl Platform {
         name: &str,
         traffic: Vec<TrafficTarget>,
     ) -> Result<ServiceView, ApiError> {
-        let lock = self.deploy_lock(namespace, name);
+        let lock = self.locks.service(namespace, name);
         let _held = lock.lock().await;
         let svc = self.existing_service(namespace, name).await?;
         let revisions = self.store.revisions(namespace, name).await?;
@@ -79,7 +79,7 @@ impl Platform {
             .store
             .update_service_config(namespace, name, &config, svc.resource_version, now_us())
             .await?;
-        self.routes_caught_up().await?;
+        self.applied.routes(&*self.store).await?;
         self.service_view(&svc, true).await.map_err(ApiError::internal)
     }
 
@@ -115,7 +115,7 @@ impl Platform {
                 "revision {revision:?} does not exist in namespace {namespace:?}"
             ))
         })?;
-        let lock = self.deploy_lock(namespace, &rev.service);
+        let lock = self.locks.service(namespace, &rev.service);
         let _held = lock.lock().await;
         let svc = self.existing_service(namespace, &rev.service).await?;
         let conflict = |why: String| ApiError::new(axum::http::StatusCode::CONFLICT, why);
@@ -141,8 +141,10 @@ impl Platform {
             )));
         }
         self.store.delete_revision(namespace, revision).await?;
-        self.caught_up().await?;
-        self.discard_package_if_unused(&rev.config.package_digest).await;
+        self.applied.all(&*self.store).await?;
+        self.deployer
+            .discard_package_if_unused(&rev.config.package_digest)
+            .await;
         Ok(())
     }
 }
