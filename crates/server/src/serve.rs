@@ -15,6 +15,7 @@ use crate::platform::{Opened, Platform};
 use crate::reconcile::follow;
 use crate::revisions::RevisionReconciler;
 use crate::routes::RouteReconciler;
+use crate::triggers::TriggerFollower;
 use crate::ServerConfig;
 
 /// Runs the platform until `stop_signals` counts one, then drains requests and stops
@@ -76,6 +77,15 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     let meter = tokio::spawn(crate::meter::run(platform.meter.clone(), stopped(stop_rx.clone())));
     let retention = tokio::spawn(crate::retention::run(platform.clone(), stopped(stop_rx.clone())));
     let schedule = tokio::spawn(crate::triggers::schedule(platform.clone(), stopped(stop_rx.clone())));
+    let (triggers_followed, _) = tokio::sync::watch::channel(snapshot.revision);
+    let trigger_follower = tokio::spawn(follow(
+        TriggerFollower(platform.signals.clone()),
+        platform.store.clone(),
+        snapshot.revision,
+        now_us,
+        triggers_followed,
+        stopped(stop_rx.clone()),
+    ));
     let transport: Arc<dyn Transport> = Arc::new(GatewayTransport::new(&platform));
     let dispatcher = Arc::new(Dispatcher {
         store: platform.events.clone(),
@@ -153,6 +163,7 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     let _ = meter.await;
     let _ = retention.await;
     let _ = schedule.await;
+    let _ = trigger_follower.await;
     let _ = dispatch.await;
     let _ = sources.await;
     platform.meter.meter().await;

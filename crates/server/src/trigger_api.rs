@@ -139,7 +139,6 @@ impl Platform {
                 let created =
                     self.events
                         .put_trigger(ns, name, spec.kind(), &text, updraft_runtime::clock::now_us())?;
-                self.signals.triggers_changed();
                 if created {
                     "created"
                 } else {
@@ -213,7 +212,6 @@ async fn delete_trigger(
 ) -> Result<StatusCode, ApiError> {
     p.require_namespace(&ns).await?;
     p.events.delete_trigger(&ns, &name)?;
-    p.signals.triggers_changed();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -21,8 +21,11 @@ use updraft_telemetry::TriggerLabels;
 
 use crate::error::ApiError;
 use crate::platform::Platform;
+use crate::reconcile::Reconciler;
 use crate::views::{DeliveryView, TriggerView};
+use updraft_events::dispatch::Signals;
 use updraft_events::routing::RoutingSnapshot;
+use updraft_store::{Change, Kind, Snapshot, WatchFilter};
 
 /// Finished deliveries and accepted events are kept this long for history.
 pub const HISTORY_US: i64 = 7 * 24 * 3_600_000_000;
@@ -149,6 +152,29 @@ pub(crate) fn delivery_view(d: &DeliveryRecord) -> DeliveryView {
             .scheduled_at_us
             .filter(|_| d.status == DELIVERED)
             .map(|s| (d.updated_at_us - s) as f64 / 1000.0),
+    }
+}
+
+/// Follows triggers in the store and wakes the cron scheduler and the sources on
+/// every change, so they reload: write sites only write.
+pub struct TriggerFollower(pub Arc<Signals>);
+
+#[async_trait::async_trait]
+impl Reconciler for TriggerFollower {
+    fn name(&self) -> &'static str {
+        "trigger follower"
+    }
+
+    fn filter(&self) -> WatchFilter {
+        WatchFilter::kind(Kind::Trigger)
+    }
+
+    async fn on_write(&mut self, _changes: Vec<Change>, _now_us: i64) {
+        self.0.triggers_changed();
+    }
+
+    async fn on_list(&mut self, _snapshot: &Snapshot, _now_us: i64) {
+        self.0.triggers_changed();
     }
 }
 
