@@ -468,3 +468,130 @@ async fn detached<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     tokio::spawn(change).await.map_err(ApiError::internal)?
 }
+
+#[cfg(test)]
+mod tests {
+    use updraft_gateway::RouteTable;
+    use updraft_runtime::clock::now_us;
+
+    use super::*;
+    use crate::instances::RoutedRevisions;
+    use crate::reconcile::follow;
+    use crate::routes::RouteReconciler;
+    use crate::testkit::{get, kit, Kit, COMPONENT};
+
+    struct Running {
+        kit: Kit,
+        deployer: Arc<Deployer>,
+        table: Arc<RouteTable>,
+        _stop: tokio::sync::oneshot::Sender<()>,
+    }
+
+    /// A deployer over the test kit, with the real route reconciler following the store.
+    async fn running() -> Running {
+        let kit = kit().await;
+        let store: Arc<dyn Store> = kit.store.clone();
+        let table = Arc::new(RouteTable::default());
+        let targets = Arc::new(RoutedRevisions {
+            registry: kit.registry.clone(),
+            instances: kit.instances.clone(),
+        });
+        let listed = store.snapshot().await.unwrap();
+        let mut routes = RouteReconciler::new("localhost", table.clone(), targets);
+        routes.reset(&listed, now_us());
+        let (routes_tx, routes_rx) = tokio::sync::watch::channel(0);
+        let (_, revisions_rx) = tokio::sync::watch::channel(0);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(follow(
+            routes,
+            store.clone(),
+            listed.revision,
+            now_us,
+            routes_tx,
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        let deployer = Arc::new(Deployer {
+            store,
+            registry: kit.registry.clone(),
+            instances: kit.instances.clone(),
+            images: kit.images.clone(),
+            wasm: kit.wasm.clone(),
+            paths: kit.paths.clone(),
+            scaling: ScalingSpec::default(),
+            unpack_limits: UnpackLimits::default(),
+            locks: Arc::default(),
+            applied: Applied {
+                routes: routes_rx,
+                revisions: revisions_rx,
+            },
+        });
+        Running {
+            kit,
+            deployer,
+            table,
+            _stop: stop,
+        }
+    }
+
+    fn component() -> DeploySpec {
+        DeploySpec {
+            wasm: Some(COMPONENT.into()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deploy_is_stored_running_and_routed_when_it_answers() {
+        let Running {
+            kit,
+            deployer,
+            table,
+            _stop,
+        } = running().await;
+        let service = deployer.deploy("default", "hello", component()).await.unwrap();
+        assert_eq!(service.latest_revision, "hello-00001");
+        let stored = kit.store.revision("default", "hello-00001").await.unwrap().unwrap();
+        assert_eq!(stored.config.runtime, updraft_model::RuntimeKind::Wasm);
+        let state = kit.registry.get("default", "hello-00001").expect("registered");
+        assert_eq!(state.endpoints.ready_count(), 1, "its first instance is ready");
+        assert!(
+            table.lookup("hello.default.localhost").is_some(),
+            "routed before the answer"
+        );
+        let address = state.instances()[0].endpoint.address;
+        let answer = tokio::task::spawn_blocking(move || get(address, "hello", "/"))
+            .await
+            .unwrap();
+        assert!(answer.contains("hello from wasm\n"), "{answer}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_deploy_changes_nothing_and_leaves_nothing() {
+        let Running {
+            kit, deployer, _stop, ..
+        } = running().await;
+        deployer.deploy("default", "hello", component()).await.unwrap();
+        let bogus = "sha256:0000000000000000000000000000000000000000000000000000000000000002";
+        std::fs::write(kit.paths.blob(bogus), b"not a component").unwrap();
+        kit.store.put_blob(bogus, 15, 1).await.unwrap();
+        let spec = DeploySpec {
+            wasm: Some(bogus.into()),
+            ..Default::default()
+        };
+        let err = deployer.deploy("default", "hello", spec).await.unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("wasm"), "{}", err.message);
+        let service = kit.store.service("default", "hello").await.unwrap().unwrap();
+        assert_eq!(service.latest_revision, "hello-00001", "the serving revision stays");
+        assert!(kit.registry.get("default", "hello-00002").is_none());
+        assert!(
+            !kit.store.blob_exists(bogus).await.unwrap(),
+            "the refused upload is gone"
+        );
+        assert!(!kit.paths.blob(bogus).exists());
+
+        let missing = deployer.deploy("nowhere", "hello", component()).await.unwrap_err();
+        assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.message);
+    }
+}

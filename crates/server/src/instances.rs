@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use updraft_gateway::{Endpoint, RevisionKey};
+use updraft_gateway::{Endpoint, RevisionEndpoints, RevisionKey};
 use updraft_model::template::Readiness;
 use updraft_model::RuntimeKind;
 use updraft_runtime::clock::now_us;
@@ -19,7 +19,8 @@ use updraft_runtime::{cgroup::Limits, wait_ready, FunctionSpec, InstanceSpec, Pr
 use updraft_telemetry::{ColdStartLabels, Metrics};
 
 use crate::meter::Meter;
-use crate::revision_state::{ColdStart, EventKind, ManagedInstance, RevisionState, ScaleEvent};
+use crate::revision_state::{ColdStart, EventKind, ManagedInstance, Registry, RevisionState, ScaleEvent};
+use crate::routes::RouteTargets;
 use crate::{Paths, ServerConfig};
 
 /// Instance ids like Kubernetes pod names: the revision and a short random suffix.
@@ -316,120 +317,47 @@ impl Instances {
     }
 }
 
+/// The gateway's targets: the registry's revisions, whose instances drain when no
+/// route reaches them any more.
+pub struct RoutedRevisions {
+    pub registry: Arc<Registry>,
+    pub instances: Arc<Instances>,
+}
+
+impl RouteTargets for RoutedRevisions {
+    fn endpoints(&self, namespace: &str, revision: &str) -> Option<Arc<RevisionEndpoints>> {
+        self.registry
+            .get(namespace, revision)
+            .map(|state| state.endpoints.clone())
+    }
+
+    fn set_routed(&self, namespace: &str, revision: &str, routed: bool) {
+        if let Some(state) = self.registry.get(namespace, revision) {
+            if state.routable.swap(routed, Ordering::Relaxed) && !routed {
+                self.instances.poke(&state);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
-
-    use updraft_model::{Revision, RevisionConfig, RevisionTemplate, RuntimeKind};
-    use updraft_runtime::wasm::{WasmPoolConfig, WasmRuntime};
-    use updraft_runtime::{Instance, InstanceSpec, RuntimeError, Runtimes};
     use updraft_scaling::ScalingSpec;
-    use updraft_store::SqliteStore;
 
     use super::*;
-    use crate::revision_state::{Registry, RequestLedger};
+    use crate::testkit::{component_revision, get, kit, Kit};
 
-    /// These tests run components only; a process start is refused, never faked.
-    struct NoProcesses;
-
-    impl Runtime for NoProcesses {
-        fn start(&self, _spec: InstanceSpec) -> Result<Instance, RuntimeError> {
-            Err(RuntimeError::Unsupported("process"))
-        }
-
-        fn reap_leftovers(&self) -> usize {
-            0
-        }
-    }
-
-    struct Setup {
-        _dir: tempfile::TempDir,
-        instances: Arc<Instances>,
-        state: Arc<RevisionState>,
-        pokes: mpsc::UnboundedReceiver<RevisionKey>,
-    }
-
-    /// Instances over the real wasm runtime, with the test component as a revision.
-    async fn setup() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::new(dir.path());
-        std::fs::create_dir_all(&paths.blobs).unwrap();
-        let built = updraft_wasm_fixture::write_handler_component(dir.path()).unwrap();
-        let digest = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
-        std::fs::rename(&built, paths.blob(digest)).unwrap();
-        let logs = Arc::new(crate::instance_logs::InstanceLogs {
-            dir: paths.logs.clone(),
-            feed: tokio::sync::broadcast::channel(16).0,
-        });
-        let wasm = Arc::new(WasmRuntime::new(paths.root.join("wasm-cache"), logs, WasmPoolConfig::default()).unwrap());
-        let runtime: Arc<dyn Runtime> = Arc::new(Runtimes {
-            process: Arc::new(NoProcesses),
-            wasm,
-        });
-        let store = Arc::new(SqliteStore::open(&dir.path().join("db"), 1).unwrap());
-        let registry = Arc::new(Registry::default());
-        let meter = Arc::new(Meter::new(store, registry.clone(), Arc::new(RequestLedger::default())));
-        let (tx, pokes) = mpsc::unbounded_channel();
-        let images = Arc::new(ImageStore::open(dir.path().join("images")).unwrap());
-        let config = ServerConfig {
-            drain_timeout: Duration::from_secs(5),
-            ..ServerConfig::default()
-        };
-        let instances = Arc::new(Instances::new(
-            runtime,
-            images,
-            &config,
-            paths,
-            Arc::new(Metrics::new()),
-            meter,
-            tx,
-        ));
-        let revision = Revision {
-            namespace: "default".into(),
-            service: "hello".into(),
-            name: "hello-00001".into(),
-            generation: 1,
-            created_at_us: 1,
-            template: RevisionTemplate::for_package(digest),
-            config: RevisionConfig {
-                package_digest: digest.into(),
-                command: Vec::new(),
-                command_source: "component".into(),
-                env: Default::default(),
-                memory_bytes: None,
-                cpu_millis: None,
-                scale_to_zero_after_ms: 60_000,
-                readiness: None,
-                runtime: RuntimeKind::Wasm,
-                allowed_hosts: Vec::new(),
-            },
-            resource_version: 1,
-        };
-        let state = RevisionState::new(revision, &ScalingSpec::default());
-        registry.register(state.clone());
-        Setup {
-            _dir: dir,
-            instances,
-            state,
-            pokes,
-        }
-    }
-
-    fn get(address: std::net::SocketAddr) -> String {
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nhost: hello\r\nconnection: close\r\n\r\n")
-            .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        answer
+    async fn setup() -> (Kit, Arc<RevisionState>) {
+        let kit = kit().await;
+        let state = RevisionState::new(component_revision("hello", "hello-00001"), &ScalingSpec::default());
+        kit.registry.register(state.clone());
+        (kit, state)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_launched_instance_serves_once_ready_and_leaves_rotation_before_it_stops() {
-        let Setup {
-            _dir, instances, state, ..
-        } = setup().await;
+        let (kit, state) = setup().await;
+        let instances = &kit.instances;
         let managed = instances.launch(&state).unwrap();
         assert_eq!(instances.launches.load(Ordering::Relaxed), 1, "counted as it starts");
         assert_eq!(state.endpoints.ready_count(), 0, "not in rotation before it is ready");
@@ -438,7 +366,9 @@ mod tests {
         let cold = state.last_cold_start.lock().unwrap().as_ref().map(|c| c.cause);
         assert_eq!(cold, Some("request"));
         let address = managed.endpoint.address;
-        let answer = tokio::task::spawn_blocking(move || get(address)).await.unwrap();
+        let answer = tokio::task::spawn_blocking(move || get(address, "hello", "/"))
+            .await
+            .unwrap();
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
         assert!(answer.contains("hello from wasm\n"), "{answer}");
 
@@ -450,16 +380,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_instance_that_dies_leaves_rotation_counts_as_a_failure_and_asks_for_another() {
-        let Setup {
-            _dir,
-            instances,
-            state,
-            mut pokes,
-        } = setup().await;
-        let managed = instances.launch(&state).unwrap();
-        instances.await_ready(&state, &managed, "request").await.unwrap();
+        let (mut kit, state) = setup().await;
+        let managed = kit.instances.launch(&state).unwrap();
+        kit.instances.await_ready(&state, &managed, "request").await.unwrap();
         managed.instance.kill();
-        let poked = tokio::time::timeout(Duration::from_secs(10), pokes.recv())
+        let poked = tokio::time::timeout(Duration::from_secs(10), kit.pokes.recv())
             .await
             .expect("the autoscaler is asked to look again")
             .unwrap();
@@ -475,11 +400,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_revision_whose_start_fails_says_why() {
-        let Setup {
-            _dir, instances, state, ..
-        } = setup().await;
-        std::fs::remove_file(instances.paths.blob(&state.revision.config.package_digest)).unwrap();
-        let failed = instances.start_for_deploy(&state).await;
+        let (kit, state) = setup().await;
+        std::fs::remove_file(kit.paths.blob(&state.revision.config.package_digest)).unwrap();
+        let failed = kit.instances.start_for_deploy(&state).await;
         assert!(failed.is_err());
         assert!(state.instances().is_empty());
     }

@@ -27,6 +27,8 @@ mod revisions;
 mod routes;
 mod routing;
 mod serve;
+#[cfg(test)]
+mod testkit;
 mod ticks;
 mod trigger_api;
 mod triggers;

@@ -25,7 +25,6 @@ use crate::meter::Meter;
 use crate::reconcile::Applied;
 use crate::revision_state::{Registry, RequestLedger, RevisionState};
 use crate::revisions::{Because, RevisionHost};
-use crate::routes::RouteTargets;
 use crate::{Paths, ServerConfig};
 use updraft_events::dispatch::Signals;
 use updraft_events::queue::{DeliveryQueue, GroupCommit};
@@ -402,22 +401,6 @@ impl RevisionHost for Platform {
 
     fn deploying(&self, namespace: &str, service: &str) -> bool {
         self.locks.is_held(namespace, service)
-    }
-}
-
-impl RouteTargets for Platform {
-    fn endpoints(&self, namespace: &str, revision: &str) -> Option<Arc<RevisionEndpoints>> {
-        self.registry
-            .get(namespace, revision)
-            .map(|state| state.endpoints.clone())
-    }
-
-    fn set_routed(&self, namespace: &str, revision: &str, routed: bool) {
-        if let Some(state) = self.registry.get(namespace, revision) {
-            if state.routable.swap(routed, std::sync::atomic::Ordering::Relaxed) && !routed {
-                self.instances.poke(&state);
-            }
-        }
     }
 }
 

@@ -11,6 +11,7 @@ use updraft_runtime::clock::now_us;
 
 use crate::autoscale::Autoscale;
 use crate::delivery::GatewayTransport;
+use crate::instances::RoutedRevisions;
 use crate::platform::{Opened, Platform};
 use crate::reconcile::follow;
 use crate::revisions::RevisionReconciler;
@@ -41,7 +42,11 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     };
 
     // Listed before anything is served, so the first request finds its route.
-    let mut route_reconciler = RouteReconciler::new(&platform.config.domain, platform.routes.clone(), platform.clone());
+    let targets = Arc::new(RoutedRevisions {
+        registry: platform.registry.clone(),
+        instances: platform.instances.clone(),
+    });
+    let mut route_reconciler = RouteReconciler::new(&platform.config.domain, platform.routes.clone(), targets);
     route_reconciler.reset(&snapshot, now_us());
     let routes = tokio::spawn(follow(
         route_reconciler,

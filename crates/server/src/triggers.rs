@@ -183,3 +183,64 @@ pub async fn schedule(platform: Arc<Platform>, stop: impl std::future::Future<Ou
     let signals = &platform.signals;
     updraft_events::scheduler::run(platform.events.clone(), now_us, &signals.changed, &signals.queued, stop).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use updraft_store::{EventStore, SqliteStore, Store};
+
+    use super::*;
+    use crate::reconcile::follow;
+
+    #[tokio::test]
+    async fn a_trigger_written_anywhere_wakes_the_loops_and_other_writes_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Arc::new(SqliteStore::open(&dir.path().join("db"), 1).unwrap());
+        let store: Arc<dyn Store> = sqlite.clone();
+        let signals = Arc::new(Signals::default());
+        let listed = store.snapshot().await.unwrap().revision;
+        let (applied_tx, mut applied) = tokio::sync::watch::channel(0);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(follow(
+            TriggerFollower(signals.clone()),
+            store.clone(),
+            listed,
+            || 1,
+            applied_tx,
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        let woken = |signals: Arc<Signals>| async move {
+            tokio::time::timeout(Duration::from_millis(300), signals.changed.notified())
+                .await
+                .is_ok()
+        };
+
+        let waiting = tokio::spawn(woken(signals.clone()));
+        tokio::task::yield_now().await;
+        sqlite.put_trigger("default", "tick", "cron", "{}", 1).unwrap();
+        assert!(
+            waiting.await.unwrap(),
+            "a new trigger wakes the scheduler and the sources"
+        );
+
+        let waiting = tokio::spawn(woken(signals.clone()));
+        tokio::task::yield_now().await;
+        store.create_namespace("team", 2).await.unwrap();
+        let written = store.current_revision().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), applied.wait_for(|at| *at >= written))
+            .await
+            .expect("the follower read past the namespace")
+            .unwrap();
+        assert!(!waiting.await.unwrap(), "a namespace is no trigger");
+
+        let waiting = tokio::spawn(woken(signals.clone()));
+        tokio::task::yield_now().await;
+        sqlite.delete_trigger("default", "tick").unwrap();
+        assert!(waiting.await.unwrap(), "a deleted trigger wakes them too");
+        stop_tx.send(()).unwrap();
+        running.await.unwrap();
+    }
+}
