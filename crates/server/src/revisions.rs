@@ -188,44 +188,14 @@ mod tests {
     use std::time::Duration;
 
     use tokio::sync::watch;
-    use updraft_model::{RevisionConfig, RevisionTemplate};
     use updraft_store::{SqliteStore, Store};
 
     use super::*;
     use crate::reconcile::follow;
+    use crate::testkit::component_revision;
 
     fn now() -> i64 {
         1
-    }
-
-    const DIGEST: &str = "sha256:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
-
-    fn config() -> RevisionConfig {
-        RevisionConfig {
-            package_digest: DIGEST.into(),
-            command: vec!["true".into()],
-            command_source: "test".into(),
-            env: Default::default(),
-            memory_bytes: None,
-            cpu_millis: None,
-            scale_to_zero_after_ms: 60_000,
-            readiness: None,
-            runtime: updraft_model::RuntimeKind::Process,
-            allowed_hosts: Vec::new(),
-        }
-    }
-
-    fn revision(service: &str, name: &str) -> Revision {
-        Revision {
-            namespace: "default".into(),
-            service: service.into(),
-            name: name.into(),
-            generation: 1,
-            created_at_us: 1,
-            template: RevisionTemplate::for_package(DIGEST),
-            config: config(),
-            resource_version: 0,
-        }
     }
 
     fn delete(kind: Kind, name: &str) -> Change {
@@ -246,7 +216,7 @@ mod tests {
 
     #[test]
     fn a_write_is_planned_by_what_it_changed() {
-        let rev = revision("web", "web-00002");
+        let rev = component_revision("web", "web-00002");
         let cases: Vec<(&str, Vec<Change>, Vec<Action>)> = vec![
             (
                 "a new revision is ensured",
@@ -283,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_fresh_list_keeps_deploys_under_way() {
-        let listed = [revision("web", "web-00001")];
+        let listed = [component_revision("web", "web-00001")];
         let registered = [
             ("default".to_string(), "web-00001".to_string(), "web".to_string()),
             ("default".to_string(), "old-00001".to_string(), "old".to_string()),
@@ -401,7 +371,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with_change_log(&dir.path().join("db"), 1, 2).unwrap());
         store.put_blob(updraft_store::contract::DIGEST, 1, 1).await.unwrap();
         let registry = Arc::new(Registry::default());
-        registry.ensure(revision("gone", "gone-00001")).unwrap();
+        registry.ensure(component_revision("gone", "gone-00001")).unwrap();
         let listed = store.snapshot().await.unwrap().revision;
         let reconciler = RevisionReconciler::new(registry.clone());
         // Written before it runs, past what the change log keeps: it must list again.
