@@ -71,7 +71,12 @@ pub async fn run(
         let notified = changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let done = pass(&*store, clock());
+        // A pass reads and writes SQLite: off the async workers.
+        let reading = store.clone();
+        let done = match tokio::task::spawn_blocking(move || pass(&*reading, clock())).await {
+            Ok(done) => done,
+            Err(e) => return tracing::error!("the cron scheduler stopped: {e}"),
+        };
         if done.queued > 0 {
             queued.notify_one();
         }
