@@ -360,12 +360,18 @@ pub fn static_app() -> (tempfile::TempDir, PathBuf) {
     (dir, app)
 }
 
-/// Whether a process is alive: it exists and is not a zombie waiting to be reaped.
+/// Whether a process is alive: one of its threads exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
-    }
+    // Alive while any thread is: a process's leader turns zombie before its other
+    // threads finish exiting, and the sockets they share (its listener) close only
+    // with the last of them.
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.flatten().any(|thread| {
+        std::fs::read_to_string(thread.path().join("stat"))
+            .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+    })
 }
 
 /// Waits (bounded) until none of the pids is alive.
