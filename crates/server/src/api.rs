@@ -195,7 +195,7 @@ async fn set_namespace_limits(
     limits.validate()?;
     p.require_namespace(&ns).await?;
     let updated = p.store.set_namespace_limits(&ns, &limits).await?;
-    p.applied.routes(&*p.store).await?;
+    p.applied.routes(&*p.store).await;
     p.apply_log_retention().await;
     Ok(Json(namespace_view(updated)))
 }

@@ -256,7 +256,7 @@ impl Deployer {
                     )))
                 }
             };
-            self.applied.routes(&*self.store).await?;
+            self.applied.routes(&*self.store).await;
             return Ok(Changed {
                 result: "configured",
                 revision: None,
@@ -432,7 +432,7 @@ impl Deployer {
         match self.store.create_revision(new, now).await {
             Ok((service, stored)) => {
                 debug_assert_eq!(stored.generation, generation);
-                self.applied.routes(&*self.store).await?;
+                self.applied.routes(&*self.store).await;
                 Ok(service)
             }
             Err(e) => {

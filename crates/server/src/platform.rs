@@ -332,7 +332,7 @@ impl Platform {
         let lock = self.locks.service(namespace, name);
         let _held = lock.lock().await;
         self.store.delete_service(namespace, name).await?;
-        self.applied.all(&*self.store).await?;
+        self.applied.all(&*self.store).await;
         let _ = fs::remove_dir_all(updraft_telemetry::logs::service_log_dir(
             &self.paths.logs,
             namespace,

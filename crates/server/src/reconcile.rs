@@ -105,19 +105,17 @@ pub struct Applied {
 impl Applied {
     /// Waits until the route table reflects every write to the store so far, so an
     /// answer to a write is true of the gateway too.
-    pub async fn routes(&self, store: &dyn Store) -> Result<(), StoreError> {
-        let written = store.current_revision().await?;
+    pub async fn routes(&self, store: &dyn Store) {
+        let written = *store.subscribe().borrow();
         // An error means the reconciler stopped with the server: nothing to wait for.
         let _ = self.routes.clone().wait_for(|at| *at >= written).await;
-        Ok(())
     }
 
     /// Waits until the routes and the revision registry reflect every write so far:
     /// a deleted revision is out of the table and its instances are stopped.
-    pub async fn all(&self, store: &dyn Store) -> Result<(), StoreError> {
-        let written = store.current_revision().await?;
+    pub async fn all(&self, store: &dyn Store) {
+        let written = *store.subscribe().borrow();
         let _ = self.routes.clone().wait_for(|at| *at >= written).await;
         let _ = self.revisions.clone().wait_for(|at| *at >= written).await;
-        Ok(())
     }
 }

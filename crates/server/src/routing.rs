@@ -79,7 +79,7 @@ impl Platform {
             .store
             .update_service_config(namespace, name, &config, svc.resource_version, now_us())
             .await?;
-        self.applied.routes(&*self.store).await?;
+        self.applied.routes(&*self.store).await;
         self.service_view(&svc, true).await.map_err(ApiError::internal)
     }
 
@@ -141,7 +141,7 @@ impl Platform {
             )));
         }
         self.store.delete_revision(namespace, revision).await?;
-        self.applied.all(&*self.store).await?;
+        self.applied.all(&*self.store).await;
         self.deployer
             .discard_package_if_unused(&rev.config.package_digest)
             .await;

@@ -129,7 +129,7 @@ impl Platform {
         validate_trigger_name("name", name)?;
         spec.validate("spec", ns)?;
         if let TriggerSpec::Event(e) = spec {
-            self.routing_snapshot().await?.broker(ns, &e.broker)?;
+            self.routing.current().await?.broker(ns, &e.broker)?;
         }
         let text = serde_json::to_string(spec).map_err(ApiError::internal)?;
         let existing = self.events.trigger(ns, name)?;

@@ -24,7 +24,6 @@ use crate::platform::Platform;
 use crate::reconcile::Reconciler;
 use crate::views::{DeliveryView, TriggerView};
 use updraft_events::dispatch::Signals;
-use updraft_events::routing::RoutingSnapshot;
 use updraft_store::{Change, Kind, Snapshot, WatchFilter};
 
 /// Finished deliveries and accepted events are kept this long for history.
@@ -41,11 +40,6 @@ pub(crate) fn labels(namespace: &str, trigger: &str, kind: &str) -> TriggerLabel
 }
 
 impl Platform {
-    /// The routing snapshot of the store's current version.
-    pub(crate) async fn routing_snapshot(&self) -> Result<Arc<RoutingSnapshot>, ApiError> {
-        Ok(self.routing.current().await?)
-    }
-
     /// Stores events sent to a broker with a delivery for every trigger each matches,
     /// in one transaction, before the caller answers.
     pub(crate) async fn accept_events(
@@ -54,7 +48,7 @@ impl Platform {
         broker: &str,
         events: &[Event],
     ) -> Result<usize, ApiError> {
-        let routing = self.routing_snapshot().await?;
+        let routing = self.routing.current().await?;
         let accepted: Vec<Accepted> = events
             .iter()
             .map(|event| routing.route(namespace, broker, event))
