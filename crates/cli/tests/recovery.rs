@@ -313,3 +313,92 @@ fn a_log_follower_holds_the_shutdown_no_longer_than_the_drain_timeout() {
     let _ = follower.kill();
     let _ = follower.wait();
 }
+
+/// A deploy killed with the server while its first instance starts was never
+/// answered: the next start withdraws it, and nothing of it is left.
+#[test]
+fn a_deploy_cut_short_by_kill_9_leaves_nothing_after_the_restart() {
+    let mut server = Server::start(&[]);
+    let (tmp, _app) = fixture("python");
+    let manifest = tmp.path().join("slow.yaml");
+    std::fs::write(
+        &manifest,
+        "\
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: slow}
+spec:
+  template:
+    spec:
+      containers:
+        - image: package:./python
+          command: [python3, main.py]
+          env: [{name: READY_DELAY, value: '600'}]
+          readinessProbe:
+            httpGet: {path: /ready}
+",
+    )
+    .unwrap();
+    let mut deploy = std::process::Command::new(BIN)
+        .args(["apply", "-f", manifest.to_str().unwrap()])
+        .env("UPDRAFT_API", &server.api)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let revision_dir = server.data.join("revisions/default/slow-00001");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let starting = loop {
+        let pids = pids_under(&server.data, "main.py");
+        if !pids.is_empty() {
+            break pids;
+        }
+        assert!(std::time::Instant::now() < deadline, "the first instance never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(revision_dir.exists());
+
+    server.kill9();
+    let _ = deploy.kill();
+    let _ = deploy.wait();
+    server.restart();
+    assert!(
+        wait_dead(&starting, Duration::from_secs(5)),
+        "{starting:?} outlived the crash"
+    );
+    assert_eq!(
+        server.cli(&["service", "slow"]).code,
+        3,
+        "the unanswered deploy was withdrawn"
+    );
+    assert!(!revision_dir.exists(), "its unpacked tree is gone");
+    let logs = server.data.join("logs/default/slow");
+    let left: Vec<_> = std::fs::read_dir(&logs).into_iter().flatten().flatten().collect();
+    assert!(left.is_empty(), "its logs are gone: {left:?}");
+
+    // The name is free: the same deploy, ready at once, is the first revision.
+    std::fs::write(
+        &manifest,
+        std::fs::read_to_string(&manifest).unwrap().replace("'600'", "'0'"),
+    )
+    .unwrap();
+    let out = server.json(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert_eq!(out[0]["revision"], "slow-00001");
+    assert_eq!(server.get("slow", "/").body, "python slow-00001 /");
+}
+
+/// Processes whose working directory is under `root` and whose command line has `needle`.
+fn pids_under(root: &std::path::Path, needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let cwd = std::fs::read_link(format!("/proc/{p}/cwd")).unwrap_or_default();
+            cwd.starts_with(root)
+                && std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .unwrap_or_default()
+                    .contains(needle)
+        })
+        .collect()
+}

@@ -20,7 +20,9 @@ pub mod traffic;
 pub mod yaml;
 
 pub use error::FieldError;
-pub use resources::{DeploySpec, Namespace, NamespaceLimits, Revision, RevisionConfig, Service, ServiceConfig, Usage};
+pub use resources::{
+    DeploySpec, Namespace, NamespaceLimits, Revision, RevisionConfig, Service, ServiceConfig, StagedRevision, Usage,
+};
 pub use runtime_kind::{Language, RuntimeKind};
 pub use template::RevisionTemplate;
 pub use traffic::TrafficTarget;

@@ -76,6 +76,16 @@ pub struct Revision {
     pub resource_version: u64,
 }
 
+/// A revision written before its first instance has answered, so nothing routes to
+/// it. Its deploy promotes it, with the service settings it carries, once that
+/// instance is ready, or withdraws it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedRevision {
+    pub revision: Revision,
+    /// The service's settings once the revision is promoted.
+    pub service_config: ServiceConfig,
+}
+
 /// A service's own settings: metadata, traffic table and any rollout under way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceConfig {

@@ -1,41 +1,29 @@
 //! Changing a service: a deploy, a settings update or an applied manifest.
 //!
 //! A change that alters the revision template makes a new revision: unpack the stored
-//! package, find its command, start a first instance, and only once it is ready write
-//! the revision and the service's new settings in one transaction and route to it. Any
-//! failure on the way removes what it made and leaves traffic as it was. A change of
-//! the service's own settings alone (traffic, annotations) makes no revision.
+//! package, find its command, and stage the revision in the store. The revision
+//! reconciler sees it and starts its first instance; once that is ready the revision
+//! is promoted (it and the service's new settings in one write) and the route
+//! reconciler routes to it. A failure on the way withdraws what was staged and leaves
+//! traffic as it was. A change of the service's own settings alone (traffic,
+//! annotations) makes no revision.
 
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use updraft_model::annotations::{FUNCTION_HANDLER, FUNCTION_RUNTIME};
 use updraft_model::change::{next_config, Current, SettingsChange, TrafficChange};
 use updraft_model::knative::DesiredService;
 use updraft_model::names::{validate_namespace_name, validate_service_name};
-use updraft_model::package::detect;
-use updraft_model::revision_config::{self, ImageProcess};
 use updraft_model::template::{RevisionTemplate, Source, PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
-use updraft_model::traffic::{default_traffic, resolve};
-use updraft_model::{DeploySpec, Revision, Service, ServiceConfig};
+use updraft_model::traffic::default_traffic;
+use updraft_model::{DeploySpec, Revision, Service, ServiceConfig, StagedRevision};
 use updraft_runtime::clock::now_us;
-use updraft_runtime::image::stored_digest;
-use updraft_runtime::package::{unpack, DirFiles};
-use updraft_store::NewRevision;
-use updraft_telemetry::logs::service_log_dir;
+use updraft_store::{NewRevision, Store};
 
-use updraft_runtime::image::ImageStore;
-use updraft_runtime::package::UnpackLimits;
-use updraft_runtime::wasm::WasmRuntime;
-use updraft_scaling::ScalingSpec;
-use updraft_store::Store;
-
-use crate::error::image_error;
-use crate::error::package_error;
-use crate::instances::Instances;
 use crate::locks::ServiceLocks;
 use crate::reconcile::Applied;
-use crate::revision_state::{Registry, RevisionState};
+use crate::revision_build::RevisionBuilder;
+use crate::revision_state::Registry;
 use crate::{ApiError, Paths};
 
 /// A change to one service, validated.
@@ -54,18 +42,15 @@ pub struct Changed {
     pub service: Service,
 }
 
-/// The deploy path, in one direction: a change is validated, its revision made (the
-/// package unpacked, a first instance ready), and the result written to the store;
-/// the answer waits until the route reconciler has applied it.
+/// The deploy path, in one direction: a change is validated and written to the store
+/// (staged, then promoted once its first instance is ready); the reconcilers do the
+/// rest, and the answer waits until the route reconciler has applied it.
 pub struct Deployer {
     pub(crate) store: Arc<dyn Store>,
+    /// Where a staged revision's first start is told.
     pub(crate) registry: Arc<Registry>,
-    pub(crate) instances: Arc<Instances>,
-    pub(crate) images: Arc<ImageStore>,
-    pub(crate) wasm: Arc<WasmRuntime>,
+    pub(crate) build: RevisionBuilder,
     pub(crate) paths: Paths,
-    pub(crate) scaling: ScalingSpec,
-    pub(crate) unpack_limits: UnpackLimits,
     pub(crate) locks: Arc<ServiceLocks>,
     pub(crate) applied: Applied,
 }
@@ -318,102 +303,40 @@ impl Deployer {
         // store refuses the write if another writer changed the service meanwhile.
         let generation = previous.map_or(1, |s| s.generation + 1);
         let workdir = self.paths.revision_dir(namespace, rev_name);
-        let _ = std::fs::remove_dir_all(&workdir);
-        std::fs::create_dir_all(workdir.parent().expect("revision dirs have a parent")).map_err(ApiError::internal)?;
-        let config = match template.validate("template")? {
-            Source::Package { digest } => {
-                let blob = self.paths.blob(&digest);
-                let limits = self.unpack_limits;
-                let dir = workdir.clone();
-                let unpacked = tokio::task::spawn_blocking(move || {
-                    unpack(&blob, &dir, limits)?;
-                    Ok::<_, updraft_runtime::package::PackageError>(detect(&DirFiles(&dir)))
-                })
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(package_error)?;
-                let function = template
-                    .annotations
-                    .get(FUNCTION_RUNTIME)
-                    .zip(template.annotations.get(FUNCTION_HANDLER));
-                let resolved = match function {
-                    Some((runtime, handler)) => revision_config::for_function(
-                        &template,
-                        &digest,
-                        runtime,
-                        handler,
-                        workdir.join(handler).exists(),
-                    ),
-                    None => revision_config::for_package(&template, &digest, unpacked),
-                };
-                match resolved {
-                    Ok(config) => config,
-                    Err(e) => {
-                        let _ = std::fs::remove_dir_all(&workdir);
-                        return Err(e.into());
-                    }
-                }
-            }
-            Source::Wasm { digest } => {
-                // Compiled (and cached) now: a file that is not a wasi:http component
-                // is refused before anything is stored.
-                let wasm = self.wasm.clone();
-                let blob = self.paths.blob(&digest);
-                let checked = digest.clone();
-                tokio::task::spawn_blocking(move || wasm.check(&checked, &blob))
-                    .await
-                    .map_err(ApiError::internal)?
-                    .map_err(|e| ApiError::bad_request("wasm", format!("is not a usable wasi:http component: {e}")))?;
-                revision_config::for_component(&template, &digest)
-            }
-            Source::Image { reference } => {
-                let image = match stored_digest(&reference) {
-                    Some(digest) => self.images.get(digest).ok_or_else(|| {
-                        ApiError::bad_request(
-                            "image",
-                            format!("no image {digest} is stored; import it first (POST /v1/images)"),
-                        )
-                    })?,
-                    None => self.images.pull(&reference, &|_| {}).await.map_err(image_error)?,
-                };
-                // Recorded like an upload, so revisions reference it and an unused
-                // image is collected like an unused package.
-                self.store
-                    .put_blob(&image.info.digest, image.info.size, now_us())
-                    .await?;
-                revision_config::for_image(
-                    &template,
-                    ImageProcess {
-                        digest: &image.info.digest,
-                        entrypoint: &image.info.entrypoint,
-                        cmd: &image.info.cmd,
-                    },
-                )?
-            }
-        };
+        let config = self.build.config(namespace, rev_name, &template).await?;
         let now = now_us();
-        let revision = Revision {
-            namespace: namespace.to_string(),
-            service: name.to_string(),
-            name: rev_name.to_string(),
-            generation,
-            created_at_us: now,
-            template,
-            config,
-            resource_version: 0,
+        let staged = StagedRevision {
+            revision: Revision {
+                namespace: namespace.to_string(),
+                service: name.to_string(),
+                name: rev_name.to_string(),
+                generation,
+                created_at_us: now,
+                template,
+                config,
+                resource_version: 0,
+            },
+            service_config: service_config.clone(),
         };
-        let state = RevisionState::new(revision.clone(), &self.scaling);
-        let first = match self.instances.start_for_deploy(&state).await {
-            Ok(first) => first,
-            Err(reason) => {
-                self.discard_revision_files(namespace, name, rev_name);
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("revision {rev_name} failed to start: {reason}"),
-                ));
-            }
+        if let Err(e) = self.store.stage_revision(&staged).await {
+            let _ = std::fs::remove_dir_all(&workdir);
+            return Err(e.into());
+        }
+        // The revision reconciler registers it and starts its first instance.
+        self.applied.revisions(&*self.store).await;
+        let started = match self.registry.get(namespace, rev_name) {
+            Some(state) => state.first_started().await,
+            None => Err("it could not be prepared on this node; the server log says why".into()),
         };
-        let new = NewRevision {
+        if let Err(reason) = started {
+            self.withdraw(namespace, rev_name).await;
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("revision {rev_name} failed to start: {reason}"),
+            ));
+        }
+        let revision = &staged.revision;
+        let promote = NewRevision {
             namespace,
             service: name,
             name: rev_name,
@@ -422,44 +345,28 @@ impl Deployer {
             service_config,
             expected_service_version: previous.map(|s| s.resource_version),
         };
-        // Registered before the write, as routed if it will be: the route reconciler
-        // may see the write first, and the scaler must not stop the first instance of
-        // a revision it takes for unrouted.
-        let routed =
-            resolve(&service_config.traffic, rev_name, service_config.rollout.as_ref(), now).routes_to(rev_name);
-        state.routable.store(routed, std::sync::atomic::Ordering::Relaxed);
-        self.registry.register(state.clone());
-        match self.store.create_revision(new, now).await {
+        match self.store.create_revision(promote, revision.created_at_us).await {
             Ok((service, stored)) => {
                 debug_assert_eq!(stored.generation, generation);
                 self.applied.routes(&*self.store).await;
                 Ok(service)
             }
             Err(e) => {
-                self.registry.unregister(namespace, rev_name, "its deploy failed");
-                self.instances.stop_instance(&state, &first).await;
-                self.discard_revision_files(namespace, name, rev_name);
+                self.withdraw(namespace, rev_name).await;
                 Err(e.into())
             }
         }
     }
 
-    /// Removes the unpacked tree and instance logs of a revision that was never stored.
-    fn discard_revision_files(&self, namespace: &str, service: &str, revision: &str) {
-        let _ = std::fs::remove_dir_all(self.paths.revision_dir(namespace, revision));
-        let prefix = format!("{revision}-");
-        for entry in std::fs::read_dir(service_log_dir(&self.paths.logs, namespace, service))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(entry.path());
-            }
+    /// Withdraws a staged revision whose deploy failed; the revision reconciler stops
+    /// its instance and removes its files and logs before the answer.
+    async fn withdraw(&self, namespace: &str, revision: &str) {
+        match self.store.withdraw_staged(namespace, revision).await {
+            Ok(()) => self.applied.revisions(&*self.store).await,
+            Err(e) => tracing::error!(revision, "cannot withdraw the failed revision: {e}"),
         }
     }
 }
-
 /// Runs a change to the end in a task of its own. A client that hangs up, or a Ctrl-C
 /// of `updraft deploy`, drops the request's future; the change must then still finish,
 /// or undo what it started, rather than stop halfway with an instance running.
@@ -474,9 +381,14 @@ mod tests {
     use updraft_gateway::RouteTable;
     use updraft_runtime::clock::now_us;
 
+    use updraft_runtime::package::UnpackLimits;
+    use updraft_scaling::ScalingSpec;
+
     use super::*;
     use crate::instances::RoutedRevisions;
+    use crate::node_revisions::NodeRevisions;
     use crate::reconcile::follow;
+    use crate::revisions::RevisionReconciler;
     use crate::routes::RouteReconciler;
     use crate::testkit::{get, kit, Kit, COMPONENT};
 
@@ -484,10 +396,11 @@ mod tests {
         kit: Kit,
         deployer: Arc<Deployer>,
         table: Arc<RouteTable>,
-        _stop: tokio::sync::oneshot::Sender<()>,
+        _stop: tokio::sync::watch::Sender<bool>,
     }
 
-    /// A deployer over the test kit, with the real route reconciler following the store.
+    /// A deployer over the test kit, with the real route and revision reconcilers
+    /// following the store.
     async fn running() -> Running {
         let kit = kit().await;
         let store: Arc<dyn Store> = kit.store.clone();
@@ -500,27 +413,45 @@ mod tests {
         let mut routes = RouteReconciler::new("localhost", table.clone(), targets);
         routes.reset(&listed, now_us());
         let (routes_tx, routes_rx) = tokio::sync::watch::channel(0);
-        let (_, revisions_rx) = tokio::sync::watch::channel(0);
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (revisions_tx, revisions_rx) = tokio::sync::watch::channel(0);
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
         tokio::spawn(follow(
             routes,
             store.clone(),
             listed.revision,
             now_us,
             routes_tx,
-            async {
-                let _ = stop_rx.await;
-            },
+            stopped(stop_rx.clone()),
+        ));
+        let node = NodeRevisions {
+            registry: kit.registry.clone(),
+            instances: kit.instances.clone(),
+            paths: kit.paths.clone(),
+            scaling: ScalingSpec::default(),
+            unpack_limits: UnpackLimits::default(),
+        };
+        tokio::spawn(follow(
+            RevisionReconciler::new(Arc::new(node)),
+            store.clone(),
+            listed.revision,
+            now_us,
+            revisions_tx,
+            stopped(stop_rx),
         ));
         let deployer = Arc::new(Deployer {
             store,
             registry: kit.registry.clone(),
-            instances: kit.instances.clone(),
-            images: kit.images.clone(),
-            wasm: kit.wasm.clone(),
+            build: RevisionBuilder {
+                store: kit.store.clone(),
+                images: kit.images.clone(),
+                wasm: kit.wasm.clone(),
+                paths: kit.paths.clone(),
+                unpack_limits: UnpackLimits::default(),
+            },
             paths: kit.paths.clone(),
-            scaling: ScalingSpec::default(),
-            unpack_limits: UnpackLimits::default(),
             locks: Arc::default(),
             applied: Applied {
                 routes: routes_rx,
@@ -593,5 +524,56 @@ mod tests {
 
         let missing = deployer.deploy("nowhere", "hello", component()).await.unwrap_err();
         assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.message);
+    }
+
+    /// A package whose start the test kit refuses (it runs components only), stored.
+    async fn package(kit: &Kit) -> String {
+        let mut archive = tar::Builder::new(Vec::new());
+        let main = b"print('hello')\n";
+        let mut header = tar::Header::new_gnu();
+        header.set_size(main.len() as u64);
+        header.set_mode(0o644);
+        archive.append_data(&mut header, "main.py", &main[..]).unwrap();
+        let bytes = archive.into_inner().unwrap();
+        let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)));
+        std::fs::write(kit.paths.blob(&digest), &bytes).unwrap();
+        kit.store.put_blob(&digest, bytes.len() as u64, 1).await.unwrap();
+        digest
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revision_that_cannot_start_is_withdrawn_and_traffic_stays() {
+        let Running {
+            kit,
+            deployer,
+            table,
+            _stop,
+        } = running().await;
+        deployer.deploy("default", "hello", component()).await.unwrap();
+        let digest = package(&kit).await;
+        let spec = DeploySpec {
+            package: Some(digest.clone()),
+            ..Default::default()
+        };
+        let err = deployer.deploy("default", "hello", spec).await.unwrap_err();
+        assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            err.message.starts_with("revision hello-00002 failed to start:"),
+            "{}",
+            err.message
+        );
+        let service = kit.store.service("default", "hello").await.unwrap().unwrap();
+        assert_eq!(service.latest_revision, "hello-00001", "the serving revision stays");
+        assert!(kit.store.revision("default", "hello-00002").await.unwrap().is_none());
+        assert!(kit.store.staged_revisions().await.unwrap().is_empty(), "withdrawn");
+        assert!(kit.registry.get("default", "hello-00002").is_none());
+        assert!(!kit.paths.revision_dir("default", "hello-00002").exists());
+        assert!(!kit.store.blob_exists(&digest).await.unwrap(), "its upload is gone");
+        assert!(table.lookup("hello.default.localhost").is_some());
+        assert_eq!(
+            kit.store.next_revision_name("default", "hello").await.unwrap(),
+            "hello-00002",
+            "the name is free for the next deploy"
+        );
     }
 }

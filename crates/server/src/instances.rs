@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use updraft_gateway::{Endpoint, RevisionEndpoints, RevisionKey};
 use updraft_model::template::Readiness;
 use updraft_model::RuntimeKind;
@@ -166,7 +166,6 @@ impl Instances {
         match wait_ready(&managed.instance, probe, self.ready_timeout).await {
             Ok(_) => {
                 let ready = managed.began.elapsed();
-                managed.ready_at_us.store(now_us(), Ordering::Relaxed);
                 let key = &state.endpoints.key;
                 self.metrics.cold_start(
                     ColdStartLabels {
@@ -194,6 +193,8 @@ impl Instances {
                 if !managed.stopping.load(Ordering::Relaxed) {
                     state.endpoints.add_ready(managed.endpoint.clone());
                 }
+                // After it takes traffic, so a view that calls it ready counts it too.
+                managed.ready_at_us.store(now_us(), Ordering::Relaxed);
                 let instances = self.clone();
                 let state = state.clone();
                 let watched = managed.clone();
@@ -290,21 +291,10 @@ impl Instances {
             .retain(|m| !Arc::ptr_eq(m, managed));
     }
 
-    /// Starts a first instance for a deploy and reports how it went.
-    pub async fn start_for_deploy(
-        self: &Arc<Self>,
-        state: &Arc<RevisionState>,
-    ) -> Result<Arc<ManagedInstance>, String> {
+    /// Starts a staged revision's first instance and waits until it is ready or failed.
+    pub async fn start_first(self: &Arc<Self>, state: &Arc<RevisionState>) -> Result<(), String> {
         let managed = self.launch(state)?;
-        let (tx, rx) = oneshot::channel();
-        let instances = self.clone();
-        let state = state.clone();
-        // Detached, so a client that hangs up mid-deploy cannot leave a half-started instance.
-        tokio::spawn(async move {
-            let result = instances.await_ready(&state, &managed, "deploy").await.map(|_| managed);
-            let _ = tx.send(result);
-        });
-        rx.await.map_err(|_| "instance start was abandoned".to_string())?
+        self.await_ready(state, &managed, "deploy").await
     }
 
     /// Stops every instance of the given revisions, all at once.
@@ -402,7 +392,7 @@ mod tests {
     async fn a_revision_whose_start_fails_says_why() {
         let (kit, state) = setup().await;
         std::fs::remove_file(kit.paths.blob(&state.revision.config.package_digest)).unwrap();
-        let failed = kit.instances.start_for_deploy(&state).await;
+        let failed = kit.instances.start_first(&state).await;
         assert!(failed.is_err());
         assert!(state.instances().is_empty());
     }

@@ -46,11 +46,6 @@ impl ServiceLocks {
             .clone()
     }
 
-    /// Whether a writer holds the service's lock now.
-    pub fn is_held(&self, namespace: &str, service: &str) -> bool {
-        self.service(namespace, service).try_lock().is_err()
-    }
-
     pub async fn use_package(self: &Arc<Self>, digest: &str) -> PackageInUse {
         let _gate = self.package_gate.read().await;
         *self

@@ -8,7 +8,6 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use updraft_gateway::{Access, Gateway, Poke, RequestObserver, RevisionEndpoints, RevisionKey, RouteTable};
-use updraft_model::Revision;
 use updraft_runtime::clock::now_us;
 use updraft_runtime::image::ImageStore;
 use updraft_runtime::oci::Containers;
@@ -22,9 +21,11 @@ use crate::deploy::Deployer;
 use crate::instances::Instances;
 use crate::locks::ServiceLocks;
 use crate::meter::Meter;
+use crate::node_revisions::{discard_revision_logs, NodeRevisions};
 use crate::reconcile::Applied;
-use crate::revision_state::{Registry, RequestLedger, RevisionState};
-use crate::revisions::{Because, RevisionHost};
+use crate::revision_build::RevisionBuilder;
+use crate::revision_state::{Registry, RequestLedger};
+use crate::revisions::RevisionHost;
 use crate::{Paths, ServerConfig};
 use updraft_events::dispatch::Signals;
 use updraft_events::queue::{DeliveryQueue, GroupCommit};
@@ -42,6 +43,8 @@ pub(crate) struct Opened {
     pub revisions_applied: watch::Sender<u64>,
     /// What the store held when it opened.
     pub snapshot: Snapshot,
+    /// The registry's side of the revision reconciler.
+    pub node_revisions: Arc<NodeRevisions>,
 }
 
 pub struct Platform {
@@ -237,14 +240,23 @@ impl Platform {
         let deployer = Arc::new(Deployer {
             store: store.clone(),
             registry: registry.clone(),
+            build: RevisionBuilder {
+                store: store.clone(),
+                images: images.clone(),
+                wasm: wasm.clone(),
+                paths: paths.clone(),
+                unpack_limits: unpack_limits(&config),
+            },
+            paths: paths.clone(),
+            locks: locks.clone(),
+            applied: applied.clone(),
+        });
+        let node_revisions = Arc::new(NodeRevisions {
+            registry: registry.clone(),
             instances: instances.clone(),
-            images: images.clone(),
-            wasm: wasm.clone(),
             paths: paths.clone(),
             scaling: config.scaling.clone(),
             unpack_limits: unpack_limits(&config),
-            locks: locks.clone(),
-            applied: applied.clone(),
         });
         let platform = Arc::new(Platform {
             config,
@@ -271,25 +283,27 @@ impl Platform {
             events,
             signals: Arc::default(),
         });
+        // Deploys under way when the last run ended were never answered: withdrawn.
+        for staged in platform.store.staged_revisions().await? {
+            let r = &staged.revision;
+            platform.store.withdraw_staged(&r.namespace, &r.name).await?;
+            discard_revision_logs(&platform.paths, &r.namespace, &r.service, &r.name);
+        }
         // One list at start: the registry and the route table follow the store from
         // the revision it was read at.
         let snapshot = platform.store.snapshot().await?;
-        platform.load_revisions(&snapshot.revisions)?;
+        for revision in &snapshot.revisions {
+            node_revisions.ensure(revision.clone()).map_err(anyhow::Error::msg)?;
+        }
         platform.collect_garbage().await;
         Ok(Opened {
             snapshot,
+            node_revisions,
             platform,
             pokes: rx,
             routes_applied: routes_applied_tx,
             revisions_applied: revisions_applied_tx,
         })
-    }
-
-    fn load_revisions(&self, revisions: &[Revision]) -> anyhow::Result<()> {
-        for revision in revisions {
-            self.ensure(revision.clone()).map_err(anyhow::Error::msg)?;
-        }
-        Ok(())
     }
 
     /// Removes unpacked trees no revision owns and packages no revision uses.
@@ -340,67 +354,6 @@ impl Platform {
         ));
         self.collect_garbage().await;
         Ok(())
-    }
-}
-
-impl RevisionHost for Platform {
-    fn ensure(&self, revision: Revision) -> Result<(), String> {
-        if self.registry.get(&revision.namespace, &revision.name).is_some() {
-            return Ok(());
-        }
-        let dir = self.paths.revision_dir(&revision.namespace, &revision.name);
-        // Components and images run from their own stores; only packages are unpacked.
-        if !dir.exists() && revision.config.runtime.runs_from_package() {
-            // Unpacked trees are derived state; rebuild one that went missing.
-            let blob = self.paths.blob(&revision.config.package_digest);
-            updraft_runtime::package::unpack(&blob, &dir, self.unpack_limits())
-                .map_err(|e| format!("unpacking revision {}: {e}", revision.name))?;
-        }
-        self.registry
-            .register(RevisionState::new(revision, &self.config.scaling));
-        Ok(())
-    }
-
-    fn retire<'a>(
-        &'a self,
-        namespace: &'a str,
-        name: &'a str,
-        because: Because,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
-        Box::pin(async move {
-            let service = self.registry.get(namespace, name).map(|s| s.revision.service.clone());
-            let reason = match (because, service) {
-                (Because::ServiceDeleted(service), _) => {
-                    format!("service {service} in namespace {namespace} was deleted")
-                }
-                (Because::RevisionDeleted, Some(service)) => {
-                    format!("revision {name} of service {service} was deleted")
-                }
-                _ => format!("revision {name} no longer exists"),
-            };
-            if let Some(state) = self.registry.unregister(namespace, name, &reason) {
-                self.instances.stop_revisions(vec![state]).await;
-            }
-            let _ = fs::remove_dir_all(self.paths.revision_dir(namespace, name));
-        })
-    }
-
-    fn registered(&self) -> Vec<(String, String, String)> {
-        self.registry
-            .all()
-            .iter()
-            .map(|s| {
-                (
-                    s.revision.namespace.clone(),
-                    s.revision.name.clone(),
-                    s.revision.service.clone(),
-                )
-            })
-            .collect()
-    }
-
-    fn deploying(&self, namespace: &str, service: &str) -> bool {
-        self.locks.is_held(namespace, service)
     }
 }
 

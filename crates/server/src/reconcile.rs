@@ -111,6 +111,13 @@ impl Applied {
         let _ = self.routes.clone().wait_for(|at| *at >= written).await;
     }
 
+    /// Waits until the revision registry reflects every write so far: a staged
+    /// revision is registered and its first instance on its way.
+    pub async fn revisions(&self, store: &dyn Store) {
+        let written = *store.subscribe().borrow();
+        let _ = self.revisions.clone().wait_for(|at| *at >= written).await;
+    }
+
     /// Waits until the routes and the revision registry reflect every write so far:
     /// a deleted revision is out of the table and its instances are stopped.
     pub async fn all(&self, store: &dyn Store) {

@@ -30,6 +30,16 @@ pub struct RevisionState {
     pub events: Mutex<VecDeque<ScaleEvent>>,
     /// Its instances' failures in a row, which hold the next start back.
     pub crash_loop: Mutex<CrashLoop>,
+    /// How the first instance of a staged revision came up; its deploy waits on it.
+    pub first_start: tokio::sync::watch::Sender<FirstStart>,
+}
+
+/// Where a staged revision's first instance is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstStart {
+    Pending,
+    Ready,
+    Failed(String),
 }
 
 impl RevisionState {
@@ -61,7 +71,19 @@ impl RevisionState {
             instances: Mutex::new(Vec::new()),
             last_cold_start: Mutex::new(None),
             routable: AtomicBool::new(false),
+            first_start: tokio::sync::watch::Sender::new(FirstStart::Pending),
         })
+    }
+
+    /// Waits until the first instance is ready (`Ok`) or could not start (`Err`, why).
+    pub async fn first_started(&self) -> Result<(), String> {
+        let mut outcome = self.first_start.subscribe();
+        let settled = outcome.wait_for(|s| *s != FirstStart::Pending).await;
+        match settled.as_deref() {
+            Ok(FirstStart::Ready) => Ok(()),
+            Ok(FirstStart::Failed(reason)) => Err(reason.clone()),
+            Ok(FirstStart::Pending) | Err(_) => Err("the instance start was abandoned".into()),
+        }
     }
 
     pub fn instances(&self) -> Vec<Arc<ManagedInstance>> {
@@ -120,6 +142,13 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(namespace.to_string(), name.to_string()))?;
         state.endpoints.retire(reason.to_string());
+        state.first_start.send_if_modified(|start| {
+            let pending = *start == FirstStart::Pending;
+            if pending {
+                *start = FirstStart::Failed(reason.to_string());
+            }
+            pending
+        });
         Some(state)
     }
 }

@@ -1,16 +1,18 @@
-//! The revision reconciler: follows revisions and services in the store and keeps the
-//! registry of revisions this node can run. A revision that appears is made ready to
-//! run (its package unpacked, its state registered); one that is deleted, alone or
-//! with its service, leaves the registry: requests held for it are answered 404 with
-//! the reason, and its instances and unpacked files go. Write sites only write; this
-//! reconciler does the rest, after a crash by the same path (list, then watch).
+//! The revision reconciler: follows revisions, staged revisions and services in the
+//! store and keeps the registry of revisions this node can run. A revision that
+//! appears is made ready to run (its package unpacked, its state registered); a staged
+//! one also gets its first instance started, which its deploy waits on. One that is
+//! deleted, alone or with its service, or withdrawn, leaves the registry: requests
+//! held for it are answered 404 with the reason, and its instances and unpacked files
+//! go. Write sites only write; this reconciler does the rest, after a crash by the
+//! same path (list, then watch).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use updraft_model::Revision;
+use updraft_model::{Revision, StagedRevision};
 use updraft_store::{Change, Kind, Resource, Snapshot, WatchFilter};
 
 use crate::reconcile::Reconciler;
@@ -22,6 +24,8 @@ pub enum Because {
     ServiceDeleted(String),
     /// It was deleted by itself.
     RevisionDeleted,
+    /// Its deploy failed: its first instance did not become ready.
+    Withdrawn,
     /// A fresh list no longer has it.
     Gone,
 }
@@ -31,6 +35,8 @@ pub enum Because {
 pub enum Action {
     /// The revision exists: this node must be able to run it.
     Ensure(Box<Revision>),
+    /// A deploy staged the revision: this node starts its first instance.
+    Stage(Box<StagedRevision>),
     Retire {
         namespace: String,
         name: String,
@@ -40,9 +46,13 @@ pub enum Action {
 
 /// The registry the reconciler keeps, as the platform provides it.
 pub trait RevisionHost: Send + Sync + 'static {
-    /// Registers a revision unless it is known (a deploy registers its own before its
-    /// write), unpacking its package if the tree is missing. Blocking file I/O.
+    /// Registers a revision unless it is known (it was staged, or listed at start),
+    /// unpacking its package if the tree is missing. Blocking file I/O.
     fn ensure(&self, revision: Revision) -> Result<(), String>;
+    /// Registers a staged revision as [`RevisionHost::ensure`] does, routed as its
+    /// promotion would route it, and starts its first instance, whose outcome the
+    /// state tells its deploy. Blocking file I/O; the start runs on.
+    fn stage(&self, staged: StagedRevision) -> Result<(), String>;
     /// Takes a revision out of the registry, answers its held requests with the
     /// reason, stops its instances and removes its unpacked tree.
     fn retire<'a>(
@@ -51,16 +61,21 @@ pub trait RevisionHost: Send + Sync + 'static {
         name: &'a str,
         because: Because,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-    /// (namespace, revision, service) of every registered revision.
-    fn registered(&self) -> Vec<(String, String, String)>;
-    /// Whether a deploy of the service is under way: its revision may be registered
-    /// before it is written.
-    fn deploying(&self, namespace: &str, service: &str) -> bool;
+    /// (namespace, revision) of every registered revision.
+    fn registered(&self) -> Vec<(String, String)>;
 }
 
 /// The actions the changes of one write ask for. A write that deletes a service
-/// deletes its revisions in the same write: those are retired because of it.
+/// deletes its revisions in the same write: those are retired because of it. A write
+/// that removes a staged revision and puts the revision promoted it: nothing retires.
 pub fn plan(changes: &[Change]) -> Vec<Action> {
+    let put: HashSet<(&str, &str)> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Put(Resource::Revision(r)) => Some((r.namespace.as_str(), r.name.as_str())),
+            _ => None,
+        })
+        .collect();
     let deleted_services: HashMap<&str, &str> = changes
         .iter()
         .filter_map(|c| match c {
@@ -76,6 +91,16 @@ pub fn plan(changes: &[Change]) -> Vec<Action> {
         .iter()
         .filter_map(|change| match change {
             Change::Put(Resource::Revision(revision)) => Some(Action::Ensure(revision.clone())),
+            Change::Put(Resource::Staged(staged)) => Some(Action::Stage(staged.clone())),
+            Change::Delete {
+                kind: Kind::Staged,
+                namespace,
+                name,
+            } if !put.contains(&(namespace.as_str(), name.as_str())) => Some(Action::Retire {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                because: Because::Withdrawn,
+            }),
             Change::Delete {
                 kind: Kind::Revision,
                 namespace,
@@ -93,17 +118,18 @@ pub fn plan(changes: &[Change]) -> Vec<Action> {
         .collect()
 }
 
-/// The actions a fresh list asks for: every listed revision ensured, every registered
-/// one the list lacks retired, unless a deploy of its service is under way.
-pub fn plan_reset(
-    listed: &[Revision],
-    registered: &[(String, String, String)],
-    deploying: impl Fn(&str, &str) -> bool,
-) -> Vec<Action> {
-    let known: HashSet<(&str, &str)> = listed.iter().map(|r| (r.namespace.as_str(), r.name.as_str())).collect();
+/// The actions a fresh list asks for: every listed revision ensured, every staged one
+/// staged, every registered one the list lacks retired.
+pub fn plan_reset(listed: &[Revision], staged: &[StagedRevision], registered: &[(String, String)]) -> Vec<Action> {
+    let known: HashSet<(&str, &str)> = listed
+        .iter()
+        .chain(staged.iter().map(|s| &s.revision))
+        .map(|r| (r.namespace.as_str(), r.name.as_str()))
+        .collect();
     let mut actions: Vec<Action> = listed.iter().map(|r| Action::Ensure(Box::new(r.clone()))).collect();
-    for (namespace, name, service) in registered {
-        if !known.contains(&(namespace.as_str(), name.as_str())) && !deploying(namespace, service) {
+    actions.extend(staged.iter().map(|s| Action::Stage(Box::new(s.clone()))));
+    for (namespace, name) in registered {
+        if !known.contains(&(namespace.as_str(), name.as_str())) {
             actions.push(Action::Retire {
                 namespace: namespace.clone(),
                 name: name.clone(),
@@ -128,21 +154,23 @@ impl RevisionReconciler {
     async fn act(&self, actions: Vec<Action>) {
         let mut retiring = Vec::new();
         for action in actions {
-            match action {
-                Action::Ensure(revision) => {
-                    let host = self.host.clone();
-                    let name = revision.name.clone();
-                    match tokio::task::spawn_blocking(move || host.ensure(*revision)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::error!(revision = %name, "cannot prepare the revision: {e}"),
-                        Err(e) => tracing::error!(revision = %name, "cannot prepare the revision: {e}"),
-                    }
-                }
+            let host = self.host.clone();
+            let (name, prepare): (String, Box<dyn FnOnce() -> Result<(), String> + Send>) = match action {
+                Action::Ensure(revision) => (revision.name.clone(), Box::new(move || host.ensure(*revision))),
+                Action::Stage(staged) => (staged.revision.name.clone(), Box::new(move || host.stage(*staged))),
                 Action::Retire {
                     namespace,
                     name,
                     because,
-                } => retiring.push((namespace, name, because)),
+                } => {
+                    retiring.push((namespace, name, because));
+                    continue;
+                }
+            };
+            match tokio::task::spawn_blocking(prepare).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(revision = %name, "cannot prepare the revision: {e}"),
+                Err(e) => tracing::error!(revision = %name, "cannot prepare the revision: {e}"),
             }
         }
         // A write's revisions drain together, not one after another.
@@ -168,17 +196,14 @@ impl Reconciler for RevisionReconciler {
     }
 
     async fn on_list(&mut self, snapshot: &Snapshot, _now_us: i64) {
-        let host = self.host.clone();
-        let actions = plan_reset(&snapshot.revisions, &self.host.registered(), |ns, service| {
-            host.deploying(ns, service)
-        });
+        let actions = plan_reset(&snapshot.revisions, &snapshot.staged, &self.host.registered());
         self.act(actions).await;
     }
 }
 
 /// A service delete carries its revisions' deletes; services are followed to name it.
 fn followed() -> WatchFilter {
-    WatchFilter::kinds(&[Kind::Service, Kind::Revision])
+    WatchFilter::kinds(&[Kind::Service, Kind::Revision, Kind::Staged])
 }
 
 #[cfg(test)]
@@ -241,6 +266,25 @@ mod tests {
                 ],
             ),
             (
+                "a staged revision gets its first instance",
+                vec![Change::Put(Resource::Staged(Box::new(staged("web-00002"))))],
+                vec![Action::Stage(Box::new(staged("web-00002")))],
+            ),
+            (
+                "a staged revision promoted is only ensured",
+                vec![
+                    delete(Kind::Staged, "web-00002"),
+                    Change::Put(Resource::Revision(Box::new(rev.clone()))),
+                    Change::Put(Resource::Service(Box::new(service("web")))),
+                ],
+                vec![Action::Ensure(Box::new(rev.clone()))],
+            ),
+            (
+                "a staged revision withdrawn",
+                vec![delete(Kind::Staged, "web-00002")],
+                vec![retire("web-00002", Because::Withdrawn)],
+            ),
+            (
                 "a service's settings change nothing here",
                 vec![delete(Kind::Namespace, "team"), delete(Kind::Trigger, "tick")],
                 vec![],
@@ -254,32 +298,61 @@ mod tests {
     #[test]
     fn a_fresh_list_keeps_deploys_under_way() {
         let listed = [component_revision("web", "web-00001")];
+        let staged = [staged("new-00001")];
         let registered = [
-            ("default".to_string(), "web-00001".to_string(), "web".to_string()),
-            ("default".to_string(), "old-00001".to_string(), "old".to_string()),
-            ("default".to_string(), "new-00001".to_string(), "new".to_string()),
+            ("default".to_string(), "web-00001".to_string()),
+            ("default".to_string(), "old-00001".to_string()),
+            ("default".to_string(), "new-00001".to_string()),
         ];
-        let actions = plan_reset(&listed, &registered, |_, service| service == "new");
+        let actions = plan_reset(&listed, &staged, &registered);
         assert_eq!(
             actions,
             [
                 Action::Ensure(Box::new(listed[0].clone())),
+                Action::Stage(Box::new(staged[0].clone())),
                 retire("old-00001", Because::Gone),
             ]
         );
     }
 
+    fn staged(name: &str) -> StagedRevision {
+        let service = name.split('-').next().unwrap();
+        StagedRevision {
+            revision: component_revision(service, name),
+            service_config: Default::default(),
+        }
+    }
+
+    fn service(name: &str) -> updraft_model::Service {
+        updraft_model::Service {
+            namespace: "default".into(),
+            name: name.into(),
+            latest_revision: format!("{name}-00002"),
+            generation: 2,
+            created_at_us: 1,
+            updated_at_us: 1,
+            config: Default::default(),
+            resource_version: 0,
+        }
+    }
+
     /// A registry that records what it was asked.
     #[derive(Default)]
     struct Registry {
-        known: Mutex<HashMap<String, String>>,
+        known: Mutex<HashSet<String>>,
+        staged: Mutex<Vec<String>>,
         retired: Mutex<Vec<(String, Because)>>,
     }
 
     impl RevisionHost for Registry {
         fn ensure(&self, revision: Revision) -> Result<(), String> {
-            self.known.lock().unwrap().insert(revision.name, revision.service);
+            self.known.lock().unwrap().insert(revision.name);
             Ok(())
+        }
+
+        fn stage(&self, staged: StagedRevision) -> Result<(), String> {
+            self.staged.lock().unwrap().push(staged.revision.name.clone());
+            self.ensure(staged.revision)
         }
 
         fn retire<'a>(
@@ -294,16 +367,9 @@ mod tests {
             })
         }
 
-        fn registered(&self) -> Vec<(String, String, String)> {
+        fn registered(&self) -> Vec<(String, String)> {
             let known = self.known.lock().unwrap();
-            known
-                .iter()
-                .map(|(name, service)| ("default".to_string(), name.clone(), service.clone()))
-                .collect()
-        }
-
-        fn deploying(&self, _namespace: &str, _service: &str) -> bool {
-            false
+            known.iter().map(|name| ("default".to_string(), name.clone())).collect()
         }
     }
 
@@ -340,7 +406,7 @@ mod tests {
         let written = deploy(&store, "api").await;
         caught_up(&mut applied, written).await;
         let known = |registry: &Registry| {
-            let mut names: Vec<String> = registry.known.lock().unwrap().keys().cloned().collect();
+            let mut names: Vec<String> = registry.known.lock().unwrap().iter().cloned().collect();
             names.sort();
             names
         };
@@ -356,6 +422,22 @@ mod tests {
                 ("web-00001".to_string(), Because::RevisionDeleted),
                 ("api-00001".to_string(), Because::ServiceDeleted("api".into())),
             ]
+        );
+
+        // A staged revision is started; promoted it stays, withdrawn it goes.
+        let web = updraft_store::contract::staged("default", "web", "web-00003");
+        store.stage_revision(&web).await.unwrap();
+        let api = updraft_store::contract::staged("default", "api", "api-00001");
+        store.stage_revision(&api).await.unwrap();
+        caught_up(&mut applied, store.current_revision().await.unwrap()).await;
+        assert_eq!(*registry.staged.lock().unwrap(), ["web-00003", "api-00001"]);
+        deploy(&store, "web").await;
+        store.withdraw_staged("default", "api-00001").await.unwrap();
+        caught_up(&mut applied, store.current_revision().await.unwrap()).await;
+        assert_eq!(known(&registry), ["web-00002", "web-00003"]);
+        assert_eq!(
+            registry.retired.lock().unwrap().last(),
+            Some(&("api-00001".to_string(), Because::Withdrawn))
         );
 
         // Writes it does not follow still move it on.
@@ -384,7 +466,7 @@ mod tests {
             let _ = stop_rx.await;
         }));
         caught_up(&mut applied, written).await;
-        let mut names: Vec<String> = registry.known.lock().unwrap().keys().cloned().collect();
+        let mut names: Vec<String> = registry.known.lock().unwrap().iter().cloned().collect();
         names.sort();
         assert_eq!(names, ["web-00001", "web-00002", "web-00003"]);
         assert_eq!(

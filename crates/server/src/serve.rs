@@ -35,6 +35,7 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
         routes_applied,
         revisions_applied,
         snapshot,
+        node_revisions,
     } = Platform::open(config).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -57,7 +58,7 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
         stopped(stop_rx.clone()),
     ));
     let revisions = tokio::spawn(follow(
-        RevisionReconciler::new(platform.clone()),
+        RevisionReconciler::new(node_revisions),
         platform.store.clone(),
         snapshot.revision,
         now_us,

@@ -104,6 +104,7 @@ fn identity(resource: &Resource) -> (&str, &str) {
         Resource::Namespace(r) => ("", r.name.as_str()),
         Resource::Service(r) => (r.namespace.as_str(), r.name.as_str()),
         Resource::Revision(r) => (r.namespace.as_str(), r.name.as_str()),
+        Resource::Staged(r) => (r.revision.namespace.as_str(), r.revision.name.as_str()),
         Resource::Trigger(r) => (r.namespace.as_str(), r.name.as_str()),
         Resource::Broker(r) => (r.namespace.as_str(), r.name.as_str()),
     }

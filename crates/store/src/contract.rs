@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use updraft_model::traffic::{Target, TrafficTarget};
-use updraft_model::{RevisionConfig, RevisionTemplate, ServiceConfig};
+use updraft_model::{Revision, RevisionConfig, RevisionTemplate, ServiceConfig, StagedRevision};
 
 use crate::watch::{Change, Kind, Resource, Watch, WatchFilter, WatchStep};
 use crate::{NewRevision, Store, StoreError};
@@ -25,6 +25,7 @@ pub async fn all(open: OpenStore<'_>) {
     filters_and_pages_keep_whole_writes(open(1000)).await;
     a_compacted_log_says_so(open(3)).await;
     a_watch_streams_later_writes(open(1000)).await;
+    a_staged_revision_is_promoted_or_withdrawn(open(1000)).await;
 }
 
 fn config() -> RevisionConfig {
@@ -42,8 +43,8 @@ fn config() -> RevisionConfig {
     }
 }
 
-/// Deploys the service's next revision, as the deploy path does (for other crates'
-/// tests too).
+/// Writes the service's next revision and its settings, as a deploy's last write
+/// does (for other crates' tests too).
 pub async fn deploy(
     store: &dyn Store,
     namespace: &str,
@@ -196,6 +197,7 @@ fn name_of(resource: &Resource) -> String {
         Resource::Namespace(r) => r.name.clone(),
         Resource::Service(r) => r.name.clone(),
         Resource::Revision(r) => r.name.clone(),
+        Resource::Staged(r) => r.revision.name.clone(),
         Resource::Trigger(r) => r.name.clone(),
         Resource::Broker(r) => r.name.clone(),
     }
@@ -317,5 +319,99 @@ async fn a_watch_streams_later_writes(store: Arc<dyn Store>) {
         WatchStep::Skipped {
             through: store.current_revision().await.unwrap()
         }
+    );
+}
+
+/// A revision of `service` to stage, as a deploy stages it (for other crates' tests too).
+pub fn staged(namespace: &str, service: &str, name: &str) -> StagedRevision {
+    StagedRevision {
+        revision: Revision {
+            namespace: namespace.into(),
+            service: service.into(),
+            name: name.into(),
+            generation: 1,
+            created_at_us: 1,
+            template: RevisionTemplate::for_package(DIGEST),
+            config: config(),
+            resource_version: 0,
+        },
+        service_config: ServiceConfig::default(),
+    }
+}
+
+async fn a_staged_revision_is_promoted_or_withdrawn(store: Arc<dyn Store>) {
+    let store = with_blob(store).await;
+    let start = store.current_revision().await.unwrap();
+    let first = staged("default", "web", "web-00001");
+    let stored = store.stage_revision(&first).await.unwrap();
+    assert_eq!(stored.revision.resource_version, start + 1);
+    assert!(
+        store.service("default", "web").await.unwrap().is_none(),
+        "no service refers to it"
+    );
+    assert!(store.revision("default", "web-00001").await.unwrap().is_none());
+    assert_eq!(store.staged_revisions().await.unwrap(), vec![stored.clone()]);
+    assert_eq!(store.snapshot().await.unwrap().staged, vec![stored.clone()]);
+    assert!(
+        store.unreferenced_blobs(i64::MAX).await.unwrap().is_empty(),
+        "its package is in use"
+    );
+    for taken in [
+        staged("default", "web", "web-00001"),
+        staged("default", "api", "web-00001"),
+    ] {
+        let err = store.stage_revision(&taken).await.unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
+    }
+    let err = store
+        .stage_revision(&staged("nowhere", "web", "web-00001"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NoSuchNamespace(_)), "{err}");
+
+    let (svc, rev) = deploy(&*store, "default", "web").await.unwrap();
+    assert_eq!(rev.name, "web-00001");
+    assert!(store.staged_revisions().await.unwrap().is_empty(), "promoted");
+    let promotion = store
+        .changes_after(start + 1, &WatchFilter::default(), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        promotion.events.iter().map(|e| e.change.clone()).collect::<Vec<_>>(),
+        vec![
+            Change::Delete {
+                kind: Kind::Staged,
+                namespace: "default".into(),
+                name: "web-00001".into()
+            },
+            Change::Put(Resource::Revision(Box::new(rev))),
+            Change::Put(Resource::Service(Box::new(svc))),
+        ],
+        "one write promotes it"
+    );
+
+    let second = store
+        .stage_revision(&staged("default", "web", "web-00002"))
+        .await
+        .unwrap();
+    store.withdraw_staged("default", "web-00002").await.unwrap();
+    let withdrawn = store
+        .changes_after(second.revision.resource_version, &WatchFilter::kind(Kind::Staged), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        withdrawn.events.iter().map(|e| e.change.clone()).collect::<Vec<_>>(),
+        vec![Change::Delete {
+            kind: Kind::Staged,
+            namespace: "default".into(),
+            name: "web-00002".into()
+        }]
+    );
+    let err = store.withdraw_staged("default", "web-00002").await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    assert_eq!(
+        store.next_revision_name("default", "web").await.unwrap(),
+        "web-00002",
+        "a withdrawn name is free again"
     );
 }

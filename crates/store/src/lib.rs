@@ -16,10 +16,12 @@ mod event_schema;
 pub mod events;
 mod records;
 mod sqlite;
+mod staged;
 pub mod watch;
 
 use updraft_model::{
-    Namespace, NamespaceLimits, Revision, RevisionConfig, RevisionTemplate, Service, ServiceConfig, Usage,
+    Namespace, NamespaceLimits, Revision, RevisionConfig, RevisionTemplate, Service, ServiceConfig, StagedRevision,
+    Usage,
 };
 
 pub use changelog::DEFAULT_CHANGE_LOG_LIMIT;
@@ -90,7 +92,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_blob(&self, digest: &str) -> Result<()>;
 
     /// Creates the service if needed and the revision, makes the revision the latest
-    /// and stores the service's settings, all in one transaction.
+    /// and stores the service's settings, all in one transaction. A staged revision of
+    /// that name is promoted: its staged record goes in the same write.
     async fn create_revision(&self, new: NewRevision<'_>, now_us: i64) -> Result<(Service, Revision)>;
     /// The name a service's next revision gets unless its template names one.
     async fn next_revision_name(&self, namespace: &str, service: &str) -> Result<String>;
@@ -110,6 +113,12 @@ pub trait Store: Send + Sync + 'static {
     async fn revisions(&self, namespace: &str, service: &str) -> Result<Vec<Revision>>;
     async fn revision(&self, namespace: &str, name: &str) -> Result<Option<Revision>>;
     async fn all_revisions(&self) -> Result<Vec<Revision>>;
+    /// Writes a revision whose deploy waits for its first instance: no service changes
+    /// and nothing routes to it. Refused if the name is taken, staged or not.
+    async fn stage_revision(&self, staged: &StagedRevision) -> Result<StagedRevision>;
+    /// Removes a staged revision whose deploy failed.
+    async fn withdraw_staged(&self, namespace: &str, name: &str) -> Result<()>;
+    async fn staged_revisions(&self) -> Result<Vec<StagedRevision>>;
     /// Deletes one revision; the caller has checked that nothing routes to it.
     async fn delete_revision(&self, namespace: &str, name: &str) -> Result<Revision>;
     /// Deletes a service with its revisions and returns the revisions removed.

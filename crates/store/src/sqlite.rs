@@ -7,7 +7,8 @@ use updraft_model::annotations::SCALE_TO_ZERO_RETENTION;
 use updraft_model::names::revision_name;
 use updraft_model::template::{Resources, RevisionTemplate};
 use updraft_model::{
-    Namespace, NamespaceLimits, Revision, RevisionConfig, Service, ServiceConfig, Usage, DEFAULT_NAMESPACE,
+    Namespace, NamespaceLimits, Revision, RevisionConfig, Service, ServiceConfig, StagedRevision, Usage,
+    DEFAULT_NAMESPACE,
 };
 
 use crate::changelog::{self, Changes, DEFAULT_CHANGE_LOG_LIMIT};
@@ -121,6 +122,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::event_schema::SCHEMA)?;
         conn.execute_batch(changelog::SCHEMA)?;
+        conn.execute_batch(crate::staged::SCHEMA)?;
         add_missing_columns(&conn)?;
         conn.execute(
             "INSERT OR IGNORE INTO namespaces (name, created_at_us) VALUES (?1, ?2)",
@@ -154,7 +156,7 @@ impl SqliteStore {
 }
 
 impl Database {
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions
         // roll back on drop), so a poisoned lock is still safe to use.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -348,7 +350,7 @@ fn query_revisions(conn: &Connection, namespace: &str, service: &str) -> Result<
     collect_revisions(&mut stmt, &[&namespace, &service])
 }
 
-fn not_found(kind: &'static str, namespace: &str, name: &str) -> StoreError {
+pub(crate) fn not_found(kind: &'static str, namespace: &str, name: &str) -> StoreError {
     StoreError::NotFound {
         kind,
         namespace: namespace.to_string(),
@@ -424,7 +426,8 @@ impl Database {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT digest FROM blobs WHERE created_at_us < ?1
-             AND digest NOT IN (SELECT package_digest FROM revisions)",
+             AND digest NOT IN (SELECT package_digest FROM revisions)
+             AND digest NOT IN (SELECT package_digest FROM staged_revisions)",
         )?;
         let rows = stmt.query_map([created_before_us], |row| row.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -462,18 +465,7 @@ impl Database {
         if !namespace_exists(&tx, namespace)? {
             return Err(StoreError::NoSuchNamespace(namespace.to_string()));
         }
-        let taken = tx
-            .query_row(
-                "SELECT service FROM revisions WHERE namespace = ?1 AND name = ?2",
-                [namespace, name],
-                |row| row.get::<_, String>(0),
-            )
-            .optional()?;
-        if let Some(owner) = taken {
-            return Err(StoreError::AlreadyExists(format!(
-                "revision {name:?} (of service {owner:?}); a changed template needs a new name"
-            )));
-        }
+        crate::staged::refuse_taken_name(&tx, namespace, name, Some(service))?;
         let existing = query_service(&tx, namespace, service)?;
         let actual = existing.as_ref().map(|s| s.resource_version);
         if actual != expected_service_version {
@@ -486,6 +478,8 @@ impl Database {
             ));
         }
         let mut changes = Changes::begin(&tx)?;
+        // Promotes the revision if its deploy staged it.
+        crate::staged::remove_staged(&tx, &mut changes, namespace, name)?;
         let resource_version = changes.revision;
         let generation = existing.as_ref().map_or(0, |s| s.generation) + 1;
         let svc = Service {
@@ -731,12 +725,14 @@ impl Database {
         let namespaces = query_namespaces(&tx)?;
         let services = query_services(&tx, None)?;
         let revisions = query_all_revisions(&tx)?;
+        let staged = crate::staged::query_staged(&tx)?;
         tx.commit()?;
         Ok(Snapshot {
             revision,
             namespaces,
             services,
             revisions,
+            staged,
         })
     }
 
@@ -882,6 +878,20 @@ impl Store for SqliteStore {
 
     async fn snapshot(&self) -> Result<Snapshot> {
         self.run(|db| db.snapshot()).await
+    }
+
+    async fn stage_revision(&self, staged: &StagedRevision) -> Result<StagedRevision> {
+        let staged = staged.clone();
+        self.run(move |db| db.stage_revision(&staged)).await
+    }
+
+    async fn withdraw_staged(&self, namespace: &str, name: &str) -> Result<()> {
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        self.run(move |db| db.withdraw_staged(&namespace, &name)).await
+    }
+
+    async fn staged_revisions(&self) -> Result<Vec<StagedRevision>> {
+        self.run(|db| db.staged_revisions()).await
     }
 
     async fn changes_after(&self, after: u64, filter: &WatchFilter, limit: usize) -> Result<ChangePage> {

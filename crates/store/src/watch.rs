@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use updraft_model::{Namespace, Revision, Service};
+use updraft_model::{Namespace, Revision, Service, StagedRevision};
 
 use crate::records::{BrokerRecord, TriggerRecord};
 use crate::{Result, Store, StoreError};
@@ -19,15 +19,18 @@ pub enum Kind {
     Namespace,
     Service,
     Revision,
+    /// A revision whose deploy waits for its first instance.
+    Staged,
     Trigger,
     Broker,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Namespace,
         Kind::Service,
         Kind::Revision,
+        Kind::Staged,
         Kind::Trigger,
         Kind::Broker,
     ];
@@ -37,6 +40,7 @@ impl Kind {
             Kind::Namespace => "namespace",
             Kind::Service => "service",
             Kind::Revision => "revision",
+            Kind::Staged => "staged",
             Kind::Trigger => "trigger",
             Kind::Broker => "broker",
         }
@@ -53,6 +57,7 @@ pub enum Resource {
     Namespace(Namespace),
     Service(Box<Service>),
     Revision(Box<Revision>),
+    Staged(Box<StagedRevision>),
     Trigger(TriggerRecord),
     Broker(BrokerRecord),
 }
@@ -63,6 +68,7 @@ impl Resource {
             Resource::Namespace(_) => Kind::Namespace,
             Resource::Service(_) => Kind::Service,
             Resource::Revision(_) => Kind::Revision,
+            Resource::Staged(_) => Kind::Staged,
             Resource::Trigger(_) => Kind::Trigger,
             Resource::Broker(_) => Kind::Broker,
         }
@@ -73,6 +79,7 @@ impl Resource {
             Resource::Namespace(r) => serde_json::to_string(r),
             Resource::Service(r) => serde_json::to_string(r),
             Resource::Revision(r) => serde_json::to_string(r),
+            Resource::Staged(r) => serde_json::to_string(r),
             Resource::Trigger(r) => serde_json::to_string(r),
             Resource::Broker(r) => serde_json::to_string(r),
         }
@@ -83,6 +90,7 @@ impl Resource {
             Kind::Namespace => Resource::Namespace(serde_json::from_str(text)?),
             Kind::Service => Resource::Service(serde_json::from_str(text)?),
             Kind::Revision => Resource::Revision(serde_json::from_str(text)?),
+            Kind::Staged => Resource::Staged(serde_json::from_str(text)?),
             Kind::Trigger => Resource::Trigger(serde_json::from_str(text)?),
             Kind::Broker => Resource::Broker(serde_json::from_str(text)?),
         })
@@ -156,6 +164,8 @@ pub struct Snapshot {
     pub namespaces: Vec<Namespace>,
     pub services: Vec<Service>,
     pub revisions: Vec<Revision>,
+    /// Revisions whose deploys are under way.
+    pub staged: Vec<StagedRevision>,
 }
 
 /// One read of the change log.

@@ -1,0 +1,115 @@
+//! What a revision runs, from its template: its package unpacked and its command
+//! found, its component compiled and checked, or its image pulled. The deploy path
+//! builds this before it stages the revision, so a template that cannot run is
+//! refused before anything is written.
+
+use std::sync::Arc;
+
+use updraft_model::annotations::{FUNCTION_HANDLER, FUNCTION_RUNTIME};
+use updraft_model::package::detect;
+use updraft_model::revision_config::{self, ImageProcess};
+use updraft_model::template::{RevisionTemplate, Source};
+use updraft_model::RevisionConfig;
+use updraft_runtime::clock::now_us;
+use updraft_runtime::image::{stored_digest, ImageStore};
+use updraft_runtime::package::{unpack, DirFiles, UnpackLimits};
+use updraft_runtime::wasm::WasmRuntime;
+use updraft_store::Store;
+
+use crate::error::{image_error, package_error};
+use crate::{ApiError, Paths};
+
+pub struct RevisionBuilder {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) images: Arc<ImageStore>,
+    pub(crate) wasm: Arc<WasmRuntime>,
+    pub(crate) paths: Paths,
+    pub(crate) unpack_limits: UnpackLimits,
+}
+
+impl RevisionBuilder {
+    /// The config revision `rev_name` runs. A package is unpacked into the revision's
+    /// directory, which is left in place on success and removed on failure.
+    pub async fn config(
+        &self,
+        namespace: &str,
+        rev_name: &str,
+        template: &RevisionTemplate,
+    ) -> Result<RevisionConfig, ApiError> {
+        let workdir = self.paths.revision_dir(namespace, rev_name);
+        let _ = std::fs::remove_dir_all(&workdir);
+        std::fs::create_dir_all(workdir.parent().expect("revision dirs have a parent")).map_err(ApiError::internal)?;
+        let config = match template.validate("template")? {
+            Source::Package { digest } => {
+                let blob = self.paths.blob(&digest);
+                let limits = self.unpack_limits;
+                let dir = workdir.clone();
+                let unpacked = tokio::task::spawn_blocking(move || {
+                    unpack(&blob, &dir, limits)?;
+                    Ok::<_, updraft_runtime::package::PackageError>(detect(&DirFiles(&dir)))
+                })
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(package_error)?;
+                let function = template
+                    .annotations
+                    .get(FUNCTION_RUNTIME)
+                    .zip(template.annotations.get(FUNCTION_HANDLER));
+                let resolved = match function {
+                    Some((runtime, handler)) => revision_config::for_function(
+                        template,
+                        &digest,
+                        runtime,
+                        handler,
+                        workdir.join(handler).exists(),
+                    ),
+                    None => revision_config::for_package(template, &digest, unpacked),
+                };
+                match resolved {
+                    Ok(config) => config,
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&workdir);
+                        return Err(e.into());
+                    }
+                }
+            }
+            Source::Wasm { digest } => {
+                // Compiled (and cached) now: a file that is not a wasi:http component
+                // is refused before anything is stored.
+                let wasm = self.wasm.clone();
+                let blob = self.paths.blob(&digest);
+                let checked = digest.clone();
+                tokio::task::spawn_blocking(move || wasm.check(&checked, &blob))
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map_err(|e| ApiError::bad_request("wasm", format!("is not a usable wasi:http component: {e}")))?;
+                revision_config::for_component(template, &digest)
+            }
+            Source::Image { reference } => {
+                let image = match stored_digest(&reference) {
+                    Some(digest) => self.images.get(digest).ok_or_else(|| {
+                        ApiError::bad_request(
+                            "image",
+                            format!("no image {digest} is stored; import it first (POST /v1/images)"),
+                        )
+                    })?,
+                    None => self.images.pull(&reference, &|_| {}).await.map_err(image_error)?,
+                };
+                // Recorded like an upload, so revisions reference it and an unused
+                // image is collected like an unused package.
+                self.store
+                    .put_blob(&image.info.digest, image.info.size, now_us())
+                    .await?;
+                revision_config::for_image(
+                    template,
+                    ImageProcess {
+                        digest: &image.info.digest,
+                        entrypoint: &image.info.entrypoint,
+                        cmd: &image.info.cmd,
+                    },
+                )?
+            }
+        };
+        Ok(config)
+    }
+}
