@@ -367,6 +367,7 @@ impl Deployer {
         }
     }
 }
+
 /// Runs a change to the end in a task of its own. A client that hangs up, or a Ctrl-C
 /// of `updraft deploy`, drops the request's future; the change must then still finish,
 /// or undo what it started, rather than stop halfway with an instance running.
