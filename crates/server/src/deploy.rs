@@ -24,7 +24,7 @@ use crate::locks::ServiceLocks;
 use crate::reconcile::Applied;
 use crate::revision_build::RevisionBuilder;
 use crate::revision_state::Registry;
-use crate::{ApiError, Paths};
+use crate::ApiError;
 
 /// A change to one service, validated.
 pub struct ServiceChange {
@@ -50,7 +50,6 @@ pub struct Deployer {
     /// Where a staged revision's first start is told.
     pub(crate) registry: Arc<Registry>,
     pub(crate) build: RevisionBuilder,
-    pub(crate) paths: Paths,
     pub(crate) locks: Arc<ServiceLocks>,
     pub(crate) applied: Applied,
 }
@@ -88,7 +87,7 @@ impl Deployer {
             .discard_unless_used(digest, async {
                 if let Ok(unused) = self.store.unreferenced_blobs(i64::MAX).await {
                     if unused.iter().any(|d| d == digest) {
-                        let _ = std::fs::remove_file(self.paths.blob(digest));
+                        let _ = std::fs::remove_file(self.build.paths.blob(digest));
                         let _ = self.store.delete_blob(digest).await;
                     }
                 }
@@ -302,7 +301,6 @@ impl Deployer {
         // The deploy lock keeps the store's next generation the one counted here; the
         // store refuses the write if another writer changed the service meanwhile.
         let generation = previous.map_or(1, |s| s.generation + 1);
-        let workdir = self.paths.revision_dir(namespace, rev_name);
         let config = self.build.config(namespace, rev_name, &template).await?;
         let now = now_us();
         let staged = StagedRevision {
@@ -319,7 +317,7 @@ impl Deployer {
             service_config: service_config.clone(),
         };
         if let Err(e) = self.store.stage_revision(&staged).await {
-            let _ = std::fs::remove_dir_all(&workdir);
+            let _ = std::fs::remove_dir_all(self.build.paths.revision_dir(namespace, rev_name));
             return Err(e.into());
         }
         // The revision reconciler registers it and starts its first instance.
@@ -452,7 +450,6 @@ mod tests {
                 paths: kit.paths.clone(),
                 unpack_limits: UnpackLimits::default(),
             },
-            paths: kit.paths.clone(),
             locks: Arc::default(),
             applied: Applied {
                 routes: routes_rx,
@@ -477,11 +474,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_deploy_is_stored_running_and_routed_when_it_answers() {
         let Running {
-            kit,
-            deployer,
-            table,
-            _stop,
-        } = running().await;
+            kit, deployer, table, ..
+        } = &running().await;
         let service = deployer.deploy("default", "hello", component()).await.unwrap();
         assert_eq!(service.latest_revision, "hello-00001");
         let stored = kit.store.revision("default", "hello-00001").await.unwrap().unwrap();
@@ -501,9 +495,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_deploy_changes_nothing_and_leaves_nothing() {
-        let Running {
-            kit, deployer, _stop, ..
-        } = running().await;
+        let Running { kit, deployer, .. } = &running().await;
         deployer.deploy("default", "hello", component()).await.unwrap();
         let bogus = "sha256:0000000000000000000000000000000000000000000000000000000000000002";
         std::fs::write(kit.paths.blob(bogus), b"not a component").unwrap();
@@ -545,13 +537,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_revision_that_cannot_start_is_withdrawn_and_traffic_stays() {
         let Running {
-            kit,
-            deployer,
-            table,
-            _stop,
-        } = running().await;
+            kit, deployer, table, ..
+        } = &running().await;
         deployer.deploy("default", "hello", component()).await.unwrap();
-        let digest = package(&kit).await;
+        let digest = package(kit).await;
         let spec = DeploySpec {
             package: Some(digest.clone()),
             ..Default::default()

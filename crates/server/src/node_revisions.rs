@@ -27,8 +27,12 @@ pub struct NodeRevisions {
 }
 
 impl NodeRevisions {
-    /// Unpacks the revision's package unless its tree is there.
-    fn prepare(&self, revision: &Revision) -> Result<(), String> {
+    /// Registers the revision, `routed` or not, unless it is known; its package is
+    /// unpacked first if its tree is missing. The state, if it is new.
+    fn register(&self, revision: Revision, routed: bool) -> Result<Option<Arc<RevisionState>>, String> {
+        if self.registry.get(&revision.namespace, &revision.name).is_some() {
+            return Ok(None);
+        }
         let dir = self.paths.revision_dir(&revision.namespace, &revision.name);
         // Components and images run from their own stores; only packages are unpacked.
         if !dir.exists() && revision.config.runtime.runs_from_package() {
@@ -37,18 +41,16 @@ impl NodeRevisions {
             updraft_runtime::package::unpack(&blob, &dir, self.unpack_limits)
                 .map_err(|e| format!("unpacking revision {}: {e}", revision.name))?;
         }
-        Ok(())
+        let state = RevisionState::new(revision, &self.scaling);
+        state.routable.store(routed, Ordering::Relaxed);
+        self.registry.register(state.clone());
+        Ok(Some(state))
     }
 }
 
 impl RevisionHost for NodeRevisions {
     fn ensure(&self, revision: Revision) -> Result<(), String> {
-        if self.registry.get(&revision.namespace, &revision.name).is_some() {
-            return Ok(());
-        }
-        self.prepare(&revision)?;
-        self.registry.register(RevisionState::new(revision, &self.scaling));
-        Ok(())
+        self.register(revision, false).map(drop)
     }
 
     fn stage(&self, staged: StagedRevision) -> Result<(), String> {
@@ -56,10 +58,6 @@ impl RevisionHost for NodeRevisions {
             revision,
             service_config,
         } = staged;
-        if self.registry.get(&revision.namespace, &revision.name).is_some() {
-            return Ok(());
-        }
-        self.prepare(&revision)?;
         // Routed as its promotion will route it: the scaler must not stop the first
         // instance of a revision it takes for unrouted.
         let routed = resolve(
@@ -69,22 +67,15 @@ impl RevisionHost for NodeRevisions {
             now_us(),
         )
         .routes_to(&revision.name);
-        let state = RevisionState::new(revision, &self.scaling);
-        state.routable.store(routed, Ordering::Relaxed);
-        self.registry.register(state.clone());
+        let Some(state) = self.register(revision, routed)? else {
+            return Ok(());
+        };
         let instances = self.instances.clone();
         tokio::runtime::Handle::current().spawn(async move {
-            let outcome = match instances.start_first(&state).await {
+            // A revision retired meanwhile has its outcome already.
+            state.settle_first_start(match instances.start_first(&state).await {
                 Ok(()) => FirstStart::Ready,
                 Err(reason) => FirstStart::Failed(reason),
-            };
-            // A revision retired meanwhile has its outcome already.
-            state.first_start.send_if_modified(|start| {
-                let pending = *start == FirstStart::Pending;
-                if pending {
-                    *start = outcome;
-                }
-                pending
             });
         });
         Ok(())

@@ -247,7 +247,6 @@ impl Platform {
                 paths: paths.clone(),
                 unpack_limits: unpack_limits(&config),
             },
-            paths: paths.clone(),
             locks: locks.clone(),
             applied: applied.clone(),
         });

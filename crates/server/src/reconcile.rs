@@ -106,23 +106,26 @@ impl Applied {
     /// Waits until the route table reflects every write to the store so far, so an
     /// answer to a write is true of the gateway too.
     pub async fn routes(&self, store: &dyn Store) {
-        let written = *store.subscribe().borrow();
-        // An error means the reconciler stopped with the server: nothing to wait for.
-        let _ = self.routes.clone().wait_for(|at| *at >= written).await;
+        caught_up(&self.routes, store).await;
     }
 
     /// Waits until the revision registry reflects every write so far: a staged
     /// revision is registered and its first instance on its way.
     pub async fn revisions(&self, store: &dyn Store) {
-        let written = *store.subscribe().borrow();
-        let _ = self.revisions.clone().wait_for(|at| *at >= written).await;
+        caught_up(&self.revisions, store).await;
     }
 
     /// Waits until the routes and the revision registry reflect every write so far:
     /// a deleted revision is out of the table and its instances are stopped.
     pub async fn all(&self, store: &dyn Store) {
-        let written = *store.subscribe().borrow();
-        let _ = self.routes.clone().wait_for(|at| *at >= written).await;
-        let _ = self.revisions.clone().wait_for(|at| *at >= written).await;
+        self.routes(store).await;
+        self.revisions(store).await;
     }
+}
+
+/// Waits until a reconciler has applied the store's last write.
+async fn caught_up(applied: &watch::Receiver<u64>, store: &dyn Store) {
+    let written = *store.subscribe().borrow();
+    // An error means the reconciler stopped with the server: nothing to wait for.
+    let _ = applied.clone().wait_for(|at| *at >= written).await;
 }

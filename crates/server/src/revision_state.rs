@@ -86,6 +86,17 @@ impl RevisionState {
         }
     }
 
+    /// Records how the first start ended, unless it already has an outcome.
+    pub fn settle_first_start(&self, outcome: FirstStart) {
+        self.first_start.send_if_modified(|start| {
+            let pending = *start == FirstStart::Pending;
+            if pending {
+                *start = outcome;
+            }
+            pending
+        });
+    }
+
     pub fn instances(&self) -> Vec<Arc<ManagedInstance>> {
         self.instances.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -142,13 +153,7 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(namespace.to_string(), name.to_string()))?;
         state.endpoints.retire(reason.to_string());
-        state.first_start.send_if_modified(|start| {
-            let pending = *start == FirstStart::Pending;
-            if pending {
-                *start = FirstStart::Failed(reason.to_string());
-            }
-            pending
-        });
+        state.settle_first_start(FirstStart::Failed(reason.to_string()));
         Some(state)
     }
 }

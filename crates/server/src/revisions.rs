@@ -155,9 +155,15 @@ impl RevisionReconciler {
         let mut retiring = Vec::new();
         for action in actions {
             let host = self.host.clone();
-            let (name, prepare): (String, Box<dyn FnOnce() -> Result<(), String> + Send>) = match action {
-                Action::Ensure(revision) => (revision.name.clone(), Box::new(move || host.ensure(*revision))),
-                Action::Stage(staged) => (staged.revision.name.clone(), Box::new(move || host.stage(*staged))),
+            let (name, prepared) = match action {
+                Action::Ensure(revision) => (
+                    revision.name.clone(),
+                    tokio::task::spawn_blocking(move || host.ensure(*revision)),
+                ),
+                Action::Stage(staged) => (
+                    staged.revision.name.clone(),
+                    tokio::task::spawn_blocking(move || host.stage(*staged)),
+                ),
                 Action::Retire {
                     namespace,
                     name,
@@ -167,7 +173,7 @@ impl RevisionReconciler {
                     continue;
                 }
             };
-            match tokio::task::spawn_blocking(prepare).await {
+            match prepared.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(revision = %name, "cannot prepare the revision: {e}"),
                 Err(e) => tracing::error!(revision = %name, "cannot prepare the revision: {e}"),

@@ -50,6 +50,18 @@ pub async fn deploy(
     namespace: &str,
     service: &str,
 ) -> crate::Result<(updraft_model::Service, updraft_model::Revision)> {
+    write_next_revision(store, namespace, service, &config(), 1).await
+}
+
+/// Writes the service's next revision, running `config`, at `now_us`, over the
+/// service version it reads first.
+pub async fn write_next_revision(
+    store: &dyn Store,
+    namespace: &str,
+    service: &str,
+    config: &RevisionConfig,
+    now_us: i64,
+) -> crate::Result<(updraft_model::Service, updraft_model::Revision)> {
     let expected_service_version = store.service(namespace, service).await?.map(|s| s.resource_version);
     let name = store.next_revision_name(namespace, service).await?;
     store
@@ -58,12 +70,12 @@ pub async fn deploy(
                 namespace,
                 service,
                 name: &name,
-                template: &RevisionTemplate::for_package(DIGEST),
-                config: &config(),
+                template: &RevisionTemplate::for_package(&config.package_digest),
+                config,
                 service_config: &ServiceConfig::default(),
                 expected_service_version,
             },
-            1,
+            now_us,
         )
         .await
 }

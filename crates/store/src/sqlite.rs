@@ -925,21 +925,7 @@ mod tests {
 
     /// Creates the service's next revision under its generated name.
     async fn create(store: &SqliteStore, namespace: &str, service: &str, now: i64) -> Result<(Service, Revision)> {
-        let name = store.next_revision_name(namespace, service).await?;
-        store
-            .create_revision(
-                NewRevision {
-                    namespace,
-                    service,
-                    name: &name,
-                    template: &RevisionTemplate::for_package(DIGEST),
-                    config: &config(),
-                    service_config: &ServiceConfig::default(),
-                    expected_service_version: store.service(namespace, service).await?.map(|s| s.resource_version),
-                },
-                now,
-            )
-            .await
+        crate::contract::write_next_revision(store, namespace, service, &config(), now).await
     }
 
     #[tokio::test]
