@@ -5,6 +5,7 @@
 //! in microseconds.
 
 pub mod annotations;
+pub mod auth;
 pub mod change;
 pub mod error;
 pub mod image_ref;

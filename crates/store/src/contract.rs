@@ -8,6 +8,8 @@ use std::time::Duration;
 use updraft_model::traffic::{Target, TrafficTarget};
 use updraft_model::{Revision, RevisionConfig, RevisionTemplate, ServiceConfig, StagedRevision};
 
+use updraft_model::auth::{AuditEntry, Grant, Role, TokenRecord};
+
 use crate::watch::{Change, Kind, Resource, Watch, WatchFilter, WatchStep};
 use crate::{NewRevision, Store, StoreError};
 
@@ -26,6 +28,8 @@ pub async fn all(open: OpenStore<'_>) {
     a_compacted_log_says_so(open(3)).await;
     a_watch_streams_later_writes(open(1000)).await;
     a_staged_revision_is_promoted_or_withdrawn(open(1000)).await;
+    tokens_are_kept_by_id_and_revoked(open(1000)).await;
+    the_audit_log_reads_back_in_order(open(1000)).await;
 }
 
 fn config() -> RevisionConfig {
@@ -426,4 +430,75 @@ async fn a_staged_revision_is_promoted_or_withdrawn(store: Arc<dyn Store>) {
         "web-00002",
         "a withdrawn name is free again"
     );
+}
+
+fn token(id: &str) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        name: format!("name-{id}"),
+        secret_sha256: "00".repeat(32),
+        grants: vec![Grant::in_namespace(Role::Viewer, "default")],
+        created_at_us: 1,
+        created_by: None,
+        expires_at_us: Some(99),
+    }
+}
+
+async fn tokens_are_kept_by_id_and_revoked(store: Arc<dyn Store>) {
+    let revision = store.current_revision().await.unwrap();
+    store.create_token(&token("bbbbbbbbbbbb")).await.unwrap();
+    store.create_token(&token("aaaaaaaaaaaa")).await.unwrap();
+    assert!(matches!(
+        store.create_token(&token("aaaaaaaaaaaa")).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert_eq!(store.token("aaaaaaaaaaaa").await.unwrap(), Some(token("aaaaaaaaaaaa")));
+    assert_eq!(store.token("cccccccccccc").await.unwrap(), None);
+    let ids: Vec<String> = store.tokens().await.unwrap().into_iter().map(|t| t.id).collect();
+    assert_eq!(ids, ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]);
+    assert_eq!(store.revoke_token("aaaaaaaaaaaa").await.unwrap(), token("aaaaaaaaaaaa"));
+    assert_eq!(store.token("aaaaaaaaaaaa").await.unwrap(), None);
+    assert!(matches!(
+        store.revoke_token("aaaaaaaaaaaa").await,
+        Err(StoreError::NotFound { kind: "token", .. })
+    ));
+    assert_eq!(
+        store.current_revision().await.unwrap(),
+        revision,
+        "tokens stay out of the change log"
+    );
+}
+
+async fn the_audit_log_reads_back_in_order(store: Arc<dyn Store>) {
+    let entry = |at_us: i64, token: Option<&str>| AuditEntry {
+        seq: 0,
+        at_us,
+        token_id: token.map(str::to_owned),
+        method: "PUT".into(),
+        path: "/v1/namespaces/default/services/a".into(),
+        namespace: Some("default".into()),
+        status: 200,
+    };
+    let mut seqs = Vec::new();
+    for (at, token) in [(10, Some("aaaaaaaaaaaa")), (20, None), (30, Some("aaaaaaaaaaaa"))] {
+        seqs.push(store.append_audit(&entry(at, token)).await.unwrap());
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let all = store.audit(0, None, 100).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.at_us).collect::<Vec<_>>(), [10, 20, 30]);
+    assert_eq!(
+        all[0],
+        AuditEntry {
+            seq: seqs[0],
+            ..entry(10, Some("aaaaaaaaaaaa"))
+        }
+    );
+    let latest = store.audit(0, None, 2).await.unwrap();
+    assert_eq!(
+        latest.iter().map(|e| e.at_us).collect::<Vec<_>>(),
+        [20, 30],
+        "the limit keeps the latest"
+    );
+    let since = store.audit(20, Some("aaaaaaaaaaaa"), 100).await.unwrap();
+    assert_eq!(since.iter().map(|e| e.at_us).collect::<Vec<_>>(), [30]);
 }

@@ -9,6 +9,7 @@
 //! changes after any revision can be read back in order ([`Watch`]), so followers
 //! list once and then apply what changed.
 
+mod access;
 mod changelog;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
@@ -19,11 +20,13 @@ mod sqlite;
 mod staged;
 pub mod watch;
 
+use updraft_model::auth::{AuditEntry, TokenRecord};
 use updraft_model::{
     Namespace, NamespaceLimits, Revision, RevisionConfig, RevisionTemplate, Service, ServiceConfig, StagedRevision,
     Usage,
 };
 
+pub use access::AUDIT_LIMIT;
 pub use changelog::DEFAULT_CHANGE_LOG_LIMIT;
 pub use events::EventStore;
 pub use sqlite::SqliteStore;
@@ -140,4 +143,16 @@ pub trait Store: Send + Sync + 'static {
     /// `limit` revisions; [`StoreError::Compacted`] when the log no longer reaches back
     /// to `after`.
     async fn changes_after(&self, after: u64, filter: &WatchFilter, limit: usize) -> Result<ChangePage>;
+
+    /// Fails with [`StoreError::AlreadyExists`] when the id is taken.
+    async fn create_token(&self, record: &TokenRecord) -> Result<()>;
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>>;
+    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Removes the token, so it authenticates nothing from then on; returns what it was.
+    async fn revoke_token(&self, id: &str) -> Result<TokenRecord>;
+    /// Appends to the audit log (the last [`AUDIT_LIMIT`] entries are kept); the
+    /// entry's sequence number.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<i64>;
+    /// The latest `limit` entries at or after `since_us`, oldest first.
+    async fn audit(&self, since_us: i64, token_id: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>>;
 }

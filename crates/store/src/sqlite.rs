@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::watch;
 use updraft_model::annotations::SCALE_TO_ZERO_RETENTION;
+use updraft_model::auth::{AuditEntry, TokenRecord};
 use updraft_model::names::revision_name;
 use updraft_model::template::{Resources, RevisionTemplate};
 use updraft_model::{
@@ -123,6 +124,7 @@ impl SqliteStore {
         conn.execute_batch(crate::event_schema::SCHEMA)?;
         conn.execute_batch(changelog::SCHEMA)?;
         conn.execute_batch(crate::staged::SCHEMA)?;
+        conn.execute_batch(crate::access::SCHEMA)?;
         add_missing_columns(&conn)?;
         conn.execute(
             "INSERT OR IGNORE INTO namespaces (name, created_at_us) VALUES (?1, ?2)",
@@ -897,6 +899,35 @@ impl Store for SqliteStore {
     async fn changes_after(&self, after: u64, filter: &WatchFilter, limit: usize) -> Result<ChangePage> {
         let filter = filter.clone();
         self.run(move |db| db.changes_after(after, &filter, limit)).await
+    }
+
+    async fn create_token(&self, record: &TokenRecord) -> Result<()> {
+        let record = record.clone();
+        self.run(move |db| db.create_token(&record)).await
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let id = id.to_owned();
+        self.run(move |db| db.token(&id)).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.run(|db| db.tokens()).await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<TokenRecord> {
+        let id = id.to_owned();
+        self.run(move |db| db.revoke_token(&id)).await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<i64> {
+        let entry = entry.clone();
+        self.run(move |db| db.append_audit(&entry)).await
+    }
+
+    async fn audit(&self, since_us: i64, token_id: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>> {
+        let token_id = token_id.map(str::to_owned);
+        self.run(move |db| db.audit(since_us, token_id.as_deref(), limit)).await
     }
 }
 
