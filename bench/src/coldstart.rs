@@ -74,15 +74,8 @@ pub fn cold_starts(
                 let mut args = vec!["deploy".to_string(), format!("svc-{i}")];
                 args.extend(what.iter().cloned());
                 args.extend(["--scale-to-zero-after", "1s"].map(String::from));
-                let updraft = updraft.to_path_buf();
-                let api = server.api.clone();
-                std::thread::spawn(move || {
-                    Command::new(updraft)
-                        .args(&args)
-                        .env("UPDRAFT_API", api)
-                        .stdout(Stdio::null())
-                        .status()
-                })
+                let mut command = server.command(updraft);
+                std::thread::spawn(move || command.args(&args).stdout(Stdio::null()).status())
             })
             .collect();
         for d in deploys {

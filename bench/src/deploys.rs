@@ -29,16 +29,19 @@ struct Results {
 /// A keep-alive HTTP/1.1 connection to the API.
 struct Api {
     addr: SocketAddr,
+    /// The `Authorization` header line, or nothing for a server without tokens.
+    authorization: String,
     stream: BufReader<TcpStream>,
 }
 
 impl Api {
-    fn connect(addr: SocketAddr) -> anyhow::Result<Api> {
+    fn connect(addr: SocketAddr, authorization: String) -> anyhow::Result<Api> {
         let stream = TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(120)))?;
         stream.set_nodelay(true)?;
         Ok(Api {
             addr,
+            authorization,
             stream: BufReader::new(stream),
         })
     }
@@ -46,7 +49,8 @@ impl Api {
     /// Sends one request and returns the status and body.
     fn call(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: api\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.authorization,
             body.len()
         );
         let sent = self
@@ -56,7 +60,7 @@ impl Api {
             .and_then(|()| self.stream.get_mut().write_all(body));
         if sent.is_err() {
             // The API closed an idle connection; one retry on a new one.
-            *self = Api::connect(self.addr)?;
+            *self = Api::connect(self.addr, self.authorization.clone())?;
             self.stream.get_mut().write_all(head.as_bytes())?;
             self.stream.get_mut().write_all(body)?;
         }
@@ -74,7 +78,7 @@ pub fn run(updraft: &Path, out: &Path, services: usize, window: usize) -> anyhow
     let component = updraft_wasm_fixture::write_handler_component(work.path()).map_err(anyhow::Error::msg)?;
     let server = Server::start(updraft)?;
     let api_addr: SocketAddr = server.api.trim_start_matches("http://").parse()?;
-    let mut api = Api::connect(api_addr)?;
+    let mut api = Api::connect(api_addr, server.authorization())?;
     let (status, reply) = api.call("POST", "/v1/packages", &std::fs::read(&component)?)?;
     if status != 201 {
         bail!("uploading the component: {status} {}", String::from_utf8_lossy(&reply));

@@ -129,11 +129,33 @@ impl Server {
         self._data.path()
     }
 
+    /// The admin token the server wrote at its start; none from a server older than
+    /// tokens, which takes requests without one.
+    pub fn token(&self) -> Option<String> {
+        std::fs::read_to_string(self.data_dir().join("admin.token"))
+            .ok()
+            .map(|t| t.trim().to_string())
+    }
+
+    /// The header line that authenticates a raw request, or nothing.
+    pub fn authorization(&self) -> String {
+        self.token()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default()
+    }
+
+    /// A CLI command pointed at this server, with its token.
+    pub fn command(&self, updraft: &Path) -> Command {
+        let mut command = Command::new(updraft);
+        command.env("UPDRAFT_API", &self.api);
+        if let Some(token) = self.token() {
+            command.env("UPDRAFT_TOKEN", token);
+        }
+        command
+    }
+
     pub fn cli(&self, updraft: &Path, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(updraft)
-            .args(args)
-            .env("UPDRAFT_API", &self.api)
-            .output()?;
+        let out = self.command(updraft).args(args).output()?;
         if !out.status.success() {
             bail!("updraft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }

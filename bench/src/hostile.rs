@@ -103,7 +103,10 @@ pub fn run(updraft: &Path, out: &Path, slowloris: usize, idle: usize, wait: f64,
     let api: SocketAddr = server.api.trim_start_matches("http://").parse()?;
     let posts: Vec<_> = ["[".repeat(100_000), "{a: ".repeat(100_000)]
         .into_iter()
-        .map(|body| std::thread::spawn(move || post(api, "/v1/apply", body.as_bytes())))
+        .map(|body| {
+            let authorization = server.authorization();
+            std::thread::spawn(move || post(api, &authorization, "/v1/apply", body.as_bytes()))
+        })
         .collect();
     let during = std::thread::spawn(move || load(&target, 4, Duration::from_secs(3)));
     let mut nesting_answered_ms = Vec::new();
@@ -284,13 +287,13 @@ fn wait_cut(streams: Vec<TcpStream>, wait: Duration) -> anyhow::Result<(Option<f
     })
 }
 
-fn post(addr: SocketAddr, path: &str, body: &[u8]) -> anyhow::Result<(u16, Duration)> {
+fn post(addr: SocketAddr, authorization: &str, path: &str, body: &[u8]) -> anyhow::Result<(u16, Duration)> {
     let started = Instant::now();
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(300)))?;
     write!(
         stream,
-        "POST {path} HTTP/1.0\r\nHost: api\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.0\r\nHost: api\r\n{authorization}Content-Length: {}\r\n\r\n",
         body.len()
     )?;
     stream.write_all(body)?;

@@ -74,7 +74,7 @@ pub fn run(updraft: &Path, out: &Path, lines: usize, runs: usize) -> anyhow::Res
     for (name, params, pattern) in queries {
         let path = format!("/v1/namespaces/default/services/noisy/logs?{params}");
         let (matches, updraft_ms) = timed(runs, || {
-            let body = get_body(api, &path)?;
+            let body = get_body(api, &server.authorization(), &path)?;
             let lines: Vec<serde_json::Value> = serde_json::from_str(&body)?;
             Ok(lines.len())
         })?;
@@ -113,10 +113,10 @@ pub fn run(updraft: &Path, out: &Path, lines: usize, runs: usize) -> anyhow::Res
 }
 
 /// A GET's body over HTTP/1.0.
-fn get_body(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
+fn get_body(addr: std::net::SocketAddr, authorization: &str, path: &str) -> anyhow::Result<String> {
     use std::io::Read;
     let mut stream = std::net::TcpStream::connect(addr)?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: api\r\n\r\n")?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: api\r\n{authorization}\r\n")?;
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply)?;
     let text = String::from_utf8_lossy(&reply);

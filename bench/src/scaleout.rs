@@ -114,13 +114,14 @@ pub fn run(updraft: &Path, out: &Path, clients: usize, target: usize, seconds: f
     let started = Instant::now();
     let watcher = {
         let watching = watching.clone();
-        let api = server.api.clone();
+        let (api, token) = (server.api.clone(), server.token().unwrap_or_default());
         let updraft = updraft.to_path_buf();
         std::thread::spawn(move || -> Option<f64> {
             while watching.load(Ordering::Relaxed) {
                 let out = std::process::Command::new(&updraft)
                     .args(["service", "cold", "-o", "json"])
                     .env("UPDRAFT_API", &api)
+                    .env("UPDRAFT_TOKEN", &token)
                     .output()
                     .ok()?;
                 let service: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;

@@ -71,12 +71,13 @@ fn lags(server: &Server, updraft: &Path, trigger: &str) -> anyhow::Result<Vec<f6
         .collect())
 }
 
-fn post_events(api: SocketAddr, events: usize, connections: usize) -> anyhow::Result<f64> {
+fn post_events(api: SocketAddr, authorization: &str, events: usize, connections: usize) -> anyhow::Result<f64> {
     let barrier = Arc::new(Barrier::new(connections + 1));
     let per = events / connections;
     let handles: Vec<_> = (0..connections)
         .map(|c| {
             let barrier = barrier.clone();
+            let authorization = authorization.to_string();
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let (mut writer, mut reader) = connect(api)?;
                 barrier.wait();
@@ -84,7 +85,7 @@ fn post_events(api: SocketAddr, events: usize, connections: usize) -> anyhow::Re
                     let body = r#"{"n":1}"#;
                     write!(
                         writer,
-                        "POST /v1/namespaces/default/brokers/default/events HTTP/1.1\r\nHost: api\r\n\
+                        "POST /v1/namespaces/default/brokers/default/events HTTP/1.1\r\nHost: api\r\n{authorization}\
                          ce-specversion: 1.0\r\nce-id: {c}-{i}\r\nce-type: bench\r\nce-source: /bench\r\n\
                          content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                         body.len()
@@ -175,7 +176,7 @@ pub fn run(updraft: &Path, out: &Path, seconds: f64, events: usize, connections:
     let api: SocketAddr = server.api.trim_start_matches("http://").parse()?;
     let events = events / connections * connections;
     let started = Instant::now();
-    let posting = post_events(api, events, connections)?;
+    let posting = post_events(api, &server.authorization(), events, connections)?;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let listed = described(&server, updraft, &["triggers"])?;

@@ -14,11 +14,13 @@ use updraft_events::trigger::TriggerSpec;
 use updraft_model::{DeploySpec, NamespaceLimits, TrafficTarget};
 
 use crate::requests::{
-    BrokerRequest, CreateNamespace, LoginRequest, LogsQuery, PullRequest, RollbackRequest, TrafficRequest, UsageQuery,
+    AuditQuery, BrokerRequest, CreateNamespace, CreateTokenRequest, LoginRequest, LogsQuery, PullRequest,
+    RollbackRequest, TrafficRequest, UsageQuery,
 };
 use crate::views::{
-    AccessLineView, AppliedView, ApplyResult, BrokerView, ErrorBody, ImageView, InfoView, LogLineView, NamespaceView,
-    PackageView, RegistryView, RevisionView, ServiceView, TopView, TriggerDetailView, TriggerView, UsageView,
+    AccessLineView, AppliedView, ApplyResult, AuditView, BrokerView, CreatedTokenView, ErrorBody, ImageView, InfoView,
+    LogLineView, NamespaceView, PackageView, RegistryView, RevisionView, ServiceView, TokenView, TopView,
+    TriggerDetailView, TriggerView, UsageView,
 };
 
 /// A request or response body: any stream of bytes.
@@ -143,6 +145,8 @@ pub fn decode<T: DeserializeOwned>(reply: Reply) -> Result<T> {
 #[derive(Clone)]
 pub struct Client {
     base: String,
+    /// Sent as `Authorization: Bearer …` on every request.
+    token: Option<String>,
     http: hyper_util::client::legacy::Client<HttpConnector, Body>,
 }
 
@@ -151,8 +155,15 @@ impl Client {
     pub fn new(base: &str) -> Self {
         Client {
             base: base.trim_end_matches('/').to_string(),
+            token: None,
             http: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
         }
+    }
+
+    /// The same client, authenticating with `token` (`updraft_<id>_<secret>`).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -179,6 +190,9 @@ impl Client {
         let mut request = Request::builder().method(method).uri(format!("{}{path}", self.base));
         for (name, value) in headers {
             request = request.header(name, value);
+        }
+        if let Some(token) = &self.token {
+            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request.body(body).map_err(|e| Error::Request(e.to_string()))?;
         self.http.request(request).await.map_err(|e| self.request_failed(&e))
@@ -253,6 +267,27 @@ impl Client {
             ("content-length".to_string(), len.to_string()),
         ];
         decode(self.send(Method::POST, path, &headers, body).await?)
+    }
+
+    pub async fn whoami(&self) -> Result<TokenView> {
+        self.get("/v1/whoami").await
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenView>> {
+        self.get("/v1/tokens").await
+    }
+
+    pub async fn create_token(&self, request: &CreateTokenRequest) -> Result<CreatedTokenView> {
+        self.call(Method::POST, "/v1/tokens", Some(request)).await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenView> {
+        self.call(Method::DELETE, &format!("/v1/tokens/{}", encode(id)), None::<&()>)
+            .await
+    }
+
+    pub async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditView>> {
+        self.get(&query("/v1/audit".to_string(), q)?).await
     }
 
     pub async fn info(&self) -> Result<InfoView> {

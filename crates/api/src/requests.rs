@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use updraft_events::delivery::DeliverySpec;
+use updraft_model::auth::Grant;
 use updraft_model::TrafficTarget;
 use utoipa::ToSchema;
 
@@ -98,4 +99,34 @@ pub struct UsageQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[param(schema_with = crate::schema::usage_grouping)]
     pub by: Option<String>,
+}
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// What its owner calls it (`ci`, `alice-laptop`): letters, digits, `-_.@`, at most 63.
+    pub name: String,
+    /// `[{"role": "admin"}]`, or roles in namespaces: `[{"role": "developer", "namespace": "team-a"}]`.
+    pub grants: Vec<Grant>,
+    /// How long it is valid (`30d`, `12h`); valid until revoked if not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+}
+
+/// `GET /v1/audit`: which entries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Entries at or after this time: RFC 3339 or a duration back from now (`1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Only what this token id did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// At most this many of the latest entries (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<usize>,
 }

@@ -427,3 +427,41 @@ pub struct AppliedView {
     /// `created`, `updated` or `unchanged`.
     pub result: String,
 }
+
+/// A token as `updraft token list` shows it: never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub grants: Vec<updraft_model::auth::Grant>,
+    pub created_at: String,
+    /// The id of the token that created it; none for the server's first admin token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    pub expired: bool,
+}
+
+/// `POST /v1/tokens`: the token itself, shown this once.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedTokenView {
+    /// `updraft_<id>_<secret>`; the server keeps only a hash of the secret.
+    pub token: String,
+    pub details: TokenView,
+}
+
+/// One audited request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditView {
+    pub seq: i64,
+    pub at: String,
+    /// The token that made the request; none when it carried no valid token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    pub method: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub status: u16,
+}

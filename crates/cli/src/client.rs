@@ -38,6 +38,9 @@ impl From<Error> for CliError {
         let code = match &e {
             Error::Unreachable { .. } => exit::UNREACHABLE,
             Error::Api { status, .. } if *status == StatusCode::NOT_FOUND => exit::NOT_FOUND,
+            Error::Api { status, .. } if matches!(*status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                exit::DENIED
+            }
             _ => exit::FAILED,
         };
         CliError {

@@ -107,9 +107,16 @@ pub struct LogsArgs {
     requests: bool,
 }
 
-pub async fn run(command: Command, api: &str, output: Output) -> anyhow::Result<u8> {
-    let client = ApiClient::new(api);
-    match execute(command, &client, output).await {
+pub async fn run(command: Command, target: &crate::access::Target, output: Output) -> anyhow::Result<u8> {
+    let outcome = match command {
+        Command::Login(args) => crate::access::login(args, output).await,
+        Command::Contexts { select } => crate::access::contexts(select, output),
+        command => match crate::access::client(target) {
+            Ok(client) => execute(command, &client, output).await,
+            Err(e) => Err(e),
+        },
+    };
+    match outcome {
         Ok(code) => Ok(code),
         Err(e) => {
             eprintln!("error: {}", e.message);
@@ -120,7 +127,11 @@ pub async fn run(command: Command, api: &str, output: Output) -> anyhow::Result<
 
 async fn execute(command: Command, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     match command {
-        Command::Server(_) | Command::Sim(_) | Command::Stem => unreachable!("handled in main"),
+        Command::Server(_) | Command::Sim(_) | Command::Stem | Command::Login(_) | Command::Contexts { .. } => {
+            unreachable!("handled before a client is made")
+        }
+        Command::Token(command) => crate::access::token(command, client, output).await,
+        Command::Audit(args) => crate::access::audit(args, client, output).await,
         Command::Deploy(args) => deploy(args, client, output).await,
         Command::Update(args) => crate::manage::update(args, client, output).await,
         Command::Top(args) => crate::manage::top(args, client, output).await,

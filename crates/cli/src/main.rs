@@ -1,5 +1,6 @@
 //! `updraft`: the server (`updraft server`) and the client commands over its REST API.
 
+mod access;
 mod apply;
 mod client;
 mod commands;
@@ -30,6 +31,8 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 3;
     /// The API could not be reached.
     pub const UNREACHABLE: u8 = 4;
+    /// The API refused the token (401), or the token may not do this (403).
+    pub const DENIED: u8 = 5;
 }
 
 #[derive(Parser)]
@@ -39,9 +42,15 @@ pub mod exit {
     about = "Serverless applications on one machine: deploy, get a URL, scale to zero"
 )]
 struct Cli {
-    /// The Updraft API to talk to.
-    #[arg(long, global = true, env = "UPDRAFT_API", default_value = "http://127.0.0.1:8081")]
-    api: String,
+    /// The Updraft API to talk to (default: the context's, else http://127.0.0.1:8081).
+    #[arg(long, global = true, env = "UPDRAFT_API")]
+    api: Option<String>,
+    /// The API token (default: the context's, else ./.updraft/admin.token).
+    #[arg(long, global = true, env = "UPDRAFT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A context saved by `updraft login` (default: the current one).
+    #[arg(long, global = true, env = "UPDRAFT_CONTEXT")]
+    context: Option<String>,
     /// How to print results.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -157,6 +166,18 @@ enum Command {
     Event(triggers::EventCommand),
     /// List namespaces.
     Namespaces,
+    /// Check a token against an API and save both as the current context.
+    Login(access::LoginArgs),
+    /// List saved contexts, or make one current (`updraft contexts --use NAME`).
+    Contexts {
+        #[arg(long = "use", value_name = "CONTEXT")]
+        select: Option<String>,
+    },
+    /// Create, list and revoke API tokens (admin).
+    #[command(subcommand)]
+    Token(access::TokenCommand),
+    /// Who changed what, and when (admin).
+    Audit(access::AuditArgs),
     /// Manage namespaces.
     #[command(subcommand)]
     Namespace(NamespaceCommand),
@@ -429,7 +450,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Server(args) => run_server(args).await,
             Command::Sim(args) => sim::run(args, cli.output),
-            command => commands::run(command, &cli.api, cli.output).await,
+            command => {
+                let target = access::Target {
+                    api: cli.api,
+                    token: cli.token,
+                    context: cli.context,
+                };
+                commands::run(command, &target, cli.output).await
+            }
         }
     });
     match result {

@@ -106,16 +106,7 @@ fn a_service_scales_zero_to_n_and_back_with_its_reasons() {
     // 1 → 0 once idle.
     server.wait_service("auto", "zero again", Duration::from_secs(20), at_zero);
 
-    let api: std::net::SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
-    let events = http(
-        api,
-        "GET",
-        "api",
-        "/v1/namespaces/default/services/auto/events",
-        &[],
-        b"",
-    )
-    .unwrap();
+    let events = server.api_call("GET", "/v1/namespaces/default/services/auto/events", &[], b"");
     let events: Vec<serde_json::Value> = serde_json::from_str(&events.body).unwrap();
     let steps: Vec<(u64, u64, String)> = events
         .iter()

@@ -228,17 +228,13 @@ fn bad_deploys_are_refused_with_the_field_and_change_nothing() {
 #[test]
 fn api_bodies_are_validated_with_field_paths() {
     let server = Server::start(&[]);
-    let api: std::net::SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
     let put = |body: &str| {
-        http(
-            api,
+        server.api_call(
             "PUT",
-            "api",
             "/v1/namespaces/default/services/hello",
             &[("Content-Type", "application/json")],
             body.as_bytes(),
         )
-        .unwrap()
     };
 
     let r = put(r#"{"package": "sha256:00", "replicas": 3}"#);
@@ -268,19 +264,18 @@ fn api_bodies_are_validated_with_field_paths() {
 
     // The server refuses a declared oversize at once, before reading the body.
     let server_with_limit = Server::start(&["--max-package-size", "4Mi"]);
-    let limited: std::net::SocketAddr = server_with_limit.api.trim_start_matches("http://").parse().unwrap();
-    let mut stream = std::net::TcpStream::connect(limited).unwrap();
-    std::io::Write::write_all(
-        &mut stream,
-        b"POST /v1/packages HTTP/1.0\r\nHost: api\r\nContent-Length: 5242880\r\n\r\n",
-    )
-    .unwrap();
+    let mut stream = std::net::TcpStream::connect(server_with_limit.api_addr()).unwrap();
+    let head = format!(
+        "POST /v1/packages HTTP/1.0\r\nHost: api\r\nAuthorization: Bearer {}\r\nContent-Length: 5242880\r\n\r\n",
+        server_with_limit.admin_token()
+    );
+    std::io::Write::write_all(&mut stream, head.as_bytes()).unwrap();
     let mut reply = String::new();
     std::io::Read::read_to_string(&mut stream, &mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.0 413"), "{reply}");
     assert!(reply.contains("larger than the limit of 4194304 bytes"), "{reply}");
 
-    let r = http(api, "POST", "api", "/v1/packages", &[], b"").unwrap();
+    let r = server.api_call("POST", "/v1/packages", &[], b"");
     assert_eq!(r.status, 400);
     assert!(r.body.contains("the upload is empty"), "{}", r.body);
     assert_eq!(server.json(&["services"]), serde_json::json!([]));
@@ -291,12 +286,26 @@ fn deeply_nested_manifests_are_refused_at_once_while_the_gateway_serves() {
     let server = Server::start(&[]);
     let (tmp, app) = fixture("python");
     server.deploy("hello", &app, &[]);
-    let api: std::net::SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
+    let api = server.api_addr();
+    let bearer = format!("Bearer {}", server.admin_token());
     // 100,000 levels each: libyaml alone spends seconds of CPU on such a document.
     let bodies = ["[".repeat(100_000), "{a: ".repeat(100_000)];
     let posts: Vec<_> = bodies
         .into_iter()
-        .map(|body| std::thread::spawn(move || http(api, "POST", "api", "/v1/apply", &[], body.as_bytes()).unwrap()))
+        .map(|body| {
+            let bearer = bearer.clone();
+            std::thread::spawn(move || {
+                http(
+                    api,
+                    "POST",
+                    "api",
+                    "/v1/apply",
+                    &[("Authorization", &bearer)],
+                    body.as_bytes(),
+                )
+                .unwrap()
+            })
+        })
         .collect();
     for _ in 0..20 {
         assert_eq!(server.get("hello", "/").status, 200, "the gateway serves meanwhile");
@@ -331,16 +340,12 @@ fn env_values_exec_cannot_take_are_refused_before_anything_starts() {
     let (tmp, app) = fixture("python");
     let package = server.cli(&["deploy", "hello", app.to_str().unwrap(), "--env", "A=fine"]);
     assert_eq!(package.code, 0, "{}", package.stderr);
-    let api: std::net::SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
-    let r = http(
-        api,
+    let r = server.api_call(
         "PUT",
-        "api",
         "/v1/namespaces/default/services/hello",
         &[("Content-Type", "application/json")],
         br#"{"env": {"B": "before\u0000after"}}"#,
-    )
-    .unwrap();
+    );
     assert_eq!(r.status, 400, "{}", r.body);
     let error: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(error["error"]["field"], "env.B");
@@ -406,8 +411,7 @@ fn names_that_are_no_names_and_oversize_uploads_are_refused_plainly() {
             out.stderr
         );
     }
-    let api: std::net::SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
-    let r = http(api, "GET", "api", "/v1/nothing/here", &[], b"").unwrap();
+    let r = server.api_call("GET", "/v1/nothing/here", &[], b"");
     assert_eq!(r.status, 404);
     assert!(
         r.body.contains("the API has no route GET /v1/nothing/here"),

@@ -205,7 +205,8 @@ fn a_registry_with_bearer_tokens_is_pulled_from_after_login() {
 
     refused_without_credentials(&server, &registry, &reference, "robot");
     // The deploy flags log in first, the password coming on stdin.
-    let mut child = std::process::Command::new(common::BIN)
+    let mut child = server
+        .command()
         .args([
             "deploy",
             "web",
@@ -215,7 +216,6 @@ fn a_registry_with_bearer_tokens_is_pulled_from_after_login() {
             "robot",
             "--registry-password-stdin",
         ])
-        .env("UPDRAFT_API", &server.api)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

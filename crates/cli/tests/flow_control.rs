@@ -45,9 +45,8 @@ fn rate_limits_per_service_and_per_namespace_answer_429() {
         .expect("the namespace's services share one budget");
     assert_eq!(second.status, 429, "{}", second.body);
     assert!(second.body.contains("namespace team"), "{}", second.body);
-    let api: std::net::SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
     let zero = br#"{"rate_limit": {"per_second": 0, "burst": 1}}"#;
-    let refused = http(api, "PUT", "api", "/v1/namespaces/team", &[], zero).unwrap();
+    let refused = server.api_call("PUT", "/v1/namespaces/team", &[], zero);
     assert_eq!(refused.status, 400, "{}", refused.body);
     assert!(refused.body.contains("rate_limit"), "{}", refused.body);
     server.json(&["namespace", "limits", "team", "--clear"]);

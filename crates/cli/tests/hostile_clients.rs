@@ -314,8 +314,7 @@ fn malformed_requests_are_the_clients_fault() {
     }
 
     // None of it counts against the service.
-    let api: SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
-    let metrics = http(api, "GET", "api", "/metrics", &[], b"").unwrap().body;
+    let metrics = server.api_call("GET", "/metrics", &[], b"").body;
     assert!(!metrics.contains("code=\"5xx\""), "{metrics}");
     assert!(
         metrics.contains("service=\"reader\",revision=\"reader-00001\",code=\"4xx\"} 1"),

@@ -44,17 +44,15 @@ fn the_cloudevents_python_sdk_round_trips_non_ascii_attributes_through_the_broke
     let sent = Command::new("python3")
         .arg(fixtures().join("interop/producer.py"))
         .arg(&ingress)
+        .arg(server.admin_token())
         .env("PYTHONPATH", &deps)
         .output()
         .unwrap();
     assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
     // Some senders put raw UTF-8 in headers; it is read as the text it is.
-    let api: std::net::SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
     let path = "/v1/namespaces/default/brokers/default/events";
-    let raw = http(
-        api,
+    let raw = server.api_call(
         "POST",
-        "api",
         path,
         &[
             ("ce-specversion", "1.0"),
@@ -64,8 +62,7 @@ fn the_cloudevents_python_sdk_round_trips_non_ascii_attributes_through_the_broke
             ("ce-city", "Zürich"),
         ],
         b"",
-    )
-    .unwrap();
+    );
     assert_eq!(raw.status, 202, "{}", raw.body);
 
     wait_events(&events, "three deliveries", Duration::from_secs(20), |e| e.len() >= 3);
@@ -81,10 +78,8 @@ fn the_cloudevents_python_sdk_round_trips_non_ascii_attributes_through_the_broke
     assert_eq!(subject("sdk-structured"), "Euro € 😀");
 
     // What receivers' SDKs refuse is refused at the door.
-    let bad = http(
-        api,
+    let bad = server.api_call(
         "POST",
-        "api",
         path,
         &[
             ("ce-specversion", "1.0"),
@@ -94,8 +89,7 @@ fn the_cloudevents_python_sdk_round_trips_non_ascii_attributes_through_the_broke
             ("ce-bad_ext", "x"),
         ],
         b"",
-    )
-    .unwrap();
+    );
     assert_eq!(bad.status, 400, "{}", bad.body);
     assert!(
         bad.body

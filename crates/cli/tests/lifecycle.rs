@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -12,9 +12,9 @@ use common::*;
 fn a_deploy_whose_client_hangs_up_still_finishes_and_leaves_no_stray_instance() {
     let server = Server::start(&[]);
     let (_tmp, app) = fixture("python");
-    let mut client = Command::new(BIN)
+    let mut client = server
+        .command()
         .args(["deploy", "slow", app.to_str().unwrap(), "--env", "START_DELAY=2"])
-        .env("UPDRAFT_API", &server.api)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -3,7 +3,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -39,9 +39,9 @@ fn follow_streams_new_lines_as_they_are_written() {
     let server = Server::start(&[]);
     let (_tmp, app) = fixture("python");
     server.deploy("hello", &app, &[]);
-    let mut follower = Command::new(BIN)
+    let mut follower = server
+        .command()
         .args(["logs", "hello", "--follow", "--grep", "GET /followed"])
-        .env("UPDRAFT_API", &server.api)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -229,9 +229,9 @@ fn client_commands_end_quietly_when_their_reader_goes_away() {
         &["service", "piped"],
     ] {
         // As `updraft logs piped | head -0`: the reader is gone before the first write.
-        let mut child = std::process::Command::new(BIN)
+        let mut child = server
+            .command()
             .args(args)
-            .env("UPDRAFT_API", &server.api)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -280,16 +280,12 @@ fn invalid_manifests_are_refused_with_their_field_path_and_change_nothing() {
 
     // The server checks the same rules for API clients that skip the CLI.
     let body = format!("{base}spec:\n  template:\n    spec:\n      containers:\n        - image: package:sha256:xyz\n");
-    let api: std::net::SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
-    let r = http(
-        api,
+    let r = server.api_call(
         "POST",
-        "api",
         "/v1/apply",
         &[("content-type", "application/yaml")],
         body.as_bytes(),
-    )
-    .unwrap();
+    );
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("spec.template.spec.containers[0].image"), "{}", r.body);
 }

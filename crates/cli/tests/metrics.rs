@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -13,8 +12,7 @@ fn scrape(server: &Server) -> String {
 
 /// The scrape's content type and text, with the request's headers.
 fn scrape_as(server: &Server, headers: &[(&str, &str)]) -> (String, String) {
-    let api: SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
-    let r = http(api, "GET", "api", "/metrics", headers, b"").unwrap();
+    let r = server.api_call("GET", "/metrics", headers, b"");
     assert_eq!(r.status, 200);
     (r.header("content-type").unwrap().to_string(), r.body)
 }

@@ -4,17 +4,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::Command;
 
 use common::*;
 
-fn api_addr(server: &Server) -> SocketAddr {
-    server.api.trim_start_matches("http://").parse().unwrap()
-}
-
 fn document(server: &Server) -> serde_json::Value {
-    let r = http(api_addr(server), "GET", "api", "/v1/openapi.json", &[], b"").unwrap();
+    let r = http(server.api_addr(), "GET", "api", "/v1/openapi.json", &[], b"").unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), Some("application/json"));
     serde_json::from_str(&r.body).unwrap()
@@ -50,9 +45,10 @@ fn the_document_is_valid_openapi_and_matches_the_router() {
         let concrete = path
             .replace("{ns}", "default")
             .replace("{name}", "nothing-here")
-            .replace("{revision}", "nothing-here-00001");
+            .replace("{revision}", "nothing-here-00001")
+            .replace("{id}", "nothing-here");
         for method in item.as_object().unwrap().keys() {
-            let r = http(api_addr(&server), &method.to_uppercase(), "api", &concrete, &[], b"").unwrap();
+            let r = server.api_call(&method.to_uppercase(), &concrete, &[], b"");
             assert_ne!(r.status, 405, "{method} {path}: {}", r.body);
             assert!(
                 !r.body.contains("has no route"),
@@ -62,7 +58,7 @@ fn the_document_is_valid_openapi_and_matches_the_router() {
             operations += 1;
         }
     }
-    assert!(operations >= 39, "only {operations} operations documented");
+    assert!(operations >= 44, "only {operations} operations documented");
     for route in [
         "/v1/namespaces/{ns}/services/{name}",
         "/v1/namespaces/{ns}/triggers/{name}",
@@ -83,7 +79,6 @@ fn the_document_is_valid_openapi_and_matches_the_router() {
 #[test]
 fn every_refusal_has_the_documented_error_shape() {
     let server = Server::start(&[]);
-    let api = api_addr(&server);
     let json = [("content-type", "application/json")];
     // (method, path, body, status, the field the error names)
     type Case<'a> = (&'a str, &'a str, &'a [u8], u16, Option<&'a str>);
@@ -132,7 +127,7 @@ fn every_refusal_has_the_documented_error_shape() {
         ("POST", "/v1/namespaces/default/services/s/rollback", b"null", 404, None),
     ];
     for (method, path, body, status, field) in cases {
-        let r = http(api, method, "api", path, &json, body).unwrap();
+        let r = server.api_call(method, path, &json, body);
         assert_eq!(r.status, status, "{method} {path}: {}", r.body);
         assert_eq!(r.header("content-type"), Some("application/json"), "{method} {path}");
         let error: serde_json::Value = serde_json::from_str(&r.body).unwrap();
@@ -141,9 +136,9 @@ fn every_refusal_has_the_documented_error_shape() {
         assert_eq!(error["error"]["field"].as_str(), field, "{method} {path}: {}", r.body);
     }
     // Nothing refused was stored.
-    let ns = http(api, "GET", "api", "/v1/namespaces", &[], b"").unwrap();
+    let ns = server.api_call("GET", "/v1/namespaces", &[], b"");
     assert!(!ns.body.contains("log_max_bytes"), "{}", ns.body);
-    let brokers = http(api, "GET", "api", "/v1/namespaces/default/brokers", &[], b"").unwrap();
+    let brokers = server.api_call("GET", "/v1/namespaces/default/brokers", &[], b"");
     assert!(!brokers.body.contains("\"b\""), "{}", brokers.body);
 }
 
@@ -186,6 +181,7 @@ fn schemathesis_finds_nothing_wrong() {
             "1",
         ])
         .args(["--request-timeout", "20", "--no-color"])
+        .args(["--header", &format!("Authorization: Bearer {}", server.admin_token())])
         .env("PYTHONPATH", python_test_deps())
         .current_dir(server.dir.path())
         .output()
@@ -197,11 +193,14 @@ fn schemathesis_finds_nothing_wrong() {
         String::from_utf8_lossy(&out.stderr),
         server.log()
     );
-    let selected = stdout
+    let (selected, total) = stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("Selected: "))
-        .and_then(|s| s.split('/').nth(1))
+        .and_then(|s| s.split_once('/'))
         .unwrap_or_else(|| panic!("no summary:\n{stdout}"));
+    // All but the one the configuration turns off (revoking the fuzzer's own token).
+    let total: usize = total.trim().parse().unwrap();
+    assert_eq!(selected.trim(), (total - 1).to_string(), "{stdout}");
     assert!(
         stdout.contains(&format!("Tested: {selected}")),
         "not every operation ran:\n{stdout}"
@@ -222,7 +221,7 @@ fn the_typed_client_reads_answers_and_refusals() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let client = Client::new(&server.api);
+        let client = Client::new(&server.api).with_token(Some(server.admin_token()));
         assert_eq!(client.info().await.unwrap().version, env!("CARGO_PKG_VERSION"));
         let created = client.create_namespace("team-a").await.unwrap();
         assert_eq!(created.name, "team-a");

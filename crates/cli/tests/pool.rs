@@ -3,14 +3,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 fn info(server: &Server) -> serde_json::Value {
-    let api: SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
-    serde_json::from_str(&http(api, "GET", "api", "/v1/info", &[], b"").unwrap().body).unwrap()
+    serde_json::from_str(&server.api_call("GET", "/v1/info", &[], b"").body).unwrap()
 }
 
 fn wait_pool(server: &Server, size: u64) {

@@ -216,11 +216,13 @@ fn server_into_a_closed_pipe(data: &std::path::Path, gateway: u16, api: u16, ext
 }
 
 /// Deploys the Python fixture as `name` through the API on `api`; its instances' pids.
-fn deploy_python(api: u16, name: &str) -> Vec<u32> {
+fn deploy_python(data: &std::path::Path, api: u16, name: &str) -> Vec<u32> {
     let (_tmp, app) = fixture("python");
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
     let deploy = std::process::Command::new(BIN)
         .args(["deploy", name, app.to_str().unwrap(), "-o", "json"])
         .env("UPDRAFT_API", format!("http://127.0.0.1:{api}"))
+        .env("UPDRAFT_TOKEN", token.trim())
         .output()
         .unwrap();
     assert!(deploy.status.success(), "{}", String::from_utf8_lossy(&deploy.stderr));
@@ -245,7 +247,7 @@ fn a_server_whose_output_pipe_closed_still_shuts_down_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (gateway, api) = (free_port(), free_port());
     let mut server = server_into_a_closed_pipe(&dir.path().join("data"), gateway, api, &[]);
-    let instances = deploy_python(api, "piped");
+    let instances = deploy_python(&dir.path().join("data"), api, "piped");
     assert_eq!(instances.len(), 1);
 
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
@@ -267,7 +269,7 @@ fn a_second_signal_stops_at_once_and_still_stops_the_instances() {
         api,
         &["--drain-timeout", "120s", "--stop-grace", "120s"],
     );
-    let instances = deploy_python(api, "stalled");
+    let instances = deploy_python(&dir.path().join("data"), api, "stalled");
     // A request that would hold the drain for a minute.
     let stalled = std::thread::spawn(move || {
         http(
@@ -301,9 +303,9 @@ fn a_log_follower_holds_the_shutdown_no_longer_than_the_drain_timeout() {
     let mut server = Server::start(&["--drain-timeout", "2s"]);
     let (_tmp, app) = fixture("python");
     server.deploy("followed", &app, &[]);
-    let mut follower = std::process::Command::new(BIN)
+    let mut follower = server
+        .command()
         .args(["logs", "followed", "-f"])
-        .env("UPDRAFT_API", &server.api)
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -339,9 +341,9 @@ spec:
 ",
     )
     .unwrap();
-    let mut deploy = std::process::Command::new(BIN)
+    let mut deploy = server
+        .command()
         .args(["apply", "-f", manifest.to_str().unwrap()])
-        .env("UPDRAFT_API", &server.api)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

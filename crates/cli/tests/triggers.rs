@@ -237,11 +237,8 @@ fn broker_events_are_filtered_retried_dead_lettered_and_replied_to() {
     let brokers = server.json(&["brokers"]);
     let url = brokers[0]["url"].as_str().unwrap().to_string();
     assert!(url.ends_with("/v1/namespaces/default/brokers/default/events"), "{url}");
-    let api: std::net::SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
     let ingress = "/v1/namespaces/default/brokers/default/events";
-    let post = |headers: &[(&str, &str)], body: &str| {
-        common::http(api, "POST", "127.0.0.1", ingress, headers, body.as_bytes()).unwrap()
-    };
+    let post = |headers: &[(&str, &str)], body: &str| server.api_call("POST", ingress, headers, body.as_bytes());
     let binary = |id: &str, ty: &str, source: &str| {
         post(
             &[
@@ -310,10 +307,8 @@ fn broker_events_are_filtered_retried_dead_lettered_and_replied_to() {
         assert_eq!(response.status, 400, "{}", response.body);
         assert!(response.body.contains(reason), "{reason}: {}", response.body);
     }
-    let unknown = common::http(
-        api,
+    let unknown = server.api_call(
         "POST",
-        "127.0.0.1",
         "/v1/namespaces/default/brokers/nope/events",
         &[
             ("ce-specversion", "1.0"),
@@ -322,8 +317,7 @@ fn broker_events_are_filtered_retried_dead_lettered_and_replied_to() {
             ("ce-source", "/s"),
         ],
         b"",
-    )
-    .unwrap();
+    );
     assert_eq!(unknown.status, 404, "{}", unknown.body);
 
     let seen = wait_events(&events, "every delivery", Duration::from_secs(30), |e| {
@@ -374,9 +368,7 @@ fn broker_events_are_filtered_retried_dead_lettered_and_replied_to() {
         })
         .collect();
     assert!(statuses.contains(&("dead-lettered", 3, false)), "{doomed}");
-    let metrics = common::http(api, "GET", "127.0.0.1", "/metrics", &[], b"")
-        .unwrap()
-        .body;
+    let metrics = server.api_call("GET", "/metrics", &[], b"").body;
     assert!(
         metrics.contains(r#"updraft_trigger_failures_total{namespace="default",trigger="doomed",kind="event"} 3"#),
         "{metrics}"

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use common::{fixture, ready, wasm_component, Server};
 
 fn info(server: &Server) -> serde_json::Value {
-    let api: std::net::SocketAddr = server.api.trim_start_matches("http://").parse().unwrap();
-    serde_json::from_str(&common::http(api, "GET", "api", "/v1/info", &[], b"").unwrap().body).unwrap()
+    serde_json::from_str(&server.api_call("GET", "/v1/info", &[], b"").body).unwrap()
 }
 
 #[test]

@@ -72,6 +72,13 @@ impl Destination {
                     ));
                 }
                 validate_service_name(&format!("{field}.ref.name"), &r.name)?;
+                // Namespaces are tenants: what one sets up delivers to its own services.
+                if r.namespace.as_deref().is_some_and(|ns| ns != namespace) {
+                    return Err(FieldError::new(
+                        format!("{field}.ref.namespace"),
+                        format!("a destination is a service of namespace {namespace:?}, where its trigger is; leave it out or give {namespace:?}"),
+                    ));
+                }
                 let path = uri.clone().unwrap_or_else(|| "/".to_string());
                 if !path.starts_with('/') {
                     return Err(FieldError::new(
@@ -428,6 +435,12 @@ mod tests {
         let mut broker = Destination::service("b", None);
         broker.reference.as_mut().unwrap().kind = "Broker".into();
         assert!(err(broker).contains("is not supported"));
+        let mut elsewhere = Destination::service("b", None);
+        elsewhere.reference.as_mut().unwrap().namespace = Some("other".into());
+        assert!(err(elsewhere).contains("spec.sink.ref.namespace: a destination is a service of namespace \"ns\""));
+        let mut here = Destination::service("b", None);
+        here.reference.as_mut().unwrap().namespace = Some("ns".into());
+        assert!(here.resolve("spec.sink", "ns").is_ok());
         let spec = DeliverySpec {
             retry: Some(1000),
             ..Default::default()

@@ -30,11 +30,12 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use updraft_api::requests::{CreateNamespace, RollbackRequest, TrafficRequest};
 use updraft_events::manifest::{parse_documents, Document};
 use updraft_gateway::host_for;
+use updraft_model::auth::{Action, Caller};
 use updraft_model::names::validate_namespace_name;
 use updraft_model::template::PACKAGE_IMAGE_PREFIX;
 use updraft_model::yaml::MAX_MANIFEST_BYTES;
@@ -53,9 +54,9 @@ use crate::ApiError;
 
 type Shared = State<Arc<Platform>>;
 
-pub fn router(platform: Arc<Platform>) -> Router {
-    let budget = platform.config.api_timeout;
-    let (router, doc) = OpenApiRouter::<Arc<Platform>>::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+/// The documented routes, and the document they make.
+pub(crate) fn documented_routes() -> (Router<Arc<Platform>>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::<Arc<Platform>>::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(healthz))
         .routes(routes!(info))
         .routes(routes!(list_namespaces, create_namespace))
@@ -74,7 +75,13 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .merge(crate::trigger_api::routes())
         .merge(crate::image_api::routes())
         .merge(crate::observe_api::routes())
-        .split_for_parts();
+        .merge(crate::token_api::routes())
+        .split_for_parts()
+}
+
+pub fn router(platform: Arc<Platform>) -> Router {
+    let budget = platform.config.api_timeout;
+    let (router, doc) = documented_routes();
     let document = crate::openapi::document_json(&doc);
     router
         .route("/v1/namespaces/{ns}/services/{name}/invoke/", any(invoke_path))
@@ -83,6 +90,10 @@ pub fn router(platform: Arc<Platform>) -> Router {
             "/v1/openapi.json",
             axum::routing::get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            platform.clone(),
+            crate::authz::authorise,
+        ))
         .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -117,7 +128,7 @@ async fn time_budget(
     }
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "platform",
+#[utoipa::path(get, path = "/healthz", tag = "platform", security(()),
     responses((status = 200, description = "The server is up", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok\n"
@@ -144,8 +155,14 @@ async fn info(State(p): Shared) -> Json<InfoView> {
 
 #[utoipa::path(get, path = "/v1/namespaces", tag = "namespaces",
     responses((status = 200, description = "Every namespace", body = Vec<NamespaceView>), ApiError))]
-async fn list_namespaces(State(p): Shared) -> Result<Json<Vec<NamespaceView>>, ApiError> {
-    let namespaces = p.store.namespaces().await?;
+async fn list_namespaces(
+    State(p): Shared,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Vec<NamespaceView>>, ApiError> {
+    let mut namespaces = p.store.namespaces().await?;
+    if !caller.is_admin() {
+        namespaces.retain(|ns| caller.grants.iter().any(|g| g.namespace.as_deref() == Some(&ns.name)));
+    }
     Ok(Json(namespaces.into_iter().map(namespace_view).collect()))
 }
 
@@ -217,6 +234,7 @@ struct ApplyParams {
     responses((status = 200, description = "What the apply did", body = ApplyResult), ApiError))]
 async fn apply(
     State(p): Shared,
+    Extension(caller): Extension<Caller>,
     Query(params): Query<ApplyParams>,
     body: Bytes,
 ) -> Result<Json<ApplyResult>, ApiError> {
@@ -235,7 +253,17 @@ async fn apply(
         ));
     }
     let namespace = params.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
-    match docs.remove(0) {
+    let document = docs.remove(0);
+    let target = match &document {
+        Document::Service(service) => service.metadata.namespace.as_deref(),
+        Document::Trigger(t) => t.namespace.as_deref(),
+        Document::Broker(b) => b.namespace.as_deref(),
+    }
+    .unwrap_or(namespace);
+    if let Some(refusal) = crate::authz::refuse(&caller, crate::authz::Need::In(Action::Write), Some(target)) {
+        return Err(refusal);
+    }
+    match document {
         Document::Service(service) => {
             let desired = service.desired(namespace)?;
             let changed = p.deployer.apply(desired).await?;

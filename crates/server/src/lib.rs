@@ -2,6 +2,7 @@
 //! it, and serves the REST API. Nothing else depends on this crate but the CLI.
 
 mod api;
+mod authz;
 mod autoscale;
 mod config;
 mod data_dir;
@@ -32,6 +33,7 @@ mod serve;
 #[cfg(test)]
 mod testkit;
 mod ticks;
+mod token_api;
 mod trigger_api;
 mod triggers;
 

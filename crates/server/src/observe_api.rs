@@ -7,12 +7,14 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use updraft_api::requests::{LogsQuery, UsageQuery};
+use updraft_model::auth::{Action, Caller};
 use updraft_telemetry::logs::{read_access, read_logs, service_log_dir, LogQuery};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::authz::Need;
 use crate::extract::{NamedPath, NamespacePath, Path, Query};
 use crate::platform::Platform;
 use crate::views::{rfc3339_us, AccessLineView, LogLineView, TopView, UsageView};
@@ -32,8 +34,8 @@ pub fn routes() -> OpenApiRouter<Arc<Platform>> {
 /// the format the scraper asks for.
 #[utoipa::path(get, path = "/metrics", tag = "observe",
     responses((status = 200, description = "Prometheus text, or OpenMetrics when the scraper asks for it",
-        body = String, content_type = "text/plain")))]
-async fn metrics(State(p): Shared, headers: axum::http::HeaderMap) -> Response {
+        body = String, content_type = "text/plain"), ApiError))]
+async fn metrics(State(p): Shared, Extension(caller): Extension<Caller>, headers: axum::http::HeaderMap) -> Response {
     let m = &p.metrics;
     m.in_flight.clear();
     m.activator_waiting.clear();
@@ -62,16 +64,27 @@ async fn metrics(State(p): Shared, headers: axum::http::HeaderMap) -> Response {
     m.pool_size.set(size as i64);
     m.pool_memory_bytes.set(memory as i64);
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let (content_type, text) = m.encode_for(accept);
+    let (content_type, mut text) = m.encode_for(accept);
+    if let Some(allowed) = caller.namespaces(Action::Read) {
+        text = updraft_telemetry::only_namespaces(&text, &allowed);
+    }
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 #[utoipa::path(get, path = "/v1/usage", tag = "observe", params(UsageQuery),
     responses((status = 200, description = "Usage summed by the grouping asked for", body = Vec<UsageView>), ApiError))]
-async fn usage(State(p): Shared, Query(params): Query<UsageQuery>) -> Result<Json<Vec<UsageView>>, ApiError> {
+async fn usage(
+    State(p): Shared,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<UsageQuery>,
+) -> Result<Json<Vec<UsageView>>, ApiError> {
     if let Some(ns) = &params.namespace {
+        if let Some(refusal) = crate::authz::refuse(&caller, Need::In(Action::Read), Some(ns)) {
+            return Err(refusal);
+        }
         p.require_namespace(ns).await?;
     }
+    let allowed = caller.namespaces(Action::Read);
     let by = params.by.as_deref().unwrap_or("service");
     if !updraft_api::schema::USAGE_GROUPINGS.contains(&by) {
         return Err(ApiError::bad_request(
@@ -82,7 +95,10 @@ async fn usage(State(p): Shared, Query(params): Query<UsageQuery>) -> Result<Jso
     let since = params.since.as_deref().map(|t| time_param("since", t)).transpose()?;
     // What accrued since the last write is written first, so the answer is current.
     p.meter.meter().await;
-    let rows = p.store.usage(params.namespace.as_deref(), since.unwrap_or(0)).await?;
+    let mut rows = p.store.usage(params.namespace.as_deref(), since.unwrap_or(0)).await?;
+    if let Some(allowed) = &allowed {
+        rows.retain(|row| allowed.contains(&row.namespace.as_str()));
+    }
     let mut sums: Vec<UsageView> = Vec::new();
     for row in rows {
         let (service, revision, period) = match by {
@@ -175,7 +191,7 @@ async fn top(
 }
 
 /// A point in time given as RFC 3339 or as an age before now.
-fn time_param(field: &str, text: &str) -> Result<i64, ApiError> {
+pub(crate) fn time_param(field: &str, text: &str) -> Result<i64, ApiError> {
     if let Ok(at) = humantime::parse_rfc3339_weak(text) {
         let since_epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         return Ok(since_epoch.as_micros() as i64);

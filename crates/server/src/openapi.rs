@@ -18,6 +18,8 @@ use crate::ApiError;
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerTokens),
+    security(("token" = [])),
     tags(
         (name = "platform", description = "The server itself"),
         (name = "namespaces", description = "Namespaces and their limits"),
@@ -26,9 +28,29 @@ use crate::ApiError;
         (name = "brokers", description = "CloudEvents brokers and their ingress"),
         (name = "images", description = "OCI images and registry credentials"),
         (name = "observe", description = "Logs, metrics, usage and load"),
+        (name = "tokens", description = "API tokens, who holds them, and the audit log"),
     )
 )]
 pub struct ApiDoc;
+
+/// Every operation but `/healthz` and the document itself takes a bearer token.
+struct BearerTokens;
+
+impl utoipa::Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "`updraft_<id>_<secret>`, from `updraft token create` or the server's data directory",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("token", SecurityScheme::Http(scheme));
+    }
+}
 
 /// Every operation may refuse its input (4XX) or fail (5XX), always with an [`ErrorBody`].
 impl utoipa::IntoResponses for ApiError {

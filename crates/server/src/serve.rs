@@ -37,6 +37,7 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
         snapshot,
         node_revisions,
     } = Platform::open(config).await?;
+    let admin_token = crate::token_api::ensure_admin_token(&*platform.store, &platform.config.data_dir).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -138,6 +139,16 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
         config.data_dir.display(),
         platform.cgroup_version,
     );
+    if let Some(path) = admin_token {
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
+        let _ = writeln!(
+            std::io::stdout(),
+            "an admin token is in {} (0600); the CLI run from this folder uses it, elsewhere: updraft login --api http://{} --token-file {}",
+            path.display(),
+            config.api_addr,
+            path.display(),
+        );
+    }
 
     let _ = stop_signals.wait_for(|n| *n >= 1).await;
     tracing::info!("shutting down: draining requests in flight (signal again to stop at once)");

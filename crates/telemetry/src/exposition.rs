@@ -80,6 +80,35 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
+/// The exposition with only the samples of the given namespaces: a tenant's scrape.
+/// Comment lines (HELP, TYPE, UNIT, EOF) stay, so the text still parses; samples with
+/// no `namespace` label are the platform's own and are left out too.
+pub fn only_namespaces(text: &str, allowed: &[&str]) -> String {
+    let mut out = String::with_capacity(text.len() / 2);
+    for line in text.lines() {
+        let keep = line.starts_with('#') || sample_namespace(line).is_some_and(|ns| allowed.contains(&ns));
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The value of a sample's `namespace` label. Label values here are DNS labels and
+/// names, which hold no quotes, so the first `namespace="` after `{` or `,` in the
+/// label set is the label itself.
+fn sample_namespace(line: &str) -> Option<&str> {
+    let labels = &line[line.find('{')? + 1..line.find('}')?];
+    let start = labels
+        .match_indices("namespace=\"")
+        .find(|(i, _)| *i == 0 || labels.as_bytes()[i - 1] == b',')?
+        .0
+        + "namespace=\"".len();
+    let value = &labels[start..];
+    Some(&value[..value.find('"')?])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +137,28 @@ mod tests {
             to_prometheus_text(om),
             "# HELP updraft_requests_total Requests answered.\n# TYPE updraft_requests_total counter\nupdraft_requests_total{code=\"2xx\"} 3\n# HELP updraft_pool_size Stem cells.\n# TYPE updraft_pool_size gauge\nupdraft_pool_size 2\n# HELP build_info Build.\n# TYPE build_info gauge\nbuild_info{version=\"1\"} 1\n# HELP d Duration.\n# TYPE d histogram\nd_bucket{le=\"+Inf\"} 1\nd_sum 0.5\nd_count 1\n"
         );
+    }
+}
+
+#[cfg(test)]
+mod tenant_tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_scrape_keeps_its_namespaces_samples_and_every_comment() {
+        let text = "# HELP updraft_requests Requests.\n# TYPE updraft_requests counter\n\
+updraft_requests_total{namespace=\"a\",service=\"s\"} 1\n\
+updraft_requests_total{service=\"x\",namespace=\"b\"} 2\n\
+updraft_requests_total{subnamespace=\"a\",namespace=\"c\"} 3\n\
+updraft_pool_size 4\n# EOF\n";
+        let only_a = only_namespaces(text, &["a"]);
+        assert_eq!(
+            only_a,
+            "# HELP updraft_requests Requests.\n# TYPE updraft_requests counter\n\
+updraft_requests_total{namespace=\"a\",service=\"s\"} 1\n# EOF\n"
+        );
+        assert!(only_namespaces(text, &["b", "c"]).contains("} 2\n"));
+        assert!(only_namespaces(text, &["b", "c"]).contains("} 3\n"));
+        assert!(!only_namespaces(text, &[]).contains("updraft_pool_size"));
     }
 }

@@ -27,7 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-pub use exposition::{to_prometheus_text, wants_openmetrics, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
+pub use exposition::{only_namespaces, to_prometheus_text, wants_openmetrics, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RevisionLabels {

@@ -159,13 +159,47 @@ impl Server {
         self.launch();
     }
 
-    pub fn cli(&self, args: &[&str]) -> CliOut {
-        let out = Command::new(BIN)
-            .args(args)
+    /// The admin token the server wrote at its first start.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data.join("admin.token"))
+            .unwrap_or_else(|e| panic!("no admin token: {e}\n{}", self.log()))
+            .trim()
+            .to_string()
+    }
+
+    /// A CLI command, pointed at this server with its admin token; the user's own
+    /// contexts are kept out.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(BIN);
+        command
             .env("UPDRAFT_API", &self.api)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+            .env("UPDRAFT_TOKEN", self.admin_token())
+            .env("UPDRAFT_CONFIG", self.dir.path().join("contexts.yaml"));
+        command
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api.trim_start_matches("http://").parse().unwrap()
+    }
+
+    /// One request to the API with the admin token.
+    pub fn api_call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        self.api_as(&self.admin_token(), method, path, headers, body)
+    }
+
+    /// One request to the API with `token` (empty: none).
+    pub fn api_as(&self, token: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        let bearer = format!("Bearer {token}");
+        let mut all = headers.to_vec();
+        if !token.is_empty() {
+            all.push(("Authorization", &bearer));
+        }
+        http(self.api_addr(), method, "api", path, &all, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()))
+    }
+
+    pub fn cli(&self, args: &[&str]) -> CliOut {
+        let out = self.command().args(args).stdin(Stdio::null()).output().unwrap();
         CliOut {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
