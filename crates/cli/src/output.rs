@@ -70,7 +70,13 @@ pub fn print_services(services: &[ServiceView]) {
 
 pub fn print_service(s: &ServiceView) {
     println!("Service:    {} (namespace {})", s.name, s.namespace);
-    println!("URL:        {}", s.url);
+    let private = updraft_model::annotations::is_private(&s.labels);
+    let visibility = if private {
+        " (private: invoker tokens of the namespace only)"
+    } else {
+        ""
+    };
+    println!("URL:        {}{visibility}", s.url);
     println!("Latest:     {}", s.latest_revision);
     println!("Ready:      {} instance(s)", s.ready_instances);
     match &s.last_cold_start {

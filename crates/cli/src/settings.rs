@@ -78,6 +78,13 @@ pub struct SettingsArgs {
     /// `--allow-host ''` removes them all.
     #[arg(long = "allow-host", value_name = "HOST")]
     allow_host: Vec<String>,
+    /// Private: the gateway answers only requests with an invoker (or developer) token
+    /// of the namespace, and the platform's own (triggers).
+    #[arg(long, conflicts_with = "public")]
+    private: bool,
+    /// Public again (the default for a new service).
+    #[arg(long)]
+    public: bool,
 }
 
 impl SettingsArgs {
@@ -134,6 +141,11 @@ impl SettingsArgs {
             rollout_duration: self.rollout_duration,
             rate_limit: self.rate_limit,
             rate_limit_burst: self.rate_limit_burst,
+            private: match (self.private, self.public) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
         })
     }
 }

@@ -794,3 +794,105 @@ fn the_cli_beside_a_default_server_uses_its_admin_token() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
 }
+
+/// Knative's `cluster-local`: the gateway answers a private service only to tokens
+/// that may invoke in its namespace, never hands the token to the app, and lets the
+/// platform's own requests (triggers, the API's invoke) through.
+#[test]
+fn a_private_service_answers_only_invokers_of_its_namespace_and_the_platform() {
+    let server = Server::start(&[]);
+    for ns in ["a", "b"] {
+        server.json(&["namespace", "create", ns]);
+    }
+    let (tmp, app) = fixture("python");
+    let events = tmp.path().join("events.jsonl");
+    let env = format!("EVENTS_FILE={}", events.display());
+    server.json(&[
+        "deploy",
+        "inner",
+        app.to_str().unwrap(),
+        "-n",
+        "a",
+        "--private",
+        "--env",
+        &env,
+    ]);
+    let get = |token: &str| {
+        let bearer = format!("Bearer {token}");
+        let headers: Vec<(&str, &str)> = if token.is_empty() {
+            vec![]
+        } else {
+            vec![("Authorization", &bearer)]
+        };
+        server
+            .request("GET", "inner.a.localhost", "/headers", &headers, b"")
+            .unwrap()
+    };
+    let nobody = get("");
+    assert_eq!(nobody.status, 401, "{}", nobody.body);
+    assert!(nobody.body.contains("private service"), "{}", nobody.body);
+    assert_eq!(get("updraft_not_a_token").status, 401);
+    for refused in [
+        token_of(&server, "view-a", "viewer=a", &[]),
+        token_of(&server, "inv-b", "invoker=b", &[]),
+    ] {
+        let r = get(&refused);
+        assert_eq!(r.status, 403, "{}", r.body);
+    }
+    for allowed in [
+        token_of(&server, "inv-a", "invoker=a", &[]),
+        token_of(&server, "dev-a", "developer=a", &[]),
+    ] {
+        let r = get(&allowed);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let seen: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert!(
+            seen.as_object()
+                .unwrap()
+                .keys()
+                .all(|k| !k.eq_ignore_ascii_case("authorization")),
+            "the app never sees the platform's token: {seen}"
+        );
+    }
+    let described = server.json(&["service", "inner", "-n", "a"]);
+    assert_eq!(
+        described["labels"]["networking.knative.dev/visibility"],
+        "cluster-local"
+    );
+
+    // The platform's own requests get in: the API's invoke, and a trigger's delivery.
+    let out = server.cli(&["invoke", "inner", "-n", "a", "--path", "/hello"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    server.json(&["broker", "set", "default", "-n", "a"]);
+    server.json(&["trigger", "event", "feed", "--target", "inner", "-n", "a"]);
+    let out = server.cli(&["event", "send", "--type", "ping", "--id", "p1", "-n", "a"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    wait_events(&events, "the trigger's delivery", Duration::from_secs(20), |e| {
+        !e.is_empty()
+    });
+
+    server.json(&["update", "inner", "-n", "a", "--public"]);
+    assert_eq!(get("").status, 200, "public again");
+
+    // A manifest says it with the label; a visibility Knative does not know is refused.
+    let out = server.cli(&["get", "service", "inner", "-n", "a", "-o", "yaml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&out.stdout).unwrap();
+    let manifest = tmp.path().join("svc.yaml");
+    for (value, code) in [("internal", 1), ("cluster-local", 0)] {
+        doc["metadata"]["labels"] =
+            serde_yaml_ng::from_str(&format!("{{networking.knative.dev/visibility: {value}}}")).unwrap();
+        std::fs::write(&manifest, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+        let out = server.cli(&["apply", "-f", manifest.to_str().unwrap()]);
+        assert_eq!(out.code, code, "{value}: {}", out.stderr);
+        if code == 1 {
+            assert!(
+                out.stderr
+                    .contains("metadata.labels[networking.knative.dev/visibility]"),
+                "{}",
+                out.stderr
+            );
+        }
+    }
+    assert_eq!(get("").status, 401, "private by its manifest");
+}

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::activator::{ready_endpoint, Access, ActivatorConfig, Held, Poke, RequestObserver};
 use crate::upstream::{upstream_client, UpstreamClient, UpstreamPool};
-use crate::{Endpoint, RevisionEndpoints, RouteTable, ServiceRoute};
+use crate::{Endpoint, InvokeGuard, RevisionEndpoints, RouteTable, ServiceRoute, Trusted};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type GatewayBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -42,6 +42,7 @@ pub struct Gateway {
     poke: Arc<dyn Poke>,
     activator: ActivatorConfig,
     observer: Option<Arc<dyn RequestObserver>>,
+    guard: Option<Arc<dyn InvokeGuard>>,
 }
 
 /// Reports a response to the observer when its body is done (or dropped).
@@ -336,7 +337,15 @@ impl Gateway {
             poke,
             activator,
             observer: None,
+            guard: None,
         }
+    }
+
+    /// Lets `guard` decide who may call private services (without one, nobody from
+    /// outside may).
+    pub fn with_guard(mut self, guard: Arc<dyn InvokeGuard>) -> Self {
+        self.guard = Some(guard);
+        self
     }
 
     /// Keeps connections to instances as `pool` says.
@@ -352,7 +361,7 @@ impl Gateway {
     }
 
     /// Routes one request by its Host and answers it.
-    pub async fn handle<B>(&self, request: Request<B>, client_ip: Option<IpAddr>) -> Response<GatewayBody>
+    pub async fn handle<B>(&self, mut request: Request<B>, client_ip: Option<IpAddr>) -> Response<GatewayBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -364,6 +373,19 @@ impl Gateway {
         let Some(route) = self.routes.lookup(&host) else {
             return text(StatusCode::NOT_FOUND, format!("no service is routed at host {host:?}"));
         };
+        if let Some(namespace) = &route.private_to {
+            if request.extensions().get::<Trusted>().is_none() {
+                let refusal = match &self.guard {
+                    Some(guard) => guard.may_invoke(request.headers(), namespace).await.err(),
+                    None => Some((StatusCode::FORBIDDEN, "the service is private".to_string())),
+                };
+                if let Some((status, why)) = refusal {
+                    return text(status, format!("{host:?} is a private service: {why}"));
+                }
+                // The platform's token is the platform's; the app never sees it.
+                request.headers_mut().remove(header::AUTHORIZATION);
+            }
+        }
         let Some(revision) = route.pick().cloned() else {
             return text(StatusCode::NOT_FOUND, format!("no revision serves host {host:?}"));
         };

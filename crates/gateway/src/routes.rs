@@ -78,6 +78,8 @@ pub struct ServiceRoute {
     slots: Vec<u8>,
     next: AtomicUsize,
     pub limiters: Vec<Arc<RateLimiter>>,
+    /// A private service's namespace: only callers allowed to invoke there get in.
+    pub private_to: Option<String>,
 }
 
 impl ServiceRoute {
@@ -91,7 +93,14 @@ impl ServiceRoute {
             targets: weighted.into_iter().map(|(t, _)| t).collect(),
             next: AtomicUsize::new(0),
             limiters,
+            private_to: None,
         }
+    }
+
+    /// The same route, answering only callers allowed to invoke in `namespace`.
+    pub fn private_to(mut self, namespace: Option<String>) -> Self {
+        self.private_to = namespace;
+        self
     }
 
     pub fn single(target: Arc<RevisionEndpoints>, limiters: Vec<Arc<RateLimiter>>) -> Self {

@@ -32,6 +32,27 @@ pub const FUNCTION_HANDLER: &str = "updraft.dev/function-handler";
 pub const RATE_LIMIT: &str = "updraft.dev/rate-limit";
 /// Requests a service accepts at once above its rate.
 pub const RATE_LIMIT_BURST: &str = "updraft.dev/rate-limit-burst";
+/// A service label (Knative's): `cluster-local` makes the service private, answered
+/// by the gateway only to callers allowed to invoke in its namespace.
+pub const VISIBILITY: &str = "networking.knative.dev/visibility";
+pub const CLUSTER_LOCAL: &str = "cluster-local";
+
+/// Whether a service's labels make it private.
+pub fn is_private(labels: &BTreeMap<String, String>) -> bool {
+    labels.get(VISIBILITY).is_some_and(|v| v == CLUSTER_LOCAL)
+}
+
+/// Knative knows one visibility, `cluster-local`; anything else is a typo that would
+/// leave a service public, so it is refused.
+pub fn validate_visibility(field: &str, labels: &BTreeMap<String, String>) -> Result<(), FieldError> {
+    match labels.get(VISIBILITY) {
+        Some(value) if value != CLUSTER_LOCAL => Err(FieldError::new(
+            format!("{field}[{VISIBILITY}]"),
+            format!("{value:?} is not a visibility; the one there is is {CLUSTER_LOCAL} (remove the label for public)"),
+        )),
+        _ => Ok(()),
+    }
+}
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -362,6 +383,18 @@ pub fn allowed_outbound_hosts(annotations: &BTreeMap<String, String>) -> Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_local_is_the_one_visibility() {
+        let labels = |v: &str| BTreeMap::from([(VISIBILITY.to_string(), v.to_string())]);
+        assert!(is_private(&labels("cluster-local")));
+        assert!(!is_private(&BTreeMap::new()));
+        validate_visibility("metadata.labels", &labels("cluster-local")).unwrap();
+        validate_visibility("metadata.labels", &BTreeMap::new()).unwrap();
+        let err = validate_visibility("metadata.labels", &labels("internal")).unwrap_err();
+        assert_eq!(err.field, "metadata.labels[networking.knative.dev/visibility]");
+        assert!(err.message.contains("cluster-local"), "{err}");
+    }
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

@@ -272,6 +272,7 @@ impl KService {
             // Which revisions exist is the server's to check.
             validate_traffic("spec.traffic", &name, rows, None)?;
         }
+        crate::annotations::validate_visibility("metadata.labels", &self.metadata.labels)?;
         Ok(DesiredService {
             namespace,
             name,

@@ -253,6 +253,10 @@ pub struct DeploySpec {
     pub rate_limit: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_burst: Option<u32>,
+    /// `true`: private (`networking.knative.dev/visibility: cluster-local`), answered
+    /// only to invoker tokens of the namespace; `false`: public again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private: Option<bool>,
 }
 
 impl DeploySpec {

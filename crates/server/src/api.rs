@@ -511,6 +511,9 @@ async fn forward(p: &Platform, ns: &str, name: &str, path: &str, request: Reques
     parts
         .headers
         .insert(header::HOST, HeaderValue::try_from(host).map_err(ApiError::internal)?);
+    // The caller's token was for the API, which authorised the invocation already.
+    parts.headers.remove(header::AUTHORIZATION);
+    parts.extensions.insert(updraft_gateway::Trusted);
     let response = p.gateway.handle(Request::from_parts(parts, body), None).await;
     Ok(response.map(Body::new).into_response())
 }

@@ -305,6 +305,24 @@ pub async fn authorise(State(platform): State<Arc<Platform>>, mut request: Reque
     response
 }
 
+/// The gateway's door to private services: an `Authorization` token that may invoke
+/// in the service's namespace.
+pub struct TokenGuard(pub Arc<dyn Store>);
+
+impl updraft_gateway::InvokeGuard for TokenGuard {
+    fn may_invoke<'a>(&'a self, headers: &'a HeaderMap, namespace: &'a str) -> updraft_gateway::GuardFuture<'a> {
+        Box::pin(async move {
+            let caller = authenticate(&*self.0, headers, updraft_runtime::clock::now_us())
+                .await
+                .map_err(|e| (e.status, e.message))?;
+            match refuse(&caller, Need::In(Action::Invoke), Some(namespace)) {
+                Some(e) => Err((e.status, e.message)),
+                None => Ok(()),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use updraft_model::annotations::{CLUSTER_LOCAL, VISIBILITY};
 use updraft_model::change::{next_config, Current, SettingsChange, TrafficChange};
 use updraft_model::knative::DesiredService;
 use updraft_model::names::{validate_namespace_name, validate_service_name};
@@ -111,11 +112,20 @@ impl Deployer {
                 .map(|s| s.config.annotations.clone())
                 .unwrap_or_default(),
         )?;
+        let labels = spec.private.map(|private| {
+            let mut labels = existing.as_ref().map(|s| s.config.labels.clone()).unwrap_or_default();
+            if private {
+                labels.insert(VISIBILITY.to_string(), CLUSTER_LOCAL.to_string());
+            } else {
+                labels.remove(VISIBILITY);
+            }
+            labels
+        });
         let change = ServiceChange {
             template,
             force_revision: spec.is_fresh(),
             settings: SettingsChange {
-                labels: None,
+                labels,
                 annotations,
                 traffic: if spec.no_traffic {
                     TrafficChange::NoTrafficForNew

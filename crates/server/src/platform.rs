@@ -220,7 +220,8 @@ impl Platform {
                     metrics.clone(),
                     requests.clone(),
                     access_log.clone(),
-                ))),
+                )))
+                .with_guard(Arc::new(crate::authz::TokenGuard(store.clone()))),
         );
         let meter = Arc::new(Meter::new(store.clone(), registry.clone(), requests));
         let instances = Arc::new(Instances::new(

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use updraft_gateway::{host_for, tag_host_for, HostMap, RateLimiter, RevisionEndpoints, RouteTable, ServiceRoute};
-use updraft_model::annotations::{validate_service_annotations, RateLimit};
+use updraft_model::annotations::{is_private, validate_service_annotations, RateLimit};
 use updraft_model::traffic::resolve;
 use updraft_model::Service;
 use updraft_store::{Change, Kind, Resource, Snapshot, WatchFilter};
@@ -180,15 +180,16 @@ impl RouteReconciler {
                 now.revisions.insert(revision.clone());
             }
         }
+        let private_to = is_private(&svc.config.labels).then(|| svc.namespace.clone());
         let mut hosts = vec![(
             host_for(&svc.name, &svc.namespace, &self.domain),
-            Arc::new(ServiceRoute::split(weighted, limiters.clone())),
+            Arc::new(ServiceRoute::split(weighted, limiters.clone()).private_to(private_to.clone())),
         )];
         for (tag, revision) in &routing.tags {
             if let Some(endpoints) = self.targets.endpoints(&svc.namespace, revision) {
                 hosts.push((
                     tag_host_for(tag, &svc.name, &svc.namespace, &self.domain),
-                    Arc::new(ServiceRoute::single(endpoints, limiters.clone())),
+                    Arc::new(ServiceRoute::single(endpoints, limiters.clone()).private_to(private_to.clone())),
                 ));
                 now.revisions.insert(revision.clone());
             }
