@@ -547,18 +547,27 @@ async fn accept_loop(
     exit: Arc<watch::Sender<Option<ExitInfo>>>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
+    let stopped = stop.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
+                let mut stopping = stopped.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |request| handler.clone().handle(request));
-                    let _ = http1::Builder::new()
+                    let connection = http1::Builder::new()
                         .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(connection);
+                    // The gateway keeps idle connections to instances open: on stop they
+                    // close at once, and a request in flight finishes first.
+                    tokio::select! {
+                        _ = connection.as_mut() => return,
+                        _ = stopping.wait_for(|s| *s) => connection.as_mut().graceful_shutdown(),
+                    }
+                    let _ = connection.await;
                 });
             }
             _ = stop.wait_for(|s| *s) => break,

@@ -388,6 +388,36 @@ mod tests {
         );
     }
 
+    /// The gateway keeps idle connections to instances; a stop must not wait on them
+    /// for its whole grace and then kill.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_component_stops_at_once_with_an_idle_connection_open() {
+        use std::io::{Read, Write};
+        let (kit, state) = setup().await;
+        let managed = kit.instances.launch(&state).unwrap();
+        kit.instances.await_ready(&state, &managed, "request").await.unwrap();
+        let address = managed.endpoint.address;
+        let idle = tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: hello\r\n\r\n").unwrap();
+            let mut head = [0u8; 64];
+            let n = stream.read(&mut head).unwrap();
+            assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+            stream
+        })
+        .await
+        .unwrap();
+        let exit = tokio::time::timeout(Duration::from_secs(30), managed.instance.stop(Duration::from_secs(600)))
+            .await
+            .expect("stopped without waiting out its grace");
+        assert_eq!(
+            (exit.code, exit.signal),
+            (Some(0), None),
+            "it ended by itself, not killed"
+        );
+        drop(idle);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_revision_whose_start_fails_says_why() {
         let (kit, state) = setup().await;
