@@ -142,12 +142,36 @@ pub fn decode<T: DeserializeOwned>(reply: Reply) -> Result<T> {
     })
 }
 
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 #[derive(Clone)]
 pub struct Client {
     base: String,
     /// Sent as `Authorization: Bearer …` on every request.
     token: Option<String>,
-    http: hyper_util::client::legacy::Client<HttpConnector, Body>,
+    http: hyper_util::client::legacy::Client<Connector, Body>,
+}
+
+/// `http://` as it is, `https://` verified against the Mozilla roots and `extra` (a
+/// server's own certificate or its CA).
+fn connector(extra: Vec<rustls::pki_types::CertificateDer<'static>>) -> Result<Connector> {
+    let mut roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra {
+        roots
+            .add(cert)
+            .map_err(|e| Error::Request(format!("the CA certificate: {e}")))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Request(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build())
 }
 
 impl Client {
@@ -156,8 +180,23 @@ impl Client {
         Client {
             base: base.trim_end_matches('/').to_string(),
             token: None,
-            http: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            http: hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .build(connector(Vec::new()).expect("the Mozilla roots make a client configuration")),
         }
+    }
+
+    /// The same client, also trusting the certificates in `pem` (a PEM file's text):
+    /// a server's self-signed certificate or its private CA.
+    pub fn with_ca(mut self, pem: &[u8]) -> Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Request(format!("the CA certificate is not PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::Request("the CA file holds no certificate".into()));
+        }
+        self.http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector(certs)?);
+        Ok(self)
     }
 
     /// The same client, authenticating with `token` (`updraft_<id>_<secret>`).

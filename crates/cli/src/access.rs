@@ -36,6 +36,9 @@ pub struct SavedContext {
     pub name: String,
     pub api: String,
     pub token: String,
+    /// A certificate (PEM) to trust for an https:// API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SavedContext {
@@ -117,6 +120,21 @@ pub struct Target {
     pub api: Option<String>,
     pub token: Option<String>,
     pub context: Option<String>,
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// A client of `api`, trusting `ca_cert` as well as the usual roots.
+fn api_client(api: &str, ca_cert: Option<&Path>) -> Result<ApiClient, CliError> {
+    let client = ApiClient::new(api);
+    match ca_cert {
+        None => Ok(client),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
+            client
+                .with_ca(&pem)
+                .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))
+        }
+    }
 }
 
 /// The client for the flags: an explicit `--api`/`--token` wins, then the context
@@ -149,7 +167,11 @@ pub fn client(target: &Target) -> Result<ApiClient, CliError> {
         (None, Some(context)) => Some(context.token.clone()),
         (None, None) => read_token_file(Path::new(LOCAL_ADMIN_TOKEN)).ok(),
     };
-    Ok(ApiClient::new(&api).with_token(token))
+    let ca_cert = target
+        .ca_cert
+        .clone()
+        .or_else(|| chosen.and_then(|c| c.ca_cert.clone()));
+    Ok(api_client(&api, ca_cert.as_deref())?.with_token(token))
 }
 
 #[derive(Args)]
@@ -172,7 +194,7 @@ pub struct LoginArgs {
 }
 
 /// Checks the token against the API, then saves it as a context and makes it current.
-pub async fn login(args: LoginArgs, output: Output) -> Result<u8, CliError> {
+pub async fn login(args: LoginArgs, ca_cert: Option<PathBuf>, output: Output) -> Result<u8, CliError> {
     let token = match (&args.token, &args.token_file, args.token_stdin) {
         (Some(token), _, _) => token.trim().to_string(),
         (None, Some(file), _) => read_token_file(file)?,
@@ -192,7 +214,10 @@ pub async fn login(args: LoginArgs, output: Output) -> Result<u8, CliError> {
         }
     };
     parse_token(&token).map_err(CliError::failed)?;
-    let client = ApiClient::new(&args.api).with_token(Some(token.clone()));
+    let ca_cert = ca_cert
+        .map(|p| std::path::absolute(&p).unwrap_or(p))
+        .filter(|p| p.is_file());
+    let client = api_client(&args.api, ca_cert.as_deref())?.with_token(Some(token.clone()));
     let me = client.whoami().await?;
     let name = args.name.unwrap_or_else(|| {
         args.api
@@ -208,6 +233,7 @@ pub async fn login(args: LoginArgs, output: Output) -> Result<u8, CliError> {
         name: name.clone(),
         api: client.base().to_string(),
         token,
+        ca_cert,
     });
     contexts.current = Some(name.clone());
     save_contexts(&path, &contexts)?;
@@ -395,6 +421,7 @@ mod tests {
                 name: "a".into(),
                 api: "http://h:1".into(),
                 token: "updraft_x".into(),
+                ca_cert: None,
             }],
         };
         save_contexts(&path, &contexts).unwrap();

@@ -109,7 +109,7 @@ pub struct LogsArgs {
 
 pub async fn run(command: Command, target: &crate::access::Target, output: Output) -> anyhow::Result<u8> {
     let outcome = match command {
-        Command::Login(args) => crate::access::login(args, output).await,
+        Command::Login(args) => crate::access::login(args, target.ca_cert.clone(), output).await,
         Command::Contexts { select } => crate::access::contexts(select, output),
         command => match crate::access::client(target) {
             Ok(client) => execute(command, &client, output).await,

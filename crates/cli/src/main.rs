@@ -51,6 +51,10 @@ struct Cli {
     /// A context saved by `updraft login` (default: the current one).
     #[arg(long, global = true, env = "UPDRAFT_CONTEXT")]
     context: Option<String>,
+    /// Trust this certificate (PEM) for an https:// API beside the Mozilla roots: the
+    /// server's own or its CA's (default: the context's).
+    #[arg(long, global = true, env = "UPDRAFT_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// How to print results.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -196,6 +200,17 @@ struct ServerArgs {
     /// Where the store, packages and logs live.
     #[arg(long, env = "UPDRAFT_DATA_DIR", default_value = ".updraft")]
     data_dir: PathBuf,
+    /// Serve the gateway and the API over HTTPS with this certificate chain (PEM);
+    /// HTTP/2 is offered by ALPN.
+    #[arg(long, env = "UPDRAFT_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "UPDRAFT_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve the API without TLS on an address other machines can reach (refused
+    /// otherwise: tokens would cross the network in the clear).
+    #[arg(long, env = "UPDRAFT_INSECURE")]
+    insecure: bool,
     /// Where the gateway listens for service traffic.
     #[arg(long, env = "UPDRAFT_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
     gateway_addr: SocketAddr,
@@ -455,6 +470,7 @@ fn main() -> ExitCode {
                     api: cli.api,
                     token: cli.token,
                     context: cli.context,
+                    ca_cert: cli.ca_cert,
                 };
                 commands::run(command, &target, cli.output).await
             }
@@ -483,7 +499,13 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<u8> {
     let size = |field: &str, text: &str| {
         updraft_model::quantity::parse_memory(field, text).map_err(|e| anyhow::anyhow!("{e}"))
     };
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(updraft_server::TlsFiles { cert, key }),
+        _ => None,
+    };
     let config = updraft_server::ServerConfig {
+        tls,
+        insecure: args.insecure,
         data_dir: args.data_dir,
         gateway_addr: args.gateway_addr,
         api_addr: args.api_addr,

@@ -1,4 +1,5 @@
-//! Accepting and keeping HTTP/1.1 connections for the gateway and the API alike, under
+//! Accepting and keeping connections for the gateway and the API alike (HTTP/1.1, and
+//! over TLS HTTP/2 where the client's ALPN offers it), under
 //! hostile clients: a cap on open connections (past it, a 503 and close), a time limit
 //! on reading a request's head (slowloris), a time limit on idle keep-alive
 //! connections, and accept errors (out of descriptors) met with a back-off instead of
@@ -17,11 +18,12 @@ use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::Service;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 /// How one listener treats its connections.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +53,7 @@ pub async fn serve_connections<S, B>(
     name: &'static str,
     listener: TcpListener,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     make: impl Fn(SocketAddr) -> S,
     shutdown: impl Future<Output = ()>,
 ) where
@@ -85,8 +88,22 @@ pub async fn serve_connections<S, B>(
         };
         let service = make(remote);
         let stop = stop_rx.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_one(stream, service, limits, stop).await;
+            match tls {
+                None => serve_one(stream, service, limits, stop, false).await,
+                // The handshake counts against the head's time limit: a client that
+                // opens and stalls holds a slot no longer than a slow head would.
+                Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
+                {
+                    Ok(Ok(stream)) => {
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        serve_one(stream, service, limits, stop, h2).await
+                    }
+                    Ok(Err(e)) => tracing::debug!(listener = name, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(listener = name, "TLS handshake timed out"),
+                },
+            }
             drop(slot);
         });
     }
@@ -171,12 +188,47 @@ impl Activity {
     }
 }
 
-async fn serve_one<S, B>(
-    stream: TcpStream,
+/// A connection hyper serves, in either protocol, that can be asked to finish.
+trait Draining: Future<Output = Result<(), hyper::Error>> {
+    fn drain(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Draining for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn drain(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Draining for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn drain(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+async fn serve_one<T, S, B>(
+    stream: T,
     service: S,
     limits: ConnectionLimits,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    h2: bool,
 ) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -198,9 +250,25 @@ async fn serve_one<S, B>(
         inner: service,
         activity: activity.clone(),
     };
-    let connection = hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, tracked)
-        .with_upgrades();
+    if h2 {
+        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, tracked);
+        drive(connection, &activity, limits, stop).await;
+    } else {
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, tracked)
+            .with_upgrades();
+        drive(connection, &activity, limits, stop).await;
+    }
+}
+
+/// Serves the connection until it ends, cutting it once idle or slow past its limits,
+/// and asking it to finish once the listener stops.
+async fn drive(
+    connection: impl Draining,
+    activity: &Activity,
+    limits: ConnectionLimits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     tokio::pin!(connection);
     let mut stopping = false;
     loop {
@@ -223,19 +291,19 @@ async fn serve_one<S, B>(
             _ = stop.wait_for(|s| *s), if !stopping => {
                 stopping = true;
                 // Finish the request in flight, then close instead of keeping alive.
-                connection.as_mut().graceful_shutdown();
+                connection.as_mut().drain();
             }
         }
     }
 }
 
 /// The connection's socket, noting when the head of a request starts to arrive.
-struct Watched {
-    inner: TcpStream,
+struct Watched<T> {
+    inner: T,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
@@ -251,7 +319,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }

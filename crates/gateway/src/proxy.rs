@@ -627,6 +627,7 @@ pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     limits: crate::ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let make = |remote: SocketAddr| {
@@ -636,7 +637,7 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(gateway.handle(request, Some(remote.ip())).await) }
         })
     };
-    crate::listener::serve_connections("gateway", listener, limits, make, shutdown).await;
+    crate::listener::serve_connections("gateway", listener, limits, tls, make, shutdown).await;
 }
 
 #[cfg(test)]

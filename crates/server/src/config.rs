@@ -44,6 +44,21 @@ pub struct ServerConfig {
     pub api_connections: ConnectionLimits,
     /// The connections the gateway keeps open to instances.
     pub upstream: UpstreamPool,
+    /// HTTPS on both listeners.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// Serve the API in the clear on a non-loopback address all the same.
+    pub insecure: bool,
+}
+
+impl ServerConfig {
+    /// `https` when the listeners serve TLS.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -72,6 +87,8 @@ impl Default for ServerConfig {
                 ..ConnectionLimits::default()
             },
             upstream: UpstreamPool::default(),
+            tls: None,
+            insecure: false,
         }
     }
 }

@@ -65,7 +65,8 @@ impl Transport for GatewayTransport {
             Target::Service { namespace, name, path } => {
                 format!(
                     "{}{path}",
-                    host_url(&host_for(name, namespace, &self.domain), self.gateway_port)
+                    // Handed to the gateway in process, so never over TLS.
+                    host_url("http", &host_for(name, namespace, &self.domain), self.gateway_port)
                 )
             }
             Target::Uri(uri) => uri.clone(),

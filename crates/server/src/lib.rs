@@ -33,6 +33,7 @@ mod serve;
 #[cfg(test)]
 mod testkit;
 mod ticks;
+mod tls;
 mod token_api;
 mod trigger_api;
 mod triggers;
@@ -40,6 +41,7 @@ mod triggers;
 pub use config::{Paths, PoolConfig, ServerConfig};
 pub use error::ApiError;
 pub use serve::run;
+pub use tls::TlsFiles;
 pub use updraft_api::views;
 pub use updraft_gateway::{ActivatorConfig, ConnectionLimits, UpstreamPool};
 pub use updraft_runtime::wasm::WasmPoolConfig;

@@ -14,10 +14,10 @@ use crate::views::ServiceView;
 use crate::ApiError;
 
 /// The URL a host is reached at through the gateway on `port`.
-pub fn host_url(host: &str, port: u16) -> String {
-    match port {
-        80 => format!("http://{host}"),
-        port => format!("http://{host}:{port}"),
+pub fn host_url(scheme: &str, host: &str, port: u16) -> String {
+    match (scheme, port) {
+        ("http", 80) | ("https", 443) => format!("{scheme}://{host}"),
+        (_, port) => format!("{scheme}://{host}:{port}"),
     }
 }
 
@@ -34,6 +34,7 @@ impl Platform {
 
     pub fn url(&self, service: &str, namespace: &str) -> String {
         host_url(
+            self.config.scheme(),
             &host_for(service, namespace, &self.config.domain),
             self.config.gateway_addr.port(),
         )
@@ -41,6 +42,7 @@ impl Platform {
 
     pub fn tag_url(&self, tag: &str, service: &str, namespace: &str) -> String {
         host_url(
+            self.config.scheme(),
             &tag_host_for(tag, service, namespace, &self.config.domain),
             self.config.gateway_addr.port(),
         )

@@ -23,6 +23,8 @@ use crate::ServerConfig;
 /// every instance. A second one cuts the drain and the instances' grace short: the
 /// instances are still stopped, at once.
 pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Receiver<u32>) -> anyhow::Result<()> {
+    crate::tls::check_exposure(config.api_addr, config.tls.as_ref(), config.insecure)?;
+    let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let gateway_listener = tokio::net::TcpListener::bind(config.gateway_addr)
         .await
         .with_context(|| format!("cannot listen for the gateway on {}", config.gateway_addr))?;
@@ -120,18 +122,20 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
         gateway_listener,
         platform.gateway.clone(),
         gateway_limits,
+        tls.clone(),
         stopped(stop_rx.clone()),
     ));
     let api = tokio::spawn({
         let router = crate::api::router(platform.clone());
         let make = move |_| hyper_util::service::TowerToHyperService::new(router.clone());
-        updraft_gateway::serve_connections("API", api_listener, api_limits, make, stopped(stop_rx.clone()))
+        updraft_gateway::serve_connections("API", api_listener, api_limits, tls, make, stopped(stop_rx.clone()))
     });
     let config = &platform.config;
+    let scheme = config.scheme();
     // Not println!: a closed stdout (a pipe whose reader is gone) must not panic.
     let _ = writeln!(
         std::io::stdout(),
-        "updraft is up: gateway http://{} (services at http://{{service}}.{{namespace}}.{}:{}), API http://{}, data {}, cgroup {}",
+        "updraft is up: gateway {scheme}://{} (services at {scheme}://{{service}}.{{namespace}}.{}:{}), API {scheme}://{}, data {}, cgroup {}",
         config.gateway_addr,
         config.domain,
         config.gateway_addr.port(),
@@ -143,7 +147,7 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
         let path = std::fs::canonicalize(&path).unwrap_or(path);
         let _ = writeln!(
             std::io::stdout(),
-            "an admin token is in {} (0600); the CLI run from this folder uses it, elsewhere: updraft login --api http://{} --token-file {}",
+            "an admin token is in {} (0600); the CLI run from this folder uses it, elsewhere: updraft login --api {scheme}://{} --token-file {}",
             path.display(),
             config.api_addr,
             path.display(),

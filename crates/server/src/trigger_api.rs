@@ -196,7 +196,8 @@ impl Platform {
             namespace: ns.to_string(),
             name: name.to_string(),
             url: format!(
-                "http://{}/v1/namespaces/{ns}/brokers/{name}/events",
+                "{}://{}/v1/namespaces/{ns}/brokers/{name}/events",
+                self.config.scheme(),
                 self.config.api_addr
             ),
             delivery: delivery.and_then(|d| serde_json::from_str(d).ok()),
