@@ -337,6 +337,11 @@ impl Client {
         self.get("/v1/namespaces").await
     }
 
+    /// One namespace with what it uses of its quotas.
+    pub async fn namespace(&self, name: &str) -> Result<NamespaceView> {
+        self.get(&format!("/v1/namespaces/{}", encode(name))).await
+    }
+
     pub async fn create_namespace(&self, name: &str) -> Result<NamespaceView> {
         let body = CreateNamespace { name: name.to_string() };
         self.call(Method::POST, "/v1/namespaces", Some(&body)).await

@@ -43,6 +43,17 @@ pub struct NamespaceView {
     pub created_at: String,
     #[serde(default)]
     pub limits: NamespaceLimits,
+    /// What it uses of its quotas; given when one namespace is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<NamespaceUsage>,
+}
+
+/// A namespace's use, against its quotas.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct NamespaceUsage {
+    pub services: usize,
+    /// The largest package or component its revisions run, in bytes.
+    pub largest_package_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -149,6 +149,9 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
         Command::Revision(command) => crate::manage::revision(command, client, output).await,
         Command::Traffic(args) => crate::manage::traffic(args, client, output).await,
         Command::Rollback { name, ns, to } => crate::manage::rollback(&name, &ns, to, client, output).await,
+        Command::Namespace(NamespaceCommand::Show { name }) => {
+            crate::manage::namespace_show(&name, client, output).await
+        }
         Command::Namespace(NamespaceCommand::Limits(args)) => {
             crate::manage::namespace_limits(args, client, output).await
         }

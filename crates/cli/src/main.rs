@@ -191,6 +191,8 @@ enum Command {
 enum NamespaceCommand {
     /// Create a namespace.
     Create { name: String },
+    /// Show a namespace: its limits, its quotas and what it uses of them.
+    Show { name: String },
     /// Set a namespace's limits, shared by all its services.
     Limits(manage::NamespaceLimitsArgs),
 }

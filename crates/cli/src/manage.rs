@@ -79,7 +79,8 @@ pub struct TrafficArgs {
 
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("change").required(true).multiple(true)
-    .args(["rate_limit", "log_max_age", "log_max_size", "clear"])))]
+    .args(["rate_limit", "log_max_age", "log_max_size", "quota_services", "quota_invocations_per_minute",
+        "quota_fires_per_minute", "quota_package_size", "clear"])))]
 pub struct NamespaceLimitsArgs {
     name: String,
     /// Requests per second all the namespace's services take together (0 removes it).
@@ -94,8 +95,22 @@ pub struct NamespaceLimitsArgs {
     /// Delete the oldest instance logs past this total (e.g. 1Gi; 0 removes the limit).
     #[arg(long, value_name = "SIZE")]
     log_max_size: Option<String>,
+    /// Quota: services at once (0 removes it).
+    #[arg(long, value_name = "N")]
+    quota_services: Option<u32>,
+    /// Quota: requests a minute to all its services together; more get 429 (0 removes it).
+    #[arg(long, value_name = "N")]
+    quota_invocations_per_minute: Option<u32>,
+    /// Quota: events a minute its brokers take; more get 429 (0 removes it).
+    #[arg(long, value_name = "N")]
+    quota_fires_per_minute: Option<u32>,
+    /// Quota: the largest package, component or imported image a deploy may use (e.g.
+    /// 50Mi; 0 removes it).
+    #[arg(long, value_name = "SIZE")]
+    quota_package_size: Option<String>,
     /// Remove all of the namespace's limits.
-    #[arg(long, conflicts_with_all = ["rate_limit", "log_max_age", "log_max_size"])]
+    #[arg(long, conflicts_with_all = ["rate_limit", "log_max_age", "log_max_size", "quota_services",
+        "quota_invocations_per_minute", "quota_fires_per_minute", "quota_package_size"])]
     clear: bool,
 }
 
@@ -219,6 +234,21 @@ pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, out
             updraft_model::quantity::parse_bytes("--log-max-size", size).map_err(|e| usage_error(e.to_string()))?;
         limits.log_max_bytes = (bytes > 0).then_some(bytes);
     }
+    let quota = &mut limits.quota;
+    for (cap, given) in [
+        (&mut quota.services, args.quota_services),
+        (&mut quota.invocations_per_minute, args.quota_invocations_per_minute),
+        (&mut quota.fires_per_minute, args.quota_fires_per_minute),
+    ] {
+        if let Some(n) = given {
+            *cap = (n > 0).then_some(n);
+        }
+    }
+    if let Some(size) = &args.quota_package_size {
+        let bytes = updraft_model::quantity::parse_bytes("--quota-package-size", size)
+            .map_err(|e| usage_error(e.to_string()))?;
+        quota.package_bytes = (bytes > 0).then_some(bytes);
+    }
     let ns = client.set_namespace_limits(&args.name, &limits).await?;
     if !print_structured(&ns, output) {
         match ns.limits.rate_limit {
@@ -337,5 +367,47 @@ pub async fn usage(args: UsageArgs, client: &ApiClient, output: Output) -> Resul
             r.request_gb_seconds
         );
     }
+    Ok(0)
+}
+
+/// `updraft namespace show NS`: limits, and each quota beside what is used of it.
+pub async fn namespace_show(name: &str, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    let ns = client.namespace(name).await?;
+    if print_structured(&ns, output) {
+        return Ok(0);
+    }
+    let usage = ns.usage.clone().unwrap_or_default();
+    let quota = &ns.limits.quota;
+    let cap = |n: Option<u64>| n.map_or_else(|| "no quota".to_string(), |n| n.to_string());
+    println!("Namespace:  {} (created {})", ns.name, ns.created_at);
+    match ns.limits.rate_limit {
+        Some(r) => println!("Rate limit: {} requests/s, burst {}", r.per_second, r.burst),
+        None => println!("Rate limit: none"),
+    }
+    println!("{:<24} {:>12} {:>12}", "QUOTA", "USED", "OF");
+    println!(
+        "{:<24} {:>12} {:>12}",
+        "services",
+        usage.services,
+        cap(quota.services.map(u64::from))
+    );
+    println!(
+        "{:<24} {:>12} {:>12}",
+        "package_bytes",
+        usage.largest_package_bytes,
+        cap(quota.package_bytes)
+    );
+    println!(
+        "{:<24} {:>12} {:>12}",
+        "invocations_per_minute",
+        "-",
+        cap(quota.invocations_per_minute.map(u64::from))
+    );
+    println!(
+        "{:<24} {:>12} {:>12}",
+        "fires_per_minute",
+        "-",
+        cap(quota.fires_per_minute.map(u64::from))
+    );
     Ok(0)
 }

@@ -109,6 +109,7 @@ fn cases() -> Vec<Case> {
             case("POST", "/v1/namespaces", "/v1/namespaces", Admin),
             r#"{"name": "made"}"#,
         ),
+        case("GET", "/v1/namespaces/{ns}", "/v1/namespaces/{ns}", Read),
         with(case("PUT", "/v1/namespaces/{ns}", "/v1/namespaces/{ns}", Admin), "{}"),
         case("GET", "/v1/tokens", "/v1/tokens", Admin),
         with(
@@ -766,7 +767,14 @@ fn the_cli_beside_a_default_server_uses_its_admin_token() {
         assert!(Instant::now() < deadline, "the server did not come up");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let printed = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
+    // The line comes once the listeners are up, which may be just after the first answer.
+    let printed = loop {
+        let printed = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
+        if printed.contains("admin token") || Instant::now() > deadline {
+            break printed;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(
         printed.contains(".updraft/admin.token (0600)"),
         "it says where: {printed}"

@@ -122,7 +122,8 @@ impl TlsServer {
                 server.cert.to_str().unwrap(),
                 &format!("{}/healthz", server.api),
             ]);
-            if health.stdout == b"ok\n" {
+            // Up once it answers and has said so (it says so just after its listeners start).
+            if health.stdout == b"ok\n" && server.log().contains("updraft is up") {
                 return server;
             }
             assert!(Instant::now() < deadline, "no HTTPS health: {}", server.log());

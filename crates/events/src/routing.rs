@@ -20,6 +20,8 @@ pub struct RoutingSnapshot {
     /// The store version this was read at.
     pub version: u64,
     pub namespaces: HashSet<String>,
+    /// The namespaces with a quota of events their brokers take a minute.
+    pub fires_per_minute: HashMap<String, u32>,
     pub brokers: HashMap<(String, String), Option<DeliverySpec>>,
     /// (namespace, name, kind, spec) of every trigger; `None` for one that no longer
     /// parses.
@@ -58,7 +60,12 @@ impl RoutingCache {
         if let Some(snapshot) = cached.filter(|s| s.version == version) {
             return Ok(snapshot);
         }
-        let namespaces = self.store.namespaces().await?.into_iter().map(|n| n.name).collect();
+        let all = self.store.namespaces().await?;
+        let fires_per_minute = all
+            .iter()
+            .filter_map(|n| n.limits.quota.fires_per_minute.map(|q| (n.name.clone(), q)))
+            .collect();
+        let namespaces = all.into_iter().map(|n| n.name).collect();
         let events = self.events.clone();
         let (brokers, triggers) =
             tokio::task::spawn_blocking(move || Ok::<_, StoreError>((events.brokers(None)?, events.triggers(None)?)))
@@ -67,6 +74,7 @@ impl RoutingCache {
         let snapshot = Arc::new(RoutingSnapshot {
             version,
             namespaces,
+            fires_per_minute,
             brokers: brokers
                 .into_iter()
                 .map(|b| {
@@ -170,6 +178,7 @@ mod tests {
         RoutingSnapshot {
             version: 7,
             namespaces: ["default".to_string(), "other".to_string()].into(),
+            fires_per_minute: HashMap::new(),
             brokers: [(
                 ("default".to_string(), "orders".to_string()),
                 Some(DeliverySpec {

@@ -12,6 +12,8 @@ pub struct RateLimiter {
     /// What the limit belongs to, for the refusal's message (`service hello`).
     pub scope: String,
     pub limit: RateLimit,
+    /// Per minute rather than per second (a namespace's quota).
+    pub per_minute: bool,
     bucket: DefaultDirectRateLimiter,
     clock: DefaultClock,
 }
@@ -23,8 +25,49 @@ impl RateLimiter {
         RateLimiter {
             scope,
             limit,
+            per_minute: false,
             bucket: DefaultDirectRateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
             clock: DefaultClock::default(),
+        }
+    }
+
+    /// `n` a minute, all of which may come at once (OpenWhisk's per-minute quotas).
+    pub fn per_minute(scope: String, n: u32) -> Self {
+        let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        RateLimiter {
+            scope,
+            limit: RateLimit {
+                per_second: n.get(),
+                burst: n.get(),
+            },
+            per_minute: true,
+            bucket: DefaultDirectRateLimiter::direct(Quota::per_minute(n).allow_burst(n)),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Takes `n` tokens at once, or tells how long until they are free (`None`: never,
+    /// `n` is more than the bucket holds).
+    pub fn check_n(&self, n: u32) -> Result<(), Option<Duration>> {
+        let Some(n) = NonZeroU32::new(n) else {
+            return Ok(());
+        };
+        match self.bucket.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(Some(not_until.wait_time_from(self.clock.now()))),
+            Err(_) => Err(None),
+        }
+    }
+
+    /// What a refused request is told.
+    pub fn refusal(&self) -> String {
+        if self.per_minute {
+            format!("{} of {} a minute is used up", self.scope, self.limit.per_second)
+        } else {
+            format!(
+                "{} is over its rate limit of {} requests/s (burst {})",
+                self.scope, self.limit.per_second, self.limit.burst
+            )
         }
     }
 
@@ -54,5 +97,17 @@ mod tests {
         }
         let wait = limiter.check().unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
+    }
+
+    #[test]
+    fn a_per_minute_quota_takes_its_count_then_waits_for_the_minute() {
+        let limiter = RateLimiter::per_minute("namespace t's quota".into(), 2);
+        assert!(limiter.check().is_ok() && limiter.check().is_ok());
+        let wait = limiter.check().unwrap_err();
+        assert!(
+            wait > Duration::from_secs(1) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert_eq!(limiter.refusal(), "namespace t's quota of 2 a minute is used up");
     }
 }

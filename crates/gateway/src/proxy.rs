@@ -441,10 +441,7 @@ impl Gateway {
             if let Err(wait) = limiter.check() {
                 return retry_after(
                     StatusCode::TOO_MANY_REQUESTS,
-                    format!(
-                        "{} is over its rate limit of {} requests/s (burst {})",
-                        limiter.scope, limiter.limit.per_second, limiter.limit.burst
-                    ),
+                    limiter.refusal(),
                     wait.as_secs_f64().ceil().max(1.0) as u64,
                 );
             }

@@ -155,6 +155,83 @@ pub struct NamespaceLimits {
     /// Instance logs past this total size are deleted, oldest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_max_bytes: Option<u64>,
+    /// Written out even when empty, so that what was read can be held to what was sent
+    /// (a struct read from an array is refused).
+    #[serde(default)]
+    pub quota: NamespaceQuota,
+}
+
+/// Caps on what a namespace holds and does, with OpenWhisk's names where it has them;
+/// an absent cap is no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceQuota {
+    /// Services at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 2147483647)]
+    pub services: Option<u32>,
+    /// Requests the gateway takes for the namespace's services per minute, all
+    /// together (OpenWhisk's `invocationsPerMinute`); more get 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 2147483647)]
+    pub invocations_per_minute: Option<u32>,
+    /// Events the namespace's brokers take per minute (OpenWhisk's `firesPerMinute`);
+    /// more get 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 2147483647)]
+    pub fires_per_minute: Option<u32>,
+    /// The largest package, component or image a deploy may use, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
+    pub package_bytes: Option<u64>,
+}
+
+impl NamespaceQuota {
+    pub fn is_empty(&self) -> bool {
+        *self == NamespaceQuota::default()
+    }
+
+    fn validate(&self) -> Result<(), FieldError> {
+        for (field, n) in [
+            ("quota.services", self.services),
+            ("quota.invocations_per_minute", self.invocations_per_minute),
+            ("quota.fires_per_minute", self.fires_per_minute),
+        ] {
+            if let Some(n) = n.filter(|n| *n == 0 || *n > i32::MAX as u32) {
+                return Err(FieldError::new(
+                    field,
+                    format!("{n} is out of range: from 1 to {}; leave it out for no quota", i32::MAX),
+                ));
+            }
+        }
+        if let Some(n) = self.package_bytes.filter(|n| *n == 0 || *n > i64::MAX as u64) {
+            return Err(FieldError::new(
+                "quota.package_bytes",
+                format!("{n} is out of range: from 1 to {}; leave it out for no quota", i64::MAX),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether one more service fits, with `services` there now.
+    pub fn admit_service(&self, namespace: &str, services: usize) -> Result<(), String> {
+        match self.services {
+            Some(max) if services >= max as usize => Err(format!(
+                "namespace {namespace:?} has {services} services, its quota (quota.services = {max}); delete one, or ask an admin to raise it"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a package of `bytes` fits.
+    pub fn admit_package(&self, namespace: &str, bytes: u64) -> Result<(), String> {
+        match self.package_bytes {
+            Some(max) if bytes > max => Err(format!(
+                "the package is {bytes} bytes, more than namespace {namespace:?} allows (quota.package_bytes = {max})"
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl NamespaceLimits {
@@ -185,7 +262,7 @@ impl NamespaceLimits {
                 return Err(FieldError::new(field, format!("{n} is more than {}", i64::MAX)));
             }
         }
-        Ok(())
+        self.quota.validate()
     }
 }
 
@@ -652,5 +729,62 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("replicas"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use super::*;
+
+    #[test]
+    fn quotas_admit_up_to_their_value_and_name_themselves() {
+        let quota = NamespaceQuota {
+            services: Some(2),
+            package_bytes: Some(100),
+            ..Default::default()
+        };
+        assert!(quota.admit_service("t", 1).is_ok());
+        let full = quota.admit_service("t", 2).unwrap_err();
+        assert!(full.contains("quota.services = 2"), "{full}");
+        assert!(quota.admit_package("t", 100).is_ok());
+        assert!(quota
+            .admit_package("t", 101)
+            .unwrap_err()
+            .contains("quota.package_bytes = 100"));
+        let none = NamespaceQuota::default();
+        assert!(none.is_empty() && none.admit_service("t", 1_000_000).is_ok());
+    }
+
+    #[test]
+    fn quota_values_are_checked_with_their_field() {
+        for (quota, field) in [
+            (
+                NamespaceQuota {
+                    services: Some(0),
+                    ..Default::default()
+                },
+                "quota.services",
+            ),
+            (
+                NamespaceQuota {
+                    fires_per_minute: Some(u32::MAX),
+                    ..Default::default()
+                },
+                "quota.fires_per_minute",
+            ),
+            (
+                NamespaceQuota {
+                    package_bytes: Some(0),
+                    ..Default::default()
+                },
+                "quota.package_bytes",
+            ),
+        ] {
+            let limits = NamespaceLimits {
+                quota,
+                ..Default::default()
+            };
+            assert_eq!(limits.validate().unwrap_err().field, field);
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! | `GET /metrics` | Prometheus metrics (`updraft_*`) |
 //! | `GET /v1/info` | version, domain, limits |
 //! | `GET, POST /v1/namespaces` | list; create `{"name": …}` |
+//! | `GET /v1/namespaces/{ns}` | one namespace, with what it uses of its quotas |
 //! | `PUT /v1/namespaces/{ns}` | set its limits (`{"rate_limit": {"per_second": …, "burst": …}}`) |
 //! | `POST /v1/packages` | upload an archive (body); returns its digest |
 //! | `GET /v1/usage` | metered usage (`namespace`, `since`, `by=service\|revision\|day\|hour`) |
@@ -48,7 +49,8 @@ use crate::extract::{json_body, JsonBody, NamedPath, NamespacePath, Path, Query,
 use crate::openapi::ApiDoc;
 use crate::platform::Platform;
 use crate::views::{
-    rfc3339_us, ApplyResult, ApplyView, InfoView, NamespaceView, PackageView, RevisionView, ScaleEventView, ServiceView,
+    rfc3339_us, ApplyResult, ApplyView, InfoView, NamespaceUsage, NamespaceView, PackageView, RevisionView,
+    ScaleEventView, ServiceView,
 };
 use crate::ApiError;
 
@@ -60,7 +62,7 @@ pub(crate) fn documented_routes() -> (Router<Arc<Platform>>, utoipa::openapi::Op
         .routes(routes!(healthz))
         .routes(routes!(info))
         .routes(routes!(list_namespaces, create_namespace))
-        .routes(routes!(set_namespace_limits))
+        .routes(routes!(set_namespace_limits, describe_namespace))
         .routes(routes!(upload_package))
         .routes(routes!(apply).layer(axum::extract::DefaultBodyLimit::max(MAX_MANIFEST_BYTES)))
         .routes(routes!(list_services))
@@ -199,7 +201,37 @@ fn namespace_view(ns: Namespace) -> NamespaceView {
         name: ns.name,
         created_at: rfc3339_us(ns.created_at_us),
         limits: ns.limits,
+        usage: None,
     }
+}
+
+#[utoipa::path(get, path = "/v1/namespaces/{ns}", tag = "namespaces", params(NamespacePath),
+    responses((status = 200, description = "The namespace, its limits and quotas, and what it uses of them", body = NamespaceView), ApiError))]
+async fn describe_namespace(
+    State(p): Shared,
+    Path(NamespacePath { ns }): Path<NamespacePath>,
+) -> Result<Json<NamespaceView>, ApiError> {
+    validate_namespace_name("namespace", &ns)?;
+    let namespace = p
+        .store
+        .namespace(&ns)
+        .await?
+        .ok_or_else(|| ApiError::from(updraft_store::StoreError::NoSuchNamespace(ns.clone())))?;
+    let services = p.store.services(Some(&ns)).await?;
+    let mut largest_package_bytes = 0;
+    for svc in &services {
+        for revision in p.store.revisions(&ns, &svc.name).await? {
+            if let Ok(meta) = std::fs::metadata(p.paths.blob(&revision.config.package_digest)) {
+                largest_package_bytes = largest_package_bytes.max(meta.len());
+            }
+        }
+    }
+    let mut view = namespace_view(namespace);
+    view.usage = Some(NamespaceUsage {
+        services: services.len(),
+        largest_package_bytes,
+    });
+    Ok(Json(view))
 }
 
 #[utoipa::path(put, path = "/v1/namespaces/{ns}", tag = "namespaces", params(NamespacePath),

@@ -210,6 +210,12 @@ impl Deployer {
         let latest = existing
             .as_ref()
             .and_then(|s| revisions.iter().find(|r| r.name == s.latest_revision));
+        // What the namespace already runs stays: only a new service or source is weighed.
+        let new_source = latest.is_none_or(|l| l.template.image != change.template.image);
+        if new_source {
+            let source = change.template.validate("template")?;
+            crate::quota::admit(&self.build, namespace, existing.is_none(), &source).await?;
+        }
         let unchanged = latest.is_some_and(|l| l.template.same_revision(&change.template));
         let new_name = if unchanged && !change.force_revision {
             None

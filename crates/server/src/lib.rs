@@ -22,6 +22,7 @@ mod observe_api;
 mod openapi;
 mod packages;
 mod platform;
+mod quota;
 mod reconcile;
 mod retention;
 mod revision_build;

@@ -79,6 +79,7 @@ pub struct Platform {
     pub(crate) event_queue: Arc<dyn DeliveryQueue>,
     /// Namespaces, brokers and triggers as of the store's last version, for routing.
     pub(crate) routing: Arc<RoutingCache>,
+    pub(crate) fire_quotas: crate::triggers::FireQuotas,
 }
 
 /// The gateway's reports, counted into the platform's metrics, metering and access log.
@@ -280,6 +281,7 @@ impl Platform {
             access_log,
             event_queue: Arc::new(GroupCommit::start(events.clone(), now_us)?),
             routing: Arc::new(RoutingCache::new(store.clone(), events.clone())),
+            fire_quotas: Default::default(),
             events,
             signals: Arc::default(),
         });

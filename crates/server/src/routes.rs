@@ -8,7 +8,7 @@ use std::sync::Arc;
 use updraft_gateway::{host_for, tag_host_for, HostMap, RateLimiter, RevisionEndpoints, RouteTable, ServiceRoute};
 use updraft_model::annotations::{is_private, validate_service_annotations, RateLimit};
 use updraft_model::traffic::resolve;
-use updraft_model::Service;
+use updraft_model::{Namespace, Service};
 use updraft_store::{Change, Kind, Resource, Snapshot, WatchFilter};
 
 use crate::reconcile::Reconciler;
@@ -31,12 +31,28 @@ struct Routed {
     revisions: BTreeSet<String>,
 }
 
+/// What the gateway enforces for a whole namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct NamespaceRates {
+    rate_limit: Option<RateLimit>,
+    invocations_per_minute: Option<u32>,
+}
+
+impl NamespaceRates {
+    fn of(namespace: &Namespace) -> Self {
+        NamespaceRates {
+            rate_limit: namespace.limits.rate_limit,
+            invocations_per_minute: namespace.limits.quota.invocations_per_minute,
+        }
+    }
+}
+
 pub struct RouteReconciler {
     domain: String,
     table: Arc<RouteTable>,
     targets: Arc<dyn RouteTargets>,
     services: HashMap<ServiceKey, Service>,
-    namespace_limits: HashMap<String, Option<RateLimit>>,
+    namespace_limits: HashMap<String, NamespaceRates>,
     hosts: HostMap,
     routed: HashMap<ServiceKey, Routed>,
     /// When each service's rollout moves its shares next (µs since the epoch).
@@ -67,7 +83,7 @@ impl RouteReconciler {
         self.namespace_limits = snapshot
             .namespaces
             .iter()
-            .map(|n| (n.name.clone(), n.limits.rate_limit))
+            .map(|n| (n.name.clone(), NamespaceRates::of(n)))
             .collect();
         self.services = snapshot
             .services
@@ -104,8 +120,8 @@ impl RouteReconciler {
                 self.unroute(&key);
             }
             Change::Put(Resource::Namespace(namespace)) => {
-                let limit = namespace.limits.rate_limit;
-                if self.namespace_limits.insert(namespace.name.clone(), limit) != Some(limit) {
+                let rates = NamespaceRates::of(&namespace);
+                if self.namespace_limits.insert(namespace.name.clone(), rates) != Some(rates) {
                     let keys: Vec<ServiceKey> = self
                         .services
                         .keys()
@@ -143,6 +159,15 @@ impl RouteReconciler {
         self.table.replace(self.hosts.clone());
     }
 
+    fn minute_limiter(&mut self, scope: String, n: u32) -> Arc<RateLimiter> {
+        if let Some(existing) = self.limiters.get(&scope).filter(|l| l.limit.per_second == n) {
+            return existing.clone();
+        }
+        let made = Arc::new(RateLimiter::per_minute(scope.clone(), n));
+        self.limiters.insert(scope, made.clone());
+        made
+    }
+
     fn limiter(&mut self, scope: String, limit: RateLimit) -> Arc<RateLimiter> {
         if let Some(existing) = self.limiters.get(&scope).filter(|l| l.limit == limit) {
             return existing.clone();
@@ -163,8 +188,18 @@ impl RouteReconciler {
         if let Some(limit) = settings.rate_limit {
             limiters.push(self.limiter(format!("service {}/{}", svc.namespace, svc.name), limit));
         }
-        if let Some(Some(limit)) = self.namespace_limits.get(&svc.namespace).copied() {
+        let rates = self.namespace_limits.get(&svc.namespace).copied().unwrap_or_default();
+        if let Some(limit) = rates.rate_limit {
             limiters.push(self.limiter(format!("namespace {}", svc.namespace), limit));
+        }
+        if let Some(n) = rates.invocations_per_minute {
+            limiters.push(self.minute_limiter(
+                format!(
+                    "namespace {}'s quota of invocations (quota.invocations_per_minute)",
+                    svc.namespace
+                ),
+                n,
+            ));
         }
         let rollout = svc.config.rollout.as_ref();
         match rollout.and_then(|r| r.next_change_us(now_us)) {

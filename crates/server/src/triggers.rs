@@ -49,6 +49,9 @@ impl Platform {
         events: &[Event],
     ) -> Result<usize, ApiError> {
         let routing = self.routing.current().await?;
+        if let Some(&per_minute) = routing.fires_per_minute.get(namespace) {
+            self.fire_quotas.take(namespace, per_minute, events.len())?;
+        }
         let accepted: Vec<Accepted> = events
             .iter()
             .map(|event| routing.route(namespace, broker, event))
@@ -236,5 +239,43 @@ mod tests {
         assert!(waiting.await.unwrap(), "a deleted trigger wakes them too");
         stop_tx.send(()).unwrap();
         running.await.unwrap();
+    }
+}
+
+/// Each namespace's bucket for `quota.fires_per_minute`, kept while the quota stays.
+#[derive(Default)]
+pub struct FireQuotas(std::sync::Mutex<std::collections::HashMap<String, Arc<updraft_gateway::RateLimiter>>>);
+
+impl FireQuotas {
+    /// Takes `count` events from the namespace's minute, or refuses them all with 429.
+    fn take(&self, namespace: &str, per_minute: u32, count: usize) -> Result<(), ApiError> {
+        let bucket = {
+            let mut buckets = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            buckets
+                .entry(namespace.to_string())
+                .and_modify(|b| {
+                    if b.limit.per_second != per_minute {
+                        *b = Arc::new(updraft_gateway::RateLimiter::per_minute(b.scope.clone(), per_minute));
+                    }
+                })
+                .or_insert_with(|| {
+                    Arc::new(updraft_gateway::RateLimiter::per_minute(
+                        format!("namespace {namespace}'s quota of events (quota.fires_per_minute)"),
+                        per_minute,
+                    ))
+                })
+                .clone()
+        };
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        bucket.check_n(count).map_err(|wait| {
+            let when = match wait {
+                Some(wait) => format!("; retry in {} s", wait.as_secs_f64().ceil().max(1.0)),
+                None => format!("; a batch of {count} is more than a whole minute's"),
+            };
+            ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                format!("{}{when}", bucket.refusal()),
+            )
+        })
     }
 }

@@ -1200,6 +1200,10 @@ mod tests {
             }),
             log_max_age_seconds: Some(60),
             log_max_bytes: None,
+            quota: updraft_model::NamespaceQuota {
+                services: Some(3),
+                ..Default::default()
+            },
         };
         assert_eq!(
             store.set_namespace_limits("team", &limits).await.unwrap().limits,
