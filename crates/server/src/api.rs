@@ -93,7 +93,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
             axum::routing::get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
         )
         .route_layer(axum::middleware::from_fn_with_state(
-            platform.clone(),
+            platform.store.clone(),
             crate::authz::authorise,
         ))
         .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {

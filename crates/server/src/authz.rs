@@ -16,7 +16,6 @@ use subtle::ConstantTimeEq;
 use updraft_model::auth::{parse_token, Action, AuditEntry, Caller, Grant};
 use updraft_store::Store;
 
-use crate::platform::Platform;
 use crate::ApiError;
 
 /// What a route asks of the caller.
@@ -257,7 +256,7 @@ fn no_rule(method: &Method, route: &str) -> Response {
 }
 
 /// The layer in front of every route.
-pub async fn authorise(State(platform): State<Arc<Platform>>, mut request: Request, next: Next) -> Response {
+pub async fn authorise(State(store): State<Arc<dyn Store>>, mut request: Request, next: Next) -> Response {
     let Some(route) = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()) else {
         return next.run(request).await;
     };
@@ -269,7 +268,7 @@ pub async fn authorise(State(platform): State<Arc<Platform>>, mut request: Reque
     let (caller, response) = match need {
         Some(Need::Public) => return next.run(request).await,
         None => (None, no_rule(&method, &route)),
-        Some(need) => match authenticate(&*platform.store, request.headers(), now_us).await {
+        Some(need) => match authenticate(&*store, request.headers(), now_us).await {
             Err(e) => {
                 let mut response = e.into_response();
                 response.headers_mut().insert(
@@ -299,7 +298,7 @@ pub async fn authorise(State(platform): State<Arc<Platform>>, mut request: Reque
             status: response.status().as_u16(),
         };
         // Written before the answer goes out, so an answered change is in the log.
-        if let Err(e) = platform.store.append_audit(&entry).await {
+        if let Err(e) = store.append_audit(&entry).await {
             tracing::error!("cannot write the audit log: {e}");
         }
     }

@@ -12,6 +12,7 @@ mod describe;
 mod descriptors;
 mod error;
 mod extract;
+mod fire_quotas;
 mod image_api;
 mod instance_logs;
 mod instances;

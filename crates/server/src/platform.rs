@@ -79,7 +79,7 @@ pub struct Platform {
     pub(crate) event_queue: Arc<dyn DeliveryQueue>,
     /// Namespaces, brokers and triggers as of the store's last version, for routing.
     pub(crate) routing: Arc<RoutingCache>,
-    pub(crate) fire_quotas: crate::triggers::FireQuotas,
+    pub(crate) fire_quotas: crate::fire_quotas::FireQuotas,
 }
 
 /// The gateway's reports, counted into the platform's metrics, metering and access log.
