@@ -128,21 +128,74 @@ impl WasiHttpHooks for OutboundHooks {
     > {
         let host = request.uri().host().unwrap_or_default().to_string();
         let port = request.uri().port_u16();
-        let allowed = self
-            .allowed
-            .iter()
-            .any(|a| a == "*" || *a == host || port.is_some_and(|p| *a == format!("{host}:{p}")));
-        if !allowed {
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        let permit = permit(&self.allowed, &host, port);
+        match permit {
+            Permit::Denied => return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) }),
+            Permit::Local => return Box::new(async { Err(wasmtime_wasi_http::Error::DestinationIpProhibited) }),
+            Permit::Named | Permit::UnlessLocal => {}
         }
         drop(fut);
         Box::new(async move {
+            if permit == Permit::UnlessLocal {
+                let target = format!("{host}:{}", port.unwrap_or(80));
+                let addresses = tokio::net::lookup_host(target)
+                    .await
+                    .map_err(|_| wasmtime_wasi_http::Error::DestinationNotFound)?;
+                // The connection resolves the name again; a name that changes its
+                // answer in between is not caught here.
+                if addresses.into_iter().any(|a| is_local(a.ip())) {
+                    return Err(wasmtime_wasi_http::Error::DestinationIpProhibited);
+                }
+            }
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
             ))
         })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Permit {
+    /// Not among the allowed hosts.
+    Denied,
+    /// Allowed by `*` only, and on this machine.
+    Local,
+    /// Named explicitly: wherever it is, even on this machine.
+    Named,
+    /// Allowed by `*`: anywhere but this machine's loopback and link-local addresses,
+    /// where the platform's own API, gateway and other instances listen.
+    UnlessLocal,
+}
+
+fn permit(allowed: &[String], host: &str, port: Option<u16>) -> Permit {
+    let named = allowed
+        .iter()
+        .any(|a| *a == host || port.is_some_and(|p| *a == format!("{host}:{p}")));
+    if named {
+        Permit::Named
+    } else if allowed.iter().any(|a| a == "*") {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let local_name = bare.eq_ignore_ascii_case("localhost") || bare.to_ascii_lowercase().ends_with(".localhost");
+        match bare.parse::<std::net::IpAddr>() {
+            Ok(ip) if is_local(ip) => Permit::Local,
+            _ if local_name => Permit::Local,
+            _ => Permit::UnlessLocal,
+        }
+    } else {
+        Permit::Denied
+    }
+}
+
+fn is_local(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_local(IpAddr::V4(v4)),
+            None => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80,
+        },
     }
 }
 
@@ -693,9 +746,42 @@ mod tests {
             allowed: Arc::new(vec!["api.example.com".into()]),
         };
         assert_eq!(outbound(&mut other, &url).await, Err("HttpRequestDenied".to_string()));
+        let mut any = OutboundHooks {
+            allowed: Arc::new(vec!["*".into()]),
+        };
+        assert_eq!(
+            outbound(&mut any, &url).await,
+            Err("DestinationIpProhibited".to_string()),
+            "`*` does not reach this machine"
+        );
         let mut allowed = OutboundHooks {
             allowed: Arc::new(vec![format!("127.0.0.1:{port}")]),
         };
-        assert_eq!(outbound(&mut allowed, &url).await, Ok(204));
+        assert_eq!(outbound(&mut allowed, &url).await, Ok(204), "named, it does");
+    }
+
+    #[test]
+    fn a_wildcard_leaves_out_loopback_and_link_local_unless_they_are_named() {
+        let any = ["*".to_string()];
+        for host in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "localhost",
+            "api.localhost",
+            "[::1]",
+            "[::ffff:127.0.0.1]",
+            "169.254.169.254",
+            "[fe80::1]",
+            "0.0.0.0",
+        ] {
+            assert_eq!(permit(&any, host, Some(8081)), Permit::Local, "{host}");
+        }
+        assert_eq!(permit(&any, "10.0.0.5", None), Permit::UnlessLocal);
+        assert_eq!(permit(&any, "example.com", Some(443)), Permit::UnlessLocal);
+        let named = ["127.0.0.1:8081".to_string(), "localhost".to_string()];
+        assert_eq!(permit(&named, "127.0.0.1", Some(8081)), Permit::Named);
+        assert_eq!(permit(&named, "localhost", None), Permit::Named);
+        assert_eq!(permit(&named, "127.0.0.1", Some(8080)), Permit::Denied);
+        assert_eq!(permit(&[], "example.com", None), Permit::Denied);
     }
 }
