@@ -31,6 +31,9 @@ pub struct Server {
     child: Child,
     pub api: String,
     pub gateway: SocketAddr,
+    /// The admin token the server wrote at its start; none from a server older than
+    /// tokens, which takes requests without one.
+    token: Option<String>,
     _data: tempfile::TempDir,
     logs: tempfile::TempDir,
 }
@@ -110,10 +113,15 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Written before the API answers its first request.
+        let token = std::fs::read_to_string(data.path().join("admin.token"))
+            .ok()
+            .map(|t| t.trim().to_string());
         Ok(Server {
             child,
             api: format!("http://{api_addr}"),
             gateway,
+            token,
             _data: data,
             logs,
         })
@@ -129,12 +137,8 @@ impl Server {
         self._data.path()
     }
 
-    /// The admin token the server wrote at its start; none from a server older than
-    /// tokens, which takes requests without one.
     pub fn token(&self) -> Option<String> {
-        std::fs::read_to_string(self.data_dir().join("admin.token"))
-            .ok()
-            .map(|t| t.trim().to_string())
+        self.token.clone()
     }
 
     /// The header line that authenticates a raw request, or nothing.

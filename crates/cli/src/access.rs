@@ -73,6 +73,11 @@ fn read_small(path: &Path) -> Result<Option<String>, CliError> {
     Ok(Some(text))
 }
 
+/// Where contexts are kept, for the commands that write them.
+fn contexts_path() -> Result<PathBuf, CliError> {
+    config_path().ok_or_else(|| CliError::failed("no HOME or UPDRAFT_CONFIG to keep contexts in"))
+}
+
 pub fn load_contexts(path: &Path) -> Result<Contexts, CliError> {
     match read_small(path)? {
         None => Ok(Contexts::default()),
@@ -226,7 +231,7 @@ pub async fn login(args: LoginArgs, ca_cert: Option<PathBuf>, output: Output) ->
             .trim_end_matches('/')
             .to_string()
     });
-    let path = config_path().ok_or_else(|| CliError::failed("no HOME or UPDRAFT_CONFIG to keep contexts in"))?;
+    let path = contexts_path()?;
     let mut contexts = load_contexts(&path)?;
     contexts.contexts.retain(|c| c.name != name);
     contexts.contexts.push(SavedContext {
@@ -259,7 +264,7 @@ struct ContextRow<'a> {
 
 /// Lists saved contexts (never their tokens); `use` makes one current.
 pub fn contexts(select: Option<String>, output: Output) -> Result<u8, CliError> {
-    let path = config_path().ok_or_else(|| CliError::failed("no HOME or UPDRAFT_CONFIG to keep contexts in"))?;
+    let path = contexts_path()?;
     let mut saved = load_contexts(&path)?;
     if let Some(name) = select {
         if !saved.contexts.iter().any(|c| c.name == name) {

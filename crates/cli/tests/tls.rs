@@ -246,29 +246,27 @@ fn the_gateway_and_the_api_serve_https_and_http2_with_the_given_certificate() {
 
     // A context keeps the certificate it logged in with.
     let token_file = server.dir.path().join("data/admin.token");
-    let login = Command::new(BIN)
-        .args([
-            "login",
-            "--api",
-            &server.api,
-            "--token-file",
-            token_file.to_str().unwrap(),
-            "--ca-cert",
-            cert,
-        ])
-        .env("UPDRAFT_CONFIG", server.dir.path().join("contexts.yaml"))
-        .env_remove("UPDRAFT_API")
-        .env_remove("UPDRAFT_TOKEN")
-        .output()
-        .unwrap();
+    // Nothing but the saved context says where the API is and with which token.
+    let bare = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("UPDRAFT_CONFIG", server.dir.path().join("contexts.yaml"))
+            .env_remove("UPDRAFT_API")
+            .env_remove("UPDRAFT_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let login = bare(&[
+        "login",
+        "--api",
+        &server.api,
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--ca-cert",
+        cert,
+    ]);
     assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
-    let listed = Command::new(BIN)
-        .args(["services", "-o", "json"])
-        .env("UPDRAFT_CONFIG", server.dir.path().join("contexts.yaml"))
-        .env_remove("UPDRAFT_API")
-        .env_remove("UPDRAFT_TOKEN")
-        .output()
-        .unwrap();
+    let listed = bare(&["services", "-o", "json"]);
     assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
 }
 

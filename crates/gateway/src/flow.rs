@@ -1,49 +1,58 @@
 //! Rate limits: a token bucket per service and per namespace, checked before a request
 //! is routed, so a request over the limit costs no instance anything.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
 use updraft_model::annotations::RateLimit;
 
+/// How fast a bucket refills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    /// A service's or namespace's limit: requests a second, with a burst.
+    PerSecond(RateLimit),
+    /// A namespace's quota: `n` a minute, all of which may come at once (OpenWhisk's).
+    PerMinute(u32),
+}
+
 pub struct RateLimiter {
     /// What the limit belongs to, for the refusal's message (`service hello`).
     pub scope: String,
-    pub limit: RateLimit,
-    /// Per minute rather than per second (a namespace's quota).
-    pub per_minute: bool,
+    pub rate: Rate,
     bucket: DefaultDirectRateLimiter,
     clock: DefaultClock,
 }
 
 impl RateLimiter {
-    pub fn new(scope: String, limit: RateLimit) -> Self {
-        let per_second = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(limit.burst).unwrap_or(per_second);
+    pub fn new(scope: String, rate: Rate) -> Self {
+        let quota = match rate {
+            Rate::PerSecond(limit) => {
+                let per_second = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
+                let burst = NonZeroU32::new(limit.burst).unwrap_or(per_second);
+                Quota::per_second(per_second).allow_burst(burst)
+            }
+            Rate::PerMinute(n) => {
+                let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+                Quota::per_minute(n).allow_burst(n)
+            }
+        };
         RateLimiter {
             scope,
-            limit,
-            per_minute: false,
-            bucket: DefaultDirectRateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+            rate,
+            bucket: DefaultDirectRateLimiter::direct(quota),
             clock: DefaultClock::default(),
         }
     }
 
-    /// `n` a minute, all of which may come at once (OpenWhisk's per-minute quotas).
-    pub fn per_minute(scope: String, n: u32) -> Self {
-        let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-        RateLimiter {
-            scope,
-            limit: RateLimit {
-                per_second: n.get(),
-                burst: n.get(),
-            },
-            per_minute: true,
-            bucket: DefaultDirectRateLimiter::direct(Quota::per_minute(n).allow_burst(n)),
-            clock: DefaultClock::default(),
-        }
+    /// Takes a token, or tells how long until one is free.
+    pub fn check(&self) -> Result<(), Duration> {
+        self.bucket
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
     /// Takes `n` tokens at once, or tells how long until they are free (`None`: never,
@@ -61,21 +70,35 @@ impl RateLimiter {
 
     /// What a refused request is told.
     pub fn refusal(&self) -> String {
-        if self.per_minute {
-            format!("{} of {} a minute is used up", self.scope, self.limit.per_second)
-        } else {
-            format!(
+        match self.rate {
+            Rate::PerSecond(limit) => format!(
                 "{} is over its rate limit of {} requests/s (burst {})",
-                self.scope, self.limit.per_second, self.limit.burst
-            )
+                self.scope, limit.per_second, limit.burst
+            ),
+            Rate::PerMinute(n) => format!("{} of {n} a minute is used up", self.scope),
         }
     }
+}
 
-    /// Takes a token, or tells how long until one is free.
-    pub fn check(&self) -> Result<(), Duration> {
-        self.bucket
-            .check()
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+/// Limiters by scope, kept while their rate stays, so rebuilding a route (or reading a
+/// namespace's quota again) does not refill a bucket.
+#[derive(Default)]
+pub struct Limiters(HashMap<String, Arc<RateLimiter>>);
+
+impl Limiters {
+    /// The scope's limiter at `rate`: the one kept, or a new, full one if the rate
+    /// changed or there was none.
+    pub fn get(&mut self, scope: String, rate: Rate) -> Arc<RateLimiter> {
+        if let Some(kept) = self.0.get(&scope).filter(|l| l.rate == rate) {
+            return kept.clone();
+        }
+        let made = Arc::new(RateLimiter::new(scope.clone(), rate));
+        self.0.insert(scope, made.clone());
+        made
+    }
+
+    pub fn remove(&mut self, scope: &str) {
+        self.0.remove(scope);
     }
 }
 
@@ -87,10 +110,10 @@ mod tests {
     fn a_burst_passes_then_the_rate_holds() {
         let limiter = RateLimiter::new(
             "service hello".into(),
-            RateLimit {
+            Rate::PerSecond(RateLimit {
                 per_second: 1,
                 burst: 3,
-            },
+            }),
         );
         for _ in 0..3 {
             assert!(limiter.check().is_ok());
@@ -101,7 +124,7 @@ mod tests {
 
     #[test]
     fn a_per_minute_quota_takes_its_count_then_waits_for_the_minute() {
-        let limiter = RateLimiter::per_minute("namespace t's quota".into(), 2);
+        let limiter = RateLimiter::new("namespace t's quota".into(), Rate::PerMinute(2));
         assert!(limiter.check().is_ok() && limiter.check().is_ok());
         let wait = limiter.check().unwrap_err();
         assert!(
@@ -109,5 +132,22 @@ mod tests {
             "{wait:?}"
         );
         assert_eq!(limiter.refusal(), "namespace t's quota of 2 a minute is used up");
+    }
+
+    #[test]
+    fn a_kept_limiter_keeps_its_bucket_until_its_rate_changes() {
+        let mut limiters = Limiters::default();
+        let first = limiters.get("q".into(), Rate::PerMinute(1));
+        assert!(first.check().is_ok());
+        assert!(
+            limiters.get("q".into(), Rate::PerMinute(1)).check().is_err(),
+            "the same bucket"
+        );
+        assert!(
+            limiters.get("q".into(), Rate::PerMinute(2)).check().is_ok(),
+            "a new rate, a new bucket"
+        );
+        limiters.remove("q");
+        assert!(!Arc::ptr_eq(&first, &limiters.get("q".into(), Rate::PerMinute(1))));
     }
 }

@@ -16,7 +16,7 @@ mod upstream;
 
 pub use activator::{Access, ActivatorConfig, Poke, RequestObserver};
 pub use endpoints::{Endpoint, LoadSample, RevisionEndpoints, RevisionKey, RevisionLimits};
-pub use flow::RateLimiter;
+pub use flow::{Limiters, Rate, RateLimiter};
 pub use listener::{serve_connections, ConnectionLimits};
 pub use private::{GuardFuture, InvokeGuard, Trusted};
 pub use proxy::{serve, Gateway, GatewayBody};

@@ -294,6 +294,11 @@ impl TokenRecord {
     pub fn expired(&self, now_us: i64) -> bool {
         self.expires_at_us.is_some_and(|at| at <= now_us)
     }
+
+    /// An admin token that still authenticates: what must always remain.
+    pub fn is_valid_admin(&self, now_us: i64) -> bool {
+        !self.expired(now_us) && self.grants.iter().any(|g| g.role == Role::Admin)
+    }
 }
 
 /// Who is calling: the token's id and what it may do.

@@ -211,12 +211,7 @@ async fn describe_namespace(
     State(p): Shared,
     Path(NamespacePath { ns }): Path<NamespacePath>,
 ) -> Result<Json<NamespaceView>, ApiError> {
-    validate_namespace_name("namespace", &ns)?;
-    let namespace = p
-        .store
-        .namespace(&ns)
-        .await?
-        .ok_or_else(|| ApiError::from(updraft_store::StoreError::NoSuchNamespace(ns.clone())))?;
+    let namespace = p.require_namespace(&ns).await?;
     let services = p.store.services(Some(&ns)).await?;
     let mut largest_package_bytes = 0;
     for svc in &services {

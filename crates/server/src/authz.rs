@@ -170,6 +170,11 @@ fn grants_text(grants: &[Grant]) -> String {
     grants.iter().map(Grant::to_string).collect::<Vec<_>>().join(", ")
 }
 
+/// What the store keeps of a token's secret.
+pub fn secret_digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
 /// The caller behind the request's bearer token, or why there is none.
 pub async fn authenticate(store: &dyn Store, headers: &HeaderMap, now_us: i64) -> Result<Caller, ApiError> {
     let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
@@ -186,8 +191,7 @@ pub async fn authenticate(store: &dyn Store, headers: &HeaderMap, now_us: i64) -
     let invalid = || unauthorized("the token is not valid: it is unknown, revoked, or its secret is wrong");
     let record = store.token(presented.id).await?.ok_or_else(invalid)?;
     let stored = hex::decode(&record.secret_sha256).unwrap_or_default();
-    let hash = Sha256::digest(presented.secret.as_bytes());
-    if !bool::from(hash.as_slice().ct_eq(&stored)) {
+    if !bool::from(secret_digest(presented.secret).as_slice().ct_eq(&stored)) {
         return Err(invalid());
     }
     if record.expired(now_us) {
@@ -207,22 +211,25 @@ pub async fn authenticate(store: &dyn Store, headers: &HeaderMap, now_us: i64) -
 
 /// Why `caller` may not do what `need` asks, if it may not.
 pub fn refuse(caller: &Caller, need: Need, namespace: Option<&str>) -> Option<ApiError> {
-    let who = format!(
-        "token {:?} ({}, holding {})",
-        caller.token_name,
-        caller.token_id,
-        grants_text(&caller.grants)
-    );
-    let refusal = |text: String| Some(ApiError::new(StatusCode::FORBIDDEN, text));
+    // Said only on a refusal: an allowed request formats nothing.
+    let refusal = |what: String| {
+        let who = format!(
+            "token {:?} ({}, holding {})",
+            caller.token_name,
+            caller.token_id,
+            grants_text(&caller.grants)
+        );
+        Some(ApiError::new(StatusCode::FORBIDDEN, format!("{who} {what}")))
+    };
     match need {
         Need::Public | Need::Signed => None,
         Need::Admin if caller.is_admin() => None,
-        Need::Admin => refusal(format!("{who} is not an admin; this route needs an admin token")),
+        Need::Admin => refusal("is not an admin; this route needs an admin token".into()),
         Need::Somewhere(action) if caller.may_somewhere(action) => None,
-        Need::Somewhere(action) => refusal(format!("{who} may not {} any namespace", action.as_str())),
+        Need::Somewhere(action) => refusal(format!("may not {} any namespace", action.as_str())),
         Need::In(action) => match namespace {
             Some(ns) if caller.may(ns, action) => None,
-            Some(ns) => refusal(format!("{who} may not {} namespace {ns:?}", action.as_str())),
+            Some(ns) => refusal(format!("may not {} namespace {ns:?}", action.as_str())),
             None => Some(ApiError::internal("the route names no namespace to authorise")),
         },
     }

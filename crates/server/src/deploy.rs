@@ -17,7 +17,7 @@ use updraft_model::knative::DesiredService;
 use updraft_model::names::{validate_namespace_name, validate_service_name};
 use updraft_model::template::{RevisionTemplate, Source, PACKAGE_IMAGE_PREFIX, WASM_IMAGE_PREFIX};
 use updraft_model::traffic::default_traffic;
-use updraft_model::{DeploySpec, Revision, Service, ServiceConfig, StagedRevision};
+use updraft_model::{DeploySpec, Namespace, Revision, Service, ServiceConfig, StagedRevision};
 use updraft_runtime::clock::now_us;
 use updraft_store::{NewRevision, Store};
 
@@ -55,13 +55,13 @@ pub struct Deployer {
     pub(crate) applied: Applied,
 }
 
-/// Refuses a namespace that does not exist, naming it.
-pub async fn require_namespace(store: &dyn Store, namespace: &str) -> Result<(), ApiError> {
+/// The namespace, or a refusal naming the one that does not exist.
+pub async fn require_namespace(store: &dyn Store, namespace: &str) -> Result<Namespace, ApiError> {
     validate_namespace_name("namespace", namespace)?;
-    match store.namespace(namespace).await? {
-        Some(_) => Ok(()),
-        None => Err(updraft_store::StoreError::NoSuchNamespace(namespace.to_string()).into()),
-    }
+    store
+        .namespace(namespace)
+        .await?
+        .ok_or_else(|| updraft_store::StoreError::NoSuchNamespace(namespace.to_string()).into())
 }
 
 impl Deployer {

@@ -1,37 +1,23 @@
 //! Each namespace's bucket for `quota.fires_per_minute`, which broker ingress takes
 //! events from.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use axum::http::StatusCode;
-use updraft_gateway::RateLimiter;
+use updraft_gateway::{Limiters, Rate};
 
 use crate::ApiError;
 
 #[derive(Default)]
-pub struct FireQuotas(Mutex<HashMap<String, Arc<RateLimiter>>>);
+pub struct FireQuotas(Mutex<Limiters>);
 
 impl FireQuotas {
     /// Takes `count` events from the namespace's minute, or refuses them all with 429.
     pub fn take(&self, namespace: &str, per_minute: u32, count: usize) -> Result<(), ApiError> {
-        let bucket = {
-            let mut buckets = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            buckets
-                .entry(namespace.to_string())
-                .and_modify(|b| {
-                    if b.limit.per_second != per_minute {
-                        *b = Arc::new(RateLimiter::per_minute(b.scope.clone(), per_minute));
-                    }
-                })
-                .or_insert_with(|| {
-                    Arc::new(RateLimiter::per_minute(
-                        format!("namespace {namespace}'s quota of events (quota.fires_per_minute)"),
-                        per_minute,
-                    ))
-                })
-                .clone()
-        };
+        let bucket = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(
+            format!("namespace {namespace}'s quota of events (quota.fires_per_minute)"),
+            Rate::PerMinute(per_minute),
+        );
         let count = u32::try_from(count).unwrap_or(u32::MAX);
         bucket.check_n(count).map_err(|wait| {
             let when = match wait {

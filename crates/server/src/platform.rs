@@ -338,7 +338,7 @@ impl Platform {
         unpack_limits(&self.config)
     }
 
-    pub async fn require_namespace(&self, namespace: &str) -> Result<(), crate::ApiError> {
+    pub async fn require_namespace(&self, namespace: &str) -> Result<updraft_model::Namespace, crate::ApiError> {
         crate::deploy::require_namespace(&*self.store, namespace).await
     }
 

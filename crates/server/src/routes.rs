@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use updraft_gateway::{host_for, tag_host_for, HostMap, RateLimiter, RevisionEndpoints, RouteTable, ServiceRoute};
+use updraft_gateway::{host_for, tag_host_for, HostMap, Limiters, Rate, RevisionEndpoints, RouteTable, ServiceRoute};
 use updraft_model::annotations::{is_private, validate_service_annotations, RateLimit};
 use updraft_model::traffic::resolve;
 use updraft_model::{Namespace, Service};
@@ -58,7 +58,7 @@ pub struct RouteReconciler {
     /// When each service's rollout moves its shares next (µs since the epoch).
     rollouts: HashMap<ServiceKey, i64>,
     /// Kept across changes, so re-routing a service does not refill its bucket.
-    limiters: HashMap<String, Arc<RateLimiter>>,
+    limiters: Limiters,
 }
 
 impl RouteReconciler {
@@ -72,7 +72,7 @@ impl RouteReconciler {
             hosts: HostMap::new(),
             routed: HashMap::new(),
             rollouts: HashMap::new(),
-            limiters: HashMap::new(),
+            limiters: Limiters::default(),
         }
     }
 
@@ -159,24 +159,6 @@ impl RouteReconciler {
         self.table.replace(self.hosts.clone());
     }
 
-    fn minute_limiter(&mut self, scope: String, n: u32) -> Arc<RateLimiter> {
-        if let Some(existing) = self.limiters.get(&scope).filter(|l| l.limit.per_second == n) {
-            return existing.clone();
-        }
-        let made = Arc::new(RateLimiter::per_minute(scope.clone(), n));
-        self.limiters.insert(scope, made.clone());
-        made
-    }
-
-    fn limiter(&mut self, scope: String, limit: RateLimit) -> Arc<RateLimiter> {
-        if let Some(existing) = self.limiters.get(&scope).filter(|l| l.limit == limit) {
-            return existing.clone();
-        }
-        let made = Arc::new(RateLimiter::new(scope.clone(), limit));
-        self.limiters.insert(scope, made.clone());
-        made
-    }
-
     /// Builds one service's hosts: the service host splits by the traffic table, each
     /// tag host leads to its revision.
     fn route(&mut self, key: &ServiceKey, now_us: i64) {
@@ -186,19 +168,25 @@ impl RouteReconciler {
         let mut limiters = Vec::new();
         let settings = validate_service_annotations("annotations", &svc.config.annotations).unwrap_or_default();
         if let Some(limit) = settings.rate_limit {
-            limiters.push(self.limiter(format!("service {}/{}", svc.namespace, svc.name), limit));
+            limiters.push(self.limiters.get(
+                format!("service {}/{}", svc.namespace, svc.name),
+                Rate::PerSecond(limit),
+            ));
         }
         let rates = self.namespace_limits.get(&svc.namespace).copied().unwrap_or_default();
         if let Some(limit) = rates.rate_limit {
-            limiters.push(self.limiter(format!("namespace {}", svc.namespace), limit));
+            limiters.push(
+                self.limiters
+                    .get(format!("namespace {}", svc.namespace), Rate::PerSecond(limit)),
+            );
         }
         if let Some(n) = rates.invocations_per_minute {
-            limiters.push(self.minute_limiter(
+            limiters.push(self.limiters.get(
                 format!(
                     "namespace {}'s quota of invocations (quota.invocations_per_minute)",
                     svc.namespace
                 ),
-                n,
+                Rate::PerMinute(n),
             ));
         }
         let rollout = svc.config.rollout.as_ref();

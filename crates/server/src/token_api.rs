@@ -16,10 +16,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use updraft_api::requests::{AuditQuery, CreateTokenRequest};
 use updraft_model::auth::{
-    format_token, from_random, validate_grants, validate_token_name, AuditEntry, Caller, Grant, Role, TokenRecord,
+    format_token, from_random, validate_grants, validate_token_name, AuditEntry, Caller, Grant, TokenRecord,
     TOKEN_ID_ALPHABET, TOKEN_ID_LEN, TOKEN_SECRET_ALPHABET, TOKEN_SECRET_LEN,
 };
 use updraft_runtime::clock::now_us;
@@ -69,7 +68,7 @@ pub fn mint(
     let id = random_text(TOKEN_ID_ALPHABET, TOKEN_ID_LEN)?;
     let secret = random_text(TOKEN_SECRET_ALPHABET, TOKEN_SECRET_LEN)?;
     let record = TokenRecord {
-        secret_sha256: hex::encode(Sha256::digest(secret.as_bytes())),
+        secret_sha256: hex::encode(crate::authz::secret_digest(&secret)),
         id: id.clone(),
         name: name.to_string(),
         grants,
@@ -86,10 +85,7 @@ pub fn mint(
 pub async fn ensure_admin_token(store: &dyn Store, data_dir: &FsPath) -> anyhow::Result<Option<PathBuf>> {
     let now = now_us();
     let tokens = store.tokens().await?;
-    if tokens
-        .iter()
-        .any(|t| !t.expired(now) && t.grants.iter().any(|g| g.role == Role::Admin))
-    {
+    if tokens.iter().any(|t| t.is_valid_admin(now)) {
         return Ok(None);
     }
     let (text, record) = mint("admin", vec![Grant::admin()], None, now, None)?;
@@ -203,8 +199,7 @@ async fn revoke_token(State(p): Shared, Path(TokenPath { id }): Path<TokenPath>)
             name: id.clone(),
         })
     })?;
-    let valid_admin = |t: &TokenRecord| !t.expired(now) && t.grants.iter().any(|g| g.role == Role::Admin);
-    if valid_admin(record) && tokens.iter().filter(|t| valid_admin(t)).count() == 1 {
+    if record.is_valid_admin(now) && tokens.iter().filter(|t| t.is_valid_admin(now)).count() == 1 {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("token {id:?} is the last valid admin token; create another admin token before revoking it"),

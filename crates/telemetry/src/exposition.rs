@@ -138,11 +138,6 @@ mod tests {
             "# HELP updraft_requests_total Requests answered.\n# TYPE updraft_requests_total counter\nupdraft_requests_total{code=\"2xx\"} 3\n# HELP updraft_pool_size Stem cells.\n# TYPE updraft_pool_size gauge\nupdraft_pool_size 2\n# HELP build_info Build.\n# TYPE build_info gauge\nbuild_info{version=\"1\"} 1\n# HELP d Duration.\n# TYPE d histogram\nd_bucket{le=\"+Inf\"} 1\nd_sum 0.5\nd_count 1\n"
         );
     }
-}
-
-#[cfg(test)]
-mod tenant_tests {
-    use super::*;
 
     #[test]
     fn a_tenant_scrape_keeps_its_namespaces_samples_and_every_comment() {
