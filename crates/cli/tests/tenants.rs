@@ -683,16 +683,7 @@ fn login_saves_a_private_context_the_cli_then_uses() {
     server.json(&["namespace", "create", "a"]);
     let viewer = token_of(&server, "view", "viewer=a", &[]);
     let config = server.dir.path().join("home/updraft/config.yaml");
-    let bare = |args: &[&str]| {
-        Command::new(BIN)
-            .args(args)
-            .env_remove("UPDRAFT_API")
-            .env_remove("UPDRAFT_TOKEN")
-            .env("UPDRAFT_CONFIG", &config)
-            .current_dir(server.dir.path())
-            .output()
-            .unwrap()
-    };
+    let bare = |args: &[&str]| cli_with_contexts(&config, server.dir.path(), args);
     let token_file = server.dir.path().join("viewer.token");
     std::fs::write(&token_file, format!("{viewer}\n")).unwrap();
     let login = bare(&[

@@ -247,15 +247,8 @@ fn the_gateway_and_the_api_serve_https_and_http2_with_the_given_certificate() {
     // A context keeps the certificate it logged in with.
     let token_file = server.dir.path().join("data/admin.token");
     // Nothing but the saved context says where the API is and with which token.
-    let bare = |args: &[&str]| {
-        Command::new(BIN)
-            .args(args)
-            .env("UPDRAFT_CONFIG", server.dir.path().join("contexts.yaml"))
-            .env_remove("UPDRAFT_API")
-            .env_remove("UPDRAFT_TOKEN")
-            .output()
-            .unwrap()
-    };
+    let config = server.dir.path().join("contexts.yaml");
+    let bare = |args: &[&str]| cli_with_contexts(&config, server.dir.path(), args);
     let login = bare(&[
         "login",
         "--api",

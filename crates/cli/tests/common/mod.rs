@@ -328,6 +328,19 @@ pub fn http(
     })
 }
 
+/// The CLI with nothing but the contexts file at `config` to say which API and token
+/// to use (no `UPDRAFT_API`, no `UPDRAFT_TOKEN`), run in `cwd`.
+pub fn cli_with_contexts(config: &Path, cwd: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("UPDRAFT_API")
+        .env_remove("UPDRAFT_TOKEN")
+        .env("UPDRAFT_CONFIG", config)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
