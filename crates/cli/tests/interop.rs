@@ -16,15 +16,15 @@ fn the_cloudevents_python_sdk_round_trips_non_ascii_attributes_through_the_broke
     let app = server.dir.path().join("subscriber");
     std::fs::create_dir(&app).unwrap();
     std::fs::copy(fixtures().join("interop/subscriber.py"), app.join("main.py")).unwrap();
+    // Vendored into the package, as a user would: the sandboxed app sees nothing of
+    // this machine's folders but its own package.
+    for module in ["cloudevents", "deprecation.py", "packaging", "dateutil", "six.py"] {
+        copy_tree(&deps.join(module), &app.join(module));
+    }
     server.deploy(
         "sub",
         &app,
-        &[
-            "--env",
-            &format!("EVENTS_FILE={}", events.display()),
-            "--env",
-            &format!("PYTHONPATH={}", deps.display()),
-        ],
+        &["--env", &format!("EVENTS_SOCKET={}", common::record_events(&events))],
     );
     // The filter compares decoded values: only the Zürich events match.
     let out = server.cli(&[
@@ -97,4 +97,15 @@ fn the_cloudevents_python_sdk_round_trips_non_ascii_attributes_through_the_broke
         "{}",
         bad.body
     );
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::copy(from, to).unwrap();
+    }
 }

@@ -75,10 +75,15 @@ fn requests_held_for_a_deleted_service_are_answered_at_once_with_404() {
 #[test]
 fn a_crash_looping_revision_backs_off_says_why_and_recovers() {
     let server = Server::start(&[]);
-    let (tmp, app) = fixture("python");
-    let marker = tmp.path().join("crash");
-    let env = format!("CRASH_IF_EXISTS={}", marker.display());
-    server.deploy("crashy", &app, &["--env", &env, "--scale-to-zero-after", "1s"]);
+    let (_tmp, app) = fixture("python");
+    // The sandboxed app sees its own revision's folder (as its working directory), and
+    // nothing else of this machine's that a test could write.
+    server.deploy(
+        "crashy",
+        &app,
+        &["--env", "CRASH_IF_EXISTS=crash", "--scale-to-zero-after", "1s"],
+    );
+    let marker = server.data.join("revisions/default/crashy-00001/crash");
     server.wait_service("crashy", "scale to zero", Duration::from_secs(20), |s| ready(s) == 0);
     std::fs::write(&marker, "").unwrap();
     let starts = || {

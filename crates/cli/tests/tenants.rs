@@ -805,7 +805,7 @@ fn a_private_service_answers_only_invokers_of_its_namespace_and_the_platform() {
     }
     let (tmp, app) = fixture("python");
     let events = tmp.path().join("events.jsonl");
-    let env = format!("EVENTS_FILE={}", events.display());
+    let env = format!("EVENTS_SOCKET={}", common::record_events(&events));
     server.json(&[
         "deploy",
         "inner",

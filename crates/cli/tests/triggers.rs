@@ -33,7 +33,7 @@ fn now() -> f64 {
 
 fn deploy_subscriber(server: &Server, name: &str, events: &Path, extra: &[&str]) {
     let (_dir, app) = fixture("python");
-    let env = format!("EVENTS_FILE={}", events.display());
+    let env = format!("EVENTS_SOCKET={}", common::record_events(events));
     let mut args = vec!["--env", env.as_str()];
     args.extend(extra);
     server.deploy(name, &app, &args);

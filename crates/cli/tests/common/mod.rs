@@ -453,7 +453,46 @@ pub fn ready(service: &serde_json::Value) -> u64 {
     service["ready_instances"].as_u64().unwrap()
 }
 
-/// CloudEvents the python fixture recorded in its `EVENTS_FILE`, one JSON object each.
+/// The `EVENTS_SOCKET` for an app that is to record what it receives in `file`: the
+/// name of an abstract Unix socket this test listens on. A sandboxed app can write no
+/// file the test could read, and reach no loopback port but the gateway's, so it
+/// sends each record here and waits for the test to have appended it.
+pub fn record_events(file: &Path) -> String {
+    use std::os::linux::net::SocketAddrExt;
+    static RECORDERS: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut recorders = RECORDERS.lock().unwrap();
+    if let Some((_, name)) = recorders.iter().find(|(f, _)| f == file) {
+        return name.clone();
+    }
+    let name = format!("updraft-test-events-{}-{}", std::process::id(), recorders.len());
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind_addr(&address).unwrap();
+    let path = file.to_path_buf();
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            let Ok(mut connection) = connection else { continue };
+            let mut record = Vec::new();
+            let mut byte = [0u8; 1];
+            // One line per connection; the reply says it is on disk.
+            while connection.read(&mut byte).is_ok_and(|n| n == 1) && byte[0] != b'\n' {
+                record.push(byte[0]);
+            }
+            record.push(b'\n');
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            out.write_all(&record).unwrap();
+            let _ = connection.write_all(b"ok\n");
+        }
+    });
+    recorders.push((file.to_path_buf(), name.clone()));
+    name
+}
+
+/// CloudEvents the python fixture recorded through [`record_events`], one JSON object
+/// each.
 pub fn recorded_events(file: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(file)
         .unwrap_or_default()
