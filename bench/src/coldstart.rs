@@ -19,6 +19,8 @@ use crate::stats::{summarize, Summary};
 struct Row {
     kind: String,
     services: usize,
+    /// The server's `--sandbox` (`on` confines each instance, `off` does not).
+    sandbox: String,
     updraft: Summary,
     direct: Summary,
     /// Updraft's mean over the direct mean.
@@ -50,9 +52,9 @@ fn simultaneously(
         .collect()
 }
 
-fn through_updraft(updraft: &Path, app: &App, n: usize) -> anyhow::Result<Vec<f64>> {
+fn through_updraft(updraft: &Path, app: &App, n: usize, sandbox: &str) -> anyhow::Result<Vec<f64>> {
     let dir = app.dir.to_str().context("app path is not UTF-8")?.to_string();
-    let server = Server::start(updraft)?;
+    let server = Server::start_with_env(updraft, &[("UPDRAFT_SANDBOX", sandbox)])?;
     cold_starts(&server, updraft, &[dir], n, 0)
 }
 
@@ -184,7 +186,13 @@ fn direct_round(app: &App, n: usize) -> anyhow::Result<Vec<f64>> {
     times
 }
 
-pub fn run(updraft: &Path, out: &Path, sizes: &[usize], kinds: &[String]) -> anyhow::Result<()> {
+pub fn run(
+    updraft: &Path,
+    out: &Path,
+    sizes: &[usize],
+    kinds: &[String],
+    sandbox_modes: &[String],
+) -> anyhow::Result<()> {
     if !updraft.exists() {
         bail!(
             "{} not found; build it with `cargo build --release -p updraft`",
@@ -194,44 +202,48 @@ pub fn run(updraft: &Path, out: &Path, sizes: &[usize], kinds: &[String]) -> any
     let work = tempfile::tempdir()?;
     let mut rows = Vec::new();
     println!(
-        "{:<7} {:>4} | {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} {:>9} | {:>6}",
-        "app", "N", "mean", "p50", "p99", "min", "max", "mean", "p50", "p99", "min", "max", "ratio"
+        "{:<7} {:>4} {:>7} | {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} {:>9} | {:>6}",
+        "app", "N", "sandbox", "mean", "p50", "p99", "min", "max", "mean", "p50", "p99", "min", "max", "ratio"
     );
     println!(
-        "{:<12} | {:^49} | {:^49} |",
+        "{:<20} | {:^49} | {:^49} |",
         "", "through updraft (ms)", "started directly (ms)"
     );
     for kind in kinds {
         let app = build(kind, work.path())?;
         for &n in sizes {
-            let updraft_ms = through_updraft(updraft, &app, n)?;
             let direct_ms = directly(&app, n)?;
-            let (u, d) = (summarize(&updraft_ms), summarize(&direct_ms));
-            let row = Row {
-                kind: kind.clone(),
-                services: n,
-                ratio_mean: u.mean_ms / d.mean_ms,
-                ratio_p50: u.p50_ms / d.p50_ms,
-                updraft: u,
-                direct: d,
-            };
-            println!(
-                "{:<7} {:>4} | {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} | {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} | {:>6.2}",
-                row.kind,
-                n,
-                row.updraft.mean_ms,
-                row.updraft.p50_ms,
-                row.updraft.p99_ms,
-                row.updraft.min_ms,
-                row.updraft.max_ms,
-                row.direct.mean_ms,
-                row.direct.p50_ms,
-                row.direct.p99_ms,
-                row.direct.min_ms,
-                row.direct.max_ms,
-                row.ratio_mean
-            );
-            rows.push(row);
+            for sandbox in sandbox_modes {
+                let updraft_ms = through_updraft(updraft, &app, n, sandbox)?;
+                let (u, d) = (summarize(&updraft_ms), summarize(&direct_ms));
+                let row = Row {
+                    kind: kind.clone(),
+                    services: n,
+                    sandbox: sandbox.clone(),
+                    ratio_mean: u.mean_ms / d.mean_ms,
+                    ratio_p50: u.p50_ms / d.p50_ms,
+                    updraft: u,
+                    direct: d,
+                };
+                println!(
+                    "{:<7} {:>4} {:>7} | {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} | {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} | {:>6.2}",
+                    row.kind,
+                    n,
+                    row.sandbox,
+                    row.updraft.mean_ms,
+                    row.updraft.p50_ms,
+                    row.updraft.p99_ms,
+                    row.updraft.min_ms,
+                    row.updraft.max_ms,
+                    row.direct.mean_ms,
+                    row.direct.p50_ms,
+                    row.direct.p99_ms,
+                    row.direct.min_ms,
+                    row.direct.max_ms,
+                    row.ratio_mean
+                );
+                rows.push(row);
+            }
         }
     }
     let path = out.join("coldstart.json");

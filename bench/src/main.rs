@@ -44,6 +44,10 @@ enum Scenario {
         /// Comma-separated app kinds: python, node, java, static.
         #[arg(long, value_delimiter = ',', default_value = "python,java")]
         kinds: Vec<String>,
+        /// Comma-separated `--sandbox` modes of the server, each measured in the same
+        /// run against the same direct starts: `on,off` gives the sandbox's cost.
+        #[arg(long, value_delimiter = ',', default_value = "auto")]
+        sandbox: Vec<String>,
     },
     /// Requests/s and latency of the warm path: an instance called directly, through
     /// Updraft's gateway, and through nginx as a reverse proxy, in the same run.
@@ -167,7 +171,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     std::fs::create_dir_all(&cli.out)?;
     match cli.scenario {
-        Scenario::Coldstart { sizes, kinds } => coldstart::run(&cli.updraft, &cli.out, &sizes, &kinds),
+        Scenario::Coldstart { sizes, kinds, sandbox } => {
+            coldstart::run(&cli.updraft, &cli.out, &sizes, &kinds, &sandbox)
+        }
         Scenario::Proxy {
             connections,
             seconds,

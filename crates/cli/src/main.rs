@@ -197,6 +197,39 @@ enum NamespaceCommand {
     Limits(manage::NamespaceLimitsArgs),
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SandboxMode {
+    Auto,
+    On,
+    Off,
+}
+
+/// What `updraft` runs as the sandbox when `updraft-sandbox` is not beside it (as
+/// after `cargo run -p updraft`): the same code, paying this larger binary's start.
+const SANDBOX_ARG: &str = "__sandbox";
+
+/// The sandbox command, when instances are to be confined.
+fn sandbox_command(mode: SandboxMode) -> anyhow::Result<Option<Vec<PathBuf>>> {
+    // SAFETY: geteuid only reads the process's credentials.
+    let root = unsafe { libc::geteuid() } == 0;
+    match mode {
+        SandboxMode::Off => Ok(None),
+        SandboxMode::Auto if !root => Ok(None),
+        SandboxMode::On if !root => {
+            anyhow::bail!("--sandbox on needs the server to run as root (it gives each namespace a uid of its own)")
+        }
+        _ => {
+            let this = std::env::current_exe()?;
+            let small = this.with_file_name("updraft-sandbox");
+            Ok(Some(if small.is_file() {
+                vec![small]
+            } else {
+                vec![this, SANDBOX_ARG.into()]
+            }))
+        }
+    }
+}
+
 #[derive(Args)]
 struct ServerArgs {
     /// Where the store, packages and logs live.
@@ -213,6 +246,11 @@ struct ServerArgs {
     /// otherwise: tokens would cross the network in the clear).
     #[arg(long, env = "UPDRAFT_INSECURE")]
     insecure: bool,
+    /// Confine code packages and function runtimes (own uid per namespace, mount and
+    /// PID namespaces, no capabilities, seccomp, no access to this machine's other
+    /// ports). `auto` is on when the server runs as root, which confining needs.
+    #[arg(long, env = "UPDRAFT_SANDBOX", value_enum, default_value = "auto")]
+    sandbox: SandboxMode,
     /// Where the gateway listens for service traffic.
     #[arg(long, env = "UPDRAFT_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
     gateway_addr: SocketAddr,
@@ -436,18 +474,28 @@ fn become_instance() -> ExitCode {
             return ExitCode::from(exit::FAILED);
         }
     };
-    let error = std::process::Command::new(&order.program)
+    let mut command = std::process::Command::new(&order.program);
+    command
         .args(&order.args)
         .env_clear()
         .envs(order.env)
         .current_dir(&order.cwd)
-        .stdin(std::process::Stdio::null())
-        .exec();
+        .stdin(std::process::Stdio::null());
+    // In a sandbox the stem is root until now, able only to become its namespace's
+    // user; std drops the supplementary groups with it.
+    if let (Some(uid), Some(gid)) = (order.uid, order.gid) {
+        command.uid(uid).gid(gid);
+    }
+    let error = command.exec();
     eprintln!("cannot start {}: {error}", order.program.display());
     ExitCode::from(127)
 }
 
 fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == SANDBOX_ARG) {
+        std::process::exit(updraft_sandbox::run(args));
+    }
     let cli = Cli::parse();
     if matches!(cli.command, Command::Stem) {
         return become_instance();
@@ -508,6 +556,8 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<u8> {
     let config = updraft_server::ServerConfig {
         tls,
         insecure: args.insecure,
+        sandbox: sandbox_command(args.sandbox)?,
+        sandbox_slots: updraft_server::ServerConfig::default().sandbox_slots,
         data_dir: args.data_dir,
         gateway_addr: args.gateway_addr,
         api_addr: args.api_addr,

@@ -18,6 +18,7 @@ pub mod package;
 mod ports;
 mod probe;
 mod process;
+pub mod sandbox;
 mod seccomp;
 mod spawner;
 pub mod wasm;

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use crate::cgroup::{Cgroups, InstanceCgroup, Layout};
 use crate::instance::{ExitInfo, Instance, InstanceControl};
 use crate::logs::{capture, LogSink, LogTail};
 use crate::oci::{ContainerControl, ContainerSpec, Containers};
+use crate::sandbox::{Identity, Sandbox};
 use crate::{InstanceSpec, Language, PortAllocator, Runtime, RuntimeError, Workload};
 
 /// Variables passed from the server's environment to instances, so interpreters are
@@ -52,6 +54,8 @@ pub struct ProcessRuntime {
     languages: Mutex<HashSet<Language>>,
     /// runc and its directories, once OCI images are on.
     containers: Option<Containers>,
+    /// Confines code packages and function runtimes, once on.
+    sandbox: Option<Arc<Sandbox>>,
 }
 
 /// A pre-warmed generic instance: a process already started in its process group and
@@ -100,6 +104,11 @@ pub struct StemOrder {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
+    /// Who to become first: a sandboxed stem cell is root until it is bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
 }
 
 impl ProcessRuntime {
@@ -118,14 +127,50 @@ impl ProcessRuntime {
             function_stems: Mutex::new(HashMap::new()),
             languages: Mutex::new(HashSet::new()),
             containers: None,
+            sandbox: None,
         })
+    }
+
+    /// Runs code packages, function runtimes and stem cells inside `sandbox`.
+    pub fn with_sandbox(mut self, sandbox: Arc<Sandbox>) -> Self {
+        self.sandbox = Some(sandbox);
+        self
+    }
+
+    /// The sandboxed identity of `spec`'s namespace, with its revision handed to it.
+    fn identity(&self, spec: &InstanceSpec) -> Result<Option<Identity>, RuntimeError> {
+        let Some(sandbox) = &self.sandbox else {
+            return Ok(None);
+        };
+        let identity = sandbox.identity(&spec.namespace)?;
+        sandbox.hand_over(identity, &spec.workdir)?;
+        Ok(Some(identity))
+    }
+
+    /// `command` as a process, inside the sandbox when there is one.
+    fn command(&self, command: &[String], identity: Option<Identity>, workdir: Option<&Path>) -> std::process::Command {
+        match &self.sandbox {
+            Some(sandbox) => sandbox.command(command, identity, workdir),
+            None => {
+                let mut cmd = std::process::Command::new(&command[0]);
+                cmd.args(&command[1..]);
+                if let Some(dir) = workdir {
+                    cmd.current_dir(dir);
+                }
+                cmd
+            }
+        }
     }
 
     /// Writes the Python and Node shims under `dir` and turns the function pools on.
     pub fn with_function_runtimes(mut self, dir: PathBuf) -> std::io::Result<Self> {
         fs::create_dir_all(&dir)?;
+        // Read by instances, which run as other users in a sandbox.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
         for language in [Language::Python, Language::Node] {
-            fs::write(dir.join(shim_name(language)), shim(language))?;
+            let path = dir.join(shim_name(language));
+            fs::write(&path, shim(language))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
         }
         self.shims = Some(dir);
         Ok(self)
@@ -249,14 +294,9 @@ impl ProcessRuntime {
             _ => Some(self.cgroups.create(&id, crate::cgroup::Limits::default())?),
         };
         let (orders_in, orders) = std::io::pipe()?;
-        let mut cmd = std::process::Command::new(&command[0]);
-        cmd.args(&command[1..])
-            .env_clear()
-            .envs(
-                INHERITED_ENV
-                    .iter()
-                    .filter_map(|n| std::env::var(n).ok().map(|v| (*n, v))),
-            )
+        let mut cmd = self.command(command, None, None);
+        cmd.env_clear()
+            .envs(self.inherited_env())
             .stdin(orders_in)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -284,12 +324,22 @@ impl ProcessRuntime {
         })
     }
 
-    /// The instance's environment: the inherited allowlist, the user's, the contract's.
-    fn environment(spec: &InstanceSpec, port: u16) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = INHERITED_ENV
+    /// The server's variables an instance gets; a sandboxed one has its home and
+    /// temporary files in its private `/tmp`, and only the `PATH` it can use.
+    fn inherited_env(&self) -> Vec<(String, String)> {
+        INHERITED_ENV
             .iter()
-            .filter_map(|name| std::env::var(name).ok().map(|v| (name.to_string(), v)))
-            .collect();
+            .filter_map(|name| match (*name, &self.sandbox) {
+                ("HOME" | "TMPDIR", Some(_)) => Some((name.to_string(), "/tmp".to_string())),
+                ("PATH", Some(sandbox)) => Some((name.to_string(), sandbox.path().to_string())),
+                _ => std::env::var(name).ok().map(|v| (name.to_string(), v)),
+            })
+            .collect()
+    }
+
+    /// The instance's environment: the inherited allowlist, the user's, the contract's.
+    fn environment(&self, spec: &InstanceSpec, port: u16) -> Vec<(String, String)> {
+        let mut env = self.inherited_env();
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.extend(spec.contract_env(port).into_iter().map(|(k, v)| (k.to_string(), v)));
         env
@@ -309,11 +359,20 @@ impl ProcessRuntime {
                 return Err(e.into());
             }
         }
+        let identity = match self.identity(spec) {
+            Ok(identity) => identity,
+            Err(e) => {
+                stem.discard();
+                return Err(e);
+            }
+        };
         let order = StemOrder {
             program: resolve_program(&spec.command[0], &spec.workdir),
             args: spec.command[1..].to_vec(),
-            env: Self::environment(spec, port),
+            env: self.environment(spec, port),
             cwd: spec.workdir.clone(),
+            uid: identity.map(|id| id.uid),
+            gid: identity.map(|id| id.gid),
         };
         let mut line = serde_json::to_vec(&order).map_err(std::io::Error::other)?;
         line.push(b'\n');
@@ -327,6 +386,7 @@ impl ProcessRuntime {
         let _ = fs::rename(&stem.pid_file, &pid_file);
         tracing::debug!(stem = %stem.id, instance = %spec.id, "stem cell bound");
         Ok(Started {
+            pid: self.program_pid(&stem.child),
             child: stem.child,
             cgroup: stem.cgroup,
             pid_file,
@@ -452,11 +512,7 @@ impl Runtime for ProcessRuntime {
         let stems = self.stems.lock().unwrap_or_else(|p| p.into_inner());
         let functions = self.function_stems.lock().unwrap_or_else(|p| p.into_inner());
         let all: Vec<&Stem> = stems.iter().chain(functions.values().flatten()).collect();
-        let memory = all
-            .iter()
-            .filter_map(|s| s.child.id())
-            .map(|pid| resident_bytes(pid as i32))
-            .sum();
+        let memory = all.iter().map(|s| s.resident_bytes()).sum();
         (all.len(), memory)
     }
 
@@ -490,12 +546,23 @@ impl Runtime for ProcessRuntime {
 /// A process that is to be an instance, however it was started.
 struct Started {
     child: tokio::process::Child,
+    /// The program's pid: in a sandbox not the child's, which is the sandbox's waiter.
+    pid: u32,
     cgroup: Option<InstanceCgroup>,
     pid_file: PathBuf,
     from_pool: bool,
 }
 
 impl Stem {
+    /// The memory of every process of the stem cell: in a sandbox, the one the server
+    /// forked is only the sandbox's waiter.
+    fn resident_bytes(&self) -> u64 {
+        match &self.cgroup {
+            Some(cgroup) => cgroup.pids().into_iter().map(resident_bytes).sum(),
+            None => self.child.id().map_or(0, |pid| resident_bytes(pid as i32)),
+        }
+    }
+
     /// Stops an unused stem cell and removes its group.
     fn discard(mut self) {
         let _ = self.child.start_kill();
@@ -552,12 +619,20 @@ impl ProcessRuntime {
                 }
             },
         };
-        let program = resolve_program(&spec.command[0], &spec.workdir);
-        let mut cmd = std::process::Command::new(&program);
-        cmd.args(&spec.command[1..])
-            .current_dir(&spec.workdir)
-            .env_clear()
-            .envs(Self::environment(spec, port))
+        let identity = match self.identity(spec) {
+            Ok(identity) => identity,
+            Err(e) => {
+                if let Some(c) = &cgroup {
+                    c.remove();
+                }
+                return Err(e);
+            }
+        };
+        let mut command = spec.command.clone();
+        command[0] = resolve_program(&spec.command[0], &spec.workdir).display().to_string();
+        let mut cmd = self.command(&command, identity, Some(&spec.workdir));
+        cmd.env_clear()
+            .envs(self.environment(spec, port))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -577,11 +652,20 @@ impl ProcessRuntime {
         let pid_file = self.run_dir.join(format!("{}.pid", spec.id));
         fs::write(&pid_file, format!("{pid} {}\n", start_time(pid as i32).unwrap_or(0)))?;
         Ok(Started {
+            pid: self.program_pid(&child),
             child,
             cgroup,
             pid_file,
             from_pool: false,
         })
+    }
+
+    fn program_pid(&self, child: &tokio::process::Child) -> u32 {
+        let forked = child.id().unwrap_or(0);
+        match &self.sandbox {
+            Some(_) => crate::sandbox::program_pid(forked).unwrap_or(forked),
+            None => forked,
+        }
     }
 
     /// Captures a started process's output and watches its exit.
@@ -638,6 +722,7 @@ impl ProcessRuntime {
         });
         let started = Started {
             child,
+            pid,
             cgroup: Some(cgroup),
             pid_file,
             from_pool: false,
@@ -657,9 +742,9 @@ impl ProcessRuntime {
             mut child,
             cgroup,
             from_pool,
+            pid,
             ..
         } = started;
-        let pid = child.id().unwrap_or(0);
         let log = self.logs.open(&spec)?;
         let tail = Arc::new(LogTail::default());
         let stdout = child.stdout.take().expect("stdout is piped");

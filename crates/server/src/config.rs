@@ -48,6 +48,11 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::TlsFiles>,
     /// Serve the API in the clear on a non-loopback address all the same.
     pub insecure: bool,
+    /// The command (`updraft-sandbox`) code packages and function runtimes run in;
+    /// none runs them as the server's user, unconfined.
+    pub sandbox: Option<Vec<PathBuf>>,
+    /// Where servers of this machine lock their block of sandbox uids.
+    pub sandbox_slots: PathBuf,
 }
 
 impl ServerConfig {
@@ -89,6 +94,8 @@ impl Default for ServerConfig {
             upstream: UpstreamPool::default(),
             tls: None,
             insecure: false,
+            sandbox: None,
+            sandbox_slots: PathBuf::from("/run/updraft/uid-blocks"),
         }
     }
 }

@@ -13,6 +13,7 @@ mod descriptors;
 mod error;
 mod extract;
 mod fire_quotas;
+mod firewall;
 mod image_api;
 mod instance_logs;
 mod instances;

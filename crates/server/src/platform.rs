@@ -11,6 +11,7 @@ use updraft_gateway::{Access, Gateway, Poke, RequestObserver, RevisionEndpoints,
 use updraft_runtime::clock::now_us;
 use updraft_runtime::image::ImageStore;
 use updraft_runtime::oci::Containers;
+use updraft_runtime::sandbox::Sandbox;
 use updraft_runtime::wasm::WasmRuntime;
 use updraft_runtime::{ProcessRuntime, Runtime, Runtimes};
 use updraft_store::{EventStore, Snapshot, SqliteStore, Store};
@@ -63,6 +64,8 @@ pub struct Platform {
     /// Held for the server's life: a second server on the same data directory would
     /// reap this one's instances at its start.
     _data_dir_lock: fs::File,
+    /// Confines code packages and function runtimes, when on.
+    pub sandbox: Option<Arc<Sandbox>>,
     pub(crate) locks: Arc<ServiceLocks>,
     pub deployer: Arc<Deployer>,
     pub instances: Arc<Instances>,
@@ -186,6 +189,28 @@ impl Platform {
         if !config.pool.stem_command.is_empty() && config.pool.max_memory_bytes > 0 {
             process = process.with_stems(config.pool.stem_command.clone());
         }
+        let sandbox = match &config.sandbox {
+            Some(command) => {
+                let mut shown = vec![paths.revisions.clone(), paths.root.join("shims")];
+                // The sandbox's /tmp is its own: a server run from there needs its
+                // binary shown for the stem cells to start.
+                shown.extend(
+                    config
+                        .pool
+                        .stem_command
+                        .first()
+                        .filter(|p| p.starts_with("/tmp"))
+                        .cloned(),
+                );
+                let sandbox = Sandbox::new(command.clone(), &paths.root, shown, &config.sandbox_slots)
+                    .context("preparing the sandbox")?;
+                Some(Arc::new(sandbox))
+            }
+            None => None,
+        };
+        if let Some(sandbox) = &sandbox {
+            process = process.with_sandbox(sandbox.clone());
+        }
         let containers = Containers::new(config.runc.clone(), &paths.root.join("containers"))?;
         let process = process
             .with_function_runtimes(paths.root.join("shims"))?
@@ -270,6 +295,7 @@ impl Platform {
             gateway,
             cgroup_version,
             _data_dir_lock: data_dir_lock,
+            sandbox,
             locks,
             deployer,
             instances,

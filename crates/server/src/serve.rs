@@ -40,6 +40,13 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
         node_revisions,
     } = Platform::open(config).await?;
     let admin_token = crate::token_api::ensure_admin_token(&*platform.store, &platform.config.data_dir).await?;
+    let firewall = match &platform.sandbox {
+        Some(sandbox) => {
+            let ports = [gateway_listener.local_addr()?.port(), api_listener.local_addr()?.port()];
+            Some(crate::firewall::Firewall::install(sandbox.uids(), &ports)?)
+        }
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -135,13 +142,17 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     // Not println!: a closed stdout (a pipe whose reader is gone) must not panic.
     let _ = writeln!(
         std::io::stdout(),
-        "updraft is up: gateway {scheme}://{} (services at {scheme}://{{service}}.{{namespace}}.{}:{}), API {scheme}://{}, data {}, cgroup {}",
+        "updraft is up: gateway {scheme}://{} (services at {scheme}://{{service}}.{{namespace}}.{}:{}), API {scheme}://{}, data {}, cgroup {}, {}",
         config.gateway_addr,
         config.domain,
         config.gateway_addr.port(),
         config.api_addr,
         config.data_dir.display(),
         platform.cgroup_version,
+        match &platform.sandbox {
+            Some(sandbox) => format!("instances sandboxed as uids {}-{}", sandbox.uids().0, sandbox.uids().1),
+            None => "instances NOT sandboxed (run as root to confine them)".to_string(),
+        },
     );
     if let Some(path) = admin_token {
         let path = std::fs::canonicalize(&path).unwrap_or(path);
@@ -204,5 +215,7 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
             stops.await;
         }
     }
+    // Removed only once no instance is left that it kept in.
+    drop(firewall);
     Ok(())
 }

@@ -3,7 +3,8 @@
 // `node node.mjs HANDLER` loads HANDLER (a file, or a folder with index.mjs, index.js
 // or its package.json "main") and serves it on $PORT. With `--stem` it is a stem cell:
 // Node and the server are loaded, and it waits for one JSON line on stdin
-// ({"args": [HANDLER], "env": [[k, v], ...], "cwd": DIR}) before loading the handler.
+// ({"args": [HANDLER], "env": [[k, v], ...], "cwd": DIR}, and in a sandbox "uid" and
+// "gid" to become) before loading the handler.
 //
 // The handler is the module's default export, `async function (request)`. `request`
 // has method, path, query (an object), headers (lower-case names), body (a Buffer) and
@@ -80,6 +81,12 @@ async function main() {
     const line = await new Promise((resolve) => lines.once("line", resolve));
     lines.close();
     const order = JSON.parse(line);
+    if (order.uid !== undefined) {
+      // Sandboxed, the stem is root able only to become its namespace's user.
+      process.setgroups([]);
+      process.setgid(order.gid);
+      process.setuid(order.uid);
+    }
     for (const key of Object.keys(process.env)) delete process.env[key];
     Object.assign(process.env, Object.fromEntries(order.env));
     process.chdir(order.cwd);

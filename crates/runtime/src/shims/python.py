@@ -3,8 +3,9 @@
 Started as `python3 -u python.py HANDLER` it loads HANDLER (a .py file, or a folder
 with main.py or handler.py) and serves it on $PORT. Started with `--stem` it is a
 stem cell: the interpreter and the server's modules are loaded, and it waits for one
-JSON line on stdin ({"args": [HANDLER], "env": [[k, v], ...], "cwd": DIR}) before
-loading the handler, so a cold start skips the interpreter's own start-up.
+JSON line on stdin ({"args": [HANDLER], "env": [[k, v], ...], "cwd": DIR}, and in
+a sandbox "uid" and "gid" to become) before loading the handler, so a cold start
+skips the interpreter's own start-up.
 
 The handler is `def handle(request)`. `request` has method, path, query (a dict of
 the first value of each parameter), headers (lower-case names), body (bytes) and
@@ -126,6 +127,11 @@ def main():
     sys.modules["updraft"] = types.SimpleNamespace(Response=Response, Request=Request)
     if sys.argv[1:] == ["--stem"]:
         order = json.loads(sys.stdin.readline())
+        if "uid" in order:
+            # Sandboxed, the stem is root able only to become its namespace's user.
+            os.setgroups([])
+            os.setgid(order["gid"])
+            os.setuid(order["uid"])
         os.environ.clear()
         os.environ.update(dict(order["env"]))
         os.chdir(order["cwd"])
