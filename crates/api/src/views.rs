@@ -54,6 +54,9 @@ pub struct NamespaceUsage {
     pub services: usize,
     /// The largest package or component its revisions run, in bytes.
     pub largest_package_bytes: u64,
+    /// What its instances running now hold, against the quotas on them.
+    #[serde(default)]
+    pub running: updraft_model::RunningUse,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -80,7 +80,8 @@ pub struct TrafficArgs {
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("change").required(true).multiple(true)
     .args(["rate_limit", "log_max_age", "log_max_size", "quota_services", "quota_invocations_per_minute",
-        "quota_fires_per_minute", "quota_package_size", "clear"])))]
+        "quota_fires_per_minute", "quota_package_size", "quota_instances", "quota_memory", "quota_cpu",
+        "clear"])))]
 pub struct NamespaceLimitsArgs {
     name: String,
     /// Requests per second all the namespace's services take together (0 removes it).
@@ -108,9 +109,21 @@ pub struct NamespaceLimitsArgs {
     /// 50Mi; 0 removes it).
     #[arg(long, value_name = "SIZE")]
     quota_package_size: Option<String>,
+    /// Quota: instances running at once, of all its services (0 removes it).
+    #[arg(long, value_name = "N")]
+    quota_instances: Option<u32>,
+    /// Quota: the memory limits of its running instances, added up (e.g. 2Gi; 0
+    /// removes it). With it, every service needs --memory.
+    #[arg(long, value_name = "SIZE")]
+    quota_memory: Option<String>,
+    /// Quota: the CPU limits of its running instances, added up (e.g. 2 or 500m; 0
+    /// removes it). With it, every service needs --cpu.
+    #[arg(long, value_name = "CPU")]
+    quota_cpu: Option<String>,
     /// Remove all of the namespace's limits.
     #[arg(long, conflicts_with_all = ["rate_limit", "log_max_age", "log_max_size", "quota_services",
-        "quota_invocations_per_minute", "quota_fires_per_minute", "quota_package_size"])]
+        "quota_invocations_per_minute", "quota_fires_per_minute", "quota_package_size", "quota_instances",
+        "quota_memory", "quota_cpu"])]
     clear: bool,
 }
 
@@ -239,6 +252,7 @@ pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, out
         (&mut quota.services, args.quota_services),
         (&mut quota.invocations_per_minute, args.quota_invocations_per_minute),
         (&mut quota.fires_per_minute, args.quota_fires_per_minute),
+        (&mut quota.instances, args.quota_instances),
     ] {
         if let Some(n) = given {
             *cap = (n > 0).then_some(n);
@@ -248,6 +262,19 @@ pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, out
         let bytes = updraft_model::quantity::parse_bytes("--quota-package-size", size)
             .map_err(|e| usage_error(e.to_string()))?;
         quota.package_bytes = (bytes > 0).then_some(bytes);
+    }
+    if let Some(size) = &args.quota_memory {
+        let bytes =
+            updraft_model::quantity::parse_bytes("--quota-memory", size).map_err(|e| usage_error(e.to_string()))?;
+        quota.memory_bytes = (bytes > 0).then_some(bytes);
+    }
+    if let Some(cpu) = &args.quota_cpu {
+        quota.cpu_millis = match cpu.trim() {
+            "0" => None,
+            text => {
+                Some(updraft_model::quantity::parse_cpu("--quota-cpu", text).map_err(|e| usage_error(e.to_string()))?)
+            }
+        };
     }
     let ns = client.set_namespace_limits(&args.name, &limits).await?;
     if !print_structured(&ns, output) {
@@ -397,6 +424,18 @@ pub async fn namespace_show(name: &str, client: &ApiClient, output: Output) -> R
         usage.largest_package_bytes,
         cap(quota.package_bytes)
     );
+    let running = usage.running;
+    for (name, used, quota) in [
+        (
+            "instances",
+            u64::from(running.instances),
+            quota.instances.map(u64::from),
+        ),
+        ("memory_bytes", running.memory_bytes, quota.memory_bytes),
+        ("cpu_millis", running.cpu_millis, quota.cpu_millis.map(u64::from)),
+    ] {
+        println!("{:<24} {:>12} {:>12}", name, used, cap(quota));
+    }
     println!(
         "{:<24} {:>12} {:>12}",
         "invocations_per_minute",

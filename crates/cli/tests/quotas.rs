@@ -98,3 +98,108 @@ fn quotas_refuse_past_their_value_and_name_themselves() {
     ]);
     server.json(&["deploy", "b", "--wasm", wasm, "-n", "team"]);
 }
+
+/// Waits (bounded) until the team's service has no instance left.
+fn wait_for_zero(server: &Server, service: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !server.json(&["service", service, "-n", "team"])["revisions"][0]["instances"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "{service} never scaled to zero");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn quotas_on_what_runs_hold_instances_memory_and_cpu() {
+    let server = Server::start(&[]);
+    server.json(&["namespace", "create", "team"]);
+    let component = wasm_component(server.dir.path());
+    let wasm = component.to_str().unwrap();
+    server.json(&[
+        "namespace",
+        "limits",
+        "team",
+        "--quota-instances",
+        "1",
+        "--quota-memory",
+        "96Mi",
+    ]);
+
+    // With a memory quota, a service without a memory limit cannot run, and the
+    // refused deploy leaves nothing behind.
+    let out = server.cli(&["deploy", "unbounded", "--wasm", wasm, "-n", "team"]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(out.stderr.contains("need a memory limit (--memory)"), "{}", out.stderr);
+    assert!(server.json(&["services", "-n", "team"]).as_array().unwrap().is_empty());
+
+    server.json(&[
+        "deploy",
+        "a",
+        "--wasm",
+        wasm,
+        "-n",
+        "team",
+        "--memory",
+        "64Mi",
+        "--scale-to-zero-after",
+        "2s",
+    ]);
+    let shown = server.json(&["namespace", "show", "team"]);
+    assert_eq!(shown["usage"]["running"]["instances"], 1, "{shown}");
+    assert_eq!(shown["usage"]["running"]["memory_bytes"], 64u64 << 20, "{shown}");
+    let table = server.cli(&["namespace", "show", "team"]).stdout;
+    assert!(table.contains("instances") && table.contains("memory_bytes"), "{table}");
+
+    // One instance at once: a second service cannot start while `a` runs.
+    let out = server.cli(&["deploy", "b", "--wasm", wasm, "-n", "team", "--memory", "16Mi"]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(out.stderr.contains("quota.instances = 1"), "{}", out.stderr);
+
+    // Once `a` is at zero `b` starts; then a request for `a` is refused with 429,
+    // naming the quota, instead of waiting for an instance that may not start.
+    wait_for_zero(&server, "a");
+    server.json(&["deploy", "b", "--wasm", wasm, "-n", "team", "--memory", "16Mi"]);
+    let over = server.request("GET", "a.team.localhost", "/", &[], b"").unwrap();
+    assert_eq!(over.status, 429, "{}", over.body);
+    assert!(over.body.contains("quota.instances = 1"), "{}", over.body);
+    assert!(over.header("retry-after").is_some());
+
+    // More instances, but memory limits add up: 64Mi + 16Mi fit in 96Mi, 32Mi more do not.
+    server.json(&["namespace", "limits", "team", "--quota-instances", "3"]);
+    let r = server.request("GET", "a.team.localhost", "/", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let out = server.cli(&["deploy", "c", "--wasm", wasm, "-n", "team", "--memory", "32Mi"]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(out.stderr.contains("quota.memory_bytes = 100663296"), "{}", out.stderr);
+
+    // A CPU quota asks every service for a CPU limit, and adds them up too.
+    server.json(&[
+        "namespace",
+        "limits",
+        "team",
+        "--quota-instances",
+        "0",
+        "--quota-cpu",
+        "500m",
+    ]);
+    let out = server.cli(&["deploy", "d", "--wasm", wasm, "-n", "team", "--memory", "8Mi"]);
+    assert!(out.stderr.contains("need a CPU limit (--cpu)"), "{}", out.stderr);
+
+    // Bad values are refused with the field, and change nothing.
+    let out = server.cli(&["namespace", "limits", "team", "--quota-cpu", "lots"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let body = br#"{"quota": {"instances": 0}}"#;
+    let refused = server.api_call(
+        "PUT",
+        "/v1/namespaces/team",
+        &[("content-type", "application/json")],
+        body,
+    );
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("quota.instances"), "{}", refused.body);
+    let kept = server.json(&["namespace", "show", "team"]);
+    assert_eq!(kept["limits"]["quota"]["cpu_millis"], 500, "{kept}");
+}

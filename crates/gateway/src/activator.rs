@@ -56,6 +56,8 @@ pub(crate) enum Held {
     Full,
     TimedOut,
     StartFailed(String),
+    /// A namespace quota refused the instance the request waited for.
+    OverQuota(String),
     /// The revision was deleted while the request waited.
     Gone(String),
     /// Its instances keep failing, and no new one starts for this long.
@@ -118,8 +120,11 @@ async fn hold(
         if let Some((reason, left)) = revision.backing_off(now_us()) {
             return Err(Held::BackingOff(reason, left));
         }
-        if let Some(reason) = revision.failure_since(since) {
-            return Err(Held::StartFailed(reason));
+        if let Some(failure) = revision.failure_since(since) {
+            return Err(match failure.over_quota {
+                true => Held::OverQuota(failure.reason),
+                false => Held::StartFailed(failure.reason),
+            });
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             return Err(Held::TimedOut);

@@ -44,6 +44,14 @@ impl Default for RevisionLimits {
     }
 }
 
+#[derive(Debug, Clone)]
+pub(crate) struct StartFailure {
+    at_us: i64,
+    pub reason: String,
+    /// Refused by a namespace quota rather than failed.
+    pub over_quota: bool,
+}
+
 /// A revision's ready instances and the load the scaler reads.
 pub struct RevisionEndpoints {
     pub key: RevisionKey,
@@ -54,9 +62,9 @@ pub struct RevisionEndpoints {
     pub(crate) in_flight: AtomicU32,
     pub(crate) waiting: AtomicU32,
     last_active_us: AtomicI64,
-    /// The latest failure to start an instance, with its time: held requests give up
-    /// on it instead of waiting out their timeout.
-    start_failure: Mutex<Option<(i64, String)>>,
+    /// The latest failure to start an instance: held requests give up on it instead
+    /// of waiting out their timeout.
+    start_failure: Mutex<Option<StartFailure>>,
     /// Set once the revision is deleted: held requests are answered at once.
     retired: Mutex<Option<String>>,
     /// Until when (µs) no instance will start, and why: requests are refused at once
@@ -257,8 +265,30 @@ impl RevisionEndpoints {
 
     /// Tells held requests that starting an instance failed.
     pub fn start_failed(&self, reason: String) {
-        *self.start_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some((now_us(), reason));
+        self.fail_start(reason, false);
+    }
+
+    /// Tells held requests that a namespace quota refused the instance they wait for.
+    pub fn start_over_quota(&self, reason: String) {
+        self.fail_start(reason, true);
+    }
+
+    fn fail_start(&self, reason: String, over_quota: bool) {
+        *self.start_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(StartFailure {
+            at_us: now_us(),
+            reason,
+            over_quota,
+        });
         self.ready_changed.notify_waiters();
+    }
+
+    /// Whether the latest start was refused by a namespace quota.
+    pub fn over_quota(&self) -> bool {
+        self.start_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|f| f.over_quota)
     }
 
     /// The revision is gone (its service or itself deleted): requests held for it are
@@ -288,12 +318,9 @@ impl RevisionEndpoints {
         self.retired.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub(crate) fn failure_since(&self, since_us: i64) -> Option<String> {
+    pub(crate) fn failure_since(&self, since_us: i64) -> Option<StartFailure> {
         let failure = self.start_failure.lock().unwrap_or_else(|p| p.into_inner());
-        failure
-            .as_ref()
-            .filter(|(at, _)| *at >= since_us)
-            .map(|(_, reason)| reason.clone())
+        failure.as_ref().filter(|f| f.at_us >= since_us).cloned()
     }
 
     pub(crate) fn ready_changed(&self) -> &Notify {

@@ -188,6 +188,11 @@ fn held_response(revision: &RevisionEndpoints, held: Held) -> Response<GatewayBo
             format!("revision {name} could not start an instance: {reason}"),
             5,
         ),
+        Held::OverQuota(reason) => retry_after(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("revision {name} may not start an instance: {reason}"),
+            5,
+        ),
     }
 }
 

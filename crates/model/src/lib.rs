@@ -22,8 +22,8 @@ pub mod yaml;
 
 pub use error::FieldError;
 pub use resources::{
-    DeploySpec, Namespace, NamespaceLimits, NamespaceQuota, Revision, RevisionConfig, Service, ServiceConfig,
-    StagedRevision, Usage,
+    DeploySpec, Namespace, NamespaceLimits, NamespaceQuota, Revision, RevisionConfig, RunningUse, Service,
+    ServiceConfig, StagedRevision, Usage,
 };
 pub use runtime_kind::{Language, RuntimeKind};
 pub use template::RevisionTemplate;

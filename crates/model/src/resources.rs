@@ -184,6 +184,30 @@ pub struct NamespaceQuota {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
     pub package_bytes: Option<u64>,
+    /// Instances running at once, of every kind (Kubernetes' `pods`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 2147483647)]
+    pub instances: Option<u32>,
+    /// What the memory limits of the instances running at once add up to, in bytes
+    /// (Kubernetes' `limits.memory`); with it, every instance needs a memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
+    pub memory_bytes: Option<u64>,
+    /// What the CPU limits of the instances running at once add up to, in thousandths
+    /// of a CPU (Kubernetes' `limits.cpu`); with it, every instance needs a CPU limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 2147483647)]
+    pub cpu_millis: Option<u32>,
+}
+
+/// What a namespace's running instances hold, against its quotas on them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunningUse {
+    pub instances: u32,
+    /// Their memory limits, added up.
+    pub memory_bytes: u64,
+    /// Their CPU limits, added up (thousandths of a CPU).
+    pub cpu_millis: u64,
 }
 
 impl NamespaceQuota {
@@ -196,6 +220,8 @@ impl NamespaceQuota {
             ("quota.services", self.services),
             ("quota.invocations_per_minute", self.invocations_per_minute),
             ("quota.fires_per_minute", self.fires_per_minute),
+            ("quota.instances", self.instances),
+            ("quota.cpu_millis", self.cpu_millis),
         ] {
             if let Some(n) = n.filter(|n| *n == 0 || *n > i32::MAX as u32) {
                 return Err(FieldError::new(
@@ -204,11 +230,64 @@ impl NamespaceQuota {
                 ));
             }
         }
-        if let Some(n) = self.package_bytes.filter(|n| *n == 0 || *n > i64::MAX as u64) {
-            return Err(FieldError::new(
-                "quota.package_bytes",
-                format!("{n} is out of range: from 1 to {}; leave it out for no quota", i64::MAX),
+        for (field, n) in [
+            ("quota.package_bytes", self.package_bytes),
+            ("quota.memory_bytes", self.memory_bytes),
+        ] {
+            if let Some(n) = n.filter(|n| *n == 0 || *n > i64::MAX as u64) {
+                return Err(FieldError::new(
+                    field,
+                    format!("{n} is out of range: from 1 to {}; leave it out for no quota", i64::MAX),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a quota caps what runs at once, so launches must be counted.
+    pub fn caps_running(&self) -> bool {
+        self.instances.is_some() || self.memory_bytes.is_some() || self.cpu_millis.is_some()
+    }
+
+    /// Whether one more instance with these limits fits beside what runs now.
+    pub fn admit_instance(
+        &self,
+        namespace: &str,
+        running: RunningUse,
+        memory_bytes: Option<u64>,
+        cpu_millis: Option<u32>,
+    ) -> Result<(), String> {
+        if let Some(max) = self.instances.filter(|max| running.instances >= *max) {
+            return Err(format!(
+                "namespace {namespace:?} runs {} instances, its quota (quota.instances = {max})",
+                running.instances
             ));
+        }
+        if let Some(max) = self.memory_bytes {
+            let Some(bytes) = memory_bytes else {
+                return Err(format!(
+                    "namespace {namespace:?} has a memory quota (quota.memory_bytes = {max}): its services need a memory limit (--memory)"
+                ));
+            };
+            if running.memory_bytes.saturating_add(bytes) > max {
+                return Err(format!(
+                    "namespace {namespace:?} has instances with {} bytes of memory limits running; {bytes} more is past its quota (quota.memory_bytes = {max})",
+                    running.memory_bytes
+                ));
+            }
+        }
+        if let Some(max) = self.cpu_millis {
+            let Some(millis) = cpu_millis else {
+                return Err(format!(
+                    "namespace {namespace:?} has a CPU quota (quota.cpu_millis = {max}): its services need a CPU limit (--cpu)"
+                ));
+            };
+            if running.cpu_millis + u64::from(millis) > u64::from(max) {
+                return Err(format!(
+                    "namespace {namespace:?} has instances with {}m of CPU limits running; {millis}m more is past its quota (quota.cpu_millis = {max})",
+                    running.cpu_millis
+                ));
+            }
         }
         Ok(())
     }
@@ -756,6 +835,55 @@ mod quota_tests {
     }
 
     #[test]
+    fn running_quotas_count_instances_and_their_limits() {
+        let quota = NamespaceQuota {
+            instances: Some(3),
+            memory_bytes: Some(256 << 20),
+            cpu_millis: Some(1000),
+            ..Default::default()
+        };
+        assert!(quota.caps_running() && !NamespaceQuota::default().caps_running());
+        let running = RunningUse {
+            instances: 2,
+            memory_bytes: 128 << 20,
+            cpu_millis: 500,
+        };
+        assert!(quota.admit_instance("t", running, Some(128 << 20), Some(500)).is_ok());
+        let cases = [
+            (
+                RunningUse {
+                    instances: 3,
+                    ..running
+                },
+                Some(1),
+                Some(1),
+                "quota.instances = 3",
+            ),
+            (
+                running,
+                Some((128 << 20) + 1),
+                Some(1),
+                "quota.memory_bytes = 268435456",
+            ),
+            (running, None, Some(1), "need a memory limit (--memory)"),
+            (running, Some(1), Some(501), "quota.cpu_millis = 1000"),
+            (running, Some(1), None, "need a CPU limit (--cpu)"),
+        ];
+        for (running, memory, cpu, reason) in cases {
+            let refused = quota.admit_instance("t", running, memory, cpu).unwrap_err();
+            assert!(refused.contains(reason), "{refused}");
+        }
+        // Without a cap on it, a limit is not needed.
+        let count_only = NamespaceQuota {
+            instances: Some(1),
+            ..Default::default()
+        };
+        assert!(count_only
+            .admit_instance("t", RunningUse::default(), None, None)
+            .is_ok());
+    }
+
+    #[test]
     fn quota_values_are_checked_with_their_field() {
         for (quota, field) in [
             (
@@ -778,6 +906,27 @@ mod quota_tests {
                     ..Default::default()
                 },
                 "quota.package_bytes",
+            ),
+            (
+                NamespaceQuota {
+                    instances: Some(0),
+                    ..Default::default()
+                },
+                "quota.instances",
+            ),
+            (
+                NamespaceQuota {
+                    memory_bytes: Some(u64::MAX),
+                    ..Default::default()
+                },
+                "quota.memory_bytes",
+            ),
+            (
+                NamespaceQuota {
+                    cpu_millis: Some(0),
+                    ..Default::default()
+                },
+                "quota.cpu_millis",
             ),
         ] {
             let limits = NamespaceLimits {

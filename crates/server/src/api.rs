@@ -225,6 +225,7 @@ async fn describe_namespace(
     view.usage = Some(NamespaceUsage {
         services: services.len(),
         largest_package_bytes,
+        running: p.instances.running_in(&ns),
     });
     Ok(Json(view))
 }

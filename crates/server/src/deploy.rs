@@ -338,16 +338,20 @@ impl Deployer {
         }
         // The revision reconciler registers it and starts its first instance.
         self.applied.revisions(&*self.store).await;
-        let started = match self.registry.get(namespace, rev_name) {
+        let state = self.registry.get(namespace, rev_name);
+        let started = match &state {
             Some(state) => state.first_started().await,
             None => Err("it could not be prepared on this node; the server log says why".into()),
         };
         if let Err(reason) = started {
             self.withdraw(namespace, rev_name).await;
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("revision {rev_name} failed to start: {reason}"),
-            ));
+            return Err(match state.is_some_and(|s| s.endpoints.over_quota()) {
+                true => ApiError::new(StatusCode::FORBIDDEN, reason),
+                false => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("revision {rev_name} failed to start: {reason}"),
+                ),
+            });
         }
         let revision = &staged.revision;
         let promote = NewRevision {

@@ -4,13 +4,13 @@
 //! retired, out of rotation, drained, then stopped.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use updraft_gateway::{Endpoint, RevisionEndpoints, RevisionKey};
 use updraft_model::template::Readiness;
-use updraft_model::RuntimeKind;
+use updraft_model::{RunningUse, RuntimeKind};
 use updraft_runtime::clock::now_us;
 use updraft_runtime::image::ImageStore;
 use updraft_runtime::oci::ContainerSpec;
@@ -19,6 +19,7 @@ use updraft_runtime::{cgroup::Limits, wait_ready, FunctionSpec, InstanceSpec, Pr
 use updraft_telemetry::{ColdStartLabels, Metrics};
 
 use crate::meter::Meter;
+use crate::quota::Quotas;
 use crate::revision_state::{ColdStart, EventKind, ManagedInstance, Registry, RevisionState, ScaleEvent};
 use crate::routes::RouteTargets;
 use crate::{Paths, ServerConfig};
@@ -47,6 +48,12 @@ pub struct Instances {
     /// Set by a second stop signal: instances are stopped without waiting for their
     /// requests or their grace.
     pub stopping_now: AtomicBool,
+    /// What runs, counted against the namespaces' quotas on it.
+    registry: Arc<Registry>,
+    quotas: Arc<Quotas>,
+    /// Held from a quota's check to the launch it admits, so two launches cannot
+    /// both take the last instance a quota allows.
+    quota_launches: Mutex<()>,
 }
 
 impl Instances {
@@ -71,7 +78,33 @@ impl Instances {
             stop_grace: config.stop_grace,
             launches: AtomicU64::new(0),
             stopping_now: AtomicBool::new(false),
+            registry: Arc::default(),
+            quotas: Arc::default(),
+            quota_launches: Mutex::new(()),
         }
+    }
+
+    /// Holds launches to the namespaces' `quotas` on what runs, counted in `registry`.
+    pub fn counting(mut self, registry: Arc<Registry>, quotas: Arc<Quotas>) -> Instances {
+        self.registry = registry;
+        self.quotas = quotas;
+        self
+    }
+
+    /// What the namespace's instances hold now, stopping ones included.
+    pub fn running_in(&self, namespace: &str) -> RunningUse {
+        let mut running = RunningUse::default();
+        for state in self.registry.all() {
+            if state.revision.namespace != namespace {
+                continue;
+            }
+            let count = state.instances().len() as u64;
+            let config = &state.revision.config;
+            running.instances += count as u32;
+            running.memory_bytes += count * config.memory_bytes.unwrap_or(0);
+            running.cpu_millis += count * u64::from(config.cpu_millis.unwrap_or(0));
+        }
+        running
     }
 
     pub fn poke(&self, state: &RevisionState) {
@@ -84,6 +117,21 @@ impl Instances {
         let began = Instant::now();
         let revision = &state.revision;
         let config = &revision.config;
+        let quota = self.quotas.of(&revision.namespace);
+        let _admitted = match quota.caps_running() {
+            true => {
+                let admitted = self.quota_launches.lock().unwrap_or_else(|p| p.into_inner());
+                let running = self.running_in(&revision.namespace);
+                if let Err(reason) =
+                    quota.admit_instance(&revision.namespace, running, config.memory_bytes, config.cpu_millis)
+                {
+                    state.endpoints.start_over_quota(reason.clone());
+                    return Err(reason);
+                }
+                Some(admitted)
+            }
+            false => None,
+        };
         let workload = match config.runtime {
             RuntimeKind::Process => Workload::Process,
             RuntimeKind::Oci => {

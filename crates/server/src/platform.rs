@@ -23,6 +23,7 @@ use crate::instances::Instances;
 use crate::locks::ServiceLocks;
 use crate::meter::Meter;
 use crate::node_revisions::{discard_revision_logs, NodeRevisions};
+use crate::quota::Quotas;
 use crate::reconcile::Applied;
 use crate::revision_build::RevisionBuilder;
 use crate::revision_state::{Registry, RequestLedger};
@@ -66,6 +67,8 @@ pub struct Platform {
     _data_dir_lock: fs::File,
     /// Confines code packages and function runtimes, when on.
     pub sandbox: Option<Arc<Sandbox>>,
+    /// Every namespace's quota, for launches to be checked against.
+    pub quotas: Arc<Quotas>,
     pub(crate) locks: Arc<ServiceLocks>,
     pub deployer: Arc<Deployer>,
     pub instances: Arc<Instances>,
@@ -250,15 +253,19 @@ impl Platform {
                 .with_guard(Arc::new(crate::authz::TokenGuard(store.clone()))),
         );
         let meter = Arc::new(Meter::new(store.clone(), registry.clone(), requests));
-        let instances = Arc::new(Instances::new(
-            runtime.clone(),
-            images.clone(),
-            &config,
-            paths.clone(),
-            metrics.clone(),
-            meter.clone(),
-            tx,
-        ));
+        let quotas = Arc::new(Quotas::default());
+        let instances = Arc::new(
+            Instances::new(
+                runtime.clone(),
+                images.clone(),
+                &config,
+                paths.clone(),
+                metrics.clone(),
+                meter.clone(),
+                tx,
+            )
+            .counting(registry.clone(), quotas.clone()),
+        );
         let locks = Arc::new(ServiceLocks::default());
         let applied = Applied {
             routes: routes_applied,
@@ -296,6 +303,7 @@ impl Platform {
             cgroup_version,
             _data_dir_lock: data_dir_lock,
             sandbox,
+            quotas,
             locks,
             deployer,
             instances,

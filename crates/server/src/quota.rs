@@ -1,14 +1,76 @@
 //! A namespace's quotas where a change is decided: one service more, a bigger
-//! package. The rate quotas live where the traffic is (the gateway's limiters, the
-//! broker's ingress).
+//! package. The quotas on what runs at once are checked where instances are
+//! launched (`Instances::launch`), from the copy `QuotaFollower` keeps; the rate
+//! quotas live where the traffic is (the gateway's limiters, the broker's ingress).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use axum::http::StatusCode;
 use updraft_model::image_ref::STORED_IMAGE_PREFIX;
 use updraft_model::template::Source;
 use updraft_model::NamespaceQuota;
+use updraft_store::{Change, Kind, Resource, Snapshot, WatchFilter};
 
+use crate::reconcile::Reconciler;
 use crate::revision_build::RevisionBuilder;
 use crate::ApiError;
+
+/// Every namespace's quota, read where instances are launched, away from the store.
+#[derive(Default)]
+pub struct Quotas(RwLock<HashMap<String, NamespaceQuota>>);
+
+impl Quotas {
+    pub fn of(&self, namespace: &str) -> NamespaceQuota {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(namespace)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// Keeps [`Quotas`] as the store has them.
+pub struct QuotaFollower(pub Arc<Quotas>);
+
+#[async_trait::async_trait]
+impl Reconciler for QuotaFollower {
+    fn name(&self) -> &'static str {
+        "quota follower"
+    }
+
+    fn filter(&self) -> WatchFilter {
+        WatchFilter::kind(Kind::Namespace)
+    }
+
+    async fn on_write(&mut self, changes: Vec<Change>, _now_us: i64) {
+        let mut quotas = self.0 .0.write().unwrap_or_else(|p| p.into_inner());
+        for change in changes {
+            match change {
+                Change::Put(Resource::Namespace(namespace)) => {
+                    quotas.insert(namespace.name.clone(), namespace.limits.quota);
+                }
+                Change::Delete {
+                    kind: Kind::Namespace,
+                    name,
+                    ..
+                } => {
+                    quotas.remove(&name);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn on_list(&mut self, snapshot: &Snapshot, _now_us: i64) {
+        *self.0 .0.write().unwrap_or_else(|p| p.into_inner()) = snapshot
+            .namespaces
+            .iter()
+            .map(|n| (n.name.clone(), n.limits.quota))
+            .collect();
+    }
+}
 
 fn refused(message: String) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, message)

@@ -13,7 +13,8 @@ use crate::autoscale::Autoscale;
 use crate::delivery::GatewayTransport;
 use crate::instances::RoutedRevisions;
 use crate::platform::{Opened, Platform};
-use crate::reconcile::follow;
+use crate::quota::QuotaFollower;
+use crate::reconcile::{follow, Reconciler};
 use crate::revisions::RevisionReconciler;
 use crate::routes::RouteReconciler;
 use crate::triggers::TriggerFollower;
@@ -93,6 +94,18 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     let meter = tokio::spawn(crate::meter::run(platform.meter.clone(), stopped(stop_rx.clone())));
     let retention = tokio::spawn(crate::retention::run(platform.clone(), stopped(stop_rx.clone())));
     let schedule = tokio::spawn(crate::triggers::schedule(platform.clone(), stopped(stop_rx.clone())));
+    // Current before the first launch, which it admits.
+    let mut quota_follower = QuotaFollower(platform.quotas.clone());
+    quota_follower.on_list(&snapshot, now_us()).await;
+    let (quotas_followed, _) = tokio::sync::watch::channel(snapshot.revision);
+    let quota_follower = tokio::spawn(follow(
+        quota_follower,
+        platform.store.clone(),
+        snapshot.revision,
+        now_us,
+        quotas_followed,
+        stopped(stop_rx.clone()),
+    ));
     let (triggers_followed, _) = tokio::sync::watch::channel(snapshot.revision);
     let trigger_follower = tokio::spawn(follow(
         TriggerFollower(platform.signals.clone()),
@@ -196,6 +209,7 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     let _ = retention.await;
     let _ = schedule.await;
     let _ = trigger_follower.await;
+    let _ = quota_follower.await;
     let _ = dispatch.await;
     let _ = sources.await;
     platform.meter.meter().await;
