@@ -14,12 +14,12 @@ use updraft_events::trigger::TriggerSpec;
 use updraft_model::{DeploySpec, NamespaceLimits, TrafficTarget};
 
 use crate::requests::{
-    AuditQuery, BrokerRequest, CreateNamespace, CreateTokenRequest, LoginRequest, LogsQuery, PullRequest,
-    RollbackRequest, TrafficRequest, UsageQuery,
+    AuditQuery, BrokerRequest, CreateNamespace, CreateSecretRequest, CreateTokenRequest, LoginRequest, LogsQuery,
+    PullRequest, RollbackRequest, SecretDataRequest, TrafficRequest, UsageQuery,
 };
 use crate::views::{
     AccessLineView, AppliedView, ApplyResult, AuditView, BrokerView, CreatedTokenView, ErrorBody, ImageView, InfoView,
-    LogLineView, NamespaceView, PackageView, RegistryView, RevisionView, ServiceView, TokenView, TopView,
+    LogLineView, NamespaceView, PackageView, RegistryView, RevisionView, SecretView, ServiceView, TokenView, TopView,
     TriggerDetailView, TriggerView, UsageView,
 };
 
@@ -517,6 +517,24 @@ impl Client {
 
     pub async fn delete_trigger(&self, ns: &str, name: &str) -> Result<()> {
         self.delete(&named_path(ns, "triggers", name)).await
+    }
+
+    pub async fn secrets(&self, ns: &str) -> Result<Vec<SecretView>> {
+        self.get(&format!("/v1/namespaces/{}/secrets", encode(ns))).await
+    }
+
+    pub async fn create_secret(&self, ns: &str, body: &CreateSecretRequest) -> Result<SecretView> {
+        let path = format!("/v1/namespaces/{}/secrets", encode(ns));
+        self.call(Method::POST, &path, Some(body)).await
+    }
+
+    pub async fn replace_secret(&self, ns: &str, name: &str, body: &SecretDataRequest) -> Result<SecretView> {
+        self.call(Method::PUT, &named_path(ns, "secrets", name), Some(body))
+            .await
+    }
+
+    pub async fn delete_secret(&self, ns: &str, name: &str) -> Result<()> {
+        self.delete(&named_path(ns, "secrets", name)).await
     }
 
     pub async fn brokers(&self, ns: &str) -> Result<Vec<BrokerView>> {

@@ -1,6 +1,8 @@
 //! What the REST API takes in request bodies, beside the `updraft_model` and
 //! `updraft_events` specs it takes whole (`DeploySpec`, `TriggerSpec`, limits).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use updraft_events::delivery::DeliverySpec;
 use updraft_model::auth::Grant;
@@ -36,6 +38,26 @@ pub struct RollbackRequest {
 pub struct BrokerRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliverySpec>,
+}
+
+/// `POST …/secrets`: a new secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSecretRequest {
+    #[schema(schema_with = crate::schema::secret_name)]
+    pub name: String,
+    /// Key → value, base64-encoded (as Kubernetes' `data`).
+    #[schema(schema_with = crate::schema::secret_data)]
+    pub data: BTreeMap<String, String>,
+}
+
+/// `PUT …/secrets/{name}`: every key and value, replacing what the secret held.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretDataRequest {
+    /// Key → value, base64-encoded (as Kubernetes' `data`).
+    #[schema(schema_with = crate::schema::secret_data)]
+    pub data: BTreeMap<String, String>,
 }
 
 /// `POST /v1/images/pull`.

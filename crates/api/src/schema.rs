@@ -21,6 +21,23 @@ pub fn namespace_name() -> ObjectBuilder {
     )
 }
 
+pub fn secret_name() -> ObjectBuilder {
+    label(NAMESPACE_NAME_PATTERN, MAX_NAMESPACE_NAME, "A secret: a DNS-1123 label")
+}
+
+/// A secret's keys and their base64 values, at least one.
+pub fn secret_data() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .min_properties(Some(1))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .content_encoding("base64"),
+        ))
+        .description(Some("Key → value, base64-encoded (as Kubernetes' `data`)"))
+}
+
 /// Services, triggers and brokers.
 pub fn service_name() -> ObjectBuilder {
     label(SERVICE_NAME_PATTERN, MAX_SERVICE_NAME, "A DNS-1035 label")

@@ -414,6 +414,16 @@ pub struct TriggerDetailView {
     pub history: Vec<DeliveryView>,
 }
 
+/// A secret as the API shows it: its keys, never its values.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SecretView {
+    pub namespace: String,
+    pub name: String,
+    pub keys: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BrokerView {
     pub namespace: String,

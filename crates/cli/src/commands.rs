@@ -143,6 +143,7 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
         Command::Triggers { ns } => crate::triggers::list(&ns, client, output).await,
         Command::Brokers { ns } => crate::triggers::brokers(&ns, client, output).await,
         Command::Broker(command) => crate::triggers::broker(command, client, output).await,
+        Command::Secret(command) => crate::secrets::secret(command, client, output).await,
         Command::Event(command) => crate::triggers::event(command, client, output).await,
         Command::Get(get) => crate::apply::get(get, client, output).await,
         Command::Revisions { name, ns } => crate::manage::revisions(&name, &ns, client, output).await,

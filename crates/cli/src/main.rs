@@ -8,6 +8,7 @@ mod images;
 mod manage;
 mod output;
 mod pack;
+mod secrets;
 mod settings;
 mod sim;
 mod triggers;
@@ -162,6 +163,10 @@ enum Command {
         #[command(flatten)]
         ns: NamespaceArg,
     },
+    /// Create, list and delete secrets, which services read as variables
+    /// (`--env-secret VAR=secret/key`).
+    #[command(subcommand)]
+    Secret(secrets::SecretCommand),
     /// Create, configure or delete a broker.
     #[command(subcommand)]
     Broker(triggers::BrokerCommand),
@@ -251,6 +256,11 @@ struct ServerArgs {
     /// ports). `auto` is on when the server runs as root, which confining needs.
     #[arg(long, env = "UPDRAFT_SANDBOX", value_enum, default_value = "auto")]
     sandbox: SandboxMode,
+    /// The key secrets are sealed with: 32 bytes, raw or base64, readable by the
+    /// server's user only (default: `secret.key` in the data directory, made on the
+    /// first start).
+    #[arg(long, env = "UPDRAFT_SECRET_KEY_FILE", value_name = "FILE")]
+    secret_key_file: Option<PathBuf>,
     /// Where the gateway listens for service traffic.
     #[arg(long, env = "UPDRAFT_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
     gateway_addr: SocketAddr,
@@ -558,6 +568,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<u8> {
         insecure: args.insecure,
         sandbox: sandbox_command(args.sandbox)?,
         sandbox_slots: updraft_server::ServerConfig::default().sandbox_slots,
+        secret_key_file: args.secret_key_file,
         data_dir: args.data_dir,
         gateway_addr: args.gateway_addr,
         api_addr: args.api_addr,

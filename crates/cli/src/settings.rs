@@ -12,6 +12,10 @@ pub struct SettingsArgs {
     /// latest revision has. A deploy keeps the settings it does not change.
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE|KEY-")]
     env: Vec<String>,
+    /// A variable whose value is a key of a secret of the namespace, read when each
+    /// instance starts (repeatable): `DB_PASSWORD=db/password`.
+    #[arg(long = "env-secret", value_name = "KEY=SECRET/KEY")]
+    env_secret: Vec<String>,
     /// Memory limit per instance (e.g. 256Mi).
     #[arg(long)]
     memory: Option<String>,
@@ -104,6 +108,14 @@ impl SettingsArgs {
                 }
             }
         }
+        let mut env_secrets = std::collections::BTreeMap::new();
+        for pair in &self.env_secret {
+            let (name, reference) = pair.split_once('=').ok_or_else(|| CliError {
+                code: crate::exit::USAGE,
+                message: format!("--env-secret {pair:?}: expected KEY=SECRET/KEY"),
+            })?;
+            env_secrets.insert(name.to_string(), reference.to_string());
+        }
         let autoscaling = [
             ("min-scale", self.min_scale.map(|n| n.to_string())),
             ("max-scale", self.max_scale.map(|n| n.to_string())),
@@ -129,6 +141,7 @@ impl SettingsArgs {
             autoscaling,
             keep_alive: self.keep_alive,
             env,
+            env_secrets,
             env_remove,
             memory: self.memory,
             cpu: self.cpu,

@@ -77,6 +77,15 @@ fn an_image_from_a_registry_runs_confined_scales_to_zero_and_survives_kill_9() {
     let login = server.cli(&["registry", "login", &registry.host, "-u", "tester", "-p", "s3cret"]);
     assert_eq!(login.code, 0, "{}", login.stderr);
     assert_eq!(server.json(&["registry", "list"])[0]["username"], "tester");
+    // Kept sealed under the server's secret key, like secrets.
+    let sealed = server.data.join("images/auth.sealed");
+    let bytes = std::fs::read(&sealed).unwrap();
+    assert!(
+        !bytes.windows(6).any(|w| w == b"s3cret"),
+        "the password is at rest in the clear"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&sealed).unwrap().permissions().mode() & 0o777, 0o600);
 
     let deployed = server.json(&[
         "deploy",

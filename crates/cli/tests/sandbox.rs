@@ -37,7 +37,7 @@ fn a_package_that_tries_every_escape_is_refused_each_time() {
     // Registry credentials, as a pull from a private registry leaves them.
     let images = server.data.join("images");
     std::fs::create_dir_all(&images).unwrap();
-    std::fs::write(images.join("auth.json"), r#"{"auths":{}}"#).unwrap();
+    std::fs::write(images.join("auth.sealed"), b"sealed").unwrap();
 
     let data = std::fs::canonicalize(&server.data).unwrap();
     let env = [

@@ -264,6 +264,42 @@ fn cases() -> Vec<Case> {
             "/v1/namespaces/{ns}/brokers/doomed",
             Write,
         ),
+        case(
+            "GET",
+            "/v1/namespaces/{ns}/secrets",
+            "/v1/namespaces/{ns}/secrets",
+            Read,
+        ),
+        with(
+            case(
+                "POST",
+                "/v1/namespaces/{ns}/secrets",
+                "/v1/namespaces/{ns}/secrets",
+                Write,
+            ),
+            r#"{"name": "made", "data": {"k": "dg=="}}"#,
+        ),
+        case(
+            "GET",
+            "/v1/namespaces/{ns}/secrets/{name}",
+            "/v1/namespaces/{ns}/secrets/cred",
+            Read,
+        ),
+        with(
+            case(
+                "PUT",
+                "/v1/namespaces/{ns}/secrets/{name}",
+                "/v1/namespaces/{ns}/secrets/cred",
+                Write,
+            ),
+            r#"{"data": {"k": "dg=="}}"#,
+        ),
+        case(
+            "DELETE",
+            "/v1/namespaces/{ns}/secrets/{name}",
+            "/v1/namespaces/{ns}/secrets/doomed",
+            Write,
+        ),
         Case {
             headers: EVENT,
             ..case(
@@ -331,6 +367,9 @@ fn two_tenants(server: &Server) {
         }
         for name in ["default", "doomed"] {
             server.json(&["broker", "set", name, "-n", ns]);
+        }
+        for name in ["cred", "doomed"] {
+            server.json(&["secret", "create", name, "--from-literal", "k=v", "-n", ns]);
         }
         for name in ["tick", "doomed"] {
             server.json(&[

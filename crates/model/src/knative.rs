@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::annotations::validate_service_annotations;
 use crate::names::{validate_namespace_name, validate_service_name, MAX_NAMESPACE_NAME};
 use crate::quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
+use crate::secret::SecretKeyRef;
 use crate::template::{Readiness, Resources, RevisionTemplate, DEFAULT_TIMEOUT_SECONDS, PACKAGE_IMAGE_PREFIX};
 use crate::traffic::{validate_traffic, TrafficTarget};
 use crate::FieldError;
@@ -97,8 +98,18 @@ pub struct Container {
 #[serde(deny_unknown_fields)]
 pub struct EnvVar {
     pub name: String,
-    #[serde(default)]
-    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, rename = "valueFrom", skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
+}
+
+/// Only `secretKeyRef`: config maps and field references have nothing to point at here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvVarSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -324,10 +335,38 @@ impl KService {
         };
         let at = |field: &str| format!("{containers}[0].{field}");
         let mut env = BTreeMap::new();
+        let mut env_secrets = BTreeMap::new();
         for (i, var) in c.env.iter().enumerate() {
-            if env.insert(var.name.clone(), var.value.clone()).is_some() {
+            let field = at(&format!("env[{i}]"));
+            let set_twice = match (&var.value, &var.value_from) {
+                (Some(_), Some(_)) => {
+                    return Err(FieldError::new(field, "has both value and valueFrom; give one"));
+                }
+                (_, Some(EnvVarSource { secret_key_ref: None })) => {
+                    return Err(FieldError::new(
+                        format!("{field}.valueFrom"),
+                        "needs secretKeyRef, the only source supported",
+                    ));
+                }
+                (
+                    _,
+                    Some(EnvVarSource {
+                        secret_key_ref: Some(reference),
+                    }),
+                ) => {
+                    reference.validate(&format!("{field}.valueFrom.secretKeyRef"))?;
+                    env.contains_key(&var.name) || env_secrets.insert(var.name.clone(), reference.clone()).is_some()
+                }
+                (value, None) => {
+                    env_secrets.contains_key(&var.name)
+                        || env
+                            .insert(var.name.clone(), value.clone().unwrap_or_default())
+                            .is_some()
+                }
+            };
+            if set_twice {
                 return Err(FieldError::new(
-                    at(&format!("env[{i}].name")),
+                    format!("{field}.name"),
                     format!("{:?} is set more than once", var.name),
                 ));
             }
@@ -370,6 +409,7 @@ impl KService {
             command: c.command.clone(),
             args: c.args.clone(),
             env,
+            env_secrets,
             container_port,
             resources,
             readiness,
@@ -407,8 +447,16 @@ impl KService {
                 .iter()
                 .map(|(name, value)| EnvVar {
                     name: name.clone(),
-                    value: value.clone(),
+                    value: Some(value.clone()),
+                    value_from: None,
                 })
+                .chain(t.env_secrets.iter().map(|(name, reference)| EnvVar {
+                    name: name.clone(),
+                    value: None,
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: Some(reference.clone()),
+                    }),
+                }))
                 .collect(),
             ports: t
                 .container_port
@@ -609,6 +657,9 @@ spec:
           env:
             - name: TARGET
               value: World
+            - name: DB_PASSWORD
+              valueFrom:
+                secretKeyRef: {{name: db, key: password}}
           ports:
             - containerPort: 8080
           resources:
@@ -629,6 +680,13 @@ spec:
         assert_eq!(desired.template.resources.cpu_limit_millis, Some(1000));
         assert_eq!(desired.template.resources.cpu_request_millis, Some(250));
         assert_eq!(desired.template.container_concurrency, 10);
+        assert_eq!(
+            desired.template.env_secrets["DB_PASSWORD"],
+            SecretKeyRef {
+                name: "db".into(),
+                key: "password".into()
+            }
+        );
         assert_eq!(
             desired.template.readiness,
             Some(Readiness::HttpGet { path: "/ready".into() })
@@ -655,6 +713,23 @@ spec:
             "",
         ));
         assert_eq!(e.field, "spec.template.spec.containers[0].env[0].valueFrom");
+        for (env, field) in [
+            (
+                "            - name: A\n              value: x\n              valueFrom: {secretKeyRef: {name: s, key: k}}\n",
+                "env[0]",
+            ),
+            (
+                "            - name: A\n              valueFrom: {secretKeyRef: {name: S, key: k}}\n",
+                "env[0].valueFrom.secretKeyRef.name",
+            ),
+            (
+                "            - name: A\n              value: x\n            - name: A\n              valueFrom: {secretKeyRef: {name: s, key: k}}\n",
+                "env[1].name",
+            ),
+        ] {
+            let e = err(&base(&format!("          env:\n{env}"), ""));
+            assert_eq!(e.field, format!("spec.template.spec.containers[0].{field}"), "{e}");
+        }
         let e = err(&base("", "      timeoutSeconds: 900\n"));
         assert_eq!(e.field, "spec.template.spec.timeoutSeconds");
         let e = err(&base("          ports:\n            - containerPort: 70000\n", ""));

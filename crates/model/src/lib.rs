@@ -16,6 +16,7 @@ pub mod quantity;
 pub mod resources;
 pub mod revision_config;
 pub mod runtime_kind;
+pub mod secret;
 pub mod template;
 pub mod traffic;
 pub mod yaml;

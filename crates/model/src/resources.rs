@@ -9,9 +9,10 @@ use crate::annotations::{
     validate_service_annotations, RateLimit, AUTOSCALING_PREFIX, KEEP_ALIVE, RATE_LIMIT, RATE_LIMIT_BURST,
     ROLLOUT_DURATION, SCALE_TO_ZERO_RETENTION,
 };
-use crate::names::{validate_digest, validate_env_var};
+use crate::names::{validate_digest, validate_env_name, validate_env_var};
 use crate::quantity::{parse_cpu, parse_duration, parse_memory};
 use crate::runtime_kind::RuntimeKind;
+use crate::secret::SecretKeyRef;
 use crate::template::{Readiness, RevisionTemplate, MAX_TIMEOUT_SECONDS};
 use crate::traffic::{default_traffic, Rollout, TrafficTarget};
 use crate::FieldError;
@@ -37,6 +38,9 @@ pub struct RevisionConfig {
     /// Where the command came from (`updraft.yaml`, `Procfile`, `main.py`, the template, …).
     pub command_source: String,
     pub env: BTreeMap<String, String>,
+    /// Variables read from the namespace's secrets when an instance starts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_secrets: BTreeMap<String, SecretKeyRef>,
     pub memory_bytes: Option<u64>,
     pub cpu_millis: Option<u32>,
     pub scale_to_zero_after_ms: u64,
@@ -370,6 +374,9 @@ pub struct DeploySpec {
     pub allow_hosts: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Variables set from a key of a secret of the namespace: `NAME` → `secret/key`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_secrets: BTreeMap<String, String>,
     /// Variables to drop from the latest revision's (only without a package).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env_remove: Vec<String>,
@@ -486,7 +493,7 @@ impl DeploySpec {
             }
         }
         for name in &self.env_remove {
-            if template.env.remove(name).is_none() {
+            if template.env.remove(name).is_none() && template.env_secrets.remove(name).is_none() {
                 return Err(FieldError::new(
                     format!("env_remove.{name}"),
                     "is not set on the latest revision",
@@ -495,7 +502,19 @@ impl DeploySpec {
         }
         for (name, value) in &self.env {
             validate_env_var(&format!("env.{name}"), name, value)?;
+            template.env_secrets.remove(name);
             template.env.insert(name.clone(), value.clone());
+        }
+        for (name, reference) in &self.env_secrets {
+            let field = format!("env_secrets.{name}");
+            validate_env_name(&field, name)?;
+            if self.env.contains_key(name) {
+                return Err(FieldError::new(field, "is set both to a value (env) and from a secret"));
+            }
+            template.env.remove(name);
+            template
+                .env_secrets
+                .insert(name.clone(), SecretKeyRef::parse(&field, reference)?);
         }
         if let Some(m) = &self.memory {
             template.resources.memory_limit_bytes = Some(parse_memory("memory", m)?);

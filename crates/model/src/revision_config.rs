@@ -21,6 +21,7 @@ fn common(template: &RevisionTemplate, digest: &str, runtime: RuntimeKind) -> Re
         command: Vec::new(),
         command_source: String::new(),
         env: template.env.clone(),
+        env_secrets: template.env_secrets.clone(),
         memory_bytes: template.resources.memory_limit_bytes,
         cpu_millis: template.resources.cpu_limit_millis,
         scale_to_zero_after_ms: template.scale_to_zero_after().as_millis() as u64,

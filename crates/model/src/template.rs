@@ -12,7 +12,8 @@ use crate::annotations::{
 };
 use crate::image_ref::{validate_image_reference, STORED_IMAGE_PREFIX};
 use crate::names::validate_digest;
-use crate::names::validate_env_var;
+use crate::names::{validate_env_name, validate_env_var};
+use crate::secret::SecretKeyRef;
 use crate::FieldError;
 
 /// Knative's default and ceiling for `timeoutSeconds`.
@@ -97,6 +98,10 @@ pub struct RevisionTemplate {
     pub args: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Variables whose values come from the namespace's secrets, read when an
+    /// instance starts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_secrets: BTreeMap<String, SecretKeyRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_port: Option<u16>,
     #[serde(default)]
@@ -123,6 +128,7 @@ impl RevisionTemplate {
             command: None,
             args: None,
             env: BTreeMap::new(),
+            env_secrets: BTreeMap::new(),
             container_port: None,
             resources: Resources::default(),
             readiness: None,
@@ -156,6 +162,14 @@ impl RevisionTemplate {
         validate_template_annotations(&format!("{path}.metadata.annotations"), &self.annotations)?;
         for (name, value) in &self.env {
             validate_env_var(&format!("{container}.env[{name}]"), name, value)?;
+        }
+        for (name, reference) in &self.env_secrets {
+            let field = format!("{container}.env[{name}]");
+            validate_env_name(&field, name)?;
+            if self.env.contains_key(name) {
+                return Err(FieldError::new(field, "is set both to a value and from a secret"));
+            }
+            reference.validate(&format!("{field}.valueFrom.secretKeyRef"))?;
         }
         if self.container_port == Some(0) {
             return Err(FieldError::new(

@@ -78,6 +78,7 @@ pub(crate) fn documented_routes() -> (Router<Arc<Platform>>, utoipa::openapi::Op
         .merge(crate::image_api::routes())
         .merge(crate::observe_api::routes())
         .merge(crate::token_api::routes())
+        .merge(crate::secret_api::routes())
         .split_for_parts()
 }
 

@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub sandbox: Option<Vec<PathBuf>>,
     /// Where servers of this machine lock their block of sandbox uids.
     pub sandbox_slots: PathBuf,
+    /// The key secrets are sealed with; none keeps (and first makes) one in the data
+    /// directory.
+    pub secret_key_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             insecure: false,
             sandbox: None,
             sandbox_slots: PathBuf::from("/run/updraft/uid-blocks"),
+            secret_key_file: None,
         }
     }
 }

@@ -171,7 +171,7 @@ impl IntoParams for RevisionPath {
     }
 }
 
-fn path_param(name: &str, schema: ObjectBuilder) -> Parameter {
+pub(crate) fn path_param(name: &str, schema: ObjectBuilder) -> Parameter {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(ParameterIn::Path)

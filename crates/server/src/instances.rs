@@ -22,6 +22,7 @@ use crate::meter::Meter;
 use crate::quota::Quotas;
 use crate::revision_state::{ColdStart, EventKind, ManagedInstance, Registry, RevisionState, ScaleEvent};
 use crate::routes::RouteTargets;
+use crate::secrets::Secrets;
 use crate::{Paths, ServerConfig};
 
 /// Instance ids like Kubernetes pod names: the revision and a short random suffix.
@@ -54,6 +55,8 @@ pub struct Instances {
     /// Held from a quota's check to the launch it admits, so two launches cannot
     /// both take the last instance a quota allows.
     quota_launches: Mutex<()>,
+    /// Where variables from secrets are read when an instance starts.
+    secrets: Option<Arc<Secrets>>,
 }
 
 impl Instances {
@@ -81,7 +84,29 @@ impl Instances {
             registry: Arc::default(),
             quotas: Arc::default(),
             quota_launches: Mutex::new(()),
+            secrets: None,
         }
+    }
+
+    pub fn with_secrets(mut self, secrets: Arc<Secrets>) -> Instances {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// The revision's variables, those from its namespace's secrets last (they win
+    /// over a package's own defaults).
+    fn env(&self, revision: &updraft_model::Revision) -> Result<std::collections::BTreeMap<String, String>, String> {
+        let config = &revision.config;
+        let mut env = config.env.clone();
+        if config.env_secrets.is_empty() {
+            return Ok(env);
+        }
+        let secrets = self
+            .secrets
+            .as_ref()
+            .ok_or("this server keeps no secrets for variables to come from")?;
+        env.extend(secrets.env(&revision.namespace, &config.env_secrets)?);
+        Ok(env)
     }
 
     /// Holds launches to the namespaces' `quotas` on what runs, counted in `registry`.
@@ -156,13 +181,16 @@ impl Instances {
                 handler: config.command.first().cloned().unwrap_or_default().into(),
             }),
         };
+        let env = self
+            .env(revision)
+            .inspect_err(|reason| state.endpoints.start_failed(reason.clone()))?;
         let spec = InstanceSpec {
             id: instance_id(&revision.name),
             namespace: revision.namespace.clone(),
             service: revision.service.clone(),
             revision: revision.name.clone(),
             command: config.command.clone(),
-            env: config.env.clone(),
+            env,
             workdir: self.paths.revision_dir(&revision.namespace, &revision.name),
             limits: Limits {
                 memory_bytes: config.memory_bytes,

@@ -32,6 +32,8 @@ mod revision_state;
 mod revisions;
 mod routes;
 mod routing;
+mod secret_api;
+mod secrets;
 mod serve;
 #[cfg(test)]
 mod testkit;

@@ -26,6 +26,7 @@ use crate::ApiError;
         (name = "services", description = "Deploys, revisions, traffic and invocation"),
         (name = "triggers", description = "Cron schedules, broker triggers and queue sources"),
         (name = "brokers", description = "CloudEvents brokers and their ingress"),
+        (name = "secrets", description = "Secrets: written whole, read back as their keys only"),
         (name = "images", description = "OCI images and registry credentials"),
         (name = "observe", description = "Logs, metrics, usage and load"),
         (name = "tokens", description = "API tokens, who holds them, and the audit log"),

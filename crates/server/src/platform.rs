@@ -28,6 +28,7 @@ use crate::reconcile::Applied;
 use crate::revision_build::RevisionBuilder;
 use crate::revision_state::{Registry, RequestLedger};
 use crate::revisions::RevisionHost;
+use crate::secrets::{SecretKey, Secrets, SECRET_KEY_FILE};
 use crate::{Paths, ServerConfig};
 use updraft_events::dispatch::Signals;
 use updraft_events::queue::{DeliveryQueue, GroupCommit};
@@ -69,6 +70,7 @@ pub struct Platform {
     pub sandbox: Option<Arc<Sandbox>>,
     /// Every namespace's quota, for launches to be checked against.
     pub quotas: Arc<Quotas>,
+    pub secrets: Arc<Secrets>,
     pub(crate) locks: Arc<ServiceLocks>,
     pub deployer: Arc<Deployer>,
     pub instances: Arc<Instances>,
@@ -182,6 +184,11 @@ impl Platform {
         );
         let store: Arc<dyn Store> = sqlite.clone();
         let events: Arc<dyn EventStore> = sqlite;
+        let secret_key = Arc::new(match &config.secret_key_file {
+            Some(path) => SecretKey::load(path, false),
+            None => SecretKey::load(&paths.root.join(SECRET_KEY_FILE), true),
+        }?);
+        let secrets = Arc::new(Secrets::load(secret_key.clone(), &*store).await?);
         let (log_feed, _) = tokio::sync::broadcast::channel(updraft_telemetry::logs::FEED_CAPACITY);
         fs::create_dir_all(&paths.logs)?;
         let logs = Arc::new(crate::instance_logs::InstanceLogs {
@@ -218,7 +225,8 @@ impl Platform {
         let process = process
             .with_function_runtimes(paths.root.join("shims"))?
             .with_containers(containers);
-        let images = Arc::new(ImageStore::open(paths.root.join("images")).context("opening the image store")?);
+        let images =
+            Arc::new(ImageStore::open(paths.root.join("images"), secret_key).context("opening the image store")?);
         let cgroup_version = process.cgroups().version();
         let wasm = Arc::new(
             WasmRuntime::new(paths.root.join("wasm-cache"), logs, config.wasm_pool)
@@ -264,7 +272,8 @@ impl Platform {
                 meter.clone(),
                 tx,
             )
-            .counting(registry.clone(), quotas.clone()),
+            .counting(registry.clone(), quotas.clone())
+            .with_secrets(secrets.clone()),
         );
         let locks = Arc::new(ServiceLocks::default());
         let applied = Applied {
@@ -304,6 +313,7 @@ impl Platform {
             _data_dir_lock: data_dir_lock,
             sandbox,
             quotas,
+            secrets,
             locks,
             deployer,
             instances,

@@ -544,6 +544,7 @@ mod tests {
             command: vec!["true".into()],
             command_source: "test".into(),
             env: Default::default(),
+            env_secrets: Default::default(),
             memory_bytes: None,
             cpu_millis: None,
             scale_to_zero_after_ms: 60_000,

@@ -71,7 +71,13 @@ pub async fn kit() -> Kit {
         Arc::new(RequestLedger::default()),
     ));
     let (tx, pokes) = mpsc::unbounded_channel();
-    let images = Arc::new(ImageStore::open(dir.path().join("images")).unwrap());
+    let images = Arc::new(
+        ImageStore::open(
+            dir.path().join("images"),
+            Arc::new(crate::secrets::SecretKey::load(&dir.path().join("secret.key"), true).unwrap()),
+        )
+        .unwrap(),
+    );
     let config = ServerConfig {
         drain_timeout: Duration::from_secs(5),
         ..ServerConfig::default()
@@ -111,6 +117,7 @@ pub fn component_revision(service: &str, name: &str) -> Revision {
             command: Vec::new(),
             command_source: "component".into(),
             env: Default::default(),
+            env_secrets: Default::default(),
             memory_bytes: None,
             cpu_millis: None,
             scale_to_zero_after_ms: 60_000,

@@ -11,7 +11,7 @@ use updraft_model::{Revision, RevisionConfig, RevisionTemplate, ServiceConfig, S
 use updraft_model::auth::{AuditEntry, Grant, Role, TokenRecord};
 
 use crate::watch::{Change, Kind, Resource, Watch, WatchFilter, WatchStep};
-use crate::{NewRevision, Store, StoreError};
+use crate::{NewRevision, SecretRecord, Store, StoreError};
 
 /// Opens an empty store whose change log keeps this many revisions.
 pub type OpenStore<'a> = &'a dyn Fn(u64) -> Arc<dyn Store>;
@@ -30,6 +30,7 @@ pub async fn all(open: OpenStore<'_>) {
     a_staged_revision_is_promoted_or_withdrawn(open(1000)).await;
     tokens_are_kept_by_id_and_revoked(open(1000)).await;
     the_audit_log_reads_back_in_order(open(1000)).await;
+    secrets_are_kept_per_namespace(open(1000)).await;
 }
 
 fn config() -> RevisionConfig {
@@ -38,6 +39,7 @@ fn config() -> RevisionConfig {
         command: vec!["python3".into(), "main.py".into()],
         command_source: "main.py".into(),
         env: Default::default(),
+        env_secrets: Default::default(),
         memory_bytes: None,
         cpu_millis: None,
         scale_to_zero_after_ms: 60_000,
@@ -501,4 +503,55 @@ async fn the_audit_log_reads_back_in_order(store: Arc<dyn Store>) {
     );
     let since = store.audit(20, Some("aaaaaaaaaaaa"), 100).await.unwrap();
     assert_eq!(since.iter().map(|e| e.at_us).collect::<Vec<_>>(), [30]);
+}
+
+async fn secrets_are_kept_per_namespace(store: Arc<dyn Store>) {
+    let revision = store.current_revision().await.unwrap();
+    store.create_namespace("other", 1).await.unwrap();
+    let secret = |namespace: &str, sealed: &[u8], at_us: i64| SecretRecord {
+        namespace: namespace.into(),
+        name: "db".into(),
+        sealed: sealed.to_vec(),
+        created_at_us: at_us,
+        updated_at_us: at_us,
+    };
+    assert_eq!(
+        store.put_secret(&secret("default", b"one", 10), true).await.unwrap(),
+        secret("default", b"one", 10)
+    );
+    assert!(matches!(
+        store.put_secret(&secret("default", b"two", 20), true).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    let replaced = store.put_secret(&secret("default", b"two", 20), false).await.unwrap();
+    assert_eq!(
+        (
+            replaced.sealed.as_slice(),
+            replaced.created_at_us,
+            replaced.updated_at_us
+        ),
+        (&b"two"[..], 10, 20)
+    );
+    store.put_secret(&secret("other", b"three", 30), true).await.unwrap();
+    assert!(matches!(
+        store.put_secret(&secret("nowhere", b"x", 1), true).await,
+        Err(StoreError::NoSuchNamespace(_))
+    ));
+    assert_eq!(store.secret("default", "db").await.unwrap(), Some(replaced));
+    assert_eq!(
+        store.secrets(Some("other")).await.unwrap(),
+        [secret("other", b"three", 30)]
+    );
+    assert_eq!(store.secrets(None).await.unwrap().len(), 2);
+    store.delete_secret("default", "db").await.unwrap();
+    assert!(matches!(
+        store.delete_secret("default", "db").await,
+        Err(StoreError::NotFound { kind: "secret", .. })
+    ));
+    assert_eq!(store.secret("default", "db").await.unwrap(), None);
+    assert_eq!(
+        store.current_revision().await.unwrap(),
+        revision + 1,
+        "only the namespace went through the change log"
+    );
 }

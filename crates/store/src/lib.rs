@@ -16,6 +16,7 @@ pub mod contract;
 mod event_schema;
 pub mod events;
 mod records;
+mod secrets;
 mod sqlite;
 mod staged;
 pub mod watch;
@@ -29,6 +30,7 @@ use updraft_model::{
 pub use access::AUDIT_LIMIT;
 pub use changelog::DEFAULT_CHANGE_LOG_LIMIT;
 pub use events::EventStore;
+pub use secrets::SecretRecord;
 pub use sqlite::SqliteStore;
 pub use watch::{Change, ChangePage, Kind, Resource, Snapshot, Watch, WatchEvent, WatchFilter, WatchStep};
 
@@ -155,4 +157,11 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, entry: &AuditEntry) -> Result<i64>;
     /// The latest `limit` entries at or after `since_us`, oldest first.
     async fn audit(&self, since_us: i64, token_id: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>>;
+
+    /// Writes a sealed secret; with `create_only`, fails with
+    /// [`StoreError::AlreadyExists`] when it exists. Returns it as written.
+    async fn put_secret(&self, record: &SecretRecord, create_only: bool) -> Result<SecretRecord>;
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<SecretRecord>>;
+    async fn secrets(&self, namespace: Option<&str>) -> Result<Vec<SecretRecord>>;
+    async fn delete_secret(&self, namespace: &str, name: &str) -> Result<()>;
 }

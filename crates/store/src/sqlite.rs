@@ -14,7 +14,7 @@ use updraft_model::{
 
 use crate::changelog::{self, Changes, DEFAULT_CHANGE_LOG_LIMIT};
 use crate::watch::{ChangePage, Kind, Resource, Snapshot, WatchFilter};
-use crate::{NewRevision, Result, Store, StoreError};
+use crate::{NewRevision, Result, SecretRecord, Store, StoreError};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS namespaces (
@@ -125,6 +125,7 @@ impl SqliteStore {
         conn.execute_batch(changelog::SCHEMA)?;
         conn.execute_batch(crate::staged::SCHEMA)?;
         conn.execute_batch(crate::access::SCHEMA)?;
+        conn.execute_batch(crate::secrets::SCHEMA)?;
         add_missing_columns(&conn)?;
         conn.execute(
             "INSERT OR IGNORE INTO namespaces (name, created_at_us) VALUES (?1, ?2)",
@@ -929,6 +930,26 @@ impl Store for SqliteStore {
         let token_id = token_id.map(str::to_owned);
         self.run(move |db| db.audit(since_us, token_id.as_deref(), limit)).await
     }
+
+    async fn put_secret(&self, record: &SecretRecord, create_only: bool) -> Result<SecretRecord> {
+        let record = record.clone();
+        self.run(move |db| db.put_secret(&record, create_only)).await
+    }
+
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<SecretRecord>> {
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        self.run(move |db| db.secret(&namespace, &name)).await
+    }
+
+    async fn secrets(&self, namespace: Option<&str>) -> Result<Vec<SecretRecord>> {
+        let namespace = namespace.map(str::to_owned);
+        self.run(move |db| db.secrets(namespace.as_deref())).await
+    }
+
+    async fn delete_secret(&self, namespace: &str, name: &str) -> Result<()> {
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        self.run(move |db| db.delete_secret(&namespace, &name)).await
+    }
 }
 
 #[cfg(test)]
@@ -945,6 +966,7 @@ mod tests {
             command: vec!["python3".into(), "main.py".into()],
             command_source: "main.py".into(),
             env: Default::default(),
+            env_secrets: Default::default(),
             memory_bytes: Some(64 << 20),
             cpu_millis: None,
             scale_to_zero_after_ms: 60_000,

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -120,10 +120,24 @@ struct Credential {
     password: String,
 }
 
+/// Encrypts what the image store keeps at rest (registry credentials) under a key
+/// its caller holds, bound to `context`.
+pub trait Sealer: Send + Sync {
+    fn seal(&self, context: &str, plain: &[u8]) -> Vec<u8>;
+    fn open(&self, context: &str, sealed: &[u8]) -> Option<Vec<u8>>;
+}
+
+/// The sealed credentials' file, and the context they are bound to.
+const CREDENTIALS_FILE: &str = "auth.sealed";
+const CREDENTIALS_CONTEXT: &str = "registry credentials";
+/// Where credentials were kept in the clear before they were sealed.
+const LEGACY_CREDENTIALS_FILE: &str = "auth.json";
+
 pub struct ImageStore {
     root: PathBuf,
-    /// Registry host → credential, kept in `auth.json` (mode 0600).
+    /// Registry host → credential, kept sealed in `auth.sealed` (mode 0600).
     credentials: Mutex<BTreeMap<String, Credential>>,
+    sealer: Arc<dyn Sealer>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -144,19 +158,55 @@ fn digest_hex(digest: &str) -> Result<&str, ImageError> {
 
 impl ImageStore {
     /// Opens (creating) the store under `root`; staging left by a crash is removed.
-    pub fn open(root: PathBuf) -> io::Result<Self> {
+    /// Credentials kept in the clear by an earlier version are sealed now.
+    pub fn open(root: PathBuf, sealer: Arc<dyn Sealer>) -> io::Result<Self> {
         let _ = fs::remove_dir_all(root.join("tmp"));
         for dir in ["blobs/sha256", "images", "tmp"] {
             fs::create_dir_all(root.join(dir))?;
         }
-        let credentials = fs::read(root.join("auth.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        Ok(ImageStore {
+        let credentials = match fs::read(root.join(CREDENTIALS_FILE)) {
+            Ok(sealed) => {
+                let plain = sealer.open(CREDENTIALS_CONTEXT, &sealed).ok_or_else(|| {
+                    io::Error::other(format!(
+                        "{} does not open with this server's secret key (--secret-key-file)",
+                        root.join(CREDENTIALS_FILE).display()
+                    ))
+                })?;
+                serde_json::from_slice(&plain).map_err(io::Error::other)?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::read(root.join(LEGACY_CREDENTIALS_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
+            Err(e) => return Err(e),
+        };
+        let store = ImageStore {
             root,
             credentials: Mutex::new(credentials),
-        })
+            sealer,
+        };
+        if store.root.join(LEGACY_CREDENTIALS_FILE).exists() {
+            let credentials = store.credentials.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            store.save_credentials(&credentials)?;
+            fs::remove_file(store.root.join(LEGACY_CREDENTIALS_FILE))?;
+        }
+        Ok(store)
+    }
+
+    fn save_credentials(&self, credentials: &BTreeMap<String, Credential>) -> io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let plain = serde_json::to_vec(credentials).map_err(io::Error::other)?;
+        let staged = self.root.join("tmp").join(CREDENTIALS_FILE);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&staged)?;
+        file.write_all(&self.sealer.seal(CREDENTIALS_CONTEXT, &plain))?;
+        file.sync_all()?;
+        fs::rename(staged, self.root.join(CREDENTIALS_FILE))
     }
 
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
@@ -204,20 +254,7 @@ impl ImageStore {
                 password: password.to_string(),
             },
         );
-        let staged = self.root.join("tmp/auth.json");
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&staged)?;
-            file.write_all(&serde_json::to_vec_pretty(&*credentials).map_err(io::Error::other)?)?;
-            file.sync_all()?;
-        }
-        fs::rename(staged, self.root.join("auth.json"))
+        self.save_credentials(&credentials)
     }
 
     /// Registries with stored credentials.
