@@ -5,6 +5,7 @@ mod apps;
 mod coldstart;
 mod containers;
 mod deploys;
+mod editions;
 mod functions;
 mod harness;
 mod hostile;
@@ -156,6 +157,19 @@ enum Scenario {
         #[arg(long, default_value_t = 1000)]
         window: usize,
     },
+    /// A service's latency while another namespace saturates the CPUs: its namespace
+    /// exclusive, then shared, against no noise at all.
+    Editions {
+        /// Seconds of measured requests per case.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Measured requests per second.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        /// Connections keeping the noisy service's CPUs busy.
+        #[arg(long, default_value_t = 8)]
+        noisy_clients: usize,
+    },
     /// Python and Node function cold starts from stem cells (warm interpreters) against
     /// fresh interpreters (pool off), at 1 and N simultaneous cold starts.
     Function {
@@ -191,6 +205,11 @@ fn main() -> anyhow::Result<()> {
             seconds,
         } => scaleout::run(&cli.updraft, &cli.out, clients.max(1), target.max(1), seconds),
         Scenario::Container { rounds, megabytes } => containers::run(&cli.updraft, &cli.out, rounds.max(1), megabytes),
+        Scenario::Editions {
+            seconds,
+            rate,
+            noisy_clients,
+        } => editions::run(&cli.updraft, &cli.out, seconds, rate, noisy_clients.max(1)),
         Scenario::Deploys { services, window } => deploys::run(&cli.updraft, &cli.out, services, window),
         Scenario::Function { sizes, pool_memory } => functions::run(&cli.updraft, &cli.out, &sizes, &pool_memory),
         Scenario::Wasm {

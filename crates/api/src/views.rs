@@ -57,6 +57,9 @@ pub struct NamespaceUsage {
     /// What its instances running now hold, against the quotas on them.
     #[serde(default)]
     pub running: updraft_model::RunningUse,
+    /// The CPUs its instances run on: its own when exclusive, else the shared ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 use updraft_api::requests::UsageQuery;
 use updraft_api::views::UsageView;
 use updraft_model::annotations::RateLimit;
+use updraft_model::exclusive::Exclusive;
 use updraft_model::traffic::{edit, Target};
 use updraft_model::NamespaceLimits;
 
@@ -81,7 +82,7 @@ pub struct TrafficArgs {
 #[command(group(clap::ArgGroup::new("change").required(true).multiple(true)
     .args(["rate_limit", "log_max_age", "log_max_size", "quota_services", "quota_invocations_per_minute",
         "quota_fires_per_minute", "quota_package_size", "quota_instances", "quota_memory", "quota_cpu",
-        "clear"])))]
+        "exclusive_cpus", "shared", "clear"])))]
 pub struct NamespaceLimitsArgs {
     name: String,
     /// Requests per second all the namespace's services take together (0 removes it).
@@ -120,10 +121,21 @@ pub struct NamespaceLimitsArgs {
     /// removes it). With it, every service needs --cpu.
     #[arg(long, value_name = "CPU")]
     quota_cpu: Option<String>,
+    /// Exclusive edition: CPUs of this machine only the namespace's instances run on
+    /// (with --exclusive-memory).
+    #[arg(long, value_name = "N", requires = "exclusive_memory", conflicts_with = "shared")]
+    exclusive_cpus: Option<u32>,
+    /// Exclusive edition: memory reserved for the namespace's instances, which shared
+    /// namespaces cannot take (e.g. 2Gi).
+    #[arg(long, value_name = "SIZE", requires = "exclusive_cpus")]
+    exclusive_memory: Option<String>,
+    /// Back to the shared edition: the namespace gives up its CPUs and memory.
+    #[arg(long)]
+    shared: bool,
     /// Remove all of the namespace's limits.
     #[arg(long, conflicts_with_all = ["rate_limit", "log_max_age", "log_max_size", "quota_services",
         "quota_invocations_per_minute", "quota_fires_per_minute", "quota_package_size", "quota_instances",
-        "quota_memory", "quota_cpu"])]
+        "quota_memory", "quota_cpu", "exclusive_cpus", "shared"])]
     clear: bool,
 }
 
@@ -276,6 +288,14 @@ pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, out
             }
         };
     }
+    if let (Some(cpus), Some(memory)) = (args.exclusive_cpus, &args.exclusive_memory) {
+        let memory_bytes = updraft_model::quantity::parse_bytes("--exclusive-memory", memory)
+            .map_err(|e| usage_error(e.to_string()))?;
+        limits.exclusive = Some(Exclusive { cpus, memory_bytes });
+    }
+    if args.shared {
+        limits.exclusive = None;
+    }
     let ns = client.set_namespace_limits(&args.name, &limits).await?;
     if !print_structured(&ns, output) {
         match ns.limits.rate_limit {
@@ -410,6 +430,14 @@ pub async fn namespace_show(name: &str, client: &ApiClient, output: Output) -> R
     match ns.limits.rate_limit {
         Some(r) => println!("Rate limit: {} requests/s, burst {}", r.per_second, r.burst),
         None => println!("Rate limit: none"),
+    }
+    match (&ns.limits.exclusive, &usage.cpus) {
+        (Some(e), cpus) => println!(
+            "Edition:    exclusive: CPUs {}, {} reserved",
+            cpus.as_deref().unwrap_or("-"),
+            updraft_model::quantity::format_memory(e.memory_bytes)
+        ),
+        (None, cpus) => println!("Edition:    shared: CPUs {}", cpus.as_deref().unwrap_or("-")),
     }
     println!("{:<24} {:>12} {:>12}", "QUOTA", "USED", "OF");
     println!(

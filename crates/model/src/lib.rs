@@ -8,6 +8,7 @@ pub mod annotations;
 pub mod auth;
 pub mod change;
 pub mod error;
+pub mod exclusive;
 pub mod image_ref;
 pub mod knative;
 pub mod names;

@@ -9,6 +9,7 @@ use crate::annotations::{
     validate_service_annotations, RateLimit, AUTOSCALING_PREFIX, KEEP_ALIVE, RATE_LIMIT, RATE_LIMIT_BURST,
     ROLLOUT_DURATION, SCALE_TO_ZERO_RETENTION,
 };
+use crate::exclusive::Exclusive;
 use crate::names::{validate_digest, validate_env_name, validate_env_var};
 use crate::quantity::{parse_cpu, parse_duration, parse_memory};
 use crate::runtime_kind::RuntimeKind;
@@ -163,6 +164,10 @@ pub struct NamespaceLimits {
     /// (a struct read from an array is refused).
     #[serde(default)]
     pub quota: NamespaceQuota,
+    /// The exclusive (dedicated) edition: CPUs and memory of this machine held for the
+    /// namespace alone. None: the namespace is shared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusive: Option<Exclusive>,
 }
 
 /// Caps on what a namespace holds and does, with OpenWhisk's names where it has them;
@@ -321,6 +326,9 @@ impl NamespaceLimits {
     /// The ranges the API's schema gives (`int32` rates, `int64` sizes and ages), so a
     /// client that follows the document is never surprised.
     pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(exclusive) = &self.exclusive {
+            exclusive.validate()?;
+        }
         if let Some(limit) = self.rate_limit {
             for (field, n) in [
                 ("rate_limit.per_second", limit.per_second),

@@ -3,15 +3,29 @@
 //!
 //! All of one server's instance groups sit under one parent named after its data
 //! directory, so a restarted server finds and kills exactly what its previous run left.
+//! Under it, partitions: `_shared` for the shared namespaces (and stem cells before
+//! they are bound), `_exclusive.<namespace>` for each exclusive one, each with its
+//! CPUs (cpuset) and the memory its instances may use together.
 
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use updraft_model::exclusive::{format_cpu_list, parse_cpu_list, Partition, Placement};
+
 /// Controllers whose v1 hierarchies an instance joins.
-const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids"];
+const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "cpuset"];
+/// The partition of the shared namespaces. Partition names start with `_`, which no
+/// instance id does (ids start like service names), so neither is taken for the other.
+pub const SHARED_PARTITION: &str = "_shared";
+
+pub fn exclusive_partition(namespace: &str) -> String {
+    format!("_exclusive.{namespace}")
+}
 pub const CPU_PERIOD_US: u64 = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +92,8 @@ pub struct Limits {
 pub struct Cgroups {
     layout: Layout,
     parent: String,
+    /// The namespaces whose instances go in a partition of their own.
+    exclusive: Arc<RwLock<HashSet<String>>>,
 }
 
 /// The directories of one instance's group (one per v1 hierarchy, one on v2).
@@ -92,7 +108,102 @@ impl Cgroups {
         Cgroups {
             layout: parse_mountinfo(&text),
             parent: parent.to_string(),
+            exclusive: Arc::default(),
         }
+    }
+
+    /// Whether the namespace's instances run on CPUs of their own.
+    pub fn is_exclusive(&self, namespace: &str) -> bool {
+        self.exclusive
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(namespace)
+    }
+
+    fn partition_of(&self, namespace: Option<&str>) -> String {
+        match namespace.filter(|ns| self.is_exclusive(ns)) {
+            Some(ns) => exclusive_partition(ns),
+            None => SHARED_PARTITION.to_string(),
+        }
+    }
+
+    /// The CPUs instances may be given: those of the cpuset hierarchy's root (the
+    /// machine's, or what a container around the server allows).
+    pub fn cpus(&self) -> Option<Vec<u32>> {
+        let text = match &self.layout {
+            Layout::V2(root) => fs::read_to_string(root.join("cpuset.cpus.effective")).ok(),
+            Layout::V1(mounts) => mounts
+                .iter()
+                .find(|(c, _)| c == "cpuset")
+                .and_then(|(_, m)| fs::read_to_string(m.join("cpuset.effective_cpus")).ok()),
+            Layout::None => None,
+        }
+        .or_else(|| fs::read_to_string("/sys/devices/system/cpu/online").ok())?;
+        parse_cpu_list(&text).filter(|cpus| !cpus.is_empty())
+    }
+
+    /// Gives each partition its CPUs and memory, and sends the instances started from
+    /// now on to theirs. A partition no namespace holds any more goes once it is empty.
+    pub fn apply(&self, placement: &Placement) -> io::Result<()> {
+        self.set_partition(SHARED_PARTITION, &placement.shared)?;
+        for (namespace, partition) in &placement.exclusive {
+            self.set_partition(&exclusive_partition(namespace), partition)?;
+        }
+        *self.exclusive.write().unwrap_or_else(|p| p.into_inner()) = placement.exclusive.keys().cloned().collect();
+        let kept: HashSet<String> = placement.exclusive.keys().map(|ns| exclusive_partition(ns)).collect();
+        for parent in self.parent_dirs() {
+            for entry in fs::read_dir(&parent).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("_exclusive.") && !kept.contains(&name) {
+                    let _ = fs::remove_dir(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_partition(&self, name: &str, partition: &Partition) -> io::Result<()> {
+        let cpus = format_cpu_list(&partition.cpus);
+        match &self.layout {
+            Layout::V2(root) => {
+                let parent = root.join(&self.parent);
+                let dir = parent.join(name);
+                fs::create_dir_all(&dir)?;
+                for level in [root.as_path(), parent.as_path(), dir.as_path()] {
+                    for controller in ["+cpuset", "+memory", "+cpu", "+pids"] {
+                        let _ = fs::write(level.join("cgroup.subtree_control"), controller);
+                    }
+                }
+                // Without a controller its file is missing, which only matters when
+                // the partition is to be held to less than everything.
+                let restricted = Some(&partition.cpus) != self.cpus().as_ref();
+                if restricted || dir.join("cpuset.cpus").exists() {
+                    fs::write(dir.join("cpuset.cpus"), &cpus)
+                        .map_err(|e| io::Error::new(e.kind(), format!("the cpuset controller: {e}")))?;
+                }
+                if partition.memory_bytes.is_some() || dir.join("memory.max").exists() {
+                    let memory = partition.memory_bytes.map_or("max".to_string(), |b| b.to_string());
+                    fs::write(dir.join("memory.max"), memory)?;
+                }
+            }
+            Layout::V1(mounts) => {
+                for (controller, mount) in mounts {
+                    let parent = mount.join(&self.parent);
+                    let dir = parent.join(name);
+                    match controller.as_str() {
+                        "cpuset" => set_cpuset_v1(mount, &parent, &dir, &cpus)?,
+                        "memory" => {
+                            fs::create_dir_all(&dir)?;
+                            let memory = partition.memory_bytes.map_or("-1".to_string(), |b| b.to_string());
+                            fs::write(dir.join("memory.limit_in_bytes"), memory)?;
+                        }
+                        _ => fs::create_dir_all(&dir)?,
+                    }
+                }
+            }
+            Layout::None => {}
+        }
+        Ok(())
     }
 
     pub fn layout(&self) -> &Layout {
@@ -119,20 +230,37 @@ impl Cgroups {
         }
     }
 
-    /// The group an instance would have, without creating it (runc creates its own),
-    /// and its path from the hierarchy's root, as runc's `cgroupsPath` takes it.
-    pub fn planned(&self, instance: &str) -> (String, InstanceCgroup) {
-        let group = InstanceCgroup {
-            dirs: self.parent_dirs().into_iter().map(|d| d.join(instance)).collect(),
-        };
-        (format!("/{}/{instance}", self.parent), group)
+    fn group(&self, partition: &str, instance: &str) -> InstanceCgroup {
+        InstanceCgroup {
+            dirs: self
+                .parent_dirs()
+                .into_iter()
+                .map(|d| d.join(partition).join(instance))
+                .collect(),
+        }
     }
 
-    /// Creates the group of one instance with its limits.
-    pub fn create(&self, instance: &str, limits: Limits) -> io::Result<InstanceCgroup> {
-        let group = InstanceCgroup {
-            dirs: self.parent_dirs().into_iter().map(|d| d.join(instance)).collect(),
-        };
+    /// The group an instance of `namespace` would have, without creating it (runc
+    /// creates its own), and its path from the hierarchy's root, as runc's
+    /// `cgroupsPath` takes it.
+    pub fn planned(&self, instance: &str, namespace: &str) -> (String, InstanceCgroup) {
+        let partition = self.partition_of(Some(namespace));
+        let group = self.group(&partition, instance);
+        (format!("/{}/{partition}/{instance}", self.parent), group)
+    }
+
+    /// Creates the group of one instance with its limits, in its namespace's partition
+    /// (none: a stem cell, in the shared one).
+    pub fn create(&self, instance: &str, namespace: Option<&str>, limits: Limits) -> io::Result<InstanceCgroup> {
+        let partition = self.partition_of(namespace);
+        if !self.parent_dirs().iter().all(|d| d.join(&partition).is_dir()) {
+            let everything = Partition {
+                cpus: self.cpus().unwrap_or_default(),
+                memory_bytes: None,
+            };
+            self.set_partition(&partition, &everything)?;
+        }
+        let group = self.group(&partition, instance);
         let result = self.create_dirs(&group, limits);
         if result.is_err() {
             group.remove();
@@ -144,10 +272,10 @@ impl Cgroups {
         match &self.layout {
             Layout::V2(root) => {
                 let parent = root.join(&self.parent);
-                fs::create_dir_all(&parent)?;
+                let partition = group.dirs[0].parent().unwrap_or(&parent).to_path_buf();
                 // Controllers must be enabled on every level above the instance group, one
                 // at a time: a write naming one the kernel lacks would enable none.
-                for dir in [root.as_path(), parent.as_path()] {
+                for dir in [root.as_path(), parent.as_path(), partition.as_path()] {
                     for controller in ["+memory", "+cpu", "+pids"] {
                         let _ = fs::write(dir.join("cgroup.subtree_control"), controller);
                     }
@@ -164,27 +292,71 @@ impl Cgroups {
         group.set_limits(limits)
     }
 
-    /// Kills and removes every instance group a previous run left under the parent.
+    /// Kills and removes every instance group a previous run left in the partitions
+    /// (or, from before there were partitions, right under the parent).
     pub fn reap_all(&self) -> usize {
+        let subdirs = |dir: &Path| -> Vec<String> {
+            fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        };
         let mut groups = Vec::new();
         for parent in self.parent_dirs() {
-            for entry in fs::read_dir(&parent).into_iter().flatten().flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    groups.push(entry.file_name());
+            for name in subdirs(&parent) {
+                match name.starts_with('_') {
+                    true => groups.extend(subdirs(&parent.join(&name)).into_iter().map(|g| (name.clone(), g))),
+                    false => groups.push((String::new(), name)),
                 }
             }
         }
         groups.sort();
         groups.dedup();
-        for name in &groups {
-            let group = InstanceCgroup {
-                dirs: self.parent_dirs().into_iter().map(|d| d.join(name)).collect(),
-            };
+        for (partition, name) in &groups {
+            let group = self.group(partition, name);
             group.kill_all();
             group.remove();
         }
         groups.len()
     }
+}
+
+/// A v1 cpuset group's CPUs. New groups hold none (no process may join them) until
+/// given CPUs and memory nodes, so the parent takes the root's first, and
+/// `clone_children` has the instance groups made later copy the partition's. A
+/// partition cannot drop a CPU a child still holds: its children shrink first.
+fn set_cpuset_v1(root: &Path, parent: &Path, dir: &Path, cpus: &str) -> io::Result<()> {
+    let read = |dir: &Path, file: &str| fs::read_to_string(dir.join(file)).unwrap_or_default();
+    for (level, above) in [(parent, root), (dir, parent)] {
+        fs::create_dir_all(level)?;
+        if read(level, "cpuset.mems").trim().is_empty() {
+            fs::write(level.join("cpuset.mems"), read(above, "cpuset.mems").trim())?;
+        }
+        fs::write(level.join("cgroup.clone_children"), "1")?;
+    }
+    if read(parent, "cpuset.cpus").trim().is_empty() {
+        fs::write(parent.join("cpuset.cpus"), read(root, "cpuset.cpus").trim())?;
+    }
+    let children: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    if fs::write(dir.join("cpuset.cpus"), cpus).is_err() {
+        for child in &children {
+            let _ = fs::write(child.join("cpuset.cpus"), cpus);
+        }
+        fs::write(dir.join("cpuset.cpus"), cpus)?;
+    }
+    for child in &children {
+        let _ = fs::write(child.join("cpuset.cpus"), cpus);
+    }
+    Ok(())
 }
 
 impl InstanceCgroup {
@@ -355,6 +527,7 @@ mod tests {
 30 25 0:27 / /sys/fs/cgroup/memory rw shared:14 - cgroup cgroup rw,memory
 31 25 0:28 / /sys/fs/cgroup/cpu,cpuacct rw shared:15 - cgroup cgroup rw,cpu,cpuacct
 32 25 0:29 / /sys/fs/cgroup/pids rw shared:16 - cgroup cgroup rw,pids
+33 25 0:30 / /sys/fs/cgroup/cpuset rw shared:17 - cgroup cgroup rw,cpuset
 ";
     /// Where a cgroup2 hierarchy is mounted: the root on v2 machines, `unified` on hybrid.
     fn cgroup2_mount() -> Option<PathBuf> {
@@ -374,6 +547,7 @@ mod tests {
         let cgroups = Cgroups {
             layout: Layout::V2(root.clone()),
             parent: format!("updraft-test-{}", std::process::id()),
+            exclusive: Arc::default(),
         };
         let limits = if can_limit {
             Limits {
@@ -383,8 +557,11 @@ mod tests {
         } else {
             Limits::default()
         };
-        let group = cgroups.create("instance", limits).unwrap();
-        assert_eq!(group.dirs, [root.join(&cgroups.parent).join("instance")]);
+        let group = cgroups.create("instance", Some("team"), limits).unwrap();
+        assert_eq!(
+            group.dirs,
+            [root.join(&cgroups.parent).join(SHARED_PARTITION).join("instance")]
+        );
         if can_limit {
             assert_eq!(
                 fs::read_to_string(group.dirs[0].join("memory.max")).unwrap().trim(),
@@ -405,6 +582,7 @@ mod tests {
         group.remove();
         assert!(!group.dirs[0].exists());
         assert_eq!(cgroups.reap_all(), 0);
+        fs::remove_dir(root.join(&cgroups.parent).join(SHARED_PARTITION)).unwrap();
         fs::remove_dir(root.join(&cgroups.parent)).unwrap();
     }
 
@@ -418,12 +596,13 @@ mod tests {
             panic!()
         };
         let names: Vec<&str> = mounts.iter().map(|(c, _)| c.as_str()).collect();
-        assert_eq!(names, ["cpu", "cpuacct", "memory", "pids"]);
+        assert_eq!(names, ["cpu", "cpuacct", "cpuset", "memory", "pids"]);
         let cg = Cgroups {
             layout: Layout::V1(mounts),
             parent: "updraft-x".into(),
+            exclusive: Arc::default(),
         };
-        assert_eq!(cg.parent_dirs().len(), 3, "cpu and cpuacct share a mount");
+        assert_eq!(cg.parent_dirs().len(), 4, "cpu and cpuacct share a mount");
     }
 
     #[test]

@@ -291,7 +291,7 @@ impl ProcessRuntime {
         let id = format!("stem-{:08x}", random_u32());
         let cgroup = match self.cgroups.layout() {
             Layout::None => None,
-            _ => Some(self.cgroups.create(&id, crate::cgroup::Limits::default())?),
+            _ => Some(self.cgroups.create(&id, None, crate::cgroup::Limits::default())?),
         };
         let (orders_in, orders) = std::io::pipe()?;
         let mut cmd = self.command(command, None, None);
@@ -481,12 +481,14 @@ impl Runtime for ProcessRuntime {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(function.language);
             let handler = function.handler.display().to_string();
-            let stem = self
-                .function_stems
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_mut(&function.language)
-                .and_then(Vec::pop);
+            let stem = self.may_use_stems(&spec).then(|| {
+                self.function_stems
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&function.language)
+                    .and_then(Vec::pop)
+            });
+            let stem = stem.flatten();
             let started = match stem {
                 Some(stem) => {
                     spec.command = vec![interpreter(function.language)[0].to_string(), handler];
@@ -500,7 +502,10 @@ impl Runtime for ProcessRuntime {
             };
             return self.adopt(started, spec, port);
         }
-        let stem = self.stems.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let stem = self
+            .may_use_stems(&spec)
+            .then(|| self.stems.lock().unwrap_or_else(|p| p.into_inner()).pop())
+            .flatten();
         let started = match stem {
             Some(stem) => self.bind(stem, &spec, port.port)?,
             None => self.spawn(&spec, port.port)?,
@@ -607,11 +612,17 @@ fn random_u32() -> u32 {
 }
 
 impl ProcessRuntime {
+    /// Stem cells wait in the shared partition: an exclusive namespace's instance
+    /// starts afresh on its own CPUs instead.
+    fn may_use_stems(&self, spec: &InstanceSpec) -> bool {
+        !self.cgroups.is_exclusive(&spec.namespace)
+    }
+
     /// Forks the instance's command directly.
     fn spawn(&self, spec: &InstanceSpec, port: u16) -> Result<Started, RuntimeError> {
         let cgroup = match self.cgroups.layout() {
             Layout::None => None,
-            _ => match self.cgroups.create(&spec.id, spec.limits) {
+            _ => match self.cgroups.create(&spec.id, Some(&spec.namespace), spec.limits) {
                 Ok(group) => Some(group),
                 Err(e) => {
                     tracing::warn!(instance = %spec.id, error = %e, "cannot create cgroup; running without limits");
@@ -691,7 +702,7 @@ impl ProcessRuntime {
             .containers
             .clone()
             .ok_or_else(|| RuntimeError::Bundle("OCI images are not enabled on this server".into()))?;
-        let (cgroups_path, cgroup) = self.cgroups.planned(&spec.id);
+        let (cgroups_path, cgroup) = self.cgroups.planned(&spec.id, &spec.namespace);
         let bundle = containers.write_bundle(&spec, &container, port.port, &cgroups_path)?;
         let mut cmd = containers.command();
         cmd.arg("run")

@@ -227,6 +227,7 @@ async fn describe_namespace(
         services: services.len(),
         largest_package_bytes,
         running: p.instances.running_in(&ns),
+        cpus: p.editions.cpus_of(&ns),
     });
     Ok(Json(view))
 }
@@ -240,7 +241,9 @@ async fn set_namespace_limits(
 ) -> Result<Json<NamespaceView>, ApiError> {
     limits.validate()?;
     p.require_namespace(&ns).await?;
+    p.editions.check(&ns, limits.exclusive.as_ref())?;
     let updated = p.store.set_namespace_limits(&ns, &limits).await?;
+    p.editions.set(&ns, limits.exclusive);
     p.applied.routes(&*p.store).await;
     p.apply_log_retention().await;
     Ok(Json(namespace_view(updated)))

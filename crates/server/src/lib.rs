@@ -10,6 +10,7 @@ mod delivery;
 mod deploy;
 mod describe;
 mod descriptors;
+mod editions;
 mod error;
 mod extract;
 mod fire_quotas;

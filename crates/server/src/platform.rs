@@ -19,6 +19,7 @@ use updraft_telemetry::logs::AccessRecord;
 use updraft_telemetry::{Metrics, RevisionLabels};
 
 use crate::deploy::Deployer;
+use crate::editions::Editions;
 use crate::instances::Instances;
 use crate::locks::ServiceLocks;
 use crate::meter::Meter;
@@ -71,6 +72,8 @@ pub struct Platform {
     /// Every namespace's quota, for launches to be checked against.
     pub quotas: Arc<Quotas>,
     pub secrets: Arc<Secrets>,
+    /// Which CPUs and memory the exclusive namespaces hold.
+    pub editions: Arc<Editions>,
     pub(crate) locks: Arc<ServiceLocks>,
     pub deployer: Arc<Deployer>,
     pub instances: Arc<Instances>,
@@ -228,6 +231,7 @@ impl Platform {
         let images =
             Arc::new(ImageStore::open(paths.root.join("images"), secret_key).context("opening the image store")?);
         let cgroup_version = process.cgroups().version();
+        let editions = Arc::new(Editions::new(process.cgroups().clone()));
         let wasm = Arc::new(
             WasmRuntime::new(paths.root.join("wasm-cache"), logs, config.wasm_pool)
                 .context("starting the wasm runtime")?,
@@ -314,6 +318,7 @@ impl Platform {
             sandbox,
             quotas,
             secrets,
+            editions,
             locks,
             deployer,
             instances,

@@ -29,6 +29,24 @@ pub trait Reconciler: Send + 'static {
     async fn on_wake(&mut self, _now_us: i64) {}
 }
 
+/// [`follow`] on a task of its own, for a follower no writer waits on.
+pub fn spawn_follower<R: Reconciler + 'static>(
+    reconciler: R,
+    store: Arc<dyn Store>,
+    from: u64,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let (applied, _) = watch::channel(from);
+    tokio::spawn(follow(
+        reconciler,
+        store,
+        from,
+        updraft_runtime::clock::now_us,
+        applied,
+        stop,
+    ))
+}
+
 /// Runs `reconciler` from store revision `from` (the list it was given) until `stop`;
 /// `applied` says up to which store revision it is current, for writers that answer
 /// only once their write has taken effect.

@@ -11,10 +11,11 @@ use updraft_runtime::clock::now_us;
 
 use crate::autoscale::Autoscale;
 use crate::delivery::GatewayTransport;
+use crate::editions::EditionFollower;
 use crate::instances::RoutedRevisions;
 use crate::platform::{Opened, Platform};
 use crate::quota::QuotaFollower;
-use crate::reconcile::{follow, Reconciler};
+use crate::reconcile::{follow, spawn_follower, Reconciler};
 use crate::revisions::RevisionReconciler;
 use crate::routes::RouteReconciler;
 use crate::triggers::TriggerFollower;
@@ -52,6 +53,18 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+
+    // Quotas and partitions current before the first launch, which they admit and place.
+    let mut quota_follower = QuotaFollower(platform.quotas.clone());
+    quota_follower.on_list(&snapshot, now_us()).await;
+    let mut edition_follower = EditionFollower(platform.editions.clone());
+    edition_follower.on_list(&snapshot, now_us()).await;
+    let edition_follower = spawn_follower(
+        edition_follower,
+        platform.store.clone(),
+        snapshot.revision,
+        stopped(stop_rx.clone()),
+    );
 
     // Listed before anything is served, so the first request finds its route.
     let targets = Arc::new(RoutedRevisions {
@@ -94,27 +107,18 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     let meter = tokio::spawn(crate::meter::run(platform.meter.clone(), stopped(stop_rx.clone())));
     let retention = tokio::spawn(crate::retention::run(platform.clone(), stopped(stop_rx.clone())));
     let schedule = tokio::spawn(crate::triggers::schedule(platform.clone(), stopped(stop_rx.clone())));
-    // Current before the first launch, which it admits.
-    let mut quota_follower = QuotaFollower(platform.quotas.clone());
-    quota_follower.on_list(&snapshot, now_us()).await;
-    let (quotas_followed, _) = tokio::sync::watch::channel(snapshot.revision);
-    let quota_follower = tokio::spawn(follow(
+    let quota_follower = spawn_follower(
         quota_follower,
         platform.store.clone(),
         snapshot.revision,
-        now_us,
-        quotas_followed,
         stopped(stop_rx.clone()),
-    ));
-    let (triggers_followed, _) = tokio::sync::watch::channel(snapshot.revision);
-    let trigger_follower = tokio::spawn(follow(
+    );
+    let trigger_follower = spawn_follower(
         TriggerFollower(platform.signals.clone()),
         platform.store.clone(),
         snapshot.revision,
-        now_us,
-        triggers_followed,
         stopped(stop_rx.clone()),
-    ));
+    );
     let transport: Arc<dyn Transport> = Arc::new(GatewayTransport::new(&platform));
     let dispatcher = Arc::new(Dispatcher {
         store: platform.events.clone(),
@@ -210,6 +214,7 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     let _ = schedule.await;
     let _ = trigger_follower.await;
     let _ = quota_follower.await;
+    let _ = edition_follower.await;
     let _ = dispatch.await;
     let _ = sources.await;
     platform.meter.meter().await;

@@ -1226,6 +1226,10 @@ mod tests {
                 services: Some(3),
                 ..Default::default()
             },
+            exclusive: Some(updraft_model::exclusive::Exclusive {
+                cpus: 1,
+                memory_bytes: 256 << 20,
+            }),
         };
         assert_eq!(
             store.set_namespace_limits("team", &limits).await.unwrap().limits,
