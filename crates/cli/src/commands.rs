@@ -301,7 +301,8 @@ async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<
             let registry = image.split('/').next().unwrap_or_default();
             crate::images::login(client, registry, username, password.trim_end_matches(['\n', '\r'])).await?;
         }
-        spec.image = Some(crate::images::resolve(client, image, std::path::Path::new(".")).await?);
+        let pull_first = spec.registry_secret.as_deref().unwrap_or_default().is_empty();
+        spec.image = Some(crate::images::resolve(client, image, std::path::Path::new("."), pull_first).await?);
     }
     match (&args.path, &args.wasm, &args.function) {
         _ if args.image.is_some() => {}

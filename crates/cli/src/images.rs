@@ -70,12 +70,17 @@ pub fn local_image(image: &str, base: &Path) -> Option<LocalImage> {
 /// What a deploy sends for `image`: local images are uploaded and named by digest
 /// (`oci:sha256:…`); registry images are pulled now, with progress, and keep their
 /// reference.
-pub async fn resolve(client: &ApiClient, image: &str, base: &Path) -> Result<String, CliError> {
+/// With `pull_first`, a registry image is pulled before the deploy, with progress;
+/// without, the deploy pulls it (with the namespace's registry secret, which a pull
+/// on its own does not use).
+pub async fn resolve(client: &ApiClient, image: &str, base: &Path, pull_first: bool) -> Result<String, CliError> {
     if let Some(local) = local_image(image, base) {
         let view = import(client, &local).await?;
         return Ok(view.reference);
     }
-    pull(client, image).await?;
+    if pull_first {
+        pull(client, image).await?;
+    }
     Ok(image.to_string())
 }
 

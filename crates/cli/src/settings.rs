@@ -16,6 +16,10 @@ pub struct SettingsArgs {
     /// instance starts (repeatable): `DB_PASSWORD=db/password`.
     #[arg(long = "env-secret", value_name = "KEY=SECRET/KEY")]
     env_secret: Vec<String>,
+    /// Images: the secret of the namespace (keys `username`, `password`) to pull the
+    /// image with, as Kubernetes' imagePullSecrets; `''` removes it.
+    #[arg(long, value_name = "SECRET")]
+    registry_secret: Option<String>,
     /// Memory limit per instance (e.g. 256Mi).
     #[arg(long)]
     memory: Option<String>,
@@ -142,6 +146,7 @@ impl SettingsArgs {
             keep_alive: self.keep_alive,
             env,
             env_secrets,
+            registry_secret: self.registry_secret,
             env_remove,
             memory: self.memory,
             cpu: self.cpu,

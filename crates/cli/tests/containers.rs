@@ -77,6 +77,13 @@ fn an_image_from_a_registry_runs_confined_scales_to_zero_and_survives_kill_9() {
     let login = server.cli(&["registry", "login", &registry.host, "-u", "tester", "-p", "s3cret"]);
     assert_eq!(login.code, 0, "{}", login.stderr);
     assert_eq!(server.json(&["registry", "list"])[0]["username"], "tester");
+    // A namespace's package quota holds pulled images too: refused once pulled.
+    server.json(&["namespace", "create", "small"]);
+    server.json(&["namespace", "limits", "small", "--quota-package-size", "1Ki"]);
+    let big = server.cli(&["deploy", "web", "--image", &reference, "-n", "small"]);
+    assert_eq!(big.code, 5, "{}", big.stderr);
+    assert!(big.stderr.contains("quota.package_bytes = 1024"), "{}", big.stderr);
+    assert!(server.json(&["services", "-n", "small"]).as_array().unwrap().is_empty());
     // Kept sealed under the server's secret key, like secrets.
     let sealed = server.data.join("images/auth.sealed");
     let bytes = std::fs::read(&sealed).unwrap();
@@ -418,4 +425,73 @@ fn bad_images_are_refused_clearly_and_leave_nothing_behind() {
     assert!(!dir.join("planted-by-layer").exists());
     assert_eq!(server.json(&["services"]), serde_json::json!([]));
     assert!(runc_containers(&server.data).is_empty());
+}
+
+#[test]
+fn a_namespace_pulls_with_its_own_registry_secret() {
+    let registry = Registry::start(Auth::Basic("team-robot", "pu11"));
+    let server = Server::start(&[]);
+    let layout = server.dir.path().join("layout");
+    test_image(&layout);
+    registry.push(&layout, "team/web:3");
+    let reference = registry.reference("team/web:3");
+    server.json(&["namespace", "create", "team"]);
+    let developer = server.json(&["token", "create", "dev", "--grant", "developer=team"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let as_developer = |args: &[&str]| {
+        let out = server
+            .command()
+            .env("UPDRAFT_TOKEN", &developer)
+            .args(args)
+            .args(["-n", "team"])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // A developer holds no platform-wide login, but its namespace's secret will do.
+    let (code, stderr) = as_developer(&["deploy", "web", "--image", &reference, "--registry-secret", "reg"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("image_pull_secret") && stderr.contains("\"reg\""),
+        "{stderr}"
+    );
+    let (code, stderr) = as_developer(&[
+        "secret",
+        "create",
+        "reg",
+        "--from-literal",
+        "username=team-robot",
+        "--from-literal",
+        "password=pu11",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = as_developer(&["deploy", "web", "--image", &reference, "--registry-secret", "reg"]);
+    assert_eq!(code, 0, "{stderr}");
+    let r = server.request("GET", "web.team.localhost", "/", &[], b"").unwrap();
+    assert_eq!(r.body, "container web-00001");
+    assert_eq!(
+        server.json(&["registry", "list"]),
+        serde_json::json!([]),
+        "nothing platform-wide"
+    );
+    let manifest = server.cli(&["get", "service", "web", "-n", "team"]).stdout;
+    assert!(
+        manifest.contains("imagePullSecrets") && !manifest.contains("pu11"),
+        "{manifest}"
+    );
+
+    // Another namespace cannot pull with it.
+    let other = server.cli(&["deploy", "web", "--image", &reference, "--registry-secret", "reg"]);
+    assert_ne!(other.code, 0);
+    assert!(
+        other.stderr.contains("which namespace \"default\" does not have"),
+        "{}",
+        other.stderr
+    );
 }

@@ -71,7 +71,16 @@ pub struct RevisionSpec {
     pub timeout_seconds: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_start_timeout_seconds: Option<u32>,
+    /// The secret holding the registry credentials the image is pulled with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
     pub containers: Vec<Container>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalObjectReference {
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -334,6 +343,16 @@ impl KService {
             }
         };
         let at = |field: &str| format!("{containers}[0].{field}");
+        let image_pull_secret = match spec.image_pull_secrets.as_slice() {
+            [] => None,
+            [one] => Some(one.name.clone()),
+            _ => {
+                return Err(FieldError::new(
+                    "spec.template.spec.imagePullSecrets",
+                    "has more than one secret; give the one holding the image's registry credentials",
+                ))
+            }
+        };
         let mut env = BTreeMap::new();
         let mut env_secrets = BTreeMap::new();
         for (i, var) in c.env.iter().enumerate() {
@@ -410,6 +429,7 @@ impl KService {
             args: c.args.clone(),
             env,
             env_secrets,
+            image_pull_secret,
             container_port,
             resources,
             readiness,
@@ -503,6 +523,11 @@ impl KService {
                         container_concurrency: Some(t.container_concurrency),
                         timeout_seconds: Some(t.timeout_seconds),
                         response_start_timeout_seconds: t.response_start_timeout_seconds,
+                        image_pull_secrets: t
+                            .image_pull_secret
+                            .iter()
+                            .map(|name| LocalObjectReference { name: name.clone() })
+                            .collect(),
                         containers: vec![container],
                     },
                 },
@@ -650,6 +675,7 @@ spec:
     spec:
       containerConcurrency: 10
       timeoutSeconds: 30
+      imagePullSecrets: [{{name: reg}}]
       containers:
         - image: package:{DIGEST}
           command: [python3]
@@ -680,6 +706,7 @@ spec:
         assert_eq!(desired.template.resources.cpu_limit_millis, Some(1000));
         assert_eq!(desired.template.resources.cpu_request_millis, Some(250));
         assert_eq!(desired.template.container_concurrency, 10);
+        assert_eq!(desired.template.image_pull_secret.as_deref(), Some("reg"));
         assert_eq!(
             desired.template.env_secrets["DB_PASSWORD"],
             SecretKeyRef {

@@ -385,6 +385,9 @@ pub struct DeploySpec {
     /// Variables set from a key of a secret of the namespace: `NAME` → `secret/key`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env_secrets: BTreeMap<String, String>,
+    /// The secret (keys `username`, `password`) an image is pulled with; empty: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_secret: Option<String>,
     /// Variables to drop from the latest revision's (only without a package).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env_remove: Vec<String>,
@@ -523,6 +526,15 @@ impl DeploySpec {
             template
                 .env_secrets
                 .insert(name.clone(), SecretKeyRef::parse(&field, reference)?);
+        }
+        if let Some(secret) = &self.registry_secret {
+            template.image_pull_secret = match secret.as_str() {
+                "" => None,
+                name => {
+                    crate::secret::validate_secret_name("registry_secret", name)?;
+                    Some(name.to_string())
+                }
+            };
         }
         if let Some(m) = &self.memory {
             template.resources.memory_limit_bytes = Some(parse_memory("memory", m)?);

@@ -13,7 +13,7 @@ use crate::annotations::{
 use crate::image_ref::{validate_image_reference, STORED_IMAGE_PREFIX};
 use crate::names::validate_digest;
 use crate::names::{validate_env_name, validate_env_var};
-use crate::secret::SecretKeyRef;
+use crate::secret::{validate_secret_name, SecretKeyRef};
 use crate::FieldError;
 
 /// Knative's default and ceiling for `timeoutSeconds`.
@@ -102,6 +102,10 @@ pub struct RevisionTemplate {
     /// instance starts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env_secrets: BTreeMap<String, SecretKeyRef>,
+    /// An image's registry credentials: a secret of the namespace with the keys
+    /// `username` and `password` (Kubernetes' `imagePullSecrets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_port: Option<u16>,
     #[serde(default)]
@@ -129,6 +133,7 @@ impl RevisionTemplate {
             args: None,
             env: BTreeMap::new(),
             env_secrets: BTreeMap::new(),
+            image_pull_secret: None,
             container_port: None,
             resources: Resources::default(),
             readiness: None,
@@ -170,6 +175,9 @@ impl RevisionTemplate {
                 return Err(FieldError::new(field, "is set both to a value and from a secret"));
             }
             reference.validate(&format!("{field}.valueFrom.secretKeyRef"))?;
+        }
+        if let Some(secret) = &self.image_pull_secret {
+            validate_secret_name(&format!("{spec}.imagePullSecrets[0].name"), secret)?;
         }
         if self.container_port == Some(0) {
             return Err(FieldError::new(

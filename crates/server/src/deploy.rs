@@ -469,6 +469,14 @@ mod tests {
                 wasm: kit.wasm.clone(),
                 paths: kit.paths.clone(),
                 unpack_limits: UnpackLimits::default(),
+                secrets: Arc::new(
+                    crate::secrets::Secrets::load(
+                        Arc::new(crate::secrets::SecretKey::load(&kit.paths.root.join("secret.key"), true).unwrap()),
+                        &*kit.store,
+                    )
+                    .await
+                    .unwrap(),
+                ),
             },
             locks: Arc::default(),
             applied: Applied {

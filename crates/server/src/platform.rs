@@ -293,6 +293,7 @@ impl Platform {
                 wasm: wasm.clone(),
                 paths: paths.clone(),
                 unpack_limits: unpack_limits(&config),
+                secrets: secrets.clone(),
             },
             locks: locks.clone(),
             applied: applied.clone(),

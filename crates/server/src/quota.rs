@@ -76,6 +76,20 @@ fn refused(message: String) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, message)
 }
 
+/// Refuses an image pulled from a registry for a deploy when it is larger than the
+/// namespace's `quota.package_bytes` (its size is known only once pulled).
+pub async fn admit_pulled_image(build: &RevisionBuilder, namespace: &str, bytes: u64) -> Result<(), ApiError> {
+    let quota = build
+        .store
+        .namespace(namespace)
+        .await?
+        .map(|ns| ns.limits.quota)
+        .unwrap_or_default();
+    quota
+        .admit_package(namespace, bytes)
+        .map_err(|reason| refused(reason.replacen("the package", "the image", 1)))
+}
+
 /// Refuses a change the namespace's quota does not allow: a new service past
 /// `quota.services`, or a package, component or imported image past
 /// `quota.package_bytes`.

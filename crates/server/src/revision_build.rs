@@ -3,11 +3,13 @@
 //! builds this before it stages the revision, so a template that cannot run is
 //! refused before anything is written.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use updraft_model::annotations::{FUNCTION_HANDLER, FUNCTION_RUNTIME};
 use updraft_model::package::detect;
 use updraft_model::revision_config::{self, ImageProcess};
+use updraft_model::secret::SecretKeyRef;
 use updraft_model::template::{RevisionTemplate, Source};
 use updraft_model::RevisionConfig;
 use updraft_runtime::clock::now_us;
@@ -17,6 +19,7 @@ use updraft_runtime::wasm::WasmRuntime;
 use updraft_store::Store;
 
 use crate::error::{image_error, package_error};
+use crate::secrets::Secrets;
 use crate::{ApiError, Paths};
 
 pub struct RevisionBuilder {
@@ -25,9 +28,29 @@ pub struct RevisionBuilder {
     pub(crate) wasm: Arc<WasmRuntime>,
     pub(crate) paths: Paths,
     pub(crate) unpack_limits: UnpackLimits,
+    pub(crate) secrets: Arc<Secrets>,
 }
 
 impl RevisionBuilder {
+    /// User and password from the namespace's secret named by `imagePullSecrets`.
+    fn registry_credential(&self, namespace: &str, secret: &str) -> Result<(String, String), ApiError> {
+        let field = "image_pull_secret";
+        let keys = ["username", "password"].map(|key| {
+            let reference = SecretKeyRef {
+                name: secret.to_string(),
+                key: key.to_string(),
+            };
+            self.secrets
+                .env(namespace, &BTreeMap::from([(key.to_string(), reference)]))
+                .map_err(|e| {
+                    ApiError::bad_request(field, format!("{e}; a registry secret holds username and password"))
+                })
+                .map(|mut pairs| pairs.remove(0).1)
+        });
+        let [username, password] = keys;
+        Ok((username?, password?))
+    }
+
     /// The config revision `rev_name` runs. A package is unpacked into the revision's
     /// directory, which is left in place on success and removed on failure.
     pub async fn config(
@@ -93,7 +116,25 @@ impl RevisionBuilder {
                             format!("no image {digest} is stored; import it first (POST /v1/images)"),
                         )
                     })?,
-                    None => self.images.pull(&reference, &|_| {}).await.map_err(image_error)?,
+                    None => {
+                        let credential = match &template.image_pull_secret {
+                            Some(secret) => Some(self.registry_credential(namespace, secret)?),
+                            None => None,
+                        };
+                        let image = self
+                            .images
+                            .pull_with(&reference, credential, &|_| {})
+                            .await
+                            .map_err(image_error)?;
+                        if let Err(refusal) = crate::quota::admit_pulled_image(self, namespace, image.info.size).await {
+                            // Pulled for this deploy alone: nothing else runs it.
+                            if !self.store.blob_exists(&image.info.digest).await? {
+                                self.images.remove(&image.info.digest);
+                            }
+                            return Err(refusal);
+                        }
+                        image
+                    }
                 };
                 // Recorded like an upload, so revisions reference it and an unused
                 // image is collected like an unused package.

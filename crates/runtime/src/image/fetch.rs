@@ -299,6 +299,17 @@ impl ImageStore {
         reference: &str,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Image, ImageError> {
+        self.pull_with(reference, None, progress).await
+    }
+
+    /// [`ImageStore::pull`] with these credentials (user, password) instead of the
+    /// stored ones for its registry.
+    pub async fn pull_with(
+        &self,
+        reference: &str,
+        credential: Option<(String, String)>,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Image, ImageError> {
         let parsed: Reference = reference
             .parse()
             .map_err(|e: oci_client::ParseError| ImageError::BadReference {
@@ -318,7 +329,7 @@ impl ImageStore {
         };
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::new(config);
-        let auth = match self.credential(&registry) {
+        let auth = match credential.or_else(|| self.credential(&registry)) {
             Some((user, password)) => RegistryAuth::Basic(user, password),
             None => RegistryAuth::Anonymous,
         };
