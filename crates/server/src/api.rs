@@ -241,6 +241,7 @@ async fn set_namespace_limits(
 ) -> Result<Json<NamespaceView>, ApiError> {
     limits.validate()?;
     p.require_namespace(&ns).await?;
+    let _writing = p.limits_writes.lock().await;
     p.editions.check(&ns, limits.exclusive.as_ref())?;
     let updated = p.store.set_namespace_limits(&ns, &limits).await?;
     p.editions.set(&ns, limits.exclusive);

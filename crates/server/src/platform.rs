@@ -74,6 +74,9 @@ pub struct Platform {
     pub secrets: Arc<Secrets>,
     /// Which CPUs and memory the exclusive namespaces hold.
     pub editions: Arc<Editions>,
+    /// Held from checking a namespace's new limits to writing them, so two changes
+    /// cannot both take the last CPU the machine had to give.
+    pub(crate) limits_writes: tokio::sync::Mutex<()>,
     pub(crate) locks: Arc<ServiceLocks>,
     pub deployer: Arc<Deployer>,
     pub instances: Arc<Instances>,
@@ -320,6 +323,7 @@ impl Platform {
             quotas,
             secrets,
             editions,
+            limits_writes: tokio::sync::Mutex::new(()),
             locks,
             deployer,
             instances,
