@@ -31,6 +31,14 @@ impl CliError {
             message: message.into(),
         }
     }
+
+    /// The command line was wrong: exit 2, as clap's own refusals.
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError {
+            code: exit::USAGE,
+            message: message.into(),
+        }
+    }
 }
 
 impl From<Error> for CliError {

@@ -139,13 +139,6 @@ pub struct NamespaceLimitsArgs {
     clear: bool,
 }
 
-fn usage_error(message: String) -> CliError {
-    CliError {
-        code: exit::USAGE,
-        message,
-    }
-}
-
 pub async fn update(args: UpdateArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     let spec = args.settings.spec(None, args.env_remove)?;
     let before = client.service(&args.ns.namespace, &args.name).await?;
@@ -187,7 +180,7 @@ pub async fn revision(command: RevisionCommand, client: &ApiClient, output: Outp
 fn pair(flag: &str, text: &str) -> Result<(Target, String), CliError> {
     let (target, value) = text
         .split_once('=')
-        .ok_or_else(|| usage_error(format!("--{flag} {text:?}: expected REVISION={}", flag.to_uppercase())))?;
+        .ok_or_else(|| CliError::usage(format!("--{flag} {text:?}: expected REVISION={}", flag.to_uppercase())))?;
     Ok((Target::parse(target.trim()), value.trim().to_string()))
 }
 
@@ -196,7 +189,7 @@ pub async fn traffic(args: TrafficArgs, client: &ApiClient, output: Output) -> R
     for text in &args.to {
         let (target, percent) = pair("to", text)?;
         let percent = percent.trim_end_matches('%').parse::<u32>().map_err(|_| {
-            usage_error(format!(
+            CliError::usage(format!(
                 "--to {text:?}: the percent must be a whole number from 0 to 100"
             ))
         })?;
@@ -204,7 +197,7 @@ pub async fn traffic(args: TrafficArgs, client: &ApiClient, output: Output) -> R
     }
     let tags = args.tag.iter().map(|t| pair("tag", t)).collect::<Result<Vec<_>, _>>()?;
     let current = client.service(&args.ns.namespace, &args.name).await?;
-    let table = edit(&current.traffic, &shares, &tags, &args.untag).map_err(usage_error)?;
+    let table = edit(&current.traffic, &shares, &tags, &args.untag).map_err(CliError::usage)?;
     let service = client.set_traffic(&args.ns.namespace, &args.name, table).await?;
     if !print_structured(&service, output) {
         print_routes(&service);
@@ -256,7 +249,7 @@ pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, out
     }
     if let Some(size) = &args.log_max_size {
         let bytes =
-            updraft_model::quantity::parse_bytes("--log-max-size", size).map_err(|e| usage_error(e.to_string()))?;
+            updraft_model::quantity::parse_bytes("--log-max-size", size).map_err(|e| CliError::usage(e.to_string()))?;
         limits.log_max_bytes = (bytes > 0).then_some(bytes);
     }
     let quota = &mut limits.quota;
@@ -272,25 +265,25 @@ pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, out
     }
     if let Some(size) = &args.quota_package_size {
         let bytes = updraft_model::quantity::parse_bytes("--quota-package-size", size)
-            .map_err(|e| usage_error(e.to_string()))?;
+            .map_err(|e| CliError::usage(e.to_string()))?;
         quota.package_bytes = (bytes > 0).then_some(bytes);
     }
     if let Some(size) = &args.quota_memory {
         let bytes =
-            updraft_model::quantity::parse_bytes("--quota-memory", size).map_err(|e| usage_error(e.to_string()))?;
+            updraft_model::quantity::parse_bytes("--quota-memory", size).map_err(|e| CliError::usage(e.to_string()))?;
         quota.memory_bytes = (bytes > 0).then_some(bytes);
     }
     if let Some(cpu) = &args.quota_cpu {
         quota.cpu_millis = match cpu.trim() {
             "0" => None,
-            text => {
-                Some(updraft_model::quantity::parse_cpu("--quota-cpu", text).map_err(|e| usage_error(e.to_string()))?)
-            }
+            text => Some(
+                updraft_model::quantity::parse_cpu("--quota-cpu", text).map_err(|e| CliError::usage(e.to_string()))?,
+            ),
         };
     }
     if let (Some(cpus), Some(memory)) = (args.exclusive_cpus, &args.exclusive_memory) {
         let memory_bytes = updraft_model::quantity::parse_bytes("--exclusive-memory", memory)
-            .map_err(|e| usage_error(e.to_string()))?;
+            .map_err(|e| CliError::usage(e.to_string()))?;
         limits.exclusive = Some(Exclusive { cpus, memory_bytes });
     }
     if args.shared {

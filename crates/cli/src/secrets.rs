@@ -11,7 +11,7 @@ use updraft_model::secret::MAX_SECRET_BYTES;
 
 use crate::client::{ApiClient, CliError};
 use crate::output::print_structured;
-use crate::{exit, NamespaceArg, Output};
+use crate::{NamespaceArg, Output};
 
 #[derive(Subcommand)]
 pub enum SecretCommand {
@@ -46,13 +46,6 @@ pub enum SecretCommand {
     },
 }
 
-fn usage(message: String) -> CliError {
-    CliError {
-        code: exit::USAGE,
-        message,
-    }
-}
-
 /// `NS/NAME` names its namespace; a plain `NAME` is in `--namespace`'s.
 fn split_name(name: &str, ns: &NamespaceArg) -> (String, String) {
     match name.split_once('/') {
@@ -62,13 +55,14 @@ fn split_name(name: &str, ns: &NamespaceArg) -> (String, String) {
 }
 
 fn read_value(path: &Path) -> Result<Vec<u8>, CliError> {
-    let file = std::fs::File::open(path).map_err(|e| usage(format!("--from-file {}: {e}", path.display())))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| CliError::usage(format!("--from-file {}: {e}", path.display())))?;
     let mut value = Vec::new();
     file.take(MAX_SECRET_BYTES as u64 + 1)
         .read_to_end(&mut value)
-        .map_err(|e| usage(format!("--from-file {}: {e}", path.display())))?;
+        .map_err(|e| CliError::usage(format!("--from-file {}: {e}", path.display())))?;
     if value.len() > MAX_SECRET_BYTES {
-        return Err(usage(format!(
+        return Err(CliError::usage(format!(
             "--from-file {}: larger than a secret may be ({MAX_SECRET_BYTES} bytes)",
             path.display()
         )));
@@ -81,7 +75,7 @@ fn data(literal: &[String], file: &[String]) -> Result<BTreeMap<String, String>,
     for pair in literal {
         let (key, value) = pair
             .split_once('=')
-            .ok_or_else(|| usage("--from-literal: expected KEY=VALUE".to_string()))?;
+            .ok_or_else(|| CliError::usage("--from-literal: expected KEY=VALUE".to_string()))?;
         values.push((key.to_string(), value.as_bytes().to_vec()));
     }
     for given in file {
@@ -96,7 +90,7 @@ fn data(literal: &[String], file: &[String]) -> Result<BTreeMap<String, String>,
         values.push((key, read_value(path)?));
     }
     if values.is_empty() {
-        return Err(usage(
+        return Err(CliError::usage(
             "give the secret's keys with --from-literal or --from-file".to_string(),
         ));
     }
@@ -104,7 +98,7 @@ fn data(literal: &[String], file: &[String]) -> Result<BTreeMap<String, String>,
     for (key, value) in values {
         let encoded = base64::engine::general_purpose::STANDARD.encode(value);
         if data.insert(key.clone(), encoded).is_some() {
-            return Err(usage(format!("key {key:?} is given more than once")));
+            return Err(CliError::usage(format!("key {key:?} is given more than once")));
         }
     }
     Ok(data)

@@ -114,10 +114,9 @@ impl SettingsArgs {
         }
         let mut env_secrets = std::collections::BTreeMap::new();
         for pair in &self.env_secret {
-            let (name, reference) = pair.split_once('=').ok_or_else(|| CliError {
-                code: crate::exit::USAGE,
-                message: format!("--env-secret {pair:?}: expected KEY=SECRET/KEY"),
-            })?;
+            let (name, reference) = pair
+                .split_once('=')
+                .ok_or_else(|| CliError::usage(format!("--env-secret {pair:?}: expected KEY=SECRET/KEY")))?;
             env_secrets.insert(name.to_string(), reference.to_string());
         }
         let autoscaling = [

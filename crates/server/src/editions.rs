@@ -1,16 +1,14 @@
-//! Shared and exclusive editions on this machine: `Editions` follows the namespaces'
-//! `exclusive` settings, places them (`model::exclusive::place`, pure) and gives the
-//! runtime's partitions their CPUs and memory, before any instance is launched.
+//! Shared and exclusive editions on this machine: `Editions` takes the namespaces'
+//! `exclusive` settings (from `quota::LimitsFollower`), places them
+//! (`model::exclusive::place`, pure) and gives the runtime's partitions their CPUs
+//! and memory, before any instance is launched.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use updraft_model::exclusive::{format_cpu_list, place, Exclusive, Machine, Placement};
 use updraft_model::FieldError;
 use updraft_runtime::cgroup::Cgroups;
-use updraft_store::{Change, Kind, Resource, Snapshot, WatchFilter};
-
-use crate::reconcile::Reconciler;
 
 pub struct Editions {
     machine: Machine,
@@ -73,10 +71,11 @@ impl Editions {
             Some(exclusive) => wanted.insert(namespace.to_string(), exclusive),
             None => wanted.remove(namespace),
         };
-        self.apply(wanted);
+        self.reset(wanted);
     }
 
-    fn apply(&self, wanted: BTreeMap<String, Exclusive>) {
+    /// Places the exclusive namespaces as `wanted` says, unless they are placed so.
+    pub fn reset(&self, wanted: BTreeMap<String, Exclusive>) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.1.is_some() && state.0 == wanted {
             return;
@@ -100,53 +99,5 @@ impl Editions {
             // accepted gets here: the namespaces keep what they had.
             Err(e) => tracing::error!(error = %e, "the exclusive namespaces no longer fit this machine"),
         }
-    }
-}
-
-/// Keeps [`Editions`] as the store's namespaces ask.
-pub struct EditionFollower(pub Arc<Editions>);
-
-#[async_trait::async_trait]
-impl Reconciler for EditionFollower {
-    fn name(&self) -> &'static str {
-        "edition follower"
-    }
-
-    fn filter(&self) -> WatchFilter {
-        WatchFilter::kind(Kind::Namespace)
-    }
-
-    async fn on_write(&mut self, changes: Vec<Change>, _now_us: i64) {
-        let mut wanted = self.0.state.lock().unwrap_or_else(|p| p.into_inner()).0.clone();
-        for change in changes {
-            match change {
-                Change::Put(Resource::Namespace(namespace)) => match namespace.limits.exclusive {
-                    Some(exclusive) => {
-                        wanted.insert(namespace.name, exclusive);
-                    }
-                    None => {
-                        wanted.remove(&namespace.name);
-                    }
-                },
-                Change::Delete {
-                    kind: Kind::Namespace,
-                    name,
-                    ..
-                } => {
-                    wanted.remove(&name);
-                }
-                _ => {}
-            }
-        }
-        self.0.apply(wanted);
-    }
-
-    async fn on_list(&mut self, snapshot: &Snapshot, _now_us: i64) {
-        let wanted = snapshot
-            .namespaces
-            .iter()
-            .filter_map(|n| Some((n.name.clone(), n.limits.exclusive?)))
-            .collect();
-        self.0.apply(wanted);
     }
 }

@@ -1,6 +1,6 @@
 //! A namespace's quotas where a change is decided: one service more, a bigger
 //! package. The quotas on what runs at once are checked where instances are
-//! launched (`Instances::launch`), from the copy `QuotaFollower` keeps; the rate
+//! launched (`Instances::launch`), from the copy `LimitsFollower` keeps; the rate
 //! quotas live where the traffic is (the gateway's limiters, the broker's ingress).
 
 use std::collections::HashMap;
@@ -12,6 +12,7 @@ use updraft_model::template::Source;
 use updraft_model::NamespaceQuota;
 use updraft_store::{Change, Kind, Resource, Snapshot, WatchFilter};
 
+use crate::editions::Editions;
 use crate::reconcile::Reconciler;
 use crate::revision_build::RevisionBuilder;
 use crate::ApiError;
@@ -31,13 +32,17 @@ impl Quotas {
     }
 }
 
-/// Keeps [`Quotas`] as the store has them.
-pub struct QuotaFollower(pub Arc<Quotas>);
+/// Keeps what the namespaces' limits decide away from the store as the store has
+/// them: the [`Quotas`] launches are admitted against, and the [`Editions`]' placement.
+pub struct LimitsFollower {
+    pub quotas: Arc<Quotas>,
+    pub editions: Arc<Editions>,
+}
 
 #[async_trait::async_trait]
-impl Reconciler for QuotaFollower {
+impl Reconciler for LimitsFollower {
     fn name(&self) -> &'static str {
-        "quota follower"
+        "namespace limits follower"
     }
 
     fn filter(&self) -> WatchFilter {
@@ -45,31 +50,47 @@ impl Reconciler for QuotaFollower {
     }
 
     async fn on_write(&mut self, changes: Vec<Change>, _now_us: i64) {
-        let mut quotas = self.0 .0.write().unwrap_or_else(|p| p.into_inner());
         for change in changes {
-            match change {
-                Change::Put(Resource::Namespace(namespace)) => {
-                    quotas.insert(namespace.name.clone(), namespace.limits.quota);
-                }
+            let (name, limits) = match change {
+                Change::Put(Resource::Namespace(namespace)) => (namespace.name, Some(namespace.limits)),
                 Change::Delete {
                     kind: Kind::Namespace,
                     name,
                     ..
-                } => {
-                    quotas.remove(&name);
-                }
-                _ => {}
-            }
+                } => (name, None),
+                _ => continue,
+            };
+            let mut quotas = self.quotas.0.write().unwrap_or_else(|p| p.into_inner());
+            match &limits {
+                Some(limits) => quotas.insert(name.clone(), limits.quota),
+                None => quotas.remove(&name),
+            };
+            drop(quotas);
+            self.editions.set(&name, limits.and_then(|l| l.exclusive));
         }
     }
 
     async fn on_list(&mut self, snapshot: &Snapshot, _now_us: i64) {
-        *self.0 .0.write().unwrap_or_else(|p| p.into_inner()) = snapshot
-            .namespaces
-            .iter()
-            .map(|n| (n.name.clone(), n.limits.quota))
-            .collect();
+        let namespaces = &snapshot.namespaces;
+        *self.quotas.0.write().unwrap_or_else(|p| p.into_inner()) =
+            namespaces.iter().map(|n| (n.name.clone(), n.limits.quota)).collect();
+        self.editions.reset(
+            namespaces
+                .iter()
+                .filter_map(|n| Some((n.name.clone(), n.limits.exclusive?)))
+                .collect(),
+        );
     }
+}
+
+/// The namespace's quota as the store has it now.
+async fn quota_of(build: &RevisionBuilder, namespace: &str) -> Result<NamespaceQuota, ApiError> {
+    Ok(build
+        .store
+        .namespace(namespace)
+        .await?
+        .map(|ns| ns.limits.quota)
+        .unwrap_or_default())
 }
 
 fn refused(message: String) -> ApiError {
@@ -79,13 +100,8 @@ fn refused(message: String) -> ApiError {
 /// Refuses an image pulled from a registry for a deploy when it is larger than the
 /// namespace's `quota.package_bytes` (its size is known only once pulled).
 pub async fn admit_pulled_image(build: &RevisionBuilder, namespace: &str, bytes: u64) -> Result<(), ApiError> {
-    let quota = build
-        .store
-        .namespace(namespace)
+    quota_of(build, namespace)
         .await?
-        .map(|ns| ns.limits.quota)
-        .unwrap_or_default();
-    quota
         .admit_package(namespace, bytes)
         .map_err(|reason| refused(reason.replacen("the package", "the image", 1)))
 }
@@ -99,12 +115,7 @@ pub async fn admit(
     new_service: bool,
     source: &Source,
 ) -> Result<(), ApiError> {
-    let quota: NamespaceQuota = build
-        .store
-        .namespace(namespace)
-        .await?
-        .map(|ns| ns.limits.quota)
-        .unwrap_or_default();
+    let quota = quota_of(build, namespace).await?;
     if quota.is_empty() {
         return Ok(());
     }

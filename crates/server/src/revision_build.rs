@@ -3,7 +3,6 @@
 //! builds this before it stages the revision, so a template that cannot run is
 //! refused before anything is written.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use updraft_model::annotations::{FUNCTION_HANDLER, FUNCTION_RUNTIME};
@@ -34,20 +33,18 @@ pub struct RevisionBuilder {
 impl RevisionBuilder {
     /// User and password from the namespace's secret named by `imagePullSecrets`.
     fn registry_credential(&self, namespace: &str, secret: &str) -> Result<(String, String), ApiError> {
-        let field = "image_pull_secret";
-        let keys = ["username", "password"].map(|key| {
+        let [username, password] = ["username", "password"].map(|key| {
             let reference = SecretKeyRef {
                 name: secret.to_string(),
                 key: key.to_string(),
             };
-            self.secrets
-                .env(namespace, &BTreeMap::from([(key.to_string(), reference)]))
-                .map_err(|e| {
-                    ApiError::bad_request(field, format!("{e}; a registry secret holds username and password"))
-                })
-                .map(|mut pairs| pairs.remove(0).1)
+            self.secrets.text(namespace, &reference, key).map_err(|e| {
+                ApiError::bad_request(
+                    "image_pull_secret",
+                    format!("{e}; a registry secret holds username and password"),
+                )
+            })
         });
-        let [username, password] = keys;
         Ok((username?, password?))
     }
 

@@ -204,43 +204,40 @@ impl Secrets {
         namespace: &str,
         references: &BTreeMap<String, SecretKeyRef>,
     ) -> Result<Vec<(String, String)>, String> {
+        references
+            .iter()
+            .map(|(variable, reference)| Ok((variable.clone(), self.text(namespace, reference, variable)?)))
+            .collect()
+    }
+
+    /// One key of one of the namespace's secrets as text, for `reader` (a variable,
+    /// a registry login's field), which refusals name.
+    pub fn text(&self, namespace: &str, reference: &SecretKeyRef, reader: &str) -> Result<String, String> {
         let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
-        let mut opened: HashMap<&str, BTreeMap<String, Vec<u8>>> = HashMap::new();
-        let mut env = Vec::with_capacity(references.len());
-        for (variable, reference) in references {
-            let data = match opened.get(reference.name.as_str()) {
-                Some(data) => data,
-                None => {
-                    let record = sealed
-                        .get(&(namespace.to_string(), reference.name.clone()))
-                        .ok_or_else(|| {
-                            format!(
-                                "{variable} comes from secret {:?}, which namespace {namespace:?} does not have",
-                                reference.name
-                            )
-                        })?;
-                    let data = self.key.open(namespace, &reference.name, &record.sealed)?;
-                    opened.entry(reference.name.as_str()).or_insert(data)
-                }
-            };
-            let value = data.get(&reference.key).ok_or_else(|| {
+        let record = sealed
+            .get(&(namespace.to_string(), reference.name.clone()))
+            .ok_or_else(|| {
                 format!(
-                    "{variable} comes from key {:?} of secret {:?}, which has no such key",
-                    reference.key, reference.name
+                    "{reader} comes from secret {:?}, which namespace {namespace:?} does not have",
+                    reference.name
                 )
             })?;
-            let text = String::from_utf8(value.clone())
-                .ok()
-                .filter(|t| !t.contains('\0'))
-                .ok_or_else(|| {
-                    format!(
-                        "{variable} comes from key {:?} of secret {:?}, which is not text without NUL bytes",
-                        reference.key, reference.name
-                    )
-                })?;
-            env.push((variable.clone(), text));
-        }
-        Ok(env)
+        let mut data = self.key.open(namespace, &reference.name, &record.sealed)?;
+        let value = data.remove(&reference.key).ok_or_else(|| {
+            format!(
+                "{reader} comes from key {:?} of secret {:?}, which has no such key",
+                reference.key, reference.name
+            )
+        })?;
+        String::from_utf8(value)
+            .ok()
+            .filter(|t| !t.contains('\0'))
+            .ok_or_else(|| {
+                format!(
+                    "{reader} comes from key {:?} of secret {:?}, which is not text without NUL bytes",
+                    reference.key, reference.name
+                )
+            })
     }
 }
 

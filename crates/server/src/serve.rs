@@ -11,10 +11,9 @@ use updraft_runtime::clock::now_us;
 
 use crate::autoscale::Autoscale;
 use crate::delivery::GatewayTransport;
-use crate::editions::EditionFollower;
 use crate::instances::RoutedRevisions;
 use crate::platform::{Opened, Platform};
-use crate::quota::QuotaFollower;
+use crate::quota::LimitsFollower;
 use crate::reconcile::{follow, spawn_follower, Reconciler};
 use crate::revisions::RevisionReconciler;
 use crate::routes::RouteReconciler;
@@ -55,16 +54,11 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     };
 
     // Quotas and partitions current before the first launch, which they admit and place.
-    let mut quota_follower = QuotaFollower(platform.quotas.clone());
-    quota_follower.on_list(&snapshot, now_us()).await;
-    let mut edition_follower = EditionFollower(platform.editions.clone());
-    edition_follower.on_list(&snapshot, now_us()).await;
-    let edition_follower = spawn_follower(
-        edition_follower,
-        platform.store.clone(),
-        snapshot.revision,
-        stopped(stop_rx.clone()),
-    );
+    let mut limits_follower = LimitsFollower {
+        quotas: platform.quotas.clone(),
+        editions: platform.editions.clone(),
+    };
+    limits_follower.on_list(&snapshot, now_us()).await;
 
     // Listed before anything is served, so the first request finds its route.
     let targets = Arc::new(RoutedRevisions {
@@ -107,8 +101,8 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     let meter = tokio::spawn(crate::meter::run(platform.meter.clone(), stopped(stop_rx.clone())));
     let retention = tokio::spawn(crate::retention::run(platform.clone(), stopped(stop_rx.clone())));
     let schedule = tokio::spawn(crate::triggers::schedule(platform.clone(), stopped(stop_rx.clone())));
-    let quota_follower = spawn_follower(
-        quota_follower,
+    let limits_follower = spawn_follower(
+        limits_follower,
         platform.store.clone(),
         snapshot.revision,
         stopped(stop_rx.clone()),
@@ -213,8 +207,7 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
     let _ = retention.await;
     let _ = schedule.await;
     let _ = trigger_follower.await;
-    let _ = quota_follower.await;
-    let _ = edition_follower.await;
+    let _ = limits_follower.await;
     let _ = dispatch.await;
     let _ = sources.await;
     platform.meter.meter().await;
