@@ -23,8 +23,10 @@ const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "cpuset"];
 /// instance id does (ids start like service names), so neither is taken for the other.
 pub const SHARED_PARTITION: &str = "_shared";
 
+const EXCLUSIVE_PREFIX: &str = "_exclusive.";
+
 pub fn exclusive_partition(namespace: &str) -> String {
-    format!("_exclusive.{namespace}")
+    format!("{EXCLUSIVE_PREFIX}{namespace}")
 }
 pub const CPU_PERIOD_US: u64 = 100_000;
 
@@ -152,10 +154,9 @@ impl Cgroups {
         *self.exclusive.write().unwrap_or_else(|p| p.into_inner()) = placement.exclusive.keys().cloned().collect();
         let kept: HashSet<String> = placement.exclusive.keys().map(|ns| exclusive_partition(ns)).collect();
         for parent in self.parent_dirs() {
-            for entry in fs::read_dir(&parent).into_iter().flatten().flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with("_exclusive.") && !kept.contains(&name) {
-                    let _ = fs::remove_dir(entry.path());
+            for name in subdirs(&parent) {
+                if name.starts_with(EXCLUSIVE_PREFIX) && !kept.contains(&name) {
+                    let _ = fs::remove_dir(parent.join(name));
                 }
             }
         }
@@ -295,15 +296,6 @@ impl Cgroups {
     /// Kills and removes every instance group a previous run left in the partitions
     /// (or, from before there were partitions, right under the parent).
     pub fn reap_all(&self) -> usize {
-        let subdirs = |dir: &Path| -> Vec<String> {
-            fs::read_dir(dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        };
         let mut groups = Vec::new();
         for parent in self.parent_dirs() {
             for name in subdirs(&parent) {
@@ -324,6 +316,17 @@ impl Cgroups {
     }
 }
 
+/// The names of the groups right under `dir`.
+fn subdirs(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 /// A v1 cpuset group's CPUs. New groups hold none (no process may join them) until
 /// given CPUs and memory nodes, so the parent takes the root's first, and
 /// `clone_children` has the instance groups made later copy the partition's. A
@@ -340,13 +343,7 @@ fn set_cpuset_v1(root: &Path, parent: &Path, dir: &Path, cpus: &str) -> io::Resu
     if read(parent, "cpuset.cpus").trim().is_empty() {
         fs::write(parent.join("cpuset.cpus"), read(root, "cpuset.cpus").trim())?;
     }
-    let children: Vec<PathBuf> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
-        .collect();
+    let children: Vec<PathBuf> = subdirs(dir).into_iter().map(|name| dir.join(name)).collect();
     if fs::write(dir.join("cpuset.cpus"), cpus).is_err() {
         for child in &children {
             let _ = fs::write(child.join("cpuset.cpus"), cpus);

@@ -481,14 +481,16 @@ impl Runtime for ProcessRuntime {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(function.language);
             let handler = function.handler.display().to_string();
-            let stem = self.may_use_stems(&spec).then(|| {
-                self.function_stems
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_mut(&function.language)
-                    .and_then(Vec::pop)
-            });
-            let stem = stem.flatten();
+            let stem = self
+                .may_use_stems(&spec)
+                .then(|| {
+                    self.function_stems
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_mut(&function.language)
+                        .and_then(Vec::pop)
+                })
+                .flatten();
             let started = match stem {
                 Some(stem) => {
                     spec.command = vec![interpreter(function.language)[0].to_string(), handler];

@@ -4,7 +4,7 @@
 //! retired, out of rotation, drained, then stopped.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -132,6 +132,27 @@ impl Instances {
         running
     }
 
+    /// Weighs one more instance of `state` against its namespace's quotas on what
+    /// runs; the guard it gives is held until the launch is counted.
+    fn admit(&self, state: &RevisionState) -> Result<Option<MutexGuard<'_, ()>>, String> {
+        let revision = &state.revision;
+        let quota = self.quotas.of(&revision.namespace);
+        if !quota.caps_running() {
+            return Ok(None);
+        }
+        let admitted = self.quota_launches.lock().unwrap_or_else(|p| p.into_inner());
+        let config = &revision.config;
+        quota
+            .admit_instance(
+                &revision.namespace,
+                self.running_in(&revision.namespace),
+                config.memory_bytes,
+                config.cpu_millis,
+            )
+            .inspect_err(|reason| state.endpoints.start_over_quota(reason.clone()))?;
+        Ok(Some(admitted))
+    }
+
     pub fn poke(&self, state: &RevisionState) {
         let _ = self.pokes.send(state.endpoints.key.clone());
     }
@@ -142,21 +163,7 @@ impl Instances {
         let began = Instant::now();
         let revision = &state.revision;
         let config = &revision.config;
-        let quota = self.quotas.of(&revision.namespace);
-        let _admitted = match quota.caps_running() {
-            true => {
-                let admitted = self.quota_launches.lock().unwrap_or_else(|p| p.into_inner());
-                let running = self.running_in(&revision.namespace);
-                if let Err(reason) =
-                    quota.admit_instance(&revision.namespace, running, config.memory_bytes, config.cpu_millis)
-                {
-                    state.endpoints.start_over_quota(reason.clone());
-                    return Err(reason);
-                }
-                Some(admitted)
-            }
-            false => None,
-        };
+        let _admitted = self.admit(state)?;
         let workload = match config.runtime {
             RuntimeKind::Process => Workload::Process,
             RuntimeKind::Oci => {
