@@ -6,16 +6,20 @@ mod common;
 
 use common::*;
 
-#[test]
-fn quotas_refuse_past_their_value_and_name_themselves() {
+/// A server whose namespace `team` has these limits, and a component to deploy there.
+fn team_with_limits(limits: &[&str]) -> (Server, std::path::PathBuf) {
     let server = Server::start(&[]);
     server.json(&["namespace", "create", "team"]);
     let component = wasm_component(server.dir.path());
-    let wasm = component.to_str().unwrap();
-    server.json(&[
-        "namespace",
-        "limits",
-        "team",
+    let mut args = vec!["namespace", "limits", "team"];
+    args.extend(limits);
+    server.json(&args);
+    (server, component)
+}
+
+#[test]
+fn quotas_refuse_past_their_value_and_name_themselves() {
+    let (server, component) = team_with_limits(&[
         "--quota-services",
         "1",
         "--quota-invocations-per-minute",
@@ -23,6 +27,7 @@ fn quotas_refuse_past_their_value_and_name_themselves() {
         "--quota-fires-per-minute",
         "2",
     ]);
+    let wasm = component.to_str().unwrap();
     server.json(&["deploy", "a", "--wasm", wasm, "-n", "team"]);
 
     // One service is the quota: a second is refused, and not made.
@@ -114,19 +119,8 @@ fn wait_for_zero(server: &Server, service: &str) {
 
 #[test]
 fn quotas_on_what_runs_hold_instances_memory_and_cpu() {
-    let server = Server::start(&[]);
-    server.json(&["namespace", "create", "team"]);
-    let component = wasm_component(server.dir.path());
+    let (server, component) = team_with_limits(&["--quota-instances", "1", "--quota-memory", "96Mi"]);
     let wasm = component.to_str().unwrap();
-    server.json(&[
-        "namespace",
-        "limits",
-        "team",
-        "--quota-instances",
-        "1",
-        "--quota-memory",
-        "96Mi",
-    ]);
 
     // With a memory quota, a service without a memory limit cannot run, and the
     // refused deploy leaves nothing behind.
