@@ -168,3 +168,106 @@ fn an_exclusive_namespace_holds_its_cpus_and_memory() {
     server.json(&["update", "app", "-n", "gold", "--env", "AGAIN=1"]);
     assert_eq!(app_cpus(&server, "gold"), all);
 }
+
+/// The CPUs of a kernel CPU list such as `0-2,5`.
+fn cpu_set(list: &str) -> std::collections::BTreeSet<u32> {
+    list.trim()
+        .split(',')
+        .filter(|part| !part.is_empty())
+        .flat_map(|part| match part.split_once('-') {
+            Some((from, to)) => from.parse().unwrap()..=to.parse().unwrap(),
+            None => part.parse().unwrap()..=part.parse().unwrap(),
+        })
+        .collect()
+}
+
+/// Each thread of the process: its CPU time so far (ticks), the CPUs it may run on,
+/// and the CPU it last ran on.
+fn threads_of(pid: u32) -> std::collections::BTreeMap<u32, (u64, String, u32)> {
+    let mut threads = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let dir = entry.path();
+        let (Ok(stat), Ok(status)) = (
+            std::fs::read_to_string(dir.join("stat")),
+            std::fs::read_to_string(dir.join("status")),
+        ) else {
+            continue;
+        };
+        // Fields after the name, which may hold spaces: state is the 3rd field.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let tid = entry.file_name().to_str().unwrap().parse().unwrap();
+        threads.insert(tid, (ticks, allowed, fields[36].parse().unwrap()));
+    }
+    threads
+}
+
+/// While `busy` in the namespace spins on a request, the server thread that runs it:
+/// the CPUs it may use and the CPU it ran on.
+fn spinning_thread(server: &Server, namespace: &str) -> (String, u32) {
+    let gateway = server.gateway;
+    let host = format!("busy.{namespace}.localhost");
+    let looping = std::thread::spawn(move || common::http(gateway, "GET", &host, "/loop", &[], b"").unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = threads_of(server.pid());
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let after = threads_of(server.pid());
+    let (_, allowed, cpu) = after
+        .iter()
+        .max_by_key(|(tid, (ticks, _, _))| ticks - before.get(tid).map_or(0, |b| b.0))
+        .map(|(_, thread)| thread.clone())
+        .unwrap();
+    assert_eq!(looping.join().unwrap().status, 504, "the loop ends at its timeout");
+    (allowed, cpu)
+}
+
+#[test]
+fn an_exclusive_namespaces_wasm_components_run_on_its_cpus_and_the_shared_ones_off_them() {
+    let server = Server::start(&[]);
+    let component = wasm_component(server.dir.path());
+    server.json(&["namespace", "create", "gold"]);
+    server.json(&[
+        "namespace",
+        "limits",
+        "gold",
+        "--exclusive-cpus",
+        "1",
+        "--exclusive-memory",
+        "128Mi",
+    ]);
+    let gold = cpu_set(&cpus_of(&server, "gold"));
+    let shared = cpu_set(&cpus_of(&server, "default"));
+    for namespace in ["gold", "default"] {
+        server.json(&[
+            "deploy",
+            "busy",
+            "--wasm",
+            component.to_str().unwrap(),
+            "--timeout",
+            "2s",
+            "-n",
+            namespace,
+        ]);
+    }
+
+    // Components run in the server process; the thread a spinning guest runs on is
+    // held to its namespace's CPUs.
+    for (namespace, cpus) in [("gold", &gold), ("default", &shared)] {
+        let (allowed, cpu) = spinning_thread(&server, namespace);
+        assert_eq!(&cpu_set(&allowed), cpus, "{namespace}'s guest may run on {allowed}");
+        assert!(cpus.contains(&cpu), "{namespace}'s guest ran on CPU {cpu}");
+    }
+
+    // Back to shared, the next instance's guest runs on every CPU.
+    server.json(&["namespace", "limits", "gold", "--shared"]);
+    server.json(&["update", "busy", "-n", "gold", "--env", "AGAIN=1"]);
+    let (allowed, _) = spinning_thread(&server, "gold");
+    assert_eq!(cpu_set(&allowed), cpu_set(&cpus_of(&server, "default")));
+    assert_eq!(cpu_set(&allowed).len(), gold.len() + shared.len());
+}

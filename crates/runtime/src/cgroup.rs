@@ -23,7 +23,7 @@ const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "cpuset"];
 /// instance id does (ids start like service names), so neither is taken for the other.
 pub const SHARED_PARTITION: &str = "_shared";
 
-const EXCLUSIVE_PREFIX: &str = "_exclusive.";
+pub(crate) const EXCLUSIVE_PREFIX: &str = "_exclusive.";
 
 pub fn exclusive_partition(namespace: &str) -> String {
     format!("{EXCLUSIVE_PREFIX}{namespace}")

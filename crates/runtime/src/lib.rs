@@ -22,6 +22,7 @@ pub mod sandbox;
 mod seccomp;
 mod spawner;
 pub mod wasm;
+pub mod wasm_threads;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

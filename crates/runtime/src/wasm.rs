@@ -39,6 +39,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::logs::{InstanceLog, LogSink, LogTail};
+use crate::wasm_threads::{PartitionPool, WasmThreads};
 use crate::{ExitInfo, Instance, InstanceControl, InstanceSpec, PortAllocator, RuntimeError};
 
 /// How often the engine's epoch ticks: the granularity of timeouts and of yielding a
@@ -270,6 +271,7 @@ pub struct WasmRuntime {
     ports: PortAllocator,
     loaded: Mutex<HashMap<String, Loaded>>,
     pooling: bool,
+    threads: Arc<WasmThreads>,
 }
 
 impl WasmRuntime {
@@ -313,7 +315,13 @@ impl WasmRuntime {
             ports: PortAllocator::default(),
             loaded: Mutex::new(HashMap::new()),
             pooling,
+            threads: Arc::default(),
         })
+    }
+
+    /// The threads guests run on, which the partitions' placement holds to their CPUs.
+    pub fn threads(&self) -> Arc<WasmThreads> {
+        self.threads.clone()
     }
 
     /// Whether instances come from the pooling allocator.
@@ -413,6 +421,12 @@ impl WasmRuntime {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let port = self.ports.hold(listener.local_addr()?.port())?;
+        let pool = self.threads.pool_for(&spec.namespace)?;
+        let runtime = pool
+            .as_ref()
+            .map_or_else(tokio::runtime::Handle::current, |p| p.handle().clone());
+        // The listener and every request's guest then belong to the pool's runtime.
+        let _in_pool = runtime.enter();
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let log = self.logs.open(&spec)?;
         let tail = Arc::new(LogTail::default());
@@ -442,7 +456,7 @@ impl WasmRuntime {
         let (exit_tx, exit_rx) = watch::channel(None);
         let exit_tx = Arc::new(exit_tx);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, handler, stop_rx, exit_tx.clone()));
+        let task = runtime.spawn(accept_loop(listener, handler, stop_rx, exit_tx.clone()));
         let (drained_tx, drained_rx) = watch::channel(false);
         let _ = drained_tx.send(true);
         Ok(Instance {
@@ -462,6 +476,7 @@ impl WasmRuntime {
                 runtime: Arc::downgrade(self),
                 digest: wasm.digest.clone(),
                 released: AtomicBool::new(false),
+                _pool: pool,
             }),
             _port: port,
         })
@@ -642,6 +657,8 @@ struct WasmControl {
     runtime: Weak<WasmRuntime>,
     digest: String,
     released: AtomicBool,
+    /// Keeps the pool's threads while the instance may run on them.
+    _pool: Option<Arc<PartitionPool>>,
 }
 
 impl InstanceControl for WasmControl {

@@ -1,18 +1,20 @@
 //! Shared and exclusive editions on this machine: `Editions` takes the namespaces'
 //! `exclusive` settings (from `quota::LimitsFollower`), places them
 //! (`model::exclusive::place`, pure) and gives the runtime's partitions their CPUs
-//! and memory, before any instance is launched.
+//! and memory, and the wasm threads theirs, before any instance is launched.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use updraft_model::exclusive::{format_cpu_list, place, Exclusive, Machine, Placement};
 use updraft_model::FieldError;
 use updraft_runtime::cgroup::Cgroups;
+use updraft_runtime::wasm_threads::WasmThreads;
 
 pub struct Editions {
     machine: Machine,
     cgroups: Cgroups,
+    wasm_threads: Arc<WasmThreads>,
     /// What each exclusive namespace asks, and where that put everyone.
     state: Mutex<(BTreeMap<String, Exclusive>, Option<Placement>)>,
 }
@@ -30,7 +32,7 @@ fn memory_total() -> u64 {
 }
 
 impl Editions {
-    pub fn new(cgroups: Cgroups) -> Editions {
+    pub fn new(cgroups: Cgroups, wasm_threads: Arc<WasmThreads>) -> Editions {
         let machine = Machine {
             cpus: cgroups.cpus().unwrap_or_default(),
             memory_bytes: memory_total(),
@@ -38,6 +40,7 @@ impl Editions {
         Editions {
             machine,
             cgroups,
+            wasm_threads,
             state: Mutex::default(),
         }
     }
@@ -85,6 +88,7 @@ impl Editions {
                 if let Err(e) = self.cgroups.apply(&placement) {
                     tracing::error!(error = %e, "cannot give the namespaces their CPUs and memory");
                 }
+                self.wasm_threads.apply(&placement);
                 for (namespace, partition) in &placement.exclusive {
                     tracing::info!(
                         namespace,

@@ -234,11 +234,11 @@ impl Platform {
         let images =
             Arc::new(ImageStore::open(paths.root.join("images"), secret_key).context("opening the image store")?);
         let cgroup_version = process.cgroups().version();
-        let editions = Arc::new(Editions::new(process.cgroups().clone()));
         let wasm = Arc::new(
             WasmRuntime::new(paths.root.join("wasm-cache"), logs, config.wasm_pool)
                 .context("starting the wasm runtime")?,
         );
+        let editions = Arc::new(Editions::new(process.cgroups().clone(), wasm.threads()));
         let runtime: Arc<dyn Runtime> = Arc::new(Runtimes {
             process: Arc::new(process),
             wasm: wasm.clone(),
