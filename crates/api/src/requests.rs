@@ -104,6 +104,10 @@ pub struct LogsQuery {
     /// The access log (one record per request) instead of the instances' output.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub requests: bool,
+    /// The output of the revisions' builds (dependencies, `build:`) instead of the
+    /// instances'.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub build: bool,
 }
 
 /// `GET /v1/usage`.

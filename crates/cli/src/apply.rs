@@ -197,7 +197,7 @@ pub async fn apply(args: ApplyArgs, client: &ApiClient, output: Output) -> Resul
                         let digest = if prefix == WASM_IMAGE_PREFIX {
                             upload_component(client, &path).await?
                         } else {
-                            upload_package(client, &path).await?
+                            upload_package(client, &path, false).await?
                         };
                         uploaded.insert(path, digest.clone());
                         digest

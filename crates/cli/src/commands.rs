@@ -45,6 +45,10 @@ pub struct DeployArgs {
     /// Functions: put an exception's traceback in the 500 response, not only in the logs.
     #[arg(long, requires = "function")]
     debug: bool,
+    /// Say what the ignore rules (.updraftignore, .gitignore, the defaults) left out of
+    /// the folder.
+    #[arg(long, short = 'v')]
+    verbose: bool,
     #[command(flatten)]
     ns: NamespaceArg,
     #[command(flatten)]
@@ -105,6 +109,9 @@ pub struct LogsArgs {
     /// cold or warm) instead of the instances' output.
     #[arg(long)]
     requests: bool,
+    /// What the revisions' builds printed (installing dependencies, `build:`).
+    #[arg(long, conflicts_with = "requests")]
+    build: bool,
 }
 
 pub async fn run(command: Command, target: &crate::access::Target, output: Output) -> anyhow::Result<u8> {
@@ -179,6 +186,7 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
                 since: args.since.clone(),
                 until: args.until.clone(),
                 grep: args.grep.clone(),
+                build: args.build,
                 ..Default::default()
             };
             let (ns, name) = (&args.ns.namespace, &args.name);
@@ -309,14 +317,14 @@ async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<
         (_, Some(component), _) => spec.wasm = Some(upload_component(client, component).await?),
         (_, None, Some(function)) => {
             let (package, handler) = function_package(function)?;
-            spec.package = Some(upload_package(client, package.as_ref()).await?);
+            spec.package = Some(upload_package(client, package.as_ref(), args.verbose).await?);
             spec.function_runtime = args.runtime.clone();
             spec.function_handler = Some(handler);
             if args.debug {
                 spec.env.insert("UPDRAFT_DEBUG".into(), "1".into());
             }
         }
-        (Some(path), None, None) => spec.package = Some(upload_package(client, path).await?),
+        (Some(path), None, None) => spec.package = Some(upload_package(client, path, args.verbose).await?),
         (None, None, None) => unreachable!("clap requires a path, --wasm, --function or --image"),
     }
     let service = client.deploy(&args.ns.namespace, &args.name, &spec).await?;

@@ -276,6 +276,19 @@ struct ServerArgs {
     /// Most a package may expand to when unpacked (e.g. 2Gi).
     #[arg(long, env = "UPDRAFT_MAX_UNPACKED_SIZE", default_value = "2Gi")]
     max_unpacked_size: String,
+    /// How long a build from source (dependencies, `build:`) may run.
+    #[arg(long, env = "UPDRAFT_BUILD_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    build_timeout: Duration,
+    /// Most a build's output (a dependency layer, what `build:` adds) may hold.
+    #[arg(long, env = "UPDRAFT_BUILD_MAX_SIZE", default_value = "2Gi")]
+    build_max_size: String,
+    /// Memory a build's processes may use together.
+    #[arg(long, env = "UPDRAFT_BUILD_MEMORY", default_value = "2Gi")]
+    build_memory: String,
+    /// Whether builds may reach the network to fetch packages (off: a package must
+    /// ship its dependencies; needs the sandbox).
+    #[arg(long, env = "UPDRAFT_BUILD_NETWORK", default_value = "on", value_parser = ["on", "off"])]
+    build_network: String,
     /// Largest OCI image archive accepted by an import (e.g. 8Gi).
     #[arg(long, env = "UPDRAFT_MAX_IMAGE_SIZE", default_value = "8Gi")]
     max_image_size: String,
@@ -563,10 +576,14 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<u8> {
         (Some(cert), Some(key)) => Some(updraft_server::TlsFiles { cert, key }),
         _ => None,
     };
+    let sandbox = sandbox_command(args.sandbox)?;
+    if args.build_network == "off" && sandbox.is_none() {
+        anyhow::bail!("--build-network off needs the sandbox: without it a build runs as the server, on its network");
+    }
     let config = updraft_server::ServerConfig {
         tls,
         insecure: args.insecure,
-        sandbox: sandbox_command(args.sandbox)?,
+        sandbox,
         sandbox_slots: updraft_server::ServerConfig::default().sandbox_slots,
         secret_key_file: args.secret_key_file,
         data_dir: args.data_dir,
@@ -575,6 +592,12 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<u8> {
         domain: args.domain,
         max_package_bytes: size("--max-package-size", &args.max_package_size)?,
         max_unpacked_bytes: size("--max-unpacked-size", &args.max_unpacked_size)?,
+        build_limits: updraft_server::BuildLimits {
+            timeout: args.build_timeout,
+            max_bytes: size("--build-max-size", &args.build_max_size)?,
+            memory_bytes: size("--build-memory", &args.build_memory)?,
+            network: args.build_network == "on",
+        },
         activator: updraft_server::ActivatorConfig {
             capacity: args.activator_capacity,
             timeout: args.activator_timeout,

@@ -30,9 +30,15 @@ pub async fn check_upload_size(
     Ok(())
 }
 
-/// Uploads a folder or archive, checking the server's size limit first; returns the digest.
-pub async fn upload_package(client: &ApiClient, path: &std::path::Path) -> Result<String, CliError> {
+/// Uploads a folder or archive, checking the server's size limit first; returns the
+/// digest. `verbose` says what the ignore rules left out of a folder.
+pub async fn upload_package(client: &ApiClient, path: &std::path::Path, verbose: bool) -> Result<String, CliError> {
     let package = pack::prepare(path).map_err(|e| CliError::failed(format!("{e:#}")))?;
+    if verbose {
+        for left_out in package.left_out() {
+            eprintln!("left out {}", left_out.display());
+        }
+    }
     check_upload_size(client, package.path(), "package", |i| {
         (i.max_package_bytes, "--max-package-size")
     })

@@ -134,8 +134,9 @@ fn a_second_server_on_the_same_data_dir_refuses_to_start() {
 }
 
 /// Paths under `root` whose mode lets group or others in, skipping the unpacked trees
-/// whose modes are the package's or the image's own, and the function shims every
-/// sandboxed instance reads (the same two files in every data directory).
+/// whose modes are the package's, the dependency layer's or the image's own, and the
+/// function shims every sandboxed instance reads (the same two files in every data
+/// directory).
 fn open_to_others(root: &std::path::Path) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
     let mut open = Vec::new();
@@ -143,7 +144,10 @@ fn open_to_others(root: &std::path::Path) -> Vec<String> {
     while let Some(dir) = queue.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = entry.path();
-            if path == root.join("revisions") || path == root.join("images/images") || path == root.join("shims") {
+            if ["revisions", "layers", "images/images", "shims"]
+                .iter()
+                .any(|kept| path == root.join(kept))
+            {
                 continue;
             }
             let meta = std::fs::symlink_metadata(&path).unwrap();

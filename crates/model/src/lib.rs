@@ -6,6 +6,7 @@
 
 pub mod annotations;
 pub mod auth;
+pub mod build;
 pub mod change;
 pub mod error;
 pub mod exclusive;

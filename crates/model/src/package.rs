@@ -17,6 +17,8 @@ pub trait PackageFiles {
     fn root_files(&self) -> Vec<String>;
     /// The contents of a root file, if it exists and is text.
     fn read(&self, name: &str) -> Option<String>;
+    /// Whether the package root holds a folder of this name.
+    fn has_dir(&self, name: &str) -> bool;
 }
 
 /// What to run, as found in the package.
@@ -28,6 +30,8 @@ pub struct Launch {
     pub env: BTreeMap<String, String>,
     pub memory_bytes: Option<u64>,
     pub cpu_millis: Option<u32>,
+    /// `updraft.yaml`'s `build:` command, run in the package before it starts.
+    pub build: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +49,7 @@ struct UpdraftYaml {
     env: BTreeMap<String, String>,
     memory: Option<String>,
     cpu: Option<String>,
+    build: Option<String>,
 }
 
 const LOOKED_FOR: &str = "updraft.yaml with a `run:` command, a Procfile with a `web:` line, \
@@ -61,6 +66,15 @@ pub fn detect(files: &dyn PackageFiles) -> Result<Launch, FieldError> {
             validate_env_var(&format!("updraft.yaml: env.{name}"), name, value)?;
         }
         launch.env = manifest.env;
+        launch.build = match manifest.build {
+            Some(line) if line.trim().is_empty() => {
+                return Err(FieldError::new(
+                    "updraft.yaml: build",
+                    "is empty; name the command that builds the package, or leave the line out",
+                ));
+            }
+            line => line,
+        };
         launch.memory_bytes = manifest
             .memory
             .as_deref()
@@ -126,6 +140,14 @@ pub fn detect(files: &dyn PackageFiles) -> Result<Launch, FieldError> {
             return Ok(launch);
         }
     }
+    if root.iter().any(|f| f == "Dockerfile" || f == "Containerfile") {
+        return Err(FieldError::new(
+            "package",
+            "holds only a Dockerfile, which Updraft does not build: build the image \
+             (docker build, buildah or kaniko), push it, and deploy it with \
+             `updraft deploy NAME --image IMAGE`; or add what starts the app (updraft.yaml `run:`, a Procfile)",
+        ));
+    }
     let jar_note = if jars.len() > 1 {
         format!(" (found {} jars; name one in updraft.yaml)", jars.len())
     } else {
@@ -148,20 +170,33 @@ fn procfile_web(text: &str) -> Option<String> {
     })
 }
 
+/// A package's top level in a test: names and contents, `/` marking a folder.
+#[cfg(test)]
+pub(crate) struct Files(pub Vec<(&'static str, &'static str)>);
+
+#[cfg(test)]
+impl PackageFiles for Files {
+    fn root_files(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(_, c)| *c != "/")
+            .map(|(n, _)| n.to_string())
+            .collect()
+    }
+    fn read(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(n, c)| *n == name && *c != "/")
+            .map(|(_, c)| c.to_string())
+    }
+    fn has_dir(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, c)| *n == name && *c == "/")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Files(Vec<(&'static str, &'static str)>);
-
-    impl PackageFiles for Files {
-        fn root_files(&self) -> Vec<String> {
-            self.0.iter().map(|(n, _)| n.to_string()).collect()
-        }
-        fn read(&self, name: &str) -> Option<String> {
-            self.0.iter().find(|(n, _)| *n == name).map(|(_, c)| c.to_string())
-        }
-    }
 
     fn detect_in(files: Vec<(&'static str, &'static str)>) -> Result<Launch, FieldError> {
         detect(&Files(files))
@@ -203,6 +238,24 @@ mod tests {
         assert_eq!(err.field, "updraft.yaml: memory");
         let err = detect_in(vec![("updraft.yaml", "run: ''\n")]).unwrap_err();
         assert_eq!(err.field, "updraft.yaml: run");
+        let err = detect_in(vec![("updraft.yaml", "run: x\nbuild: ' '\n")]).unwrap_err();
+        assert_eq!(err.field, "updraft.yaml: build");
+    }
+
+    #[test]
+    fn updraft_yaml_build_is_kept_beside_any_command() {
+        let launch = detect_in(vec![("updraft.yaml", "build: make site\n"), ("main.py", "")]).unwrap();
+        assert_eq!(launch.build.as_deref(), Some("make site"));
+        assert_eq!(launch.command, ["python3", "main.py"]);
+    }
+
+    #[test]
+    fn a_dockerfile_alone_is_refused_with_the_image_way() {
+        let err = detect_in(vec![("Dockerfile", "FROM debian"), ("README.md", "")]).unwrap_err();
+        assert_eq!(err.field, "package");
+        assert!(err.message.contains("--image"), "{}", err.message);
+        let launch = detect_in(vec![("Dockerfile", "FROM debian"), ("app.py", "")]).unwrap();
+        assert_eq!(launch.command, ["python3", "app.py"]);
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct RevisionConfig {
     /// Wasm only: hosts its outbound HTTP may reach.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_hosts: Vec<String>,
+    /// The dependency layers its instances use (`layers/<namespace>/<key>`), built
+    /// from the package's requirements and kept while a revision uses them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
 }
 
 fn is_process(runtime: &RuntimeKind) -> bool {

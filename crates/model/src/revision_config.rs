@@ -28,6 +28,7 @@ fn common(template: &RevisionTemplate, digest: &str, runtime: RuntimeKind) -> Re
         readiness: template.readiness.clone(),
         runtime,
         allowed_hosts: Vec::new(),
+        layers: Vec::new(),
     }
 }
 
@@ -156,6 +157,7 @@ mod tests {
             env: BTreeMap::from([("MODE".into(), "package".into()), ("ONLY".into(), "package".into())]),
             memory_bytes: Some(128 << 20),
             cpu_millis: Some(500),
+            build: None,
         }
     }
 

@@ -31,7 +31,8 @@ use std::sync::Arc;
 pub use instance::{ExitInfo, Instance, InstanceControl};
 pub use ports::{PortAllocator, PortLease};
 pub use probe::{wait_ready, NotReady, Probe};
-pub use process::{FunctionSpec, ProcessRuntime, StemOrder, INHERITED_ENV};
+pub use process::{inherited_env, FunctionSpec, ProcessRuntime, StemOrder, INHERITED_ENV};
+pub use spawner::spawn_child;
 pub use updraft_model::Language;
 
 /// Forking while this process holds a file open for writing would give the child a

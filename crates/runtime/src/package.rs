@@ -379,6 +379,10 @@ impl PackageFiles for DirFiles<'_> {
         }
         fs::read_to_string(path).ok()
     }
+
+    fn has_dir(&self, name: &str) -> bool {
+        fs::symlink_metadata(self.0.join(name)).is_ok_and(|m| m.is_dir())
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,19 @@ pub const INHERITED_ENV: &[&str] = &[
     "PYENV_VERSION",
 ];
 
+/// The server's variables a confined program gets; a sandboxed one has its home and
+/// temporary files in its private `/tmp`, and only the `PATH` it can use.
+pub fn inherited_env(sandbox: Option<&Sandbox>) -> Vec<(String, String)> {
+    INHERITED_ENV
+        .iter()
+        .filter_map(|name| match (*name, sandbox) {
+            ("HOME" | "TMPDIR", Some(_)) => Some((name.to_string(), "/tmp".to_string())),
+            ("PATH", Some(sandbox)) => Some((name.to_string(), sandbox.path().to_string())),
+            _ => std::env::var(name).ok().map(|v| (name.to_string(), v)),
+        })
+        .collect()
+}
+
 pub struct ProcessRuntime {
     cgroups: Cgroups,
     ports: PortAllocator,
@@ -296,7 +309,7 @@ impl ProcessRuntime {
         let (orders_in, orders) = std::io::pipe()?;
         let mut cmd = self.command(command, None, None);
         cmd.env_clear()
-            .envs(self.inherited_env())
+            .envs(inherited_env(self.sandbox.as_deref()))
             .stdin(orders_in)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -324,22 +337,9 @@ impl ProcessRuntime {
         })
     }
 
-    /// The server's variables an instance gets; a sandboxed one has its home and
-    /// temporary files in its private `/tmp`, and only the `PATH` it can use.
-    fn inherited_env(&self) -> Vec<(String, String)> {
-        INHERITED_ENV
-            .iter()
-            .filter_map(|name| match (*name, &self.sandbox) {
-                ("HOME" | "TMPDIR", Some(_)) => Some((name.to_string(), "/tmp".to_string())),
-                ("PATH", Some(sandbox)) => Some((name.to_string(), sandbox.path().to_string())),
-                _ => std::env::var(name).ok().map(|v| (name.to_string(), v)),
-            })
-            .collect()
-    }
-
     /// The instance's environment: the inherited allowlist, the user's, the contract's.
     fn environment(&self, spec: &InstanceSpec, port: u16) -> Vec<(String, String)> {
-        let mut env = self.inherited_env();
+        let mut env = inherited_env(self.sandbox.as_deref());
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.extend(spec.contract_env(port).into_iter().map(|(k, v)| (k.to_string(), v)));
         env

@@ -131,6 +131,35 @@ impl Sandbox {
         Ok(())
     }
 
+    /// The command that runs a build confined as its namespace's uid, like its
+    /// instances, but able to write to `output`; with `network` false, in a network
+    /// namespace of its own.
+    pub fn build_command(
+        &self,
+        program: &[String],
+        identity: Identity,
+        output: &Path,
+        network: bool,
+    ) -> std::process::Command {
+        let plan = Plan {
+            hidden: vec![self.data_dir.clone()],
+            shown: self.shown.clone(),
+            writable: vec![output.to_path_buf()],
+            no_network: !network,
+            identity: Some(identity),
+            keep_setid: false,
+            workdir: Some(output.to_path_buf()),
+            program: program.iter().map(Into::into).collect(),
+        };
+        self.run(&plan)
+    }
+
+    fn run(&self, plan: &Plan) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.command[0]);
+        cmd.args(&self.command[1..]).args(plan.to_args());
+        cmd
+    }
+
     /// The command that runs `program` confined: as `identity`, or, for a stem cell
     /// that learns its identity later, as root able to change only that.
     pub fn command(
@@ -142,14 +171,14 @@ impl Sandbox {
         let plan = Plan {
             hidden: vec![self.data_dir.clone()],
             shown: self.shown.clone(),
+            writable: Vec::new(),
+            no_network: false,
             identity,
             keep_setid: identity.is_none(),
             workdir: workdir.map(Path::to_path_buf),
             program: program.iter().map(Into::into).collect(),
         };
-        let mut cmd = std::process::Command::new(&self.command[0]);
-        cmd.args(&self.command[1..]).args(plan.to_args());
-        cmd
+        self.run(&plan)
     }
 }
 

@@ -32,12 +32,9 @@ fn spawner() -> &'static mpsc::Sender<Job> {
     })
 }
 
-/// Forks `cmd` into its own process group and `cgroup`, dying with the server, with
-/// the umask an ordinary process has rather than the server's private one.
-pub(crate) fn fork(
-    mut cmd: std::process::Command,
-    cgroup: Option<&InstanceCgroup>,
-) -> io::Result<tokio::process::Child> {
+/// Makes `cmd` start in its own process group and `cgroup`, dying with the server,
+/// with the umask an ordinary process has rather than the server's private one.
+fn prepare(cmd: &mut std::process::Command, cgroup: Option<&InstanceCgroup>) {
     let procs: Vec<CString> = cgroup.map(|c| c.procs_files()).unwrap_or_default();
     cmd.process_group(0);
     // SAFETY: only async-signal-safe calls (prctl, umask, open, write, close) on
@@ -56,6 +53,14 @@ pub(crate) fn fork(
             Ok(())
         });
     }
+}
+
+/// Forks `cmd` as `prepare` says, on the spawner thread.
+pub(crate) fn fork(
+    mut cmd: std::process::Command,
+    cgroup: Option<&InstanceCgroup>,
+) -> io::Result<tokio::process::Child> {
+    prepare(&mut cmd, cgroup);
     // The child is registered with the caller's runtime, whichever thread forks it.
     let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
     let (reply, answer) = mpsc::sync_channel(1);
@@ -68,6 +73,14 @@ pub(crate) fn fork(
         }))
         .map_err(|_| gone())?;
     answer.recv().map_err(|_| gone())?
+}
+
+/// Starts `cmd` as `fork` does, for a caller that waits for it on a thread of its own
+/// rather than on a runtime.
+pub fn spawn_child(mut cmd: std::process::Command, cgroup: Option<&InstanceCgroup>) -> io::Result<std::process::Child> {
+    prepare(&mut cmd, cgroup);
+    let _exclusive = crate::FORK_LOCK.write().unwrap_or_else(|p| p.into_inner());
+    cmd.spawn()
 }
 
 #[cfg(test)]

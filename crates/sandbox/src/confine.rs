@@ -77,9 +77,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
 /// `/dev/shm`.
 fn enter_namespaces(plan: &Plan) -> io::Result<()> {
     // SAFETY: plain system calls on valid, NUL-terminated strings.
+    let network = if plan.no_network { libc::CLONE_NEWNET } else { 0 };
     unsafe {
         check(
-            libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC),
+            libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | network),
             "unshare",
         )?;
         check(
@@ -94,10 +95,10 @@ fn enter_namespaces(plan: &Plan) -> io::Result<()> {
         )?;
     }
     // Taken before anything covers them: a hidden folder may lie under /tmp.
-    let shown: Vec<(OwnedFd, &Path)> = plan
-        .shown
-        .iter()
-        .map(|dir| Ok((detached_copy(dir)?, dir.as_path())))
+    let read_only = plan.shown.iter().map(|dir| (dir, true));
+    let shown: Vec<(OwnedFd, &Path)> = read_only
+        .chain(plan.writable.iter().map(|dir| (dir, false)))
+        .map(|(dir, read_only)| Ok((detached_copy(dir, read_only)?, dir.as_path())))
         .collect::<io::Result<_>>()?;
     set_attributes(None, Path::new("/"), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, true)?;
     tmpfs(Path::new("/tmp"), "mode=1777", libc::MS_NOSUID | libc::MS_NODEV)?;
@@ -321,8 +322,9 @@ fn mount_point(path: &Path, copy: &OwnedFd) -> io::Result<()> {
     }
 }
 
-/// A read-only copy of the mounts at `dir`, not attached anywhere yet.
-fn detached_copy(dir: &Path) -> io::Result<OwnedFd> {
+/// A copy of the mounts at `dir` (read-only unless a build writes there), not
+/// attached anywhere yet.
+fn detached_copy(dir: &Path, read_only: bool) -> io::Result<OwnedFd> {
     let path = c_path(dir)?;
     // SAFETY: NUL-terminated string; the descriptor returned is ours.
     let fd = unsafe {
@@ -336,10 +338,11 @@ fn detached_copy(dir: &Path) -> io::Result<OwnedFd> {
     check(fd, &format!("copying {}", dir.display()))?;
     // SAFETY: a fresh descriptor owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let write = if read_only { MOUNT_ATTR_RDONLY } else { 0 };
     set_attributes(
         Some(&fd),
         Path::new(""),
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        write | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         true,
     )?;
     Ok(fd)

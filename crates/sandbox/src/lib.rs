@@ -34,6 +34,10 @@ pub struct Plan {
     /// Folders or files shown read-only at their own path, inside a hidden folder or
     /// the private `/tmp` (which covers the host's).
     pub shown: Vec<PathBuf>,
+    /// Shown as `shown` are, but writable: where a build writes its output.
+    pub writable: Vec<PathBuf>,
+    /// A network namespace of its own, with only a loopback that is down.
+    pub no_network: bool,
     /// Who the program runs as; `None` leaves it root, with only the capabilities to
     /// become someone else ([`Plan::keep_setid`]): a stem cell learns who it is to be
     /// when it is bound.
@@ -55,6 +59,13 @@ impl Plan {
         for dir in &self.shown {
             args.push("--show".into());
             args.push(dir.clone().into_os_string());
+        }
+        for dir in &self.writable {
+            args.push("--show-writable".into());
+            args.push(dir.clone().into_os_string());
+        }
+        if self.no_network {
+            args.push("--no-network".into());
         }
         if let Some(id) = self.identity {
             args.push("--uid".into());
@@ -83,9 +94,11 @@ impl Plan {
             match arg.to_str() {
                 Some("--hide") => plan.hidden.push(value("--hide")?.into()),
                 Some("--show") => plan.shown.push(value("--show")?.into()),
+                Some("--show-writable") => plan.writable.push(value("--show-writable")?.into()),
                 Some("--uid") => uid = Some(number(&value("--uid")?, "--uid")?),
                 Some("--gid") => gid = Some(number(&value("--gid")?, "--gid")?),
                 Some("--keep-setid") => plan.keep_setid = true,
+                Some("--no-network") => plan.no_network = true,
                 Some("--workdir") => plan.workdir = Some(value("--workdir")?.into()),
                 Some("--") => {
                     plan.program = args.collect();
@@ -99,7 +112,7 @@ impl Plan {
             (None, None) => None,
             _ => return Err("--uid and --gid go together and may not be 0".into()),
         };
-        for dir in plan.hidden.iter().chain(&plan.shown) {
+        for dir in plan.hidden.iter().chain(&plan.shown).chain(&plan.writable) {
             if !dir.is_absolute() {
                 return Err(format!("{} is not an absolute path", dir.display()));
             }
@@ -131,6 +144,8 @@ mod tests {
         let plan = Plan {
             hidden: vec!["/var/lib/updraft".into()],
             shown: vec!["/var/lib/updraft/revisions".into()],
+            writable: vec!["/var/lib/updraft/layers/team/.0a1b.x".into()],
+            no_network: true,
             identity: Some(Identity {
                 uid: 1_073_807_360,
                 gid: 1_073_807_360,
@@ -150,6 +165,7 @@ mod tests {
             (&["--uid", "five", "--gid", "5", "--", "x"], "--uid takes a number"),
             (&["--hide", "relative", "--", "x"], "not an absolute path"),
             (&["--show", "b/c", "--", "x"], "not an absolute path"),
+            (&["--show-writable", "out", "--", "x"], "not an absolute path"),
             (&["--hide", "/a"], "no program"),
             (&["--frobnicate", "--", "x"], "unknown argument"),
             (&["--workdir"], "needs a value"),

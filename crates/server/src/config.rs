@@ -17,6 +17,8 @@ pub struct ServerConfig {
     pub max_package_bytes: u64,
     /// Most a package may expand to when unpacked.
     pub max_unpacked_bytes: u64,
+    /// What a build from source (dependencies, `build:`) may take.
+    pub build_limits: crate::builds::BuildLimits,
     pub activator: ActivatorConfig,
     /// How long a new instance may take to listen on its port.
     pub ready_timeout: Duration,
@@ -78,6 +80,7 @@ impl Default for ServerConfig {
             domain: "localhost".into(),
             max_package_bytes: 512 << 20,
             max_unpacked_bytes: 2 << 30,
+            build_limits: crate::builds::BuildLimits::default(),
             activator: ActivatorConfig::default(),
             ready_timeout: Duration::from_secs(60),
             stop_grace: Duration::from_secs(10),
@@ -138,6 +141,8 @@ pub struct Paths {
     pub blobs: PathBuf,
     /// Unpacked packages, one per revision: `revisions/{namespace}/{revision}`.
     pub revisions: PathBuf,
+    /// Dependency layers built from packages: `layers/{namespace}/{key}`.
+    pub layers: PathBuf,
     pub logs: PathBuf,
     pub run: PathBuf,
     pub tmp: PathBuf,
@@ -150,6 +155,7 @@ impl Paths {
             db: root.join("updraft.db"),
             blobs: root.join("blobs").join("sha256"),
             revisions: root.join("revisions"),
+            layers: root.join("layers"),
             logs: root.join("logs"),
             run: root.join("run"),
             tmp: root.join("tmp"),

@@ -9,10 +9,10 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// Folders whose modes belong to what they hold (packages, function shims and image
-/// roots, which an instance or a container reads as the user it runs as), not to the
-/// server.
-const KEPT_AS_UNPACKED: &[&str] = &["revisions", "shims", "images/images"];
+/// Folders whose modes belong to what they hold (packages, dependency layers, function
+/// shims and image roots, which an instance or a container reads as the user it runs
+/// as), not to the server.
+const KEPT_AS_UNPACKED: &[&str] = &["revisions", "layers", "shims", "images/images"];
 
 /// Makes every file the server creates from now on private to its user.
 pub fn private_umask() {

@@ -317,7 +317,7 @@ impl Deployer {
         // The deploy lock keeps the store's next generation the one counted here; the
         // store refuses the write if another writer changed the service meanwhile.
         let generation = previous.map_or(1, |s| s.generation + 1);
-        let config = self.build.config(namespace, rev_name, &template).await?;
+        let config = self.build.config(namespace, name, rev_name, &template).await?;
         let now = now_us();
         let staged = StagedRevision {
             revision: Revision {
@@ -477,6 +477,13 @@ mod tests {
                     .await
                     .unwrap(),
                 ),
+                builds: Arc::new(crate::builds::Builds::new(
+                    kit.paths.clone(),
+                    None,
+                    None,
+                    crate::builds::BuildLimits::default(),
+                    tokio::sync::broadcast::channel(1).0,
+                )),
             },
             locks: Arc::default(),
             applied: Applied {

@@ -4,6 +4,7 @@
 mod api;
 mod authz;
 mod autoscale;
+mod builds;
 mod config;
 mod data_dir;
 mod delivery;
@@ -44,6 +45,7 @@ mod token_api;
 mod trigger_api;
 mod triggers;
 
+pub use builds::BuildLimits;
 pub use config::{Paths, PoolConfig, ServerConfig};
 pub use error::ApiError;
 pub use serve::run;

@@ -238,8 +238,15 @@ async fn logs(
         since_us: params.since.as_deref().map(|t| time_param("since", t)).transpose()?,
         until_us: params.until.as_deref().map(|t| time_param("until", t)).transpose()?,
         grep: params.grep,
+        build: params.build,
     };
     if params.requests {
+        if params.build {
+            return Err(ApiError::bad_request(
+                "build",
+                "the access log has no build records; ask for one of the two",
+            ));
+        }
         if params.follow {
             return Err(ApiError::bad_request(
                 "follow",

@@ -2,6 +2,7 @@
 //! table, and the start-up and shutdown sequences.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -18,6 +19,7 @@ use updraft_store::{EventStore, Snapshot, SqliteStore, Store};
 use updraft_telemetry::logs::AccessRecord;
 use updraft_telemetry::{Metrics, RevisionLabels};
 
+use crate::builds::Builds;
 use crate::deploy::Deployer;
 use crate::editions::Editions;
 use crate::instances::Instances;
@@ -177,9 +179,18 @@ impl Platform {
         // directory, where a relative path would point somewhere else.
         let root = fs::canonicalize(&config.data_dir)?;
         let paths = Paths::new(&root);
-        for dir in [&paths.root, &paths.blobs, &paths.revisions, &paths.logs, &paths.run] {
+        for dir in [
+            &paths.root,
+            &paths.blobs,
+            &paths.revisions,
+            &paths.layers,
+            &paths.logs,
+            &paths.run,
+        ] {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+        // Passed through but not listed: a namespace's instances find only its layers.
+        fs::set_permissions(&paths.layers, fs::Permissions::from_mode(0o711))?;
         let data_dir_lock = lock_data_dir(&paths)?;
         crate::data_dir::restrict(&root).with_context(|| format!("making {} private", root.display()))?;
         // Half-written uploads and unpacks from a crashed run.
@@ -207,7 +218,7 @@ impl Platform {
         }
         let sandbox = match &config.sandbox {
             Some(command) => {
-                let mut shown = vec![paths.revisions.clone(), paths.root.join("shims")];
+                let mut shown = vec![paths.revisions.clone(), paths.layers.clone(), paths.root.join("shims")];
                 // The sandbox's /tmp is its own: a server run from there needs its
                 // binary shown for the stem cells to start.
                 shown.extend(
@@ -239,6 +250,7 @@ impl Platform {
                 .context("starting the wasm runtime")?,
         );
         let editions = Arc::new(Editions::new(process.cgroups().clone(), wasm.threads()));
+        let build_cgroups = process.cgroups().clone();
         let runtime: Arc<dyn Runtime> = Arc::new(Runtimes {
             process: Arc::new(process),
             wasm: wasm.clone(),
@@ -297,6 +309,13 @@ impl Platform {
                 paths: paths.clone(),
                 unpack_limits: unpack_limits(&config),
                 secrets: secrets.clone(),
+                builds: Arc::new(Builds::new(
+                    paths.clone(),
+                    sandbox.clone(),
+                    Some(build_cgroups),
+                    config.build_limits,
+                    log_feed.clone(),
+                )),
             },
             locks: locks.clone(),
             applied: applied.clone(),
@@ -362,7 +381,8 @@ impl Platform {
         })
     }
 
-    /// Removes unpacked trees no revision owns and packages no revision uses.
+    /// Removes unpacked trees no revision owns, and packages and dependency layers no
+    /// revision uses.
     pub(crate) async fn collect_garbage(&self) {
         let known: Vec<std::path::PathBuf> = self
             .registry
@@ -374,6 +394,25 @@ impl Platform {
             for rev in fs::read_dir(ns.path()).into_iter().flatten().flatten() {
                 if !known.contains(&rev.path()) {
                     let _ = fs::remove_dir_all(rev.path());
+                }
+            }
+        }
+        let used: std::collections::HashSet<std::path::PathBuf> = self
+            .registry
+            .all()
+            .iter()
+            .flat_map(|s| {
+                let dir = self.paths.layers.join(&s.revision.namespace);
+                s.revision.config.layers.iter().map(move |key| dir.join(key))
+            })
+            .collect();
+        let grace = std::time::SystemTime::now() - std::time::Duration::from_micros(BLOB_GRACE_US as u64);
+        for ns in fs::read_dir(&self.paths.layers).into_iter().flatten().flatten() {
+            for layer in fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                // A layer built for a deploy still under way has no revision yet.
+                let recent = layer.metadata().and_then(|m| m.modified()).is_ok_and(|t| t > grace);
+                if !recent && !used.contains(&layer.path()) {
+                    let _ = fs::remove_dir_all(layer.path());
                 }
             }
         }

@@ -1,11 +1,13 @@
 //! What a revision runs, from its template: its package unpacked and its command
 //! found, its component compiled and checked, or its image pulled. The deploy path
 //! builds this before it stages the revision, so a template that cannot run is
-//! refused before anything is written.
+//! refused before anything is written. A package's dependencies and build command
+//! are built here too (`builds`).
 
 use std::sync::Arc;
 
 use updraft_model::annotations::{FUNCTION_HANDLER, FUNCTION_RUNTIME};
+use updraft_model::build::dependencies;
 use updraft_model::package::detect;
 use updraft_model::revision_config::{self, ImageProcess};
 use updraft_model::secret::SecretKeyRef;
@@ -17,6 +19,7 @@ use updraft_runtime::package::{unpack, DirFiles, UnpackLimits};
 use updraft_runtime::wasm::WasmRuntime;
 use updraft_store::Store;
 
+use crate::builds::{Builds, Built, Target};
 use crate::error::{image_error, package_error};
 use crate::secrets::Secrets;
 use crate::{ApiError, Paths};
@@ -28,6 +31,21 @@ pub struct RevisionBuilder {
     pub(crate) paths: Paths,
     pub(crate) unpack_limits: UnpackLimits,
     pub(crate) secrets: Arc<Secrets>,
+    pub(crate) builds: Arc<Builds>,
+}
+
+/// The config with what its builds give its instances: the dependency layers, found
+/// ahead of anything the user's own `PYTHONPATH` names.
+fn with_build(mut config: RevisionConfig, built: Built) -> RevisionConfig {
+    for (name, value) in built.env {
+        let value = match config.env.get(&name) {
+            Some(own) if !own.is_empty() => format!("{value}:{own}"),
+            _ => value,
+        };
+        config.env.insert(name, value);
+    }
+    config.layers = built.layers;
+    config
 }
 
 impl RevisionBuilder {
@@ -53,6 +71,7 @@ impl RevisionBuilder {
     pub async fn config(
         &self,
         namespace: &str,
+        service: &str,
         rev_name: &str,
         template: &RevisionTemplate,
     ) -> Result<RevisionConfig, ApiError> {
@@ -64,13 +83,15 @@ impl RevisionBuilder {
                 let blob = self.paths.blob(&digest);
                 let limits = self.unpack_limits;
                 let dir = workdir.clone();
-                let unpacked = tokio::task::spawn_blocking(move || {
+                let (unpacked, dependencies) = tokio::task::spawn_blocking(move || {
                     unpack(&blob, &dir, limits)?;
-                    Ok::<_, updraft_runtime::package::PackageError>(detect(&DirFiles(&dir)))
+                    let files = DirFiles(&dir);
+                    Ok::<_, updraft_runtime::package::PackageError>((detect(&files), dependencies(&files)))
                 })
                 .await
                 .map_err(ApiError::internal)?
                 .map_err(package_error)?;
+                let build_command = unpacked.as_ref().ok().and_then(|l| l.build.clone());
                 let function = template
                     .annotations
                     .get(FUNCTION_RUNTIME)
@@ -85,11 +106,32 @@ impl RevisionBuilder {
                     ),
                     None => revision_config::for_package(template, &digest, unpacked),
                 };
-                match resolved {
+                let built = match (resolved, dependencies) {
+                    (Ok(config), Ok(dependencies)) => {
+                        let builds = self.builds.clone();
+                        let (namespace, service, revision) =
+                            (namespace.to_string(), service.to_string(), rev_name.to_string());
+                        let dir = workdir.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let target = Target {
+                                namespace: &namespace,
+                                service: &service,
+                                revision: &revision,
+                                workdir: &dir,
+                            };
+                            builds.run(&target, &dependencies, build_command.as_deref())
+                        })
+                        .await
+                        .map_err(ApiError::internal)
+                        .and_then(|built| Ok(with_build(config, built?)))
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e.into()),
+                };
+                match built {
                     Ok(config) => config,
                     Err(e) => {
                         let _ = std::fs::remove_dir_all(&workdir);
-                        return Err(e.into());
+                        return Err(e);
                     }
                 }
             }
@@ -149,5 +191,41 @@ impl RevisionBuilder {
             }
         };
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn config(env: &[(&str, &str)]) -> RevisionConfig {
+        serde_json::from_value(serde_json::json!({
+            "package_digest": "sha256:00",
+            "command": ["python3", "main.py"],
+            "command_source": "main.py",
+            "env": env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+            "memory_bytes": null,
+            "cpu_millis": null,
+            "scale_to_zero_after_ms": 60000,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_layer_comes_ahead_of_the_users_own_import_path() {
+        let built = Built {
+            env: BTreeMap::from([("PYTHONPATH".to_string(), "/layers/ns/k/python".to_string())]),
+            layers: vec!["k".to_string()],
+        };
+        let layered = with_build(config(&[("PYTHONPATH", "/app/src"), ("MODE", "x")]), built);
+        assert_eq!(layered.env["PYTHONPATH"], "/layers/ns/k/python:/app/src");
+        assert_eq!(layered.env["MODE"], "x");
+        assert_eq!(layered.layers, ["k"]);
+
+        let plain = with_build(config(&[]), Built::default());
+        assert!(!plain.env.contains_key("PYTHONPATH"));
+        assert!(plain.layers.is_empty());
     }
 }

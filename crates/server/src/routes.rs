@@ -551,6 +551,7 @@ mod tests {
             readiness: None,
             runtime: updraft_model::RuntimeKind::Process,
             allowed_hosts: Vec::new(),
+            layers: Vec::new(),
         };
         let (svc, _) = store
             .create_revision(

@@ -124,6 +124,7 @@ pub fn component_revision(service: &str, name: &str) -> Revision {
             readiness: None,
             runtime: RuntimeKind::Wasm,
             allowed_hosts: Vec::new(),
+            layers: Vec::new(),
         },
         resource_version: 1,
     }

@@ -46,6 +46,7 @@ fn config() -> RevisionConfig {
         readiness: None,
         runtime: updraft_model::RuntimeKind::Process,
         allowed_hosts: Vec::new(),
+        layers: Vec::new(),
     }
 }
 

@@ -973,6 +973,7 @@ mod tests {
             readiness: None,
             runtime: updraft_model::RuntimeKind::Process,
             allowed_hosts: Vec::new(),
+            layers: Vec::new(),
         }
     }
 

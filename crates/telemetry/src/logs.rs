@@ -96,6 +96,9 @@ fn read_access_file(file: File, query: &LogQuery, records: &mut Vec<AccessRecord
     Ok(())
 }
 
+/// The stream of a build's output, beside its instances' `stdout` and `stderr`.
+pub const BUILD_STREAM: &str = "build";
+
 pub fn service_log_dir(root: &Path, namespace: &str, service: &str) -> PathBuf {
     root.join(namespace).join(service)
 }
@@ -265,6 +268,8 @@ pub struct LogQuery {
     pub until_us: Option<i64>,
     /// Records whose line contains this text.
     pub grep: Option<String>,
+    /// The builds' records (stream `build`) instead of the instances'.
+    pub build: bool,
 }
 
 impl LogQuery {
@@ -291,7 +296,8 @@ impl LogQuery {
 
     /// Whether a record passes every filter but `tail`.
     pub fn matches(&self, record: &LogRecord) -> bool {
-        self.revision.as_ref().is_none_or(|r| *r == record.revision)
+        (record.stream == BUILD_STREAM) == self.build
+            && self.revision.as_ref().is_none_or(|r| *r == record.revision)
             && self.instance.as_ref().is_none_or(|i| *i == record.instance)
             && self.since_us.is_none_or(|t| record.ts_us >= t)
             && self.until_us.is_none_or(|t| record.ts_us < t)

@@ -134,6 +134,11 @@ def main():
             os.setuid(order["uid"])
         os.environ.clear()
         os.environ.update(dict(order["env"]))
+        # The interpreter read PYTHONPATH when the stem started, before the revision's
+        # (its dependency layer) was known.
+        for entry in reversed(os.environ.get("PYTHONPATH", "").split(":")):
+            if entry:
+                sys.path.insert(0, entry)
         os.chdir(order["cwd"])
         handler = order["args"][0]
     else:
