@@ -29,6 +29,10 @@ pub struct SettingsArgs {
     /// Idle time after which instances are stopped (default 60s).
     #[arg(long, value_name = "DURATION")]
     scale_to_zero_after: Option<String>,
+    /// How long a new instance may take to become ready (Knative's progress deadline;
+    /// default: the server's --ready-timeout); '' goes back to it.
+    #[arg(long, value_name = "DURATION")]
+    start_timeout: Option<String>,
     /// The program to run instead of the detected one; repeat for its words
     /// (`--cmd python3 --cmd app.py`).
     #[arg(long = "cmd", value_name = "WORD")]
@@ -152,6 +156,7 @@ impl SettingsArgs {
             command: (!self.cmd.is_empty()).then_some(self.cmd),
             args: (!self.arg.is_empty()).then_some(self.arg),
             scale_to_zero_after: self.scale_to_zero_after,
+            start_timeout: self.start_timeout,
             concurrency: self.concurrency,
             timeout: self.timeout,
             no_traffic: self.no_traffic,

@@ -16,6 +16,10 @@ pub const DEFAULT_SCALE_TO_ZERO_AFTER: Duration = Duration::from_secs(60);
 pub const SCALE_TO_ZERO_RETENTION: &str = "autoscaling.knative.dev/scale-to-zero-pod-retention-period";
 pub const WINDOW: &str = "autoscaling.knative.dev/window";
 pub const ROLLOUT_DURATION: &str = "serving.knative.dev/rollout-duration";
+/// How long a new instance may take to become ready (Knative's progress deadline),
+/// instead of the server's `--ready-timeout`.
+pub const PROGRESS_DEADLINE: &str = "serving.knative.dev/progress-deadline";
+const PROGRESS_DEADLINE_RANGE: Kind = Kind::Duration(Duration::from_secs(1), HOUR);
 /// How an idle revision is kept: `fixed` or `hybrid-histogram` (Updraft's own).
 pub const KEEP_ALIVE: &str = "updraft.dev/keep-alive";
 pub const KEEP_ALIVE_POLICIES: &[&str] = &["fixed", "hybrid-histogram"];
@@ -224,6 +228,8 @@ pub fn validate_template_annotations(path: &str, annotations: &BTreeMap<String, 
             check(&field, value, *kind)?;
         } else if key == KEEP_ALIVE {
             check(&field, value, Kind::Choice(KEEP_ALIVE_POLICIES))?;
+        } else if key == PROGRESS_DEADLINE {
+            check(&field, value, PROGRESS_DEADLINE_RANGE)?;
         } else if key == FUNCTION_RUNTIME {
             check(&field, value, Kind::Choice(FUNCTION_RUNTIMES))?;
             if !annotations.contains_key(FUNCTION_HANDLER) {
@@ -358,6 +364,13 @@ impl RateLimit {
 
 /// The idle time after which a revision's instances stop: the retention period if set,
 /// else Knative's stable window, else Updraft's default.
+/// The revision's own start timeout, when it sets one.
+pub fn progress_deadline(annotations: &BTreeMap<String, String>) -> Option<Duration> {
+    annotations
+        .get(PROGRESS_DEADLINE)
+        .and_then(|value| parse_duration(PROGRESS_DEADLINE, value).ok())
+}
+
 pub fn scale_to_zero_after(annotations: &BTreeMap<String, String>) -> Duration {
     [SCALE_TO_ZERO_RETENTION, WINDOW]
         .iter()

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::annotations::{
-    validate_service_annotations, RateLimit, AUTOSCALING_PREFIX, KEEP_ALIVE, RATE_LIMIT, RATE_LIMIT_BURST,
-    ROLLOUT_DURATION, SCALE_TO_ZERO_RETENTION,
+    validate_service_annotations, RateLimit, AUTOSCALING_PREFIX, KEEP_ALIVE, PROGRESS_DEADLINE, RATE_LIMIT,
+    RATE_LIMIT_BURST, ROLLOUT_DURATION, SCALE_TO_ZERO_RETENTION,
 };
 use crate::exclusive::Exclusive;
 use crate::names::{validate_digest, validate_env_name, validate_env_var};
@@ -420,6 +420,10 @@ pub struct DeploySpec {
     /// Request timeout (`timeoutSeconds`), e.g. `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// How long a new instance may take to become ready (Knative's progress deadline),
+    /// e.g. `5m`; `''` goes back to the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timeout: Option<String>,
     /// Create the revision without sending it traffic.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_traffic: bool,
@@ -562,6 +566,15 @@ impl DeploySpec {
         if let Some(c) = self.concurrency {
             template.container_concurrency = c;
         }
+        match self.start_timeout.as_deref() {
+            Some("") => {
+                template.annotations.remove(PROGRESS_DEADLINE);
+            }
+            Some(t) => {
+                template.annotations.insert(PROGRESS_DEADLINE.into(), t.to_string());
+            }
+            None => {}
+        }
         if let Some(policy) = &self.keep_alive {
             template.annotations.insert(KEEP_ALIVE.into(), policy.clone());
         }
@@ -653,6 +666,40 @@ mod tests {
     use crate::annotations::{ALLOWED_OUTBOUND_HOSTS, FUNCTION_RUNTIME};
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_start_timeout_is_knatives_progress_deadline_kept_until_cleared() {
+        let spec = DeploySpec {
+            package: Some(DIGEST.into()),
+            start_timeout: Some("5m".into()),
+            ..Default::default()
+        };
+        let t = spec.template(None).unwrap();
+        assert_eq!(
+            crate::annotations::progress_deadline(&t.annotations),
+            Some(Duration::from_secs(300))
+        );
+        let kept = DeploySpec::default().template(Some(&t)).unwrap();
+        assert_eq!(kept.annotations[PROGRESS_DEADLINE], "5m");
+        let cleared = DeploySpec {
+            start_timeout: Some(String::new()),
+            ..Default::default()
+        };
+        assert!(!cleared
+            .template(Some(&t))
+            .unwrap()
+            .annotations
+            .contains_key(PROGRESS_DEADLINE));
+        for bad in ["soon", "0s", "2h"] {
+            let err = DeploySpec {
+                start_timeout: Some(bad.into()),
+                ..Default::default()
+            }
+            .template(Some(&t))
+            .unwrap_err();
+            assert!(err.field.contains(PROGRESS_DEADLINE), "{bad}: {}", err.field);
+        }
+    }
 
     #[test]
     fn deploy_spec_builds_a_template() {

@@ -78,6 +78,16 @@ impl Instance {
         crate::listeners::port_owned_by(self.port, &self.control.pids())
     }
 
+    /// The ports the instance's own processes listen on; none for one that runs in
+    /// the server's process (a wasm component), whose listeners are the server's.
+    pub fn listening_ports(&self) -> Vec<u16> {
+        let pids = self.control.pids();
+        if pids.contains(&(std::process::id() as i32)) {
+            return Vec::new();
+        }
+        crate::listeners::ports_listened_by(&pids)
+    }
+
     /// Waits until the output of an exited instance has been captured.
     pub async fn logs_drained(&self) {
         let mut rx = self.logs_drained.clone();

@@ -5,7 +5,7 @@
 //! connection to print it: ~9 ms with a few hundred sockets. A LISTEN-only dump walks
 //! only the listeners.)
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::mem::size_of;
@@ -74,8 +74,8 @@ impl Drop for Fd {
     }
 }
 
-/// Inodes of TCP sockets of `family` listening on `port`.
-fn dump_listeners(family: u8, port: u16, inodes: &mut HashSet<u64>) -> io::Result<()> {
+/// The TCP sockets of `family` listening on `port` (on any, with `None`): inode → port.
+fn dump_listeners(family: u8, port: Option<u16>, found: &mut HashMap<u64, u16>) -> io::Result<()> {
     let fd = unsafe {
         libc::socket(
             libc::AF_NETLINK,
@@ -124,8 +124,9 @@ fn dump_listeners(family: u8, port: u16, inodes: &mut HashSet<u64>) -> io::Resul
             let body = offset + size_of::<NlMsgHdr>();
             if body + size_of::<InetDiagMsg>() <= n as usize {
                 let msg: InetDiagMsg = unsafe { std::ptr::read_unaligned(buf[body..].as_ptr().cast()) };
-                if u16::from_be(msg.id.sport) == port {
-                    inodes.insert(u64::from(msg.inode));
+                let local = u16::from_be(msg.id.sport);
+                if port.is_none_or(|p| p == local) {
+                    found.insert(u64::from(msg.inode), local);
                 }
             }
             if header.len == 0 {
@@ -139,10 +140,46 @@ fn dump_listeners(family: u8, port: u16, inodes: &mut HashSet<u64>) -> io::Resul
 
 /// Inodes of the TCP sockets listening on `port`, over IPv4 and IPv6.
 pub fn listening_inodes(port: u16) -> io::Result<HashSet<u64>> {
-    let mut inodes = HashSet::new();
-    dump_listeners(libc::AF_INET as u8, port, &mut inodes)?;
-    dump_listeners(libc::AF_INET6 as u8, port, &mut inodes)?;
-    Ok(inodes)
+    Ok(listeners(Some(port))?.into_keys().collect())
+}
+
+fn listeners(port: Option<u16>) -> io::Result<HashMap<u64, u16>> {
+    let mut found = HashMap::new();
+    dump_listeners(libc::AF_INET as u8, port, &mut found)?;
+    dump_listeners(libc::AF_INET6 as u8, port, &mut found)?;
+    Ok(found)
+}
+
+/// The inodes of the sockets `pids` hold open.
+fn socket_inodes(pids: &[i32]) -> impl Iterator<Item = u64> + '_ {
+    pids.iter().flat_map(|pid| {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|fd| {
+                let target = fs::read_link(fd.path()).ok()?;
+                target
+                    .to_str()?
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse::<u64>()
+                    .ok()
+            })
+    })
+}
+
+/// The TCP ports `pids` listen on, in order.
+pub fn ports_listened_by(pids: &[i32]) -> Vec<u16> {
+    let Ok(listening) = listeners(None) else {
+        return Vec::new();
+    };
+    let mut ports: Vec<u16> = socket_inodes(pids)
+        .filter_map(|inode| listening.get(&inode).copied())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// The same from the text of `/proc/net/tcp` or `tcp6`, for kernels without `tcp_diag`.
@@ -171,25 +208,7 @@ pub fn port_owned_by(port: u16, pids: &[i32]) -> bool {
     if inodes.is_empty() {
         return false;
     }
-    pids.iter().any(|pid| {
-        fs::read_dir(format!("/proc/{pid}/fd"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|fd| {
-                fs::read_link(fd.path())
-                    .ok()
-                    .and_then(|target| {
-                        target
-                            .to_str()?
-                            .strip_prefix("socket:[")?
-                            .strip_suffix(']')?
-                            .parse::<u64>()
-                            .ok()
-                    })
-                    .is_some_and(|inode| inodes.contains(&inode))
-            })
-    })
+    socket_inodes(pids).any(|inode| inodes.contains(&inode))
 }
 
 #[cfg(test)]

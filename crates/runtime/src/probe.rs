@@ -12,6 +12,12 @@ pub enum NotReady {
         exit: ExitInfo,
         last_lines: Vec<String>,
     },
+    /// It listens, but not on the port it was given.
+    WrongPort {
+        port: u16,
+        listening: Vec<u16>,
+        last_lines: Vec<String>,
+    },
     Timeout {
         after: Duration,
         /// The readiness path it was asked, when the probe is HTTP.
@@ -25,6 +31,20 @@ impl std::fmt::Display for NotReady {
         let (what, lines) = match self {
             NotReady::Exited { exit, last_lines } => {
                 (format!("instance {exit} before it listened on $PORT"), last_lines)
+            }
+            NotReady::WrongPort {
+                port,
+                listening,
+                last_lines,
+            } => {
+                let ports: Vec<String> = listening.iter().map(u16::to_string).collect();
+                (
+                    format!(
+                        "instance is listening on {}, not on $PORT ({port}): read the port to listen on from $PORT",
+                        ports.join(", ")
+                    ),
+                    last_lines,
+                )
             }
             NotReady::Timeout {
                 after,
@@ -63,6 +83,11 @@ const PROBE_INTERVAL: Duration = Duration::from_micros(500);
 /// Time between HTTP probes, which cost the application a request each.
 const HTTP_PROBE_INTERVAL: Duration = Duration::from_millis(5);
 const HTTP_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a starting instance's listening ports are looked at, and how long it may
+/// listen elsewhere only before that counts as the wrong port (an app may open an
+/// admin port first).
+const PORT_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+const WRONG_PORT_GRACE: Duration = Duration::from_secs(1);
 
 /// How an instance shows it is ready, after it listens on its port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +104,8 @@ pub enum Probe<'a> {
 pub async fn wait_ready(instance: &Instance, probe: Probe<'_>, timeout: Duration) -> Result<Duration, NotReady> {
     let start = Instant::now();
     let mut exit = instance.exit_watch();
+    let mut port_checked = start;
+    let mut elsewhere_since: Option<Instant> = None;
     loop {
         if let Some(exit) = instance.exited() {
             // Its last words explain the exit: wait until they are captured.
@@ -100,6 +127,19 @@ pub async fn wait_ready(instance: &Instance, probe: Probe<'_>, timeout: Duration
                         interval = HTTP_PROBE_INTERVAL;
                     }
                 }
+            }
+        }
+        if port_checked.elapsed() >= PORT_CHECK_INTERVAL {
+            port_checked = Instant::now();
+            let listening = instance.listening_ports();
+            if listening.is_empty() || listening.contains(&instance.port) {
+                elsewhere_since = None;
+            } else if elsewhere_since.get_or_insert(port_checked).elapsed() >= WRONG_PORT_GRACE {
+                return Err(NotReady::WrongPort {
+                    port: instance.port,
+                    listening,
+                    last_lines: instance.recent_logs(),
+                });
             }
         }
         if start.elapsed() >= timeout {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use updraft_gateway::{Endpoint, RevisionEndpoints, RevisionKey};
+use updraft_model::annotations::progress_deadline;
 use updraft_model::template::Readiness;
 use updraft_model::{RunningUse, RuntimeKind};
 use updraft_runtime::clock::now_us;
@@ -246,7 +247,8 @@ impl Instances {
             Some(Readiness::HttpGet { path }) => Probe::Http { path },
             Some(Readiness::TcpSocket) | None => Probe::Tcp,
         };
-        match wait_ready(&managed.instance, probe, self.ready_timeout).await {
+        let timeout = progress_deadline(&state.revision.template.annotations).unwrap_or(self.ready_timeout);
+        match wait_ready(&managed.instance, probe, timeout).await {
             Ok(_) => {
                 let ready = managed.began.elapsed();
                 let key = &state.endpoints.key;
