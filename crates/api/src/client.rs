@@ -378,6 +378,10 @@ impl Client {
         self.get("/v1/registries").await
     }
 
+    pub async fn logout(&self, registry: &str) -> Result<()> {
+        self.delete(&format!("/v1/registries/{}", encode(registry))).await
+    }
+
     pub async fn login(&self, login: &LoginRequest) -> Result<RegistryView> {
         self.call(Method::POST, "/v1/registries", Some(login)).await
     }

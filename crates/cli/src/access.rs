@@ -11,7 +11,7 @@ use updraft_api::requests::{AuditQuery, CreateTokenRequest};
 use updraft_model::auth::{parse_token, Grant};
 
 use crate::client::{ApiClient, CliError};
-use crate::output::print_structured;
+use crate::output::{print_structured, print_table};
 use crate::Output;
 
 pub const DEFAULT_API: &str = "http://127.0.0.1:8081";
@@ -286,10 +286,16 @@ pub fn contexts(select: Option<String>, output: Output) -> Result<u8, CliError> 
         })
         .collect();
     if !print_structured(&rows, output) {
-        println!("{:<2}{:<24} API", "", "NAME");
-        for r in &rows {
-            println!("{:<2}{:<24} {}", if r.current { "*" } else { "" }, r.name, r.api);
-        }
+        print_table(
+            &["CURRENT", "NAME", "API"],
+            rows.iter().map(|r| {
+                vec![
+                    if r.current { "*" } else { "" }.to_string(),
+                    r.name.to_string(),
+                    r.api.to_string(),
+                ]
+            }),
+        );
     }
     Ok(0)
 }
@@ -397,17 +403,18 @@ pub async fn audit(args: AuditArgs, client: &ApiClient, output: Output) -> Resul
         })
         .await?;
     if !print_structured(&entries, output) {
-        println!("{:<25} {:<13} {:<7} {:>6} PATH", "TIME", "TOKEN", "METHOD", "STATUS");
-        for e in &entries {
-            println!(
-                "{:<25} {:<13} {:<7} {:>6} {}",
-                e.at,
-                e.token_id.as_deref().unwrap_or("-"),
-                e.method,
-                e.status,
-                e.path
-            );
-        }
+        print_table(
+            &["TIME", "TOKEN", "METHOD", "STATUS", "PATH"],
+            entries.iter().map(|e| {
+                vec![
+                    e.at.clone(),
+                    e.token_id.clone().unwrap_or_else(|| "-".into()),
+                    e.method.clone(),
+                    e.status.to_string(),
+                    e.path.clone(),
+                ]
+            }),
+        );
     }
     Ok(0)
 }

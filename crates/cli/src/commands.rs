@@ -10,7 +10,7 @@ use updraft_api::requests::LogsQuery;
 use updraft_api::views::LogLineView;
 
 use crate::client::{ApiClient, CliError};
-use crate::output::{print_deploy_traffic, print_service, print_services, print_structured};
+use crate::output::{print_deploy_traffic, print_service, print_services, print_structured, print_table};
 use crate::settings::SettingsArgs;
 use crate::uploads::{function_package, upload_component, upload_package};
 use crate::{Command, NamespaceArg, NamespaceCommand, Output};
@@ -37,9 +37,10 @@ pub struct DeployArgs {
     wasm: Option<PathBuf>,
     /// A handler file (or a folder holding one) for a function runtime: Updraft runs
     /// the HTTP server and calls it.
-    #[arg(long, value_name = "PATH", requires = "runtime")]
+    #[arg(long, value_name = "PATH")]
     function: Option<PathBuf>,
-    /// The function runtime: python3 or node.
+    /// The function runtime: python3 or node (default: from the handler's extension,
+    /// or a folder's main.py, handler.py, index.js or index.mjs).
     #[arg(long, value_name = "RUNTIME", requires = "function", value_parser = ["python3", "node"])]
     runtime: Option<String>,
     /// Functions: put an exception's traceback in the 500 response, not only in the logs.
@@ -134,7 +135,12 @@ pub async fn run(command: Command, target: &crate::access::Target, output: Outpu
 
 async fn execute(command: Command, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     match command {
-        Command::Server(_) | Command::Sim(_) | Command::Stem | Command::Login(_) | Command::Contexts { .. } => {
+        Command::Server(_)
+        | Command::Sim(_)
+        | Command::Stem
+        | Command::Completion { .. }
+        | Command::Login(_)
+        | Command::Contexts { .. } => {
             unreachable!("handled before a client is made")
         }
         Command::Token(command) => crate::access::token(command, client, output).await,
@@ -147,8 +153,8 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
         Command::Registry(command) => crate::images::registry(command, client, output).await,
         Command::Trigger(command) => crate::triggers::trigger(command, client, output).await,
         Command::Source(command) => crate::triggers::source(command, client, output).await,
-        Command::Triggers { ns } => crate::triggers::list(&ns, client, output).await,
-        Command::Brokers { ns } => crate::triggers::brokers(&ns, client, output).await,
+        Command::Triggers { scope } => crate::triggers::list(&scope, client, output).await,
+        Command::Brokers { scope } => crate::triggers::brokers(&scope, client, output).await,
         Command::Broker(command) => crate::triggers::broker(command, client, output).await,
         Command::Secret(command) => crate::secrets::secret(command, client, output).await,
         Command::Event(command) => crate::triggers::event(command, client, output).await,
@@ -163,10 +169,13 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
         Command::Namespace(NamespaceCommand::Limits(args)) => {
             crate::manage::namespace_limits(args, client, output).await
         }
-        Command::Services { ns } => {
-            let services = client.services(&ns.namespace).await?;
+        Command::Services { scope } => {
+            let mut services = Vec::new();
+            for ns in scope.namespaces(client).await? {
+                services.extend(client.services(&ns).await?);
+            }
             if !print_structured(&services, output) {
-                print_services(&services);
+                print_services(&services, scope.all_namespaces);
             }
             Ok(0)
         }
@@ -230,14 +239,16 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
         Command::Namespaces => {
             let namespaces = client.namespaces().await?;
             if !print_structured(&namespaces, output) {
-                println!("{:<30} {:<26} RATE LIMIT", "NAME", "CREATED");
-                for n in &namespaces {
-                    let rate = n
-                        .limits
-                        .rate_limit
-                        .map_or("-".to_string(), |r| format!("{}/s burst {}", r.per_second, r.burst));
-                    println!("{:<30} {:<26} {rate}", n.name, n.created_at);
-                }
+                print_table(
+                    &["NAME", "CREATED", "RATE LIMIT"],
+                    namespaces.iter().map(|n| {
+                        let rate = n
+                            .limits
+                            .rate_limit
+                            .map_or("-".to_string(), |r| format!("{}/s burst {}", r.per_second, r.burst));
+                        vec![n.name.clone(), n.created_at.clone(), rate]
+                    }),
+                );
             }
             Ok(0)
         }
@@ -297,6 +308,30 @@ async fn follow_logs(mut body: hyper::body::Incoming, output: Output) -> Result<
     }
 }
 
+/// The runtime a handler file's extension, or a folder's entry file, names.
+fn function_runtime_of(handler: &std::path::Path) -> Result<String, CliError> {
+    let by_extension = |path: &std::path::Path| match path.extension().and_then(|e| e.to_str()) {
+        Some("py") => Some("python3"),
+        Some("js" | "mjs" | "cjs") => Some("node"),
+        _ => None,
+    };
+    let found = if handler.is_dir() {
+        ["main.py", "handler.py", "index.js", "index.mjs", "handler.js"]
+            .iter()
+            .map(|entry| handler.join(entry))
+            .find(|entry| entry.is_file())
+            .and_then(|entry| by_extension(&entry))
+    } else {
+        by_extension(handler)
+    };
+    found.map(str::to_string).ok_or_else(|| {
+        CliError::usage(format!(
+            "--function {}: cannot tell its runtime from its name; give --runtime python3 or node",
+            handler.display()
+        ))
+    })
+}
+
 async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     let started = Instant::now();
     // Bad settings are refused before the upload.
@@ -318,7 +353,10 @@ async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<
         (_, None, Some(function)) => {
             let (package, handler) = function_package(function)?;
             spec.package = Some(upload_package(client, package.as_ref(), args.verbose).await?);
-            spec.function_runtime = args.runtime.clone();
+            spec.function_runtime = Some(match &args.runtime {
+                Some(runtime) => runtime.clone(),
+                None => function_runtime_of(function)?,
+            });
             spec.function_handler = Some(handler);
             if args.debug {
                 spec.env.insert("UPDRAFT_DEBUG".into(), "1".into());

@@ -12,7 +12,7 @@ use updraft_api::requests::LoginRequest;
 use updraft_api::views::{ImageView, PullLine};
 
 use crate::client::{ApiClient, CliError};
-use crate::output::print_structured;
+use crate::output::{print_structured, print_table};
 use crate::Output;
 
 /// An OCI archive file: a tar of an image layout, or what `docker save` writes.
@@ -37,6 +37,11 @@ pub enum RegistryCommand {
     },
     /// List registries with stored credentials.
     List,
+    /// Forget a registry's credentials.
+    Logout {
+        /// The registry host, e.g. ghcr.io or 127.0.0.1:5000.
+        registry: String,
+    },
 }
 
 /// An image archive or layout on this machine, and which image of it.
@@ -184,13 +189,20 @@ pub async fn registry(command: RegistryCommand, client: &ApiClient, output: Outp
             }
             Ok(0)
         }
+        RegistryCommand::Logout { registry } => {
+            client.logout(&registry).await?;
+            if output == Output::Table {
+                println!("Credentials for {registry} removed");
+            }
+            Ok(0)
+        }
         RegistryCommand::List => {
             let registries = client.registries().await?;
             if !print_structured(&registries, output) {
-                println!("{:<32} USERNAME", "REGISTRY");
-                for r in registries {
-                    println!("{:<32} {}", r.registry, r.username);
-                }
+                print_table(
+                    &["REGISTRY", "USERNAME"],
+                    registries.into_iter().map(|r| vec![r.registry, r.username]),
+                );
             }
             Ok(0)
         }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// Exit codes, so scripts can tell failures apart.
 pub mod exit {
@@ -72,6 +72,25 @@ pub enum Output {
     Csv,
 }
 
+/// The namespaces a listing covers: one, or with `-A` every one the token may read.
+#[derive(Args, Clone)]
+pub struct ListScope {
+    #[command(flatten)]
+    pub ns: NamespaceArg,
+    /// List in every namespace the token may read.
+    #[arg(long, short = 'A')]
+    pub all_namespaces: bool,
+}
+
+impl ListScope {
+    pub async fn namespaces(&self, client: &client::ApiClient) -> Result<Vec<String>, client::CliError> {
+        if !self.all_namespaces {
+            return Ok(vec![self.ns.namespace.clone()]);
+        }
+        Ok(client.namespaces().await?.into_iter().map(|n| n.name).collect())
+    }
+}
+
 #[derive(Args, Clone)]
 pub struct NamespaceArg {
     /// The namespace (tenant space) to act in.
@@ -88,6 +107,11 @@ enum Command {
     /// A pre-warmed stem cell: waits for its order on stdin, then becomes the instance.
     #[command(hide = true)]
     Stem,
+    /// Print the shell completion script (`source <(updraft completion bash)`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Deploy a code package (a folder, .tar.gz, .tar or .zip) as a new revision.
     Deploy(commands::DeployArgs),
     /// Change a service's settings without a new package; a new revision if they
@@ -126,7 +150,7 @@ enum Command {
     /// List services with their URLs and ready instances.
     Services {
         #[command(flatten)]
-        ns: NamespaceArg,
+        scope: ListScope,
     },
     /// Describe a service: URL, revisions, instances, last cold start.
     Service {
@@ -156,12 +180,12 @@ enum Command {
     /// List triggers and sources with their next fire times and deliveries.
     Triggers {
         #[command(flatten)]
-        ns: NamespaceArg,
+        scope: ListScope,
     },
     /// List brokers and the URLs that take CloudEvents.
     Brokers {
         #[command(flatten)]
-        ns: NamespaceArg,
+        scope: ListScope,
     },
     /// Create, list and delete secrets, which services read as variables
     /// (`--env-secret VAR=secret/key`).
@@ -522,6 +546,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Stem) {
         return become_instance();
+    }
+    if let Command::Completion { shell } = cli.command {
+        // SAFETY: sets a signal disposition before any thread is started; a closed
+        // pipe then ends the command quietly.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        clap_complete::generate(shell, &mut Cli::command(), "updraft", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
     }
     if !matches!(cli.command, Command::Server(_)) {
         // A client command whose reader went away (`updraft logs s | head -1`) ends

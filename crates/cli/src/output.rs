@@ -1,5 +1,7 @@
 //! Tables for people, JSON for scripts.
 
+use std::io::Write;
+
 use serde::Serialize;
 use updraft_api::views::{RevisionView, ServiceView};
 use updraft_model::annotations::{AUTOSCALING_PREFIX, SCALE_TO_ZERO_RETENTION};
@@ -20,23 +22,47 @@ pub fn print_structured(value: &impl Serialize, output: Output) -> bool {
     true
 }
 
-pub fn print_revisions(revisions: &[RevisionView]) {
-    println!(
-        "{:<28} {:<24} {:<20} {:>7} {:<16} READY",
-        "NAME", "CREATED", "PACKAGE", "TRAFFIC", "TAGS"
-    );
-    for r in revisions.iter().rev() {
-        let package: String = r.package.chars().take(19).collect();
-        println!(
-            "{:<28} {:<24} {:<20} {:>6}% {:<16} {}",
-            r.name,
-            r.created_at,
-            package,
-            r.traffic_percent,
-            r.tags.join(","),
-            r.ready_instances
-        );
+/// A table whose columns are as wide as their widest cell, two spaces apart, as
+/// kubectl prints them.
+pub fn print_table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+    let mut text = header.join("\t");
+    for row in rows {
+        text.push('\n');
+        text.push_str(&row.join("\t"));
     }
+    text.push('\n');
+    let mut writer = tabwriter::TabWriter::new(std::io::stdout()).padding(2);
+    let _ = writer.write_all(text.as_bytes()).and_then(|()| writer.flush());
+}
+
+/// A listing's table, with a NAMESPACE column first when it spans namespaces.
+pub fn print_listing(all_namespaces: bool, header: &[&str], rows: impl IntoIterator<Item = (String, Vec<String>)>) {
+    if !all_namespaces {
+        print_table(header, rows.into_iter().map(|(_, row)| row));
+        return;
+    }
+    let header: Vec<&str> = std::iter::once("NAMESPACE").chain(header.iter().copied()).collect();
+    print_table(
+        &header,
+        rows.into_iter()
+            .map(|(ns, row)| std::iter::once(ns).chain(row).collect()),
+    );
+}
+
+pub fn print_revisions(revisions: &[RevisionView]) {
+    print_table(
+        &["NAME", "CREATED", "PACKAGE", "TRAFFIC", "TAGS", "READY"],
+        revisions.iter().rev().map(|r| {
+            vec![
+                r.name.clone(),
+                r.created_at.clone(),
+                r.package.chars().take(19).collect(),
+                format!("{}%", r.traffic_percent),
+                r.tags.join(","),
+                r.ready_instances.to_string(),
+            ]
+        }),
+    );
 }
 
 pub fn print_routes(s: &ServiceView) {
@@ -58,14 +84,22 @@ pub fn print_routes(s: &ServiceView) {
     }
 }
 
-pub fn print_services(services: &[ServiceView]) {
-    println!("{:<24} {:<48} {:<24} READY", "NAME", "URL", "LATEST");
-    for s in services {
-        println!(
-            "{:<24} {:<48} {:<24} {}",
-            s.name, s.url, s.latest_revision, s.ready_instances
-        );
-    }
+pub fn print_services(services: &[ServiceView], all_namespaces: bool) {
+    print_listing(
+        all_namespaces,
+        &["NAME", "URL", "LATEST", "READY"],
+        services.iter().map(|s| {
+            (
+                s.namespace.clone(),
+                vec![
+                    s.name.clone(),
+                    s.url.clone(),
+                    s.latest_revision.clone(),
+                    s.ready_instances.to_string(),
+                ],
+            )
+        }),
+    );
 }
 
 pub fn print_service(s: &ServiceView) {

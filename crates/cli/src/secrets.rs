@@ -10,8 +10,8 @@ use updraft_api::requests::{CreateSecretRequest, SecretDataRequest};
 use updraft_model::secret::MAX_SECRET_BYTES;
 
 use crate::client::{ApiClient, CliError};
-use crate::output::print_structured;
-use crate::{NamespaceArg, Output};
+use crate::output::{print_listing, print_structured};
+use crate::{ListScope, NamespaceArg, Output};
 
 #[derive(Subcommand)]
 pub enum SecretCommand {
@@ -35,7 +35,7 @@ pub enum SecretCommand {
     /// List a namespace's secrets with their keys (never their values).
     List {
         #[command(flatten)]
-        ns: NamespaceArg,
+        scope: ListScope,
     },
     /// Delete a secret no service reads.
     Delete {
@@ -129,13 +129,22 @@ pub async fn secret(command: SecretCommand, client: &ApiClient, output: Output) 
             }
             Ok(0)
         }
-        SecretCommand::List { ns } => {
-            let secrets = client.secrets(&ns.namespace).await?;
+        SecretCommand::List { scope } => {
+            let mut secrets = Vec::new();
+            for ns in scope.namespaces(client).await? {
+                secrets.extend(client.secrets(&ns).await?);
+            }
             if !print_structured(&secrets, output) {
-                println!("{:<24} {:<26} KEYS", "NAME", "UPDATED");
-                for s in &secrets {
-                    println!("{:<24} {:<26} {}", s.name, s.updated_at, s.keys.join(","));
-                }
+                print_listing(
+                    scope.all_namespaces,
+                    &["NAME", "UPDATED", "KEYS"],
+                    secrets.iter().map(|s| {
+                        (
+                            s.namespace.clone(),
+                            vec![s.name.clone(), s.updated_at.clone(), s.keys.join(",")],
+                        )
+                    }),
+                );
             }
             Ok(0)
         }

@@ -13,8 +13,8 @@ use updraft_events::filter::Filter;
 use updraft_events::trigger::{CronSpec, EventSpec, NatsSpec, TriggerSpec, DEFAULT_BROKER, DEFAULT_NATS_URL};
 
 use crate::client::{ApiClient, CliError};
-use crate::output::print_structured;
-use crate::{NamespaceArg, Output};
+use crate::output::{print_listing, print_structured};
+use crate::{ListScope, NamespaceArg, Output};
 
 #[derive(Args)]
 pub struct TargetArgs {
@@ -355,28 +355,41 @@ pub async fn source(command: SourceCommand, client: &ApiClient, output: Output) 
     }
 }
 
-pub async fn list(ns: &NamespaceArg, client: &ApiClient, output: Output) -> Result<u8, CliError> {
-    let triggers = client.triggers(&ns.namespace).await?;
+pub async fn list(scope: &ListScope, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    let mut triggers = Vec::new();
+    for ns in scope.namespaces(client).await? {
+        triggers.extend(client.triggers(&ns).await?);
+    }
     if !print_structured(&triggers, output) {
-        println!(
-            "{:<20} {:<6} {:<36} {:<20} {:<26} DELIVERED/PENDING/DEAD/FAILED",
-            "NAME", "KIND", "SOURCE", "TARGET", "NEXT"
+        print_listing(
+            scope.all_namespaces,
+            &[
+                "NAME",
+                "KIND",
+                "SOURCE",
+                "TARGET",
+                "NEXT",
+                "DELIVERED/PENDING/DEAD/FAILED",
+            ],
+            triggers.iter().map(|t| {
+                let count = |s: &str| t.deliveries.get(s).copied().unwrap_or(0);
+                let row = vec![
+                    t.name.clone(),
+                    t.kind.to_string(),
+                    t.source.clone(),
+                    t.target.clone(),
+                    t.next_fire.clone().unwrap_or_else(|| "-".into()),
+                    format!(
+                        "{}/{}/{}/{}",
+                        count("delivered"),
+                        count("pending"),
+                        count("dead-lettered"),
+                        count("failed")
+                    ),
+                ];
+                (t.namespace.clone(), row)
+            }),
         );
-        for t in &triggers {
-            let count = |s: &str| t.deliveries.get(s).copied().unwrap_or(0);
-            println!(
-                "{:<20} {:<6} {:<36} {:<20} {:<26} {}/{}/{}/{}",
-                t.name,
-                t.kind,
-                t.source,
-                t.target,
-                t.next_fire.as_deref().unwrap_or("-"),
-                count("delivered"),
-                count("pending"),
-                count("dead-lettered"),
-                count("failed"),
-            );
-        }
     }
     Ok(0)
 }
@@ -419,13 +432,19 @@ fn print_detail(d: &TriggerDetailView) {
     }
 }
 
-pub async fn brokers(ns: &NamespaceArg, client: &ApiClient, output: Output) -> Result<u8, CliError> {
-    let brokers = client.brokers(&ns.namespace).await?;
+pub async fn brokers(scope: &ListScope, client: &ApiClient, output: Output) -> Result<u8, CliError> {
+    let mut brokers = Vec::new();
+    for ns in scope.namespaces(client).await? {
+        brokers.extend(client.brokers(&ns).await?);
+    }
     if !print_structured(&brokers, output) {
-        println!("{:<20} URL", "NAME");
-        for b in &brokers {
-            println!("{:<20} {}", b.name, b.url);
-        }
+        print_listing(
+            scope.all_namespaces,
+            &["NAME", "URL"],
+            brokers
+                .iter()
+                .map(|b| (b.namespace.clone(), vec![b.name.clone(), b.url.clone()])),
+        );
     }
     Ok(0)
 }

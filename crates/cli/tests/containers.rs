@@ -188,6 +188,17 @@ fn an_image_from_a_registry_runs_confined_scales_to_zero_and_survives_kill_9() {
     assert_eq!(running.len(), 1);
     assert_ne!(running[0].0, orphan.0);
     assert_eq!(image_store_entries(&server.data).0.len(), 1);
+
+    // Logged out, the credentials are gone from the server.
+    let out = server.cli(&["registry", "logout", &registry.host]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(server.json(&["registry", "list"]).as_array().unwrap().is_empty());
+    server.kill9();
+    server.restart();
+    assert!(server.json(&["registry", "list"]).as_array().unwrap().is_empty());
+    let out = server.cli(&["registry", "logout", &registry.host]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("no credentials are stored"), "{}", out.stderr);
 }
 
 #[test]

@@ -162,3 +162,32 @@ fn folders_bring_their_dependencies_and_import_errors_fail_the_deploy() {
         .collect();
     assert_eq!(services, vec!["jsf", "pyf"], "nothing stored for the broken one");
 }
+
+#[test]
+fn the_runtime_is_told_by_the_handlers_name_unless_given() {
+    let server = Server::start(&[]);
+    let handler = fixtures().join("functions/hello.mjs");
+    server.json(&[
+        "deploy",
+        "js",
+        "--function",
+        handler.to_str().unwrap(),
+        "--env",
+        "GREETING=hi",
+    ]);
+    check_handler(&server, "js");
+    let folder = fixtures().join("functions/pyfolder");
+    let service = server.json(&["deploy", "pyf", "--function", folder.to_str().unwrap()]);
+    assert_eq!(server.get("pyf", "/").body, "VENDORED!");
+    assert!(service.to_string().contains("python3"), "{service}");
+
+    let (_dir, unknown) = common::app_of(&[("handler.rb", "def handle(r) end")]);
+    let out = server.cli(&[
+        "deploy",
+        "rb",
+        "--function",
+        unknown.join("handler.rb").to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("give --runtime python3 or node"), "{}", out.stderr);
+}

@@ -123,6 +123,12 @@ fn cases() -> Vec<Case> {
             case("POST", "/v1/registries", "/v1/registries", Admin),
             r#"{"registry": "bad host", "username": "u", "password": "p"}"#,
         )),
+        anything(case(
+            "DELETE",
+            "/v1/registries/{registry}",
+            "/v1/registries/nowhere.example",
+            Admin,
+        )),
         with(case("POST", "/v1/packages", "/v1/packages", WriteSomewhere), COMPONENT),
         anything(with(
             case("POST", "/v1/images", "/v1/images", WriteSomewhere),
@@ -933,4 +939,63 @@ fn a_private_service_answers_only_invokers_of_its_namespace_and_the_platform() {
         }
     }
     assert_eq!(get("").status, 401, "private by its manifest");
+}
+
+#[test]
+fn listings_span_the_namespaces_a_token_may_read_and_stay_aligned() {
+    let server = Server::start(&[]);
+    let (_dir, app) = static_app();
+    let long = "team-with-a-rather-long-name-for-columns";
+    server.json(&["namespace", "create", long]);
+    server.json(&["namespace", "create", "other"]);
+    server.deploy("a-service-with-a-long-name-too", &app, &[]);
+    server.json(&["deploy", "web", app.to_str().unwrap(), "-n", long]);
+    server.json(&["deploy", "hidden", app.to_str().unwrap(), "-n", "other"]);
+
+    let table = server.cli(&["services", "-A"]).stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAMESPACE"), "{table}");
+    assert_eq!(lines.len(), 4, "{table}");
+    let url_column = lines[0].find("URL").unwrap();
+    for line in &lines[1..] {
+        assert_eq!(
+            line.find("http://").unwrap(),
+            url_column,
+            "every URL starts under its header:\n{table}"
+        );
+    }
+    let json = server.json(&["services", "-A"]);
+    let names: Vec<(&str, &str)> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["namespace"].as_str().unwrap(), s["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names.len(), 3, "{json}");
+    assert!(names.contains(&(long, "web")));
+
+    // A token of one namespace sees that one alone.
+    let token = token_of(&server, "viewer", &format!("viewer={long}"), &[]);
+    let seen = Command::new(BIN)
+        .args(["services", "-A", "-o", "json"])
+        .env("UPDRAFT_API", &server.api)
+        .env("UPDRAFT_TOKEN", &token)
+        .env("UPDRAFT_CONFIG", server.dir.path().join("none.yaml"))
+        .output()
+        .unwrap();
+    assert!(seen.status.success(), "{}", String::from_utf8_lossy(&seen.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&seen.stdout).unwrap();
+    let namespaces: Vec<&str> = seen
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, [long]);
+
+    let secrets = server.cli(&["secret", "list", "-A"]);
+    assert_eq!(secrets.code, 0, "{}", secrets.stderr);
+    assert!(secrets.stdout.starts_with("NAMESPACE"), "{}", secrets.stdout);
+    assert!(server.cli(&["triggers", "-A"]).stdout.starts_with("NAMESPACE"));
+    assert!(server.cli(&["brokers", "-A"]).stdout.starts_with("NAMESPACE"));
 }

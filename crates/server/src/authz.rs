@@ -54,6 +54,7 @@ pub const POLICY: &[(&str, &str, Need)] = &[
     ("GET", "/v1/audit", Need::Admin),
     ("GET", "/v1/registries", Need::Admin),
     ("POST", "/v1/registries", Need::Admin),
+    ("DELETE", "/v1/registries/{registry}", Need::Admin),
     ("POST", "/v1/packages", Need::Somewhere(Action::Write)),
     ("POST", "/v1/images", Need::Somewhere(Action::Write)),
     ("POST", "/v1/images/pull", Need::Somewhere(Action::Write)),

@@ -6,11 +6,12 @@
 //! | `POST /v1/images/pull` | pull `{"reference": …}`; answers NDJSON: progress lines, then the image or an error |
 //! | `GET /v1/registries` | registries with stored credentials (user names only) |
 //! | `POST /v1/registries` | store `{"registry", "username", "password"}` once the registry accepts them |
+//! | `DELETE /v1/registries/{registry}` | forget a registry's credentials |
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -36,6 +37,7 @@ pub fn routes() -> OpenApiRouter<Arc<Platform>> {
         .routes(routes!(import_image))
         .routes(routes!(pull_image))
         .routes(routes!(list_registries, login))
+        .routes(routes!(logout))
 }
 
 pub(crate) fn image_view(image: &Image) -> ImageView {
@@ -167,6 +169,26 @@ async fn list_registries(State(p): Shared) -> Json<Vec<RegistryView>> {
             .map(|(registry, username)| RegistryView { registry, username })
             .collect(),
     )
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct RegistryPath {
+    /// The registry host (`ghcr.io`, `127.0.0.1:5000`).
+    registry: String,
+}
+
+/// Pulls from the registry go without credentials from then on.
+#[utoipa::path(delete, path = "/v1/registries/{registry}", tag = "images", params(RegistryPath),
+    responses((status = 204, description = "Forgotten"), ApiError))]
+async fn logout(State(p): Shared, Path(RegistryPath { registry }): Path<RegistryPath>) -> Result<StatusCode, ApiError> {
+    if p.images.logout(&registry).map_err(ApiError::internal)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!(
+            "no credentials are stored for registry {registry:?}"
+        )))
+    }
 }
 
 /// Stored only once the registry accepts them; the password is never shown again.

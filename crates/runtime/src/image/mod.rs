@@ -257,6 +257,16 @@ impl ImageStore {
         self.save_credentials(&credentials)
     }
 
+    /// Forgets a registry's credentials; false when there were none.
+    pub fn logout(&self, registry: &str) -> io::Result<bool> {
+        let mut credentials = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
+        if credentials.remove(registry).is_none() {
+            return Ok(false);
+        }
+        self.save_credentials(&credentials)?;
+        Ok(true)
+    }
+
     /// Registries with stored credentials.
     pub fn logins(&self) -> Vec<(String, String)> {
         let credentials = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
