@@ -409,6 +409,18 @@ impl Client {
         self.call(Method::PUT, &service_path(ns, name), Some(spec)).await
     }
 
+    /// Deploys, answering with the steps as JSON lines (`DeployEventView`) while the
+    /// deploy runs.
+    pub async fn deploy_watched(&self, ns: &str, name: &str, spec: &DeploySpec) -> Result<hyper::body::Incoming> {
+        let headers = [
+            ("content-type".to_string(), "application/json".to_string()),
+            ("accept".to_string(), "application/x-ndjson".to_string()),
+        ];
+        let body = full(serde_json::to_vec(spec).map_err(|e| Error::Request(e.to_string()))?);
+        let path = format!("{}?watch=true", service_path(ns, name));
+        self.streamed(Method::PUT, &path, &headers, body).await
+    }
+
     pub async fn delete_service(&self, ns: &str, name: &str) -> Result<()> {
         self.delete(&service_path(ns, name)).await
     }

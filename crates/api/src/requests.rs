@@ -110,6 +110,17 @@ pub struct LogsQuery {
     pub build: bool,
 }
 
+/// `PUT /v1/namespaces/{ns}/services/{name}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeployQuery {
+    /// Answer with the deploy's steps as JSON lines (`application/x-ndjson`) while it
+    /// runs: the last is `done` with the service or `failed` with the error.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub watch: bool,
+}
+
 /// `GET /v1/usage`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

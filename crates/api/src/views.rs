@@ -194,6 +194,29 @@ pub struct RolloutView {
     pub duration: String,
 }
 
+/// One step of a deploy a client watches (`PUT …/services/{name}?watch=true`): one
+/// JSON object per line, as the steps happen.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeployEventView {
+    /// `build`, `output` (a line the build printed), `pull`, `compile`, `start`,
+    /// `ready`, then `done` or `failed`.
+    pub phase: String,
+    /// What the step is about, or one line of the build's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// `pull`: bytes fetched so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Milliseconds since the deploy began.
+    pub elapsed_ms: f64,
+    /// `done`: the service as deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Box<ServiceView>>,
+    /// `failed`: the error the deploy answers with when not watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ServiceView {
     pub namespace: String,

@@ -365,7 +365,8 @@ async fn deploy(args: DeployArgs, client: &ApiClient, output: Output) -> Result<
         (Some(path), None, None) => spec.package = Some(upload_package(client, path, args.verbose).await?),
         (None, None, None) => unreachable!("clap requires a path, --wasm, --function or --image"),
     }
-    let service = client.deploy(&args.ns.namespace, &args.name, &spec).await?;
+    let events = client.deploy_watched(&args.ns.namespace, &args.name, &spec).await?;
+    let service = crate::progress::follow_deploy(events, output, args.verbose).await?;
     if !print_structured(&service, output) {
         println!(
             "Deployed {} (revision {}) in {:.1}s",

@@ -8,6 +8,7 @@ mod images;
 mod manage;
 mod output;
 mod pack;
+mod progress;
 mod secrets;
 mod settings;
 mod sim;

@@ -142,7 +142,8 @@ pub struct NamespaceLimitsArgs {
 pub async fn update(args: UpdateArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     let spec = args.settings.spec(None, args.env_remove)?;
     let before = client.service(&args.ns.namespace, &args.name).await?;
-    let service = client.deploy(&args.ns.namespace, &args.name, &spec).await?;
+    let events = client.deploy_watched(&args.ns.namespace, &args.name, &spec).await?;
+    let service = crate::progress::follow_deploy(events, output, false).await?;
     if !print_structured(&service, output) {
         if service.latest_revision == before.latest_revision {
             println!(

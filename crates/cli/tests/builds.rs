@@ -227,3 +227,87 @@ fn builds_are_held_to_their_memory_and_may_be_kept_off_the_network() {
     assert!(!out.stderr.contains("no network"), "{}", out.stderr);
     assert!(!out.stderr.contains("536870912"), "{}", out.stderr);
 }
+
+#[test]
+fn a_deploys_steps_are_shown_as_they_happen() {
+    let server = Server::start(&[]);
+    let (_dir, app) = app_of(&[("main.py", FLASK_APP), ("requirements.txt", "flask==3.0.3\n")]);
+    let out = server.cli(&["deploy", "web", app.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let service: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(service["latest_revision"], "web-00001", "stdout keeps the result");
+    let events: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let phases: Vec<&str> = events.iter().map(|e| e["phase"].as_str().unwrap()).collect();
+    let first = |phase: &str| {
+        phases
+            .iter()
+            .position(|p| *p == phase)
+            .unwrap_or_else(|| panic!("no {phase} in {phases:?}"))
+    };
+    assert!(first("build") < first("output"), "{phases:?}");
+    assert!(
+        first("output") < first("start") && first("start") < first("ready"),
+        "{phases:?}"
+    );
+    assert_eq!(phases.last(), Some(&"done"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["phase"] == "output" && e["detail"].as_str().unwrap().contains("Successfully installed")),
+        "the build's output comes along"
+    );
+    let times: Vec<f64> = events.iter().map(|e| e["elapsed_ms"].as_f64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    // Without -o: one line per step, the build's own lines only with -v.
+    let component = wasm_component(server.dir.path());
+    let out = server.cli(&["deploy", "fn", "--wasm", component.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("compile: compiling the component"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("ready: fn-00001 is ready"), "{}", out.stderr);
+    let out = server.cli(&["deploy", "web", app.to_str().unwrap(), "-v"]);
+    assert!(
+        out.stderr
+            .contains("output: pip install of requirements.txt: cached layer"),
+        "{}",
+        out.stderr
+    );
+
+    // A deploy that fails on its way ends its steps with the error, and exits as it
+    // always did; one refused at once is refused before any step.
+    let (_bad_dir, bad) = app_of(&[
+        ("main.py", FLASK_APP),
+        ("requirements.txt", "updraft-no-such-thing==1\n"),
+    ]);
+    let out = server.cli(&["deploy", "web", bad.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let last = out
+        .stderr
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .unwrap_or_else(|| panic!("{}", out.stderr));
+    assert_eq!(last["phase"], "failed", "{}", out.stderr);
+    assert_eq!(last["error"]["code"], 400);
+    assert_eq!(last["error"]["field"], "dependencies");
+    let out = server.cli(&[
+        "deploy",
+        "web",
+        app.to_str().unwrap(),
+        "--start-timeout",
+        "soon",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(!out.stderr.contains("\"phase\""), "{}", out.stderr);
+    assert!(out.stderr.contains("progress-deadline"), "{}", out.stderr);
+}

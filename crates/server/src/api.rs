@@ -33,7 +33,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
-use updraft_api::requests::{CreateNamespace, RollbackRequest, TrafficRequest};
+use updraft_api::requests::{CreateNamespace, DeployQuery, RollbackRequest, TrafficRequest};
+use updraft_api::views::DeployEventView;
 use updraft_events::manifest::{parse_documents, Document};
 use updraft_gateway::host_for;
 use updraft_model::auth::{Action, Caller};
@@ -479,15 +480,21 @@ async fn describe_service(
 /// Deploys a new revision from a stored package, component or image, or with no
 /// package changes the latest revision's settings; answers once it is ready.
 #[utoipa::path(put, path = "/v1/namespaces/{ns}/services/{name}", tag = "services",
-    params(NamedPath), request_body = DeploySpec,
-    responses((status = 200, description = "Deployed and ready", body = ServiceView), ApiError))]
+    params(NamedPath, DeployQuery), request_body = DeploySpec,
+    responses((status = 200, description = "Deployed and ready; with `watch=true`, the steps as JSON lines", content(
+        (ServiceView = "application/json"), (DeployEventView = "application/x-ndjson"))), ApiError))]
 async fn deploy(
     State(p): Shared,
     Path(NamedPath { ns, name }): Path<NamedPath>,
+    Query(query): Query<DeployQuery>,
     JsonBody(spec): JsonBody<DeploySpec>,
-) -> Result<Json<ServiceView>, ApiError> {
+) -> Result<Response, ApiError> {
+    if query.watch {
+        p.deployer.check(&ns, &name, &spec).await?;
+        return Ok(crate::deploy_watch::watch(p, ns, name, spec));
+    }
     let service = p.deployer.deploy(&ns, &name, spec).await?;
-    Ok(Json(p.service_view(&service, true).await.map_err(ApiError::internal)?))
+    Ok(Json(p.service_view(&service, true).await.map_err(ApiError::internal)?).into_response())
 }
 
 #[utoipa::path(delete, path = "/v1/namespaces/{ns}/services/{name}", tag = "services",

@@ -8,6 +8,7 @@
 //! traffic as it was. A change of the service's own settings alone (traffic,
 //! annotations) makes no revision.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -96,7 +97,24 @@ impl Deployer {
             .await
     }
 
-    async fn deploy_spec(self: &Arc<Self>, namespace: &str, name: &str, spec: DeploySpec) -> Result<Service, ApiError> {
+    /// Refuses a deploy whose names, namespace or settings are wrong, before it
+    /// starts, leaving nothing behind (its upload included): a watched deploy answers
+    /// these as a plain one does, not in its steps.
+    pub async fn check(&self, namespace: &str, name: &str, spec: &DeploySpec) -> Result<(), ApiError> {
+        let checked = self.prepare(namespace, name, spec).await.map(drop);
+        if let (Err(_), Some(digest)) = (&checked, spec.package.as_ref().or(spec.wasm.as_ref())) {
+            self.discard_package_if_unused(digest).await;
+        }
+        checked
+    }
+
+    /// The service as it is, and the template and service annotations `spec` makes of it.
+    async fn prepare(
+        &self,
+        namespace: &str,
+        name: &str,
+        spec: &DeploySpec,
+    ) -> Result<(Option<Service>, RevisionTemplate, BTreeMap<String, String>), ApiError> {
         validate_namespace_name("namespace", namespace)?;
         validate_service_name("name", name)?;
         require_namespace(&*self.store, namespace).await?;
@@ -112,6 +130,11 @@ impl Deployer {
                 .map(|s| s.config.annotations.clone())
                 .unwrap_or_default(),
         )?;
+        Ok((existing, template, annotations))
+    }
+
+    async fn deploy_spec(self: &Arc<Self>, namespace: &str, name: &str, spec: DeploySpec) -> Result<Service, ApiError> {
+        let (existing, template, annotations) = self.prepare(namespace, name, &spec).await?;
         let labels = spec.private.map(|private| {
             let mut labels = existing.as_ref().map(|s| s.config.labels.clone()).unwrap_or_default();
             if private {
@@ -337,6 +360,7 @@ impl Deployer {
             return Err(e.into());
         }
         // The revision reconciler registers it and starts its first instance.
+        crate::progress::report("start", format!("starting the first instance of {rev_name}"));
         self.applied.revisions(&*self.store).await;
         let state = self.registry.get(namespace, rev_name);
         let started = match &state {
@@ -353,6 +377,7 @@ impl Deployer {
                 ),
             });
         }
+        crate::progress::report("ready", format!("{rev_name} is ready"));
         let revision = &staged.revision;
         let promote = NewRevision {
             namespace,
@@ -392,7 +417,9 @@ impl Deployer {
 async fn detached<T: Send + 'static>(
     change: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::spawn(change).await.map_err(ApiError::internal)?
+    tokio::spawn(crate::progress::watched(crate::progress::current(), change))
+        .await
+        .map_err(ApiError::internal)?
 }
 
 #[cfg(test)]

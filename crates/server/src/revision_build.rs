@@ -108,6 +108,11 @@ impl RevisionBuilder {
                 };
                 let built = match (resolved, dependencies) {
                     (Ok(config), Ok(dependencies)) => {
+                        let mut steps: Vec<String> = dependencies.iter().map(|d| d.describe()).collect();
+                        steps.extend(build_command.as_ref().map(|line| format!("build: {line}")));
+                        if !steps.is_empty() {
+                            crate::progress::report("build", steps.join(", "));
+                        }
                         let builds = self.builds.clone();
                         let (namespace, service, revision) =
                             (namespace.to_string(), service.to_string(), rev_name.to_string());
@@ -141,6 +146,7 @@ impl RevisionBuilder {
                 let wasm = self.wasm.clone();
                 let blob = self.paths.blob(&digest);
                 let checked = digest.clone();
+                crate::progress::report("compile", "compiling the component".to_string());
                 tokio::task::spawn_blocking(move || wasm.check(&checked, &blob))
                     .await
                     .map_err(ApiError::internal)?
@@ -160,9 +166,24 @@ impl RevisionBuilder {
                             Some(secret) => Some(self.registry_credential(namespace, secret)?),
                             None => None,
                         };
+                        crate::progress::report("pull", reference.clone());
+                        let watcher = crate::progress::current();
+                        let pulled = move |p: updraft_runtime::image::Progress| {
+                            if let Some(watcher) = watcher.as_ref().filter(|_| p.done == p.total) {
+                                let detail = match p.cached {
+                                    true => format!("{} already here", p.what),
+                                    false => format!("{} fetched", p.what),
+                                };
+                                let _ = watcher.send(crate::progress::Step {
+                                    phase: "pull",
+                                    detail: Some(detail),
+                                    bytes: Some(p.done),
+                                });
+                            }
+                        };
                         let image = self
                             .images
-                            .pull_with(&reference, credential, &|_| {})
+                            .pull_with(&reference, credential, &pulled)
                             .await
                             .map_err(image_error)?;
                         if let Err(refusal) = crate::quota::admit_pulled_image(self, namespace, image.info.size).await {
