@@ -311,3 +311,83 @@ fn a_deploys_steps_are_shown_as_they_happen() {
     assert!(!out.stderr.contains("\"phase\""), "{}", out.stderr);
     assert!(out.stderr.contains("progress-deadline"), "{}", out.stderr);
 }
+
+const GO_APP: &str = r#"package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+)
+
+func main() {
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "hello from go")
+	})
+	http.ListenAndServe("127.0.0.1:"+os.Getenv("PORT"), nil)
+}
+"#;
+
+#[test]
+fn a_go_module_is_built_from_source_without_the_module_proxy() {
+    let server = Server::start(&[]);
+    let (_dir, app) = app_of(&[("go.mod", "module example.com/hello\n\ngo 1.19\n"), ("main.go", GO_APP)]);
+    let started = Instant::now();
+    let out = server.cli(&["deploy", "gohello", app.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stderr, server.log());
+    eprintln!("go build and deploy: {:?}", started.elapsed());
+    assert_eq!(server.get("gohello", "/").body, "hello from go");
+    assert_eq!(
+        server.json(&["service", "gohello"])["revisions"][0]["command_source"],
+        "go.mod (go build)"
+    );
+
+    // Vendored modules are built from vendor/.
+    let (_vendored_dir, vendored) = app_of(&[
+        (
+            "go.mod",
+            "module example.com/app\n\ngo 1.19\n\nrequire example.com/greet v1.0.0\n",
+        ),
+        (
+            "main.go",
+            &GO_APP
+                .replace("\"os\"", "\"os\"\n\n\t\"example.com/greet\"")
+                .replace("\"hello from go\"", "greet.Hello()"),
+        ),
+    ]);
+    let module = vendored.join("vendor/example.com/greet");
+    std::fs::create_dir_all(&module).unwrap();
+    std::fs::write(
+        module.join("greet.go"),
+        "package greet\n\nfunc Hello() string { return \"vendored hello\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        vendored.join("vendor/modules.txt"),
+        "# example.com/greet v1.0.0\n## explicit\nexample.com/greet\n",
+    )
+    .unwrap();
+    server.deploy("vendored", &vendored, &[]);
+    assert_eq!(server.get("vendored", "/").body, "vendored hello");
+
+    // A module it would have to fetch is not fetched: the build says what is missing.
+    let (_needs_dir, needs) = app_of(&[
+        (
+            "go.mod",
+            "module example.com/needs\n\ngo 1.19\n\nrequire github.com/google/uuid v1.6.0\n",
+        ),
+        (
+            "main.go",
+            "package main\n\nimport \"github.com/google/uuid\"\n\nfunc main() { println(uuid.NewString()) }\n",
+        ),
+    ]);
+    let out = server.cli(&["deploy", "needs", needs.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("the build failed")
+            && out.stderr.contains("github.com/google/uuid")
+            && out.stderr.contains("go mod vendor"),
+        "{}",
+        out.stderr
+    );
+}

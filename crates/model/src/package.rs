@@ -53,7 +53,18 @@ struct UpdraftYaml {
 }
 
 const LOOKED_FOR: &str = "updraft.yaml with a `run:` command, a Procfile with a `web:` line, \
-a single *.jar, package.json with a \"start\" script or \"main\", main.py or app.py";
+a single *.jar, package.json with a \"start\" script or \"main\", main.py or app.py, go.mod";
+
+/// Where a Go module's build puts its program, in the revision's folder.
+pub const GO_PROGRAM: &str = ".updraft-go-app";
+
+/// `go build` of the module at the package's top, with its vendored modules when it
+/// has them; the module proxy is off, so a build never fetches what the package does
+/// not ship.
+fn go_build(vendored: bool) -> String {
+    let vendor = if vendored { " -mod=vendor" } else { "" };
+    format!("GOPROXY=off GOFLAGS= go build{vendor} -o {GO_PROGRAM} .")
+}
 
 /// Finds the command of a package by the documented rules, in order.
 pub fn detect(files: &dyn PackageFiles) -> Result<Launch, FieldError> {
@@ -139,6 +150,12 @@ pub fn detect(files: &dyn PackageFiles) -> Result<Launch, FieldError> {
             launch.source = script.into();
             return Ok(launch);
         }
+    }
+    if root.iter().any(|f| f == "go.mod") {
+        launch.command = vec![format!("./{GO_PROGRAM}")];
+        launch.source = "go.mod (go build)".into();
+        launch.build.get_or_insert_with(|| go_build(files.has_dir("vendor")));
+        return Ok(launch);
     }
     if root.iter().any(|f| f == "Dockerfile" || f == "Containerfile") {
         return Err(FieldError::new(
@@ -247,6 +264,21 @@ mod tests {
         let launch = detect_in(vec![("updraft.yaml", "build: make site\n"), ("main.py", "")]).unwrap();
         assert_eq!(launch.build.as_deref(), Some("make site"));
         assert_eq!(launch.command, ["python3", "main.py"]);
+    }
+
+    #[test]
+    fn a_go_module_is_built_with_no_module_proxy_and_its_program_run() {
+        let launch = detect_in(vec![("go.mod", "module example.com/hello\n"), ("main.go", "")]).unwrap();
+        assert_eq!(launch.command, [format!("./{GO_PROGRAM}")]);
+        let build = launch.build.unwrap();
+        assert!(
+            build.starts_with("GOPROXY=off") && !build.contains("-mod=vendor"),
+            "{build}"
+        );
+        let vendored = detect_in(vec![("go.mod", ""), ("vendor", "/")]).unwrap();
+        assert!(vendored.build.unwrap().contains("-mod=vendor"));
+        let own = detect_in(vec![("go.mod", ""), ("updraft.yaml", "build: make\n")]).unwrap();
+        assert_eq!(own.build.as_deref(), Some("make"), "a build: line is the user's");
     }
 
     #[test]

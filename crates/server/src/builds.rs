@@ -85,6 +85,9 @@ const OFFLINE_SIGNS: &[&str] = &[
     "ENOTCACHED",
 ];
 
+/// Output lines of a Go build that wanted to fetch a module.
+const GO_FETCH_SIGNS: &[&str] = &["missing go.sum entry", "disabled by GOPROXY=off"];
+
 /// One build step's run: its output kept for the error, written to the log.
 struct Step<'a> {
     log: &'a LogFile,
@@ -162,8 +165,10 @@ impl Builds {
             log.write(BUILD_STREAM, format!("running the build command: {line}"), false);
             let program = ["/bin/sh".to_string(), "-c".to_string(), line.to_string()];
             let before = disk_usage(target.workdir);
-            self.step(target, &program, target.workdir, identity, &built.env, &log)
-                .map_err(|failure| failure.into_error("build", &self.limits))?;
+            let ran = self.step(target, &program, target.workdir, identity, &built.env, &log);
+            // Unconfined, the build's home was a folder of the revision.
+            let _ = std::fs::remove_dir_all(target.workdir.join(".home"));
+            ran.map_err(|failure| failure.into_error("build", &self.limits))?;
             if disk_usage(target.workdir).saturating_sub(before) > self.limits.max_bytes {
                 return Err(too_big("build", self.limits.max_bytes));
             }
@@ -449,12 +454,15 @@ impl Failure {
             }
             Failure::Timeout(limit, tail) => (format!("the build ran past its limit of {limit:?}"), tail, false),
         };
-        let offline = tail.iter().any(|l| OFFLINE_SIGNS.iter().any(|sign| l.contains(sign)));
+        let says = |signs: &[&str]| tail.iter().any(|l| signs.iter().any(|sign| l.contains(sign)));
+        let offline = says(OFFLINE_SIGNS);
         let hint = if killed {
             format!(
                 "; it was killed, most likely for using more than the builds' memory limit of {} bytes (server flag --build-memory)",
                 limits.memory_bytes
             )
+        } else if says(GO_FETCH_SIGNS) {
+            "; Go modules are never fetched here: ship them in the package's vendor/ folder (go mod vendor)".to_string()
         } else if !limits.network {
             "; builds on this server have no network (server flag --build-network off), so one that needs the network to fetch packages fails: ship the dependencies in the package".to_string()
         } else if offline {
