@@ -3,7 +3,7 @@
 
 use clap::{Args, Subcommand};
 use updraft_api::requests::UsageQuery;
-use updraft_api::views::UsageView;
+use updraft_api::views::{TopView, UsageView};
 use updraft_model::annotations::RateLimit;
 use updraft_model::exclusive::Exclusive;
 use updraft_model::traffic::{edit, Target};
@@ -312,18 +312,38 @@ pub async fn namespace_limits(args: NamespaceLimitsArgs, client: &ApiClient, out
     Ok(0)
 }
 
+/// The busiest services first: by requests per second, then requests in flight or
+/// waiting, then ready instances; ties by name.
+fn by_activity(rows: &mut [TopView]) {
+    rows.sort_by(|a, b| {
+        b.requests_per_second
+            .total_cmp(&a.requests_per_second)
+            .then((b.in_flight + b.waiting).cmp(&(a.in_flight + a.waiting)))
+            .then(b.ready.cmp(&a.ready))
+            .then(a.service.cmp(&b.service))
+    });
+}
+
 pub async fn top(args: TopArgs, client: &ApiClient, output: Output) -> Result<u8, CliError> {
     use std::io::IsTerminal;
     let live = !args.once && output == Output::Table && std::io::stdout().is_terminal();
     loop {
-        let rows = client.top(&args.ns.namespace).await?;
+        let mut rows = client.top(&args.ns.namespace).await?;
+        by_activity(&mut rows);
         if print_structured(&rows, output) {
             return Ok(0);
         }
-        if live {
+        // Live, only the rows that fit under the header (and a line saying how many
+        // more), so the header stays on screen.
+        let room = if live {
             // Home and clear: redraw in place.
             print!("\x1b[H\x1b[2J");
-        }
+            usize::from(console::Term::stdout().size().0).saturating_sub(2)
+        } else {
+            usize::MAX
+        };
+        let more = rows.len().saturating_sub(room);
+        rows.truncate(room);
         println!(
             "{:<24} {:>9} {:>9} {:>9} {:>9} {:>8} {:>11} {:>6}",
             "SERVICE", "REQ/S", "P50 MS", "P99 MS", "IN-FLIGHT", "WAITING", "INSTANCES", "COLD"
@@ -340,6 +360,9 @@ pub async fn top(args: TopArgs, client: &ApiClient, output: Output) -> Result<u8
                 format!("{}/{}", r.ready, r.instances),
                 r.cold_starts
             );
+        }
+        if more > 0 {
+            println!("… {more} quieter service(s) below; a taller terminal shows them");
         }
         if !live {
             return Ok(0);
@@ -471,4 +494,40 @@ pub async fn namespace_show(name: &str, client: &ApiClient, output: Output) -> R
         cap(quota.fires_per_minute.map(u64::from))
     );
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(service: &str, rps: f64, in_flight: u32, ready: usize) -> TopView {
+        TopView {
+            namespace: "default".into(),
+            service: service.into(),
+            requests_per_second: rps,
+            requests: 0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            in_flight,
+            waiting: 0,
+            instances: ready,
+            ready,
+            cold_starts: 0,
+        }
+    }
+
+    #[test]
+    fn the_busiest_services_come_first() {
+        let mut rows = vec![
+            row("idle", 0.0, 0, 0),
+            row("warm", 0.0, 0, 2),
+            row("busy", 40.0, 3, 2),
+            row("slow", 0.0, 5, 1),
+            row("calm", 2.5, 0, 1),
+            row("also-idle", 0.0, 0, 0),
+        ];
+        by_activity(&mut rows);
+        let order: Vec<&str> = rows.iter().map(|r| r.service.as_str()).collect();
+        assert_eq!(order, ["busy", "calm", "slow", "warm", "also-idle", "idle"]);
+    }
 }

@@ -212,4 +212,11 @@ fn top_shows_each_service_load() {
         "{}",
         table.stdout
     );
+    // The busiest first, in the table and in JSON.
+    assert!(
+        table.stdout.lines().nth(1).unwrap().starts_with("busy"),
+        "{}",
+        table.stdout
+    );
+    assert_eq!(rows[0]["service"], "busy", "{rows}");
 }
