@@ -21,7 +21,7 @@ app = Flask(__name__)
 def index():
     return f"flask {version('flask')} as uid {os.getuid()}"
 
-@app.get("/file/<name>")
+@app.get("/file/<path:name>")
 def file(name):
     return open(name).read() if os.path.exists(name) else ("absent", 404)
 
@@ -390,4 +390,22 @@ fn a_go_module_is_built_from_source_without_the_module_proxy() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn an_unconfined_build_keeps_its_home_out_of_the_package() {
+    let server = Server::start(&["--sandbox", "off"]);
+    let (_dir, app) = app_of(&[
+        ("main.py", FLASK_APP),
+        ("requirements.txt", "flask==3.0.3\n"),
+        ("updraft.yaml", "build: echo \"$HOME\" > home.txt\n"),
+    ]);
+    std::fs::create_dir(app.join(".home")).unwrap();
+    std::fs::write(app.join(".home/keep.txt"), "the app's own").unwrap();
+    server.deploy("web", &app, &[]);
+    assert_eq!(server.get("web", "/file/.home/keep.txt").body, "the app's own");
+    let home = server.get("web", "/file/home.txt").body;
+    let tmp = server.data.join("tmp");
+    assert!(home.starts_with(tmp.to_str().unwrap()), "{home}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the build's home is gone");
 }

@@ -165,10 +165,8 @@ impl Builds {
             log.write(BUILD_STREAM, format!("running the build command: {line}"), false);
             let program = ["/bin/sh".to_string(), "-c".to_string(), line.to_string()];
             let before = disk_usage(target.workdir);
-            let ran = self.step(target, &program, target.workdir, identity, &built.env, &log);
-            // Unconfined, the build's home was a folder of the revision.
-            let _ = std::fs::remove_dir_all(target.workdir.join(".home"));
-            ran.map_err(|failure| failure.into_error("build", &self.limits))?;
+            self.step(target, &program, target.workdir, identity, &built.env, &log)
+                .map_err(|failure| failure.into_error("build", &self.limits))?;
             if disk_usage(target.workdir).saturating_sub(before) > self.limits.max_bytes {
                 return Err(too_big("build", self.limits.max_bytes));
             }
@@ -245,7 +243,6 @@ impl Builds {
         }
         self.step(target, &program, scratch.path(), identity, &BTreeMap::new(), log)
             .map_err(|failure| failure.into_error("dependencies", &self.limits))?;
-        let _ = std::fs::remove_dir_all(scratch.path().join(".home"));
         if disk_usage(scratch.path()) > self.limits.max_bytes {
             return Err(too_big("dependencies", self.limits.max_bytes));
         }
@@ -326,10 +323,14 @@ impl Builds {
         command
             .env_clear()
             .envs(updraft_runtime::inherited_env(self.sandbox.as_deref()));
-        if self.sandbox.is_none() {
-            let home = dir.join(".home");
-            let _ = std::fs::create_dir_all(&home);
-            command.env("HOME", &home).env("TMPDIR", &home);
+        // Confined, home is the sandbox's private /tmp; unconfined, a folder of the
+        // server's, gone with the step, so nothing of it lands in what is built.
+        let home = match self.sandbox {
+            Some(_) => None,
+            None => Some(tempfile::tempdir_in(&self.paths.tmp).map_err(|e| Failure::Spawn(e.to_string()))?),
+        };
+        if let Some(home) = &home {
+            command.env("HOME", home.path()).env("TMPDIR", home.path());
         }
         if self.limits.network {
             // Builds fetch packages, through the machine's proxy where it has one.
