@@ -198,8 +198,9 @@ pub struct RolloutView {
 /// JSON object per line, as the steps happen.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DeployEventView {
-    /// `build`, `output` (a line the build printed), `pull`, `compile`, `start`,
-    /// `ready`, then `done` or `failed`.
+    /// `accepted` (names and settings hold; refusals before it are the request's
+    /// answer), `build`, `output` (a line the build printed), `pull`, `compile`,
+    /// `start`, `ready`, then `done` or `failed`.
     pub phase: String,
     /// What the step is about, or one line of the build's output.
     #[serde(default, skip_serializing_if = "Option::is_none")]

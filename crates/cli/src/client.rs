@@ -58,6 +58,31 @@ impl From<Error> for CliError {
     }
 }
 
+/// Reads a streamed answer of JSON lines (an image pull, a watched deploy), handing
+/// each, with its text, to `each` until that returns an outcome; `Ok(None)` when the
+/// stream ends first.
+pub async fn read_json_lines<T: serde::de::DeserializeOwned, R>(
+    mut body: hyper::body::Incoming,
+    what: &str,
+    mut each: impl FnMut(T, &[u8]) -> Result<Option<R>, CliError>,
+) -> Result<Option<R>, CliError> {
+    let mut pending = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| CliError::failed(format!("{what} broke off: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        pending.extend_from_slice(&data);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let parsed: T = serde_json::from_slice(&line)
+                .map_err(|e| CliError::failed(format!("unexpected reply from the API: {e}")))?;
+            if let Some(outcome) = each(parsed, &line)? {
+                return Ok(Some(outcome));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// A file as a request body and its length, with a progress bar on a terminal for a
 /// large one, cleared once the body is sent (or dropped).
 pub async fn file_body(file: &Path) -> Result<(updraft_api::client::Body, u64), CliError> {

@@ -170,10 +170,7 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
             crate::manage::namespace_limits(args, client, output).await
         }
         Command::Services { scope } => {
-            let mut services = Vec::new();
-            for ns in scope.namespaces(client).await? {
-                services.extend(client.services(&ns).await?);
-            }
+            let services = scope.list(client, async |ns| client.services(ns).await).await?;
             if !print_structured(&services, output) {
                 print_services(&services, scope.all_namespaces);
             }

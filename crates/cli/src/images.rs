@@ -6,12 +6,11 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use http_body_util::BodyExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use updraft_api::requests::LoginRequest;
 use updraft_api::views::{ImageView, PullLine};
 
-use crate::client::{ApiClient, CliError};
+use crate::client::{read_json_lines, ApiClient, CliError};
 use crate::output::{print_structured, print_table};
 use crate::Output;
 
@@ -119,7 +118,7 @@ async fn upload(client: &ApiClient, path: &Path, tag: Option<&str>) -> Result<Im
 
 /// Pulls through the server, drawing the bytes transferred on a terminal.
 pub async fn pull(client: &ApiClient, reference: &str) -> Result<ImageView, CliError> {
-    let mut stream = client.pull(reference).await?;
+    let stream = client.pull(reference).await?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
@@ -129,34 +128,24 @@ pub async fn pull(client: &ApiClient, reference: &str) -> Result<ImageView, CliE
         bar
     });
     let mut blobs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut pending = Vec::new();
-    let mut result = None;
-    while let Some(frame) = stream.frame().await {
-        let frame = frame.map_err(|e| CliError::failed(format!("reading the pull: {e}")))?;
-        let Ok(data) = frame.into_data() else { continue };
-        pending.extend_from_slice(&data);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let parsed: PullLine = serde_json::from_slice(&line)
-                .map_err(|e| CliError::failed(format!("unexpected reply from the API: {e}")))?;
-            match parsed {
-                PullLine::Progress(p) => {
-                    blobs.insert(p.digest.clone(), (p.done, p.total));
-                    if let Some(bar) = &bar {
-                        bar.set_length(blobs.values().map(|(_, t)| t).sum());
-                        bar.set_position(blobs.values().map(|(d, _)| d).sum());
-                        bar.set_message(p.what);
-                    }
-                }
-                PullLine::Image(view) => result = Some(Ok(view)),
-                PullLine::Error(body) => result = Some(Err(CliError::failed(body.error.message))),
+    let result = read_json_lines(stream, "the pull", |line: PullLine, _| match line {
+        PullLine::Progress(p) => {
+            blobs.insert(p.digest.clone(), (p.done, p.total));
+            if let Some(bar) = &bar {
+                bar.set_length(blobs.values().map(|(_, t)| t).sum());
+                bar.set_position(blobs.values().map(|(d, _)| d).sum());
+                bar.set_message(p.what);
             }
+            Ok(None)
         }
-    }
+        PullLine::Image(view) => Ok(Some(view)),
+        PullLine::Error(body) => Err(CliError::failed(body.error.message)),
+    })
+    .await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    result.unwrap_or_else(|| Err(CliError::failed("the pull ended without a result")))
+    result?.ok_or_else(|| CliError::failed("the pull ended without a result"))
 }
 
 pub async fn registry(command: RegistryCommand, client: &ApiClient, output: Output) -> Result<u8, CliError> {

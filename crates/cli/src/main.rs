@@ -84,11 +84,21 @@ pub struct ListScope {
 }
 
 impl ListScope {
-    pub async fn namespaces(&self, client: &client::ApiClient) -> Result<Vec<String>, client::CliError> {
-        if !self.all_namespaces {
-            return Ok(vec![self.ns.namespace.clone()]);
+    /// The listing of each namespace in scope, one after the other.
+    pub async fn list<T>(
+        &self,
+        client: &client::ApiClient,
+        list: impl AsyncFn(&str) -> updraft_api::client::Result<Vec<T>>,
+    ) -> Result<Vec<T>, client::CliError> {
+        let namespaces = match self.all_namespaces {
+            true => client.namespaces().await?.into_iter().map(|n| n.name).collect(),
+            false => vec![self.ns.namespace.clone()],
+        };
+        let mut items = Vec::new();
+        for ns in namespaces {
+            items.extend(list(&ns).await?);
         }
-        Ok(client.namespaces().await?.into_iter().map(|n| n.name).collect())
+        Ok(items)
     }
 }
 

@@ -6,17 +6,16 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use http::StatusCode;
-use http_body_util::BodyExt;
 use indicatif::ProgressBar;
 use updraft_api::views::{DeployEventView, ServiceView};
 
-use crate::client::CliError;
+use crate::client::{read_json_lines, CliError};
 use crate::Output;
 
 /// Shows the steps of a watched deploy until its outcome: the service, or its error.
 /// `verbose` shows the build's own output too.
 pub async fn follow_deploy(
-    mut body: hyper::body::Incoming,
+    body: hyper::body::Incoming,
     output: Output,
     verbose: bool,
 ) -> Result<ServiceView, CliError> {
@@ -25,41 +24,35 @@ pub async fn follow_deploy(
         bar.enable_steady_tick(Duration::from_millis(100));
         bar
     });
-    let mut pending = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| CliError::failed(format!("the deploy's progress broke off: {e}")))?;
-        let Ok(data) = frame.into_data() else { continue };
-        pending.extend_from_slice(&data);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let event: DeployEventView = serde_json::from_slice(&line)
-                .map_err(|e| CliError::failed(format!("unexpected progress from the API: {e}")))?;
-            if output != Output::Table {
-                eprintln!("{}", String::from_utf8_lossy(&line).trim_end());
-            }
-            match event.phase.as_str() {
-                "done" | "failed" => {
-                    if let Some(bar) = &spinner {
-                        bar.finish_and_clear();
-                    }
-                    return outcome(event);
-                }
-                _ if output != Output::Table => {}
-                "output" if !verbose => {}
-                phase => {
-                    let text = format!("{phase}: {}", event.detail.as_deref().unwrap_or(""));
-                    match &spinner {
-                        Some(bar) if phase == "output" => bar.println(text),
-                        Some(bar) => bar.set_message(text),
-                        None => eprintln!("{text}"),
-                    }
+    let ended = read_json_lines(body, "the deploy's progress", |event: DeployEventView, line| {
+        if output != Output::Table {
+            eprintln!("{}", String::from_utf8_lossy(line).trim_end());
+        }
+        match event.phase.as_str() {
+            "done" | "failed" => return Ok(Some(event)),
+            _ if output != Output::Table => {}
+            "output" if !verbose => {}
+            phase => {
+                let text = format!("{phase}: {}", event.detail.as_deref().unwrap_or(""));
+                match &spinner {
+                    Some(bar) if phase == "output" => bar.println(text),
+                    Some(bar) => bar.set_message(text),
+                    None => eprintln!("{text}"),
                 }
             }
         }
+        Ok(None)
+    })
+    .await;
+    if let Some(bar) = &spinner {
+        bar.finish_and_clear();
     }
-    Err(CliError::failed(
-        "the deploy's progress ended before its outcome; `updraft service NAME` shows where it is",
-    ))
+    match ended? {
+        Some(event) => outcome(event),
+        None => Err(CliError::failed(
+            "the deploy's progress ended before its outcome; `updraft service NAME` shows where it is",
+        )),
+    }
 }
 
 fn outcome(event: DeployEventView) -> Result<ServiceView, CliError> {

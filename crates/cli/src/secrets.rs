@@ -130,10 +130,7 @@ pub async fn secret(command: SecretCommand, client: &ApiClient, output: Output) 
             Ok(0)
         }
         SecretCommand::List { scope } => {
-            let mut secrets = Vec::new();
-            for ns in scope.namespaces(client).await? {
-                secrets.extend(client.secrets(&ns).await?);
-            }
+            let secrets = scope.list(client, async |ns| client.secrets(ns).await).await?;
             if !print_structured(&secrets, output) {
                 print_listing(
                     scope.all_namespaces,

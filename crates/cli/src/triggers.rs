@@ -356,10 +356,7 @@ pub async fn source(command: SourceCommand, client: &ApiClient, output: Output) 
 }
 
 pub async fn list(scope: &ListScope, client: &ApiClient, output: Output) -> Result<u8, CliError> {
-    let mut triggers = Vec::new();
-    for ns in scope.namespaces(client).await? {
-        triggers.extend(client.triggers(&ns).await?);
-    }
+    let triggers = scope.list(client, async |ns| client.triggers(ns).await).await?;
     if !print_structured(&triggers, output) {
         print_listing(
             scope.all_namespaces,
@@ -433,10 +430,7 @@ fn print_detail(d: &TriggerDetailView) {
 }
 
 pub async fn brokers(scope: &ListScope, client: &ApiClient, output: Output) -> Result<u8, CliError> {
-    let mut brokers = Vec::new();
-    for ns in scope.namespaces(client).await? {
-        brokers.extend(client.brokers(&ns).await?);
-    }
+    let brokers = scope.list(client, async |ns| client.brokers(ns).await).await?;
     if !print_structured(&brokers, output) {
         print_listing(
             scope.all_namespaces,

@@ -490,8 +490,7 @@ async fn deploy(
     JsonBody(spec): JsonBody<DeploySpec>,
 ) -> Result<Response, ApiError> {
     if query.watch {
-        p.deployer.check(&ns, &name, &spec).await?;
-        return Ok(crate::deploy_watch::watch(p, ns, name, spec));
+        return crate::deploy_watch::watch(p, ns, name, spec).await;
     }
     let service = p.deployer.deploy(&ns, &name, spec).await?;
     Ok(Json(p.service_view(&service, true).await.map_err(ApiError::internal)?).into_response())

@@ -8,7 +8,6 @@
 //! traffic as it was. A change of the service's own settings alone (traffic,
 //! annotations) makes no revision.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -97,24 +96,7 @@ impl Deployer {
             .await
     }
 
-    /// Refuses a deploy whose names, namespace or settings are wrong, before it
-    /// starts, leaving nothing behind (its upload included): a watched deploy answers
-    /// these as a plain one does, not in its steps.
-    pub async fn check(&self, namespace: &str, name: &str, spec: &DeploySpec) -> Result<(), ApiError> {
-        let checked = self.prepare(namespace, name, spec).await.map(drop);
-        if let (Err(_), Some(digest)) = (&checked, spec.package.as_ref().or(spec.wasm.as_ref())) {
-            self.discard_package_if_unused(digest).await;
-        }
-        checked
-    }
-
-    /// The service as it is, and the template and service annotations `spec` makes of it.
-    async fn prepare(
-        &self,
-        namespace: &str,
-        name: &str,
-        spec: &DeploySpec,
-    ) -> Result<(Option<Service>, RevisionTemplate, BTreeMap<String, String>), ApiError> {
+    async fn deploy_spec(self: &Arc<Self>, namespace: &str, name: &str, spec: DeploySpec) -> Result<Service, ApiError> {
         validate_namespace_name("namespace", namespace)?;
         validate_service_name("name", name)?;
         require_namespace(&*self.store, namespace).await?;
@@ -130,11 +112,7 @@ impl Deployer {
                 .map(|s| s.config.annotations.clone())
                 .unwrap_or_default(),
         )?;
-        Ok((existing, template, annotations))
-    }
-
-    async fn deploy_spec(self: &Arc<Self>, namespace: &str, name: &str, spec: DeploySpec) -> Result<Service, ApiError> {
-        let (existing, template, annotations) = self.prepare(namespace, name, &spec).await?;
+        crate::progress::report("accepted", format!("{namespace}/{name}: the settings hold"));
         let labels = spec.private.map(|private| {
             let mut labels = existing.as_ref().map(|s| s.config.labels.clone()).unwrap_or_default();
             if private {

@@ -17,17 +17,30 @@ use updraft_telemetry::logs::BUILD_STREAM;
 
 use crate::platform::Platform;
 use crate::progress::{watched, Step};
+use crate::ApiError;
 
-pub fn watch(p: Arc<Platform>, ns: String, name: String, spec: DeploySpec) -> Response {
+pub async fn watch(p: Arc<Platform>, ns: String, name: String, spec: DeploySpec) -> Result<Response, ApiError> {
     let started = Instant::now();
     let (sink, mut steps) = mpsc::unbounded_channel::<Step>();
     // Subscribed before the deploy starts, so no line of its build comes before.
     let mut feed = p.log_feed.subscribe();
     let deployer = p.deployer.clone();
     let (namespace, service) = (ns.clone(), name.clone());
-    let deploy = tokio::spawn(watched(Some(sink), async move {
+    let mut deploy = tokio::spawn(watched(Some(sink), async move {
         deployer.deploy(&namespace, &service, spec).await
     }));
+    // Wrong names or settings end the deploy before its first step (`accepted`): they
+    // are answered with their status, as a plain deploy's are.
+    let first = tokio::select! {
+        Some(step) = steps.recv() => Some(step),
+        finished = &mut deploy => match finished.map_err(ApiError::internal)? {
+            Err(e) => return Err(e),
+            Ok(deployed) => {
+                deploy = tokio::spawn(async move { Ok(deployed) });
+                None
+            }
+        },
+    };
     let (lines, body) = mpsc::unbounded_channel::<Result<Bytes, Infallible>>();
     tokio::spawn(async move {
         let event = |phase: &str| DeployEventView {
@@ -48,7 +61,9 @@ pub fn watch(p: Arc<Platform>, ns: String, name: String, spec: DeploySpec) -> Re
             bytes: step.bytes,
             ..event(step.phase)
         };
-        tokio::pin!(deploy);
+        if let Some(step) = first {
+            send(of_step(step));
+        }
         let mut feed_open = true;
         let result = loop {
             tokio::select! {
@@ -72,10 +87,10 @@ pub fn watch(p: Arc<Platform>, ns: String, name: String, spec: DeploySpec) -> Re
         let outcome = match result {
             Ok(Ok(deployed)) => match p.service_view(&deployed, true).await {
                 Ok(view) => Ok(view),
-                Err(e) => Err(crate::ApiError::internal(e)),
+                Err(e) => Err(ApiError::internal(e)),
             },
             Ok(Err(e)) => Err(e),
-            Err(e) => Err(crate::ApiError::internal(e)),
+            Err(e) => Err(ApiError::internal(e)),
         };
         send(match outcome {
             Ok(view) => DeployEventView {
@@ -99,5 +114,5 @@ pub fn watch(p: Arc<Platform>, ns: String, name: String, spec: DeploySpec) -> Re
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(stream))
-        .expect("a response with a valid header")
+        .map_err(ApiError::internal)
 }

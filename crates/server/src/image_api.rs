@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -24,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::image_error;
-use crate::extract::{JsonBody, Query};
+use crate::extract::{JsonBody, Path, Query};
 use crate::packages::{receive, Limit};
 use crate::platform::Platform;
 use crate::views::{ErrorBody, ErrorDetail, ImageView, PullLine, PullProgress, RegistryView};
