@@ -182,6 +182,20 @@ mod tests {
     }
 
     #[test]
+    fn hostile_manifests_are_refused_not_followed_down() {
+        let deep_toml = format!(
+            "[project]\ndependencies = {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let err = deps(vec![("pyproject.toml", Box::leak(deep_toml.into_boxed_str()))]).unwrap_err();
+        assert_eq!(err.field, "pyproject.toml");
+        let deep_json = format!("{{\"dependencies\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        let err = deps(vec![("package.json", Box::leak(deep_json.into_boxed_str()))]).unwrap_err();
+        assert_eq!(err.field, "package.json");
+    }
+
+    #[test]
     fn malformed_manifests_are_named() {
         let err = deps(vec![("pyproject.toml", "[project\n")]).unwrap_err();
         assert_eq!(err.field, "pyproject.toml");
