@@ -40,6 +40,10 @@ pub struct SettingsArgs {
     /// An argument appended to the command (repeatable).
     #[arg(long = "arg", value_name = "ARG")]
     arg: Vec<String>,
+    /// What the app speaks on $PORT: http1 (the default) or h2c, HTTP/2 without TLS,
+    /// as gRPC servers do.
+    #[arg(long, value_name = "PROTOCOL", value_parser = ["http1", "h2c"])]
+    protocol: Option<String>,
     /// Requests one instance handles at once; more wait in the gateway (0 = no limit).
     #[arg(long, value_name = "N")]
     concurrency: Option<u32>,
@@ -157,6 +161,7 @@ impl SettingsArgs {
             args: (!self.arg.is_empty()).then_some(self.arg),
             scale_to_zero_after: self.scale_to_zero_after,
             start_timeout: self.start_timeout,
+            protocol: self.protocol,
             concurrency: self.concurrency,
             timeout: self.timeout,
             no_traffic: self.no_traffic,

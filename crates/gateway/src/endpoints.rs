@@ -32,6 +32,8 @@ pub struct RevisionLimits {
     pub timeout: Duration,
     /// From sending a request to the start of its response.
     pub response_start_timeout: Duration,
+    /// Instances speak HTTP/2 without TLS (their port is named `h2c`), not HTTP/1.1.
+    pub h2c: bool,
 }
 
 impl Default for RevisionLimits {
@@ -40,6 +42,7 @@ impl Default for RevisionLimits {
             container_concurrency: 0,
             timeout: Duration::from_secs(300),
             response_start_timeout: Duration::from_secs(300),
+            h2c: false,
         }
     }
 }

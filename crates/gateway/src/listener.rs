@@ -1,5 +1,6 @@
-//! Accepting and keeping connections for the gateway and the API alike (HTTP/1.1, and
-//! over TLS HTTP/2 where the client's ALPN offers it), under
+//! Accepting and keeping connections for the gateway and the API alike (HTTP/1.1;
+//! HTTP/2 over TLS where the client's ALPN offers it, and without TLS to clients with
+//! prior knowledge), under
 //! hostile clients: a cap on open connections (past it, a 503 and close), a time limit
 //! on reading a request's head (slowloris), a time limit on idle keep-alive
 //! connections, and accept errors (out of descriptors) met with a back-off instead of
@@ -91,7 +92,13 @@ pub async fn serve_connections<S, B>(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_one(stream, service, limits, stop, false).await,
+                None => {
+                    // A client with prior knowledge opens with HTTP/2's preface; one that
+                    // sends nothing for the idle limit is let go.
+                    if let Ok(h2) = tokio::time::timeout(limits.idle_timeout, opens_with_h2_preface(&stream)).await {
+                        serve_one(stream, service, limits, stop, h2).await
+                    }
+                }
                 // The handshake counts against the head's time limit: a client that
                 // opens and stalls holds a slot no longer than a slow head would.
                 Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
@@ -111,6 +118,27 @@ pub async fn serve_connections<S, B>(
     let _ = stop_tx.send(true);
     // Every connection holds a slot until it ends.
     let _ = slots.acquire_many(limits.max_connections as u32).await;
+}
+
+/// Whether the client starts with HTTP/2's connection preface (h2c with prior
+/// knowledge, RFC 9113 §3.3), looking at its first bytes without taking them.
+async fn opens_with_h2_preface(stream: &TcpStream) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut seen = [0u8; PREFACE.len()];
+    loop {
+        let n = match stream.peek(&mut seen).await {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if n == 0 || seen[..n] != PREFACE[..n] {
+            return false;
+        }
+        if n == PREFACE.len() {
+            return true;
+        }
+        // A preface split across packets: peek returns at once while any byte waits.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Past the cap: a short 503 that says why, then close. Reading what the client sent
@@ -407,5 +435,32 @@ impl<B: Body<Data = Bytes> + Unpin> Body for ActiveBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn first_bytes_say_h2(parts: &[&[u8]]) -> bool {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        for part in parts {
+            client.write_all(part).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::timeout(Duration::from_secs(5), opens_with_h2_preface(&server))
+            .await
+            .expect("decided")
+    }
+
+    #[tokio::test]
+    async fn the_http2_preface_is_known_even_split_and_http1_methods_are_not_mistaken_for_it() {
+        assert!(first_bytes_say_h2(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0"]).await);
+        assert!(first_bytes_say_h2(&[b"PRI * HT", b"TP/2.0\r\n\r\nSM\r\n\r\n"]).await);
+        for http1 in [&b"POST / HTTP/1.1\r\n"[..], b"PUT / HTTP/1.1\r\n", b"PRIX"] {
+            assert!(!first_bytes_say_h2(&[http1]).await);
+        }
     }
 }

@@ -39,6 +39,7 @@ const HOP_BY_HOP: &[&str] = &[
 pub struct Gateway {
     routes: Arc<RouteTable>,
     client: UpstreamClient<GatewayBody>,
+    h2c_client: UpstreamClient<GatewayBody>,
     poke: Arc<dyn Poke>,
     activator: ActivatorConfig,
     observer: Option<Arc<dyn RequestObserver>>,
@@ -338,7 +339,8 @@ impl Gateway {
     pub fn new(routes: Arc<RouteTable>, poke: Arc<dyn Poke>, activator: ActivatorConfig) -> Self {
         Gateway {
             routes,
-            client: upstream_client(UpstreamPool::default()),
+            client: upstream_client(UpstreamPool::default(), false),
+            h2c_client: upstream_client(UpstreamPool::default(), true),
             poke,
             activator,
             observer: None,
@@ -355,7 +357,8 @@ impl Gateway {
 
     /// Keeps connections to instances as `pool` says.
     pub fn with_upstream_pool(mut self, pool: UpstreamPool) -> Self {
-        self.client = upstream_client(pool);
+        self.client = upstream_client(pool, false);
+        self.h2c_client = upstream_client(pool, true);
         self
     }
 
@@ -458,16 +461,33 @@ impl Gateway {
         let client_upgrade = upgrade
             .as_ref()
             .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+        let h2c = revision.limits.h2c;
+        // gRPC servers refuse a request that does not say it takes trailers.
+        let takes_trailers = parts
+            .headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
         strip_hop_by_hop(&mut parts.headers);
-        if let Some(protocol) = &upgrade {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, protocol.clone());
+        if h2c {
+            parts.version = http::Version::HTTP_2;
+            if takes_trailers {
+                parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+        } else {
+            if let Some(protocol) = &upgrade {
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(header::UPGRADE, protocol.clone());
+            }
+            // HTTP/1.1 with keep-alive, whatever the client speaks: an HTTP/1.0 request
+            // would make the instance close a pooled connection.
+            parts.version = http::Version::HTTP_11;
         }
-        // Instances are always spoken to in HTTP/1.1 with keep-alive, whatever the client
-        // speaks: an HTTP/1.0 request would make the instance close a pooled connection.
-        parts.version = http::Version::HTTP_11;
+        let client = if h2c { &self.h2c_client } else { &self.client };
         if let Some(ip) = client_ip {
             let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
                 Some(prior) => format!("{prior}, {ip}"),
@@ -526,7 +546,7 @@ impl Gateway {
             let mut timer = Box::pin(tokio::time::sleep(limits.response_start_timeout));
             let answer = tokio::select! {
                 biased;
-                answer = self.client.request(upstream) => Ok(answer),
+                answer = client.request(upstream) => Ok(answer),
                 () = timer.as_mut() => Err(()),
             };
             match answer {

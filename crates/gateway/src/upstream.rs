@@ -34,10 +34,13 @@ impl Default for UpstreamPool {
 
 pub(crate) type UpstreamClient<B> = Client<QuickAckConnector, B>;
 
-pub(crate) fn upstream_client<B>(pool: UpstreamPool) -> UpstreamClient<B>
+/// A client for instances that speak HTTP/1.1, or with `h2c` HTTP/2 with prior
+/// knowledge (one multiplexed connection per instance, as gRPC clients keep).
+pub(crate) fn upstream_client<B>(pool: UpstreamPool, h2c: bool) -> UpstreamClient<B>
 where
-    B: hyper::body::Body + Send,
+    B: hyper::body::Body + Send + 'static + Unpin,
     B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -47,6 +50,7 @@ where
         .pool_timer(hyper_util::rt::TokioTimer::new())
         .pool_idle_timeout(pool.idle_timeout)
         .pool_max_idle_per_host(pool.max_idle_per_instance)
+        .http2_only(h2c)
         .build(QuickAckConnector(connector))
 }
 

@@ -390,15 +390,20 @@ impl KService {
                 ));
             }
         }
+        let mut h2c = false;
         let container_port = match c.ports.as_slice() {
             [] => None,
             [port] => {
-                if let Some(name) = port.name.as_deref().filter(|n| *n != "http1") {
-                    return Err(FieldError::new(
-                        at("ports[0].name"),
-                        format!("{name:?} is not supported; the gateway speaks HTTP/1.1 to instances (http1)"),
-                    ));
-                }
+                h2c = match port.name.as_deref() {
+                    None | Some("http1") => false,
+                    Some("h2c") => true,
+                    Some(name) => {
+                        return Err(FieldError::new(
+                            at("ports[0].name"),
+                            format!("{name:?} is not one of http1 (HTTP/1.1, the default) or h2c (HTTP/2 without TLS, for gRPC)"),
+                        ))
+                    }
+                };
                 if let Some(protocol) = port.protocol.as_deref().filter(|p| *p != "TCP") {
                     return Err(FieldError::new(
                         at("ports[0].protocol"),
@@ -431,6 +436,7 @@ impl KService {
             env_secrets,
             image_pull_secret,
             container_port,
+            h2c,
             resources,
             readiness,
             container_concurrency: spec.container_concurrency.unwrap_or(0),
@@ -478,11 +484,10 @@ impl KService {
                     }),
                 }))
                 .collect(),
-            ports: t
-                .container_port
-                .map(|p| Port {
-                    container_port: Some(p),
-                    name: None,
+            ports: (t.container_port.is_some() || t.h2c)
+                .then(|| Port {
+                    container_port: t.container_port,
+                    name: t.h2c.then(|| "h2c".to_string()),
                     protocol: None,
                 })
                 .into_iter()
@@ -723,6 +728,32 @@ spec:
         let text = serde_yaml_ng::to_string(&back).unwrap();
         let again = parse_manifests(&text).unwrap()[0].desired("default").unwrap();
         assert_eq!(again, desired);
+    }
+
+    #[test]
+    fn a_port_named_h2c_makes_the_gateway_speak_http2_and_survives_the_round_trip() {
+        let text = manifest(&format!(
+            "spec:\n  template:\n    spec:\n      containers:\n        - image: package:{DIGEST}\n          ports:\n            - name: h2c\n              containerPort: 50051\n"
+        ));
+        let desired = parse_manifests(&text).unwrap()[0].desired("default").unwrap();
+        assert!(desired.template.h2c);
+        assert_eq!(desired.template.container_port, Some(50051));
+        let mut back = KService::from_desired(&desired, &[]);
+        back.spec.traffic = None;
+        let again = parse_manifests(&serde_yaml_ng::to_string(&back).unwrap()).unwrap()[0]
+            .desired("default")
+            .unwrap();
+        assert!(again.template.h2c);
+
+        let e = err(&manifest(&format!(
+            "spec:\n  template:\n    spec:\n      containers:\n        - image: package:{DIGEST}\n          ports:\n            - name: grpc\n"
+        )));
+        assert_eq!(e.field, "spec.template.spec.containers[0].ports[0].name");
+        assert!(e.message.contains("h2c"), "{e}");
+        let e = err(&manifest(&format!(
+            "spec:\n  template:\n    spec:\n      containers:\n        - image: wasm:{DIGEST}\n          ports:\n            - name: h2c\n"
+        )));
+        assert_eq!(e.field, "spec.template.spec.containers[0].ports[0].name");
     }
 
     #[test]

@@ -424,6 +424,10 @@ pub struct DeploySpec {
     /// e.g. `5m`; `''` goes back to the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_timeout: Option<String>,
+    /// What the instances speak: `http1` (HTTP/1.1) or `h2c` (HTTP/2 without TLS, for
+    /// gRPC), Knative's port names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
     /// Create the revision without sending it traffic.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_traffic: bool,
@@ -574,6 +578,17 @@ impl DeploySpec {
                 template.annotations.insert(PROGRESS_DEADLINE.into(), t.to_string());
             }
             None => {}
+        }
+        match self.protocol.as_deref() {
+            None => {}
+            Some("http1") => template.h2c = false,
+            Some("h2c") => template.h2c = true,
+            Some(other) => {
+                return Err(FieldError::new(
+                    "protocol",
+                    format!("{other:?} is not one of http1 (HTTP/1.1) or h2c (HTTP/2 without TLS, for gRPC)"),
+                ))
+            }
         }
         if let Some(policy) = &self.keep_alive {
             template.annotations.insert(KEEP_ALIVE.into(), policy.clone());

@@ -108,6 +108,10 @@ pub struct RevisionTemplate {
     pub image_pull_secret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_port: Option<u16>,
+    /// The instance speaks HTTP/2 without TLS (Knative: a port named `h2c`), as gRPC
+    /// servers do; otherwise HTTP/1.1.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub h2c: bool,
     #[serde(default)]
     pub resources: Resources,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +139,7 @@ impl RevisionTemplate {
             env_secrets: BTreeMap::new(),
             image_pull_secret: None,
             container_port: None,
+            h2c: false,
             resources: Resources::default(),
             readiness: None,
             container_concurrency: 0,
@@ -186,6 +191,12 @@ impl RevisionTemplate {
             ));
         }
         if let Some(Readiness::HttpGet { path: probe }) = &self.readiness {
+            if self.h2c {
+                return Err(FieldError::new(
+                    format!("{container}.readinessProbe.httpGet"),
+                    "speaks HTTP/1.1, which an h2c port does not; use tcpSocket",
+                ));
+            }
             if !probe.starts_with('/') {
                 return Err(FieldError::new(
                     format!("{container}.readinessProbe.httpGet.path"),
@@ -233,12 +244,19 @@ impl RevisionTemplate {
                     "does not apply to a function: the function runtime runs the handler",
                 ));
             }
+            if self.h2c {
+                return Err(FieldError::new(
+                    format!("{container}.ports[0].name"),
+                    "h2c does not apply to a function: its runtime serves HTTP/1.1",
+                ));
+            }
         }
         if matches!(source, Source::Wasm { .. }) {
             let refused = [
                 ("command", self.command.is_some()),
                 ("args", self.args.is_some()),
                 ("readinessProbe", self.readiness.is_some()),
+                ("ports[0].name", self.h2c),
             ];
             if let Some((name, _)) = refused.iter().find(|(_, set)| *set) {
                 return Err(FieldError::new(
@@ -284,6 +302,7 @@ impl RevisionTemplate {
             command: self.command.clone().filter(|_| same_kind),
             args: self.args.clone().filter(|_| same_kind),
             readiness: self.readiness.clone().filter(|_| same_kind),
+            h2c: self.h2c && same_kind,
             ..self.clone()
         }
     }

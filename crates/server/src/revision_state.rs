@@ -54,6 +54,7 @@ impl RevisionState {
             container_concurrency: template.container_concurrency,
             timeout: template.timeout(),
             response_start_timeout: template.response_start_timeout(),
+            h2c: template.h2c,
         };
         let spec = ScalingSpec::for_revision(
             defaults,
