@@ -203,8 +203,8 @@ fn invalid_manifests_are_refused_with_their_field_path_and_change_nothing() {
     let container = "      containers:\n        - image: package:./app\n";
     let cases: Vec<(String, &str, &str)> = vec![
         (
-            format!("{base}spec:\n  template:\n    spec:\n{container}          livenessProbe: {{}}\n"),
-            "spec.template.spec.containers[0].livenessProbe",
+            format!("{base}spec:\n  template:\n    spec:\n{container}          livenessProbe:\n            exec: {{command: [true]}}\n"),
+            "spec.template.spec.containers[0].livenessProbe.exec",
             "unknown or unsupported field",
         ),
         (

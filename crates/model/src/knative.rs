@@ -12,7 +12,9 @@ use crate::annotations::validate_service_annotations;
 use crate::names::{validate_namespace_name, validate_service_name, MAX_NAMESPACE_NAME};
 use crate::quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
 use crate::secret::SecretKeyRef;
-use crate::template::{Readiness, Resources, RevisionTemplate, DEFAULT_TIMEOUT_SECONDS, PACKAGE_IMAGE_PREFIX};
+use crate::template::{
+    ProbeTiming, Readiness, Resources, RevisionTemplate, DEFAULT_TIMEOUT_SECONDS, PACKAGE_IMAGE_PREFIX,
+};
 use crate::traffic::{validate_traffic, TrafficTarget};
 use crate::FieldError;
 
@@ -101,6 +103,10 @@ pub struct Container {
     pub resources: Option<ResourceRequirements>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Probe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Probe>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,6 +179,50 @@ pub struct Probe {
     pub http_get: Option<HttpGet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_socket: Option<TcpSocket>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+}
+
+impl Probe {
+    fn timing(&self) -> ProbeTiming {
+        ProbeTiming {
+            initial_delay_seconds: self.initial_delay_seconds,
+            period_seconds: self.period_seconds,
+            timeout_seconds: self.timeout_seconds,
+            success_threshold: self.success_threshold,
+            failure_threshold: self.failure_threshold,
+        }
+    }
+
+    fn of(check: &Readiness, timing: &ProbeTiming) -> Probe {
+        let (http_get, tcp_socket) = match check {
+            Readiness::TcpSocket => (None, Some(TcpSocket { port: None })),
+            Readiness::HttpGet { path } => (
+                Some(HttpGet {
+                    path: Some(path.clone()),
+                    port: None,
+                }),
+                None,
+            ),
+        };
+        Probe {
+            http_get,
+            tcp_socket,
+            initial_delay_seconds: timing.initial_delay_seconds,
+            period_seconds: timing.period_seconds,
+            timeout_seconds: timing.timeout_seconds,
+            success_threshold: timing.success_threshold,
+            failure_threshold: timing.failure_threshold,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -422,8 +472,22 @@ impl KService {
         let resources = resources(&at("resources"), c.resources.as_ref())?;
         let readiness = match &c.readiness_probe {
             None => None,
-            Some(probe) => Some(readiness(&at("readinessProbe"), probe, container_port)?),
+            Some(probe) => Some(probe_check(&at("readinessProbe"), probe, container_port)?),
         };
+        let readiness_timing = c.readiness_probe.as_ref().map(Probe::timing).unwrap_or_default();
+        let probe = |name: &str, given: &Option<Probe>| -> Result<Option<crate::template::Probe>, FieldError> {
+            given
+                .as_ref()
+                .map(|p| {
+                    Ok(crate::template::Probe {
+                        check: probe_check(&at(name), p, container_port)?,
+                        timing: p.timing(),
+                    })
+                })
+                .transpose()
+        };
+        let liveness = probe("livenessProbe", &c.liveness_probe)?;
+        let startup = probe("startupProbe", &c.startup_probe)?;
         let template = RevisionTemplate {
             name: meta.name,
             annotations: meta.annotations,
@@ -439,6 +503,9 @@ impl KService {
             h2c,
             resources,
             readiness,
+            readiness_timing,
+            liveness,
+            startup,
             container_concurrency: spec.container_concurrency.unwrap_or(0),
             timeout_seconds: spec.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
             response_start_timeout_seconds: spec.response_start_timeout_seconds,
@@ -493,19 +560,9 @@ impl KService {
                 .into_iter()
                 .collect(),
             resources: (resources != ResourceRequirements::default()).then_some(resources),
-            readiness_probe: t.readiness.as_ref().map(|r| match r {
-                Readiness::TcpSocket => Probe {
-                    http_get: None,
-                    tcp_socket: Some(TcpSocket { port: None }),
-                },
-                Readiness::HttpGet { path } => Probe {
-                    http_get: Some(HttpGet {
-                        path: Some(path.clone()),
-                        port: None,
-                    }),
-                    tcp_socket: None,
-                },
-            }),
+            readiness_probe: t.readiness.as_ref().map(|r| Probe::of(r, &t.readiness_timing)),
+            liveness_probe: t.liveness.as_ref().map(|p| Probe::of(&p.check, &p.timing)),
+            startup_probe: t.startup.as_ref().map(|p| Probe::of(&p.check, &p.timing)),
         };
         KService {
             api_version: API_VERSION.into(),
@@ -617,7 +674,7 @@ fn resources(path: &str, r: Option<&ResourceRequirements>) -> Result<Resources, 
     Ok(resources)
 }
 
-fn readiness(path: &str, probe: &Probe, container_port: Option<u16>) -> Result<Readiness, FieldError> {
+fn probe_check(path: &str, probe: &Probe, container_port: Option<u16>) -> Result<Readiness, FieldError> {
     let port = container_port.unwrap_or(DEFAULT_CONTAINER_PORT);
     let check_port = |field: String, given: Option<u16>| match given {
         Some(p) if p != port => Err(FieldError::new(
@@ -699,6 +756,19 @@ spec:
           readinessProbe:
             httpGet:
               path: /ready
+            periodSeconds: 2
+            successThreshold: 2
+          livenessProbe:
+            httpGet:
+              path: /healthz
+            initialDelaySeconds: 3
+            periodSeconds: 5
+            timeoutSeconds: 2
+            failureThreshold: 2
+          startupProbe:
+            tcpSocket: {{}}
+            periodSeconds: 1
+            failureThreshold: 30
   traffic:
     - latestRevision: true
       percent: 100
@@ -723,6 +793,17 @@ spec:
             desired.template.readiness,
             Some(Readiness::HttpGet { path: "/ready".into() })
         );
+        assert_eq!(desired.template.readiness_timing.success_threshold(), 2);
+        let liveness = desired.template.liveness.clone().unwrap();
+        assert_eq!(
+            liveness.check,
+            Readiness::HttpGet {
+                path: "/healthz".into()
+            }
+        );
+        assert_eq!(liveness.timing.failure_threshold(), 2);
+        assert_eq!(liveness.timing.period(), std::time::Duration::from_secs(5));
+        assert_eq!(desired.template.startup.clone().unwrap().timing.failure_threshold(), 30);
         let traffic = desired.traffic.clone().unwrap();
         let back = KService::from_desired(&desired, &traffic);
         let text = serde_yaml_ng::to_string(&back).unwrap();
@@ -763,8 +844,11 @@ spec:
                 "spec:\n  template:\n    spec:\n{spec_extra}      containers:\n        - image: package:{DIGEST}\n{container_extra}"
             ))
         };
-        let e = err(&base("          livenessProbe: {}\n", ""));
-        assert_eq!(e.field, "spec.template.spec.containers[0].livenessProbe");
+        let e = err(&base(
+            "          livenessProbe:\n            exec: {command: [true]}\n",
+            "",
+        ));
+        assert_eq!(e.field, "spec.template.spec.containers[0].livenessProbe.exec");
         assert!(e.message.contains("unknown or unsupported"), "{e}");
         let e = err(&base(
             "          env:\n            - name: A\n              valueFrom: {}\n",
@@ -794,11 +878,36 @@ spec:
         assert_eq!(e.field, "spec.template.spec.containers[0].ports[0].containerPort");
         let e = err(&base("          resources:\n            limits: {memory: lots}\n", ""));
         assert_eq!(e.field, "spec.template.spec.containers[0].resources.limits.memory");
-        let e = err(&base(
-            "          readinessProbe:\n            httpGet: {path: /}\n            periodSeconds: 1\n",
-            "",
-        ));
-        assert_eq!(e.field, "spec.template.spec.containers[0].readinessProbe.periodSeconds");
+        for (probe, field) in [
+            (
+                "readinessProbe:\n            httpGet: {path: /}\n            periodSeconds: 7200\n",
+                "readinessProbe.periodSeconds",
+            ),
+            (
+                "livenessProbe:\n            tcpSocket: {}\n            periodSeconds: 0\n",
+                "livenessProbe.periodSeconds",
+            ),
+            (
+                "livenessProbe:\n            tcpSocket: {}\n            successThreshold: 2\n",
+                "livenessProbe.successThreshold",
+            ),
+            (
+                "startupProbe:\n            httpGet: {path: /}\n            failureThreshold: 0\n",
+                "startupProbe.failureThreshold",
+            ),
+            (
+                "startupProbe:\n            httpGet: {path: up}\n",
+                "startupProbe.httpGet.path",
+            ),
+            (
+                "livenessProbe:\n            httpGet: {path: /, port: 9}\n",
+                "livenessProbe.httpGet.port",
+            ),
+            ("livenessProbe:\n            periodSeconds: 5\n", "livenessProbe"),
+        ] {
+            let e = err(&base(&format!("          {probe}"), ""));
+            assert_eq!(e.field, format!("spec.template.spec.containers[0].{field}"), "{e}");
+        }
         let e = err(&manifest(
             "spec:\n  template:\n    spec:\n      containers:\n        - image: ghcr.io/knative/helloworld-go:latest@sha256:abc\n",
         ));

@@ -66,6 +66,99 @@ pub enum Readiness {
     HttpGet { path: String },
 }
 
+/// When and how often a probe runs and how many results decide it, Kubernetes'
+/// fields; unset ones take their defaults (see the accessors).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeTiming {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay_seconds: Option<u32>,
+    /// 0 (readiness only): probe as fast as it answers until ready, Knative's
+    /// aggressive probing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+}
+
+/// Bounds on the timing fields, so a typo cannot park a probe for a day.
+pub const MAX_PROBE_SECONDS: u32 = 3600;
+pub const MAX_PROBE_THRESHOLD: u32 = 100;
+
+impl ProbeTiming {
+    pub fn is_unset(&self) -> bool {
+        *self == ProbeTiming::default()
+    }
+
+    pub fn initial_delay(&self) -> Duration {
+        Duration::from_secs(self.initial_delay_seconds.unwrap_or(0).into())
+    }
+
+    /// Kubernetes' default period is 10 s.
+    pub fn period(&self) -> Duration {
+        Duration::from_secs(self.period_seconds.unwrap_or(10).into())
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds.unwrap_or(1).into())
+    }
+
+    pub fn success_threshold(&self) -> u32 {
+        self.success_threshold.unwrap_or(1)
+    }
+
+    pub fn failure_threshold(&self) -> u32 {
+        self.failure_threshold.unwrap_or(3)
+    }
+
+    /// `path` names the probe (`…livenessProbe`); `zero_period` and `successes` say
+    /// what this kind of probe allows (only readiness may probe at once and ask for
+    /// more than one success, as in Kubernetes).
+    fn validate(&self, path: &str, zero_period: bool, successes: bool) -> Result<(), FieldError> {
+        let seconds = [
+            ("initialDelaySeconds", self.initial_delay_seconds, 0),
+            ("periodSeconds", self.period_seconds, if zero_period { 0 } else { 1 }),
+            ("timeoutSeconds", self.timeout_seconds, 1),
+        ];
+        for (name, value, least) in seconds {
+            if let Some(v) = value.filter(|v| *v < least || *v > MAX_PROBE_SECONDS) {
+                return Err(FieldError::new(
+                    format!("{path}.{name}"),
+                    format!("{v} is out of range; must be between {least} and {MAX_PROBE_SECONDS}"),
+                ));
+            }
+        }
+        let thresholds = [
+            (
+                "successThreshold",
+                self.success_threshold,
+                if successes { MAX_PROBE_THRESHOLD } else { 1 },
+            ),
+            ("failureThreshold", self.failure_threshold, MAX_PROBE_THRESHOLD),
+        ];
+        for (name, value, most) in thresholds {
+            if let Some(v) = value.filter(|v| *v < 1 || *v > most) {
+                return Err(FieldError::new(
+                    format!("{path}.{name}"),
+                    format!("{v} is out of range; must be between 1 and {most}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A liveness or startup probe: its check and its timing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    pub check: Readiness,
+    #[serde(default, skip_serializing_if = "ProbeTiming::is_unset")]
+    pub timing: ProbeTiming,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +209,14 @@ pub struct RevisionTemplate {
     pub resources: Resources,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<Readiness>,
+    #[serde(default, skip_serializing_if = "ProbeTiming::is_unset")]
+    pub readiness_timing: ProbeTiming,
+    /// Restarts an instance that stops passing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<Probe>,
+    /// Holds the other probes back until it passes once; fails a start that never does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<Probe>,
     /// Requests one instance handles at once; 0 means no limit.
     #[serde(default)]
     pub container_concurrency: u32,
@@ -142,6 +243,9 @@ impl RevisionTemplate {
             h2c: false,
             resources: Resources::default(),
             readiness: None,
+            readiness_timing: ProbeTiming::default(),
+            liveness: None,
+            startup: None,
             container_concurrency: 0,
             timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
             response_start_timeout_seconds: None,
@@ -190,18 +294,44 @@ impl RevisionTemplate {
                 "must be between 1 and 65535",
             ));
         }
-        if let Some(Readiness::HttpGet { path: probe }) = &self.readiness {
-            if self.h2c {
-                return Err(FieldError::new(
-                    format!("{container}.readinessProbe.httpGet"),
-                    "speaks HTTP/1.1, which an h2c port does not; use tcpSocket",
-                ));
+        if !self.readiness_timing.is_unset() && self.readiness.is_none() {
+            return Err(FieldError::new(
+                format!("{container}.readinessProbe"),
+                "has timing fields but no httpGet or tcpSocket",
+            ));
+        }
+        let probes = [
+            ("readinessProbe", self.readiness.as_ref(), Some(&self.readiness_timing)),
+            (
+                "livenessProbe",
+                self.liveness.as_ref().map(|p| &p.check),
+                self.liveness.as_ref().map(|p| &p.timing),
+            ),
+            (
+                "startupProbe",
+                self.startup.as_ref().map(|p| &p.check),
+                self.startup.as_ref().map(|p| &p.timing),
+            ),
+        ];
+        for (name, check, timing) in probes {
+            let field = format!("{container}.{name}");
+            if let Some(timing) = timing {
+                let readiness = name == "readinessProbe";
+                timing.validate(&field, readiness, readiness)?;
             }
-            if !probe.starts_with('/') {
-                return Err(FieldError::new(
-                    format!("{container}.readinessProbe.httpGet.path"),
-                    format!("{probe:?} must start with '/'"),
-                ));
+            if let Some(Readiness::HttpGet { path: probe }) = check {
+                if self.h2c {
+                    return Err(FieldError::new(
+                        format!("{field}.httpGet"),
+                        "speaks HTTP/1.1, which an h2c port does not; use tcpSocket",
+                    ));
+                }
+                if !probe.starts_with('/') {
+                    return Err(FieldError::new(
+                        format!("{field}.httpGet.path"),
+                        format!("{probe:?} must start with '/'"),
+                    ));
+                }
             }
         }
         if self.timeout_seconds == 0 || self.timeout_seconds > MAX_TIMEOUT_SECONDS {
@@ -238,9 +368,15 @@ impl RevisionTemplate {
                     "is for code packages; a component or an image is its own runtime",
                 ));
             }
-            if self.command.is_some() || self.readiness.is_some() {
+            let refused = [
+                ("command", self.command.is_some()),
+                ("readinessProbe", self.readiness.is_some()),
+                ("livenessProbe", self.liveness.is_some()),
+                ("startupProbe", self.startup.is_some()),
+            ];
+            if let Some((name, _)) = refused.iter().find(|(_, set)| *set) {
                 return Err(FieldError::new(
-                    format!("{container}.command"),
+                    format!("{container}.{name}"),
                     "does not apply to a function: the function runtime runs the handler",
                 ));
             }
@@ -256,6 +392,8 @@ impl RevisionTemplate {
                 ("command", self.command.is_some()),
                 ("args", self.args.is_some()),
                 ("readinessProbe", self.readiness.is_some()),
+                ("livenessProbe", self.liveness.is_some()),
+                ("startupProbe", self.startup.is_some()),
                 ("ports[0].name", self.h2c),
             ];
             if let Some((name, _)) = refused.iter().find(|(_, set)| *set) {
@@ -284,7 +422,7 @@ impl RevisionTemplate {
 
     /// The template of a new deploy: `fresh` names what runs now, and every other
     /// setting of this (the latest) template carries over. Those that belong to one
-    /// kind of revision (command, args and readiness probe; a component's outbound
+    /// kind of revision (command, args and probes; a component's outbound
     /// hosts; a function's runtime and handler) carry over only when the kind stays.
     pub fn carry_settings_to(&self, fresh: RevisionTemplate) -> RevisionTemplate {
         let same_kind = self.kind() == fresh.kind();
@@ -302,6 +440,13 @@ impl RevisionTemplate {
             command: self.command.clone().filter(|_| same_kind),
             args: self.args.clone().filter(|_| same_kind),
             readiness: self.readiness.clone().filter(|_| same_kind),
+            readiness_timing: if same_kind {
+                self.readiness_timing
+            } else {
+                ProbeTiming::default()
+            },
+            liveness: self.liveness.clone().filter(|_| same_kind),
+            startup: self.startup.clone().filter(|_| same_kind),
             h2c: self.h2c && same_kind,
             ..self.clone()
         }

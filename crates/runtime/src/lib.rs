@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 pub use instance::{ExitInfo, Instance, InstanceControl};
 pub use ports::{PortAllocator, PortLease};
-pub use probe::{wait_ready, NotReady, Probe};
+pub use probe::{probe_once, wait_ready, NotReady, Probe, Streak, TimedProbe, Verdict};
 pub use process::{inherited_env, FunctionSpec, ProcessRuntime, StemOrder, INHERITED_ENV};
 pub use spawner::spawn_child;
 pub use updraft_model::Language;

@@ -16,7 +16,10 @@ use updraft_runtime::clock::now_us;
 use updraft_runtime::image::ImageStore;
 use updraft_runtime::oci::ContainerSpec;
 use updraft_runtime::wasm::WasmSpec;
-use updraft_runtime::{cgroup::Limits, wait_ready, FunctionSpec, InstanceSpec, Probe, Runtime, Workload};
+use updraft_runtime::{
+    cgroup::Limits, probe_once, wait_ready, FunctionSpec, InstanceSpec, Probe, Runtime, Streak, TimedProbe, Verdict,
+    Workload,
+};
 use updraft_telemetry::{ColdStartLabels, Metrics};
 
 use crate::meter::Meter;
@@ -243,12 +246,17 @@ impl Instances {
         managed: &Arc<ManagedInstance>,
         cause: &'static str,
     ) -> Result<(), String> {
-        let probe = match &state.revision.config.readiness {
-            Some(Readiness::HttpGet { path }) => Probe::Http { path },
-            Some(Readiness::TcpSocket) | None => Probe::Tcp,
+        let template = &state.revision.template;
+        let readiness = TimedProbe {
+            probe: state.revision.config.readiness.as_ref().map_or(Probe::Tcp, probe_of),
+            timing: template.readiness_timing,
         };
-        let timeout = progress_deadline(&state.revision.template.annotations).unwrap_or(self.ready_timeout);
-        match wait_ready(&managed.instance, probe, timeout).await {
+        let startup = template.startup.as_ref().map(|p| TimedProbe {
+            probe: probe_of(&p.check),
+            timing: p.timing,
+        });
+        let timeout = progress_deadline(&template.annotations).unwrap_or(self.ready_timeout);
+        match wait_ready(&managed.instance, startup, readiness, timeout).await {
             Ok(_) => {
                 let ready = managed.began.elapsed();
                 let key = &state.endpoints.key;
@@ -283,7 +291,12 @@ impl Instances {
                 let instances = self.clone();
                 let state = state.clone();
                 let watched = managed.clone();
-                tokio::spawn(async move { instances.watch_exit(&state, &watched).await });
+                tokio::spawn(async move {
+                    tokio::join!(
+                        instances.watch_exit(&state, &watched),
+                        instances.watch_health(&state, &watched)
+                    )
+                });
                 Ok(())
             }
             Err(not_ready) => {
@@ -310,6 +323,95 @@ impl Instances {
         tracing::warn!(instance = %managed.instance.id, "instance {exit} unexpectedly");
         state.endpoints.remove(&managed.instance.id);
         self.instance_failed(state, managed, &format!("instance {exit} while serving"));
+        self.stop_instance(state, managed).await;
+        self.poke(state);
+    }
+
+    /// Probes a ready instance on its template's schedule, as the kubelet does. A
+    /// readiness probe past its failure threshold takes the instance out of rotation
+    /// until it passes its success threshold again; a liveness probe past its failure
+    /// threshold restarts it: it is stopped and the scaler starts a replacement.
+    async fn watch_health(self: &Arc<Self>, state: &Arc<RevisionState>, managed: &Arc<ManagedInstance>) {
+        let template = &state.revision.template;
+        let liveness = template.liveness.as_ref().map(|p| (probe_of(&p.check), p.timing));
+        // Only a declared readiness probe keeps running once the instance is ready.
+        let readiness = state
+            .revision
+            .config
+            .readiness
+            .as_ref()
+            .map(|r| (probe_of(r), template.readiness_timing));
+        if liveness.is_none() && readiness.is_none() {
+            return;
+        }
+        let began = tokio::time::Instant::from_std(managed.began);
+        let now = tokio::time::Instant::now();
+        let mut next_live = liveness.map(|(_, t)| (began + t.initial_delay()).max(now));
+        let readiness_period = |t: &updraft_model::template::ProbeTiming| match t.period_seconds {
+            None | Some(0) => Duration::from_secs(10),
+            Some(_) => t.period(),
+        };
+        let mut next_ready = readiness.map(|(_, t)| now + readiness_period(&t));
+        let (mut live, mut ready) = (Streak::default(), Streak::default());
+        let mut in_rotation = true;
+        let port = managed.instance.port;
+        loop {
+            let Some(at) = next_live.into_iter().chain(next_ready).min() else {
+                return;
+            };
+            tokio::time::sleep_until(at).await;
+            if managed.stopping.load(Ordering::Relaxed) || managed.instance.exited().is_some() {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            if let (Some((probe, timing)), Some(due)) = (liveness, next_live) {
+                if due <= now {
+                    let result = probe_once(port, probe, timing.timeout()).await;
+                    if live.observe(result.is_ok(), &timing) == Verdict::Failing {
+                        let why = format!(
+                            "failed its liveness probe {} times in a row (the last: {}); restarted",
+                            live.failures,
+                            result.err().unwrap_or_default()
+                        );
+                        self.restart(state, managed, &why).await;
+                        return;
+                    }
+                    next_live = Some(tokio::time::Instant::now() + timing.period());
+                }
+            }
+            if let (Some((probe, timing)), Some(due)) = (readiness, next_ready) {
+                if due <= now {
+                    let result = probe_once(port, probe, timing.timeout()).await;
+                    match ready.observe(result.is_ok(), &timing) {
+                        Verdict::Failing if in_rotation => {
+                            in_rotation = false;
+                            state.endpoints.remove(&managed.instance.id);
+                            tracing::warn!(instance = %managed.instance.id, failures = ready.failures, "out of rotation: readiness probe failing ({})", result.err().unwrap_or_default());
+                        }
+                        Verdict::Passing if !in_rotation => {
+                            in_rotation = true;
+                            if !managed.stopping.load(Ordering::Relaxed) {
+                                state.endpoints.add_ready(managed.endpoint.clone());
+                            }
+                            tracing::info!(instance = %managed.instance.id, "back in rotation: readiness probe passing");
+                        }
+                        _ => {}
+                    }
+                    next_ready = Some(tokio::time::Instant::now() + readiness_period(&timing));
+                }
+            }
+        }
+    }
+
+    /// Replaces an instance that is alive but failing: out of rotation, counted as a
+    /// failure, stopped, and the scaler told to start another if it is still needed.
+    async fn restart(self: &Arc<Self>, state: &Arc<RevisionState>, managed: &Arc<ManagedInstance>, why: &str) {
+        if managed.stopping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::warn!(instance = %managed.instance.id, "instance {why}");
+        state.endpoints.remove(&managed.instance.id);
+        self.instance_failed(state, managed, &format!("instance {why}"));
         self.stop_instance(state, managed).await;
         self.poke(state);
     }
@@ -389,6 +491,13 @@ impl Instances {
             .flat_map(|state| state.instances().into_iter().map(move |managed| (state, managed)))
             .map(|(state, managed)| async move { self.stop_instance(state, &managed).await });
         futures_util::future::join_all(stops).await;
+    }
+}
+
+fn probe_of(check: &Readiness) -> Probe<'_> {
+    match check {
+        Readiness::HttpGet { path } => Probe::Http { path },
+        Readiness::TcpSocket => Probe::Tcp,
     }
 }
 
