@@ -288,4 +288,36 @@ fn invalid_manifests_are_refused_with_their_field_path_and_change_nothing() {
     );
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("spec.template.spec.containers[0].image"), "{}", r.body);
+
+    // Every invalid field of a document is reported at once, by the CLI and the API.
+    let many = format!(
+        "{base}spec:\n  template:\n    spec:\n      timeoutSeconds: 900\n{container}          stdin: true\n          resources: {{limits: {{memory: lots}}}}\n"
+    );
+    let file = dir.path().join("many.yaml");
+    std::fs::write(&file, &many).unwrap();
+    let out = server.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(out.code, 1);
+    let fields = [
+        "spec.template.spec.containers[0].stdin",
+        "spec.template.spec.containers[0].resources.limits.memory",
+        "spec.template.spec.timeoutSeconds",
+    ];
+    for field in fields {
+        assert!(out.stderr.contains(field), "{field} in {}", out.stderr);
+    }
+    let r = server.api_call(
+        "POST",
+        "/v1/apply",
+        &[("content-type", "application/yaml")],
+        many.replace(
+            "image: package:./app",
+            &format!("image: package:{}", "sha256:".to_string() + &"a".repeat(64)),
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    for field in fields {
+        assert!(r.body.contains(field), "{field} in {}", r.body);
+    }
+    assert_eq!(server.json(&["services"]), serde_json::json!([]));
 }

@@ -17,6 +17,7 @@ use crate::template::{
 };
 use crate::traffic::{validate_traffic, TrafficTarget};
 use crate::FieldError;
+use crate::Problems;
 
 pub const API_VERSION: &str = "serving.knative.dev/v1";
 pub const KIND: &str = "Service";
@@ -284,19 +285,83 @@ pub fn yaml_documents(text: &str) -> Result<Vec<(usize, serde_yaml_ng::Value)>, 
     Ok(out)
 }
 
-/// Reads a manifest strictly: an unknown field is an error naming its path.
+/// Most unknown fields one document reports; past them the reading stops.
+const MAX_UNKNOWN_FIELDS: usize = 32;
+
+/// Reads a manifest strictly: an unknown field is an error naming its path, and every
+/// unknown field is reported at once.
 pub fn strict<T: serde::de::DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let message = match inner.strip_prefix("unknown field ") {
-            Some(rest) => format!("unknown or unsupported field {rest}"),
-            None => inner,
-        };
-        FieldError::new(path, message)
-    })
+    let mut problems = Problems::default();
+    let read = read_strictly(value, &mut problems);
+    problems.finish(|| read.expect("no problem means a value"))
 }
 
+/// Reads `value` as a `T`, recording each unknown field in `problems` and reading on
+/// without it; `None` when something else (a wrong type, a missing field) stops it.
+fn read_strictly<T: serde::de::DeserializeOwned>(
+    mut value: serde_yaml_ng::Value,
+    problems: &mut Problems,
+) -> Option<T> {
+    for _ in 0..MAX_UNKNOWN_FIELDS {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(read) => return Some(read),
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                let Some(rest) = inner.strip_prefix("unknown field ") else {
+                    problems.push(FieldError::new(path, inner));
+                    return None;
+                };
+                problems.push(FieldError::new(
+                    path.clone(),
+                    format!("unknown or unsupported field {rest}"),
+                ));
+                if !remove_at(&mut value, &path) {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Removes the node at a `serde_path_to_error` path (`a.b[0].c`); false if absent.
+fn remove_at(value: &mut serde_yaml_ng::Value, path: &str) -> bool {
+    let mut steps = Vec::new();
+    for segment in path.split('.') {
+        let (key, indexes) = segment.split_once('[').map_or((segment, ""), |(k, rest)| (k, rest));
+        if !key.is_empty() {
+            steps.push(Err(key));
+        }
+        for index in indexes.split('[').filter(|i| !i.is_empty()) {
+            match index.trim_end_matches(']').parse::<usize>() {
+                Ok(i) => steps.push(Ok(i)),
+                Err(_) => return false,
+            }
+        }
+    }
+    let Some((last, parents)) = steps.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for step in parents {
+        let next = match step {
+            Ok(i) => node.get_mut(*i),
+            Err(key) => node.get_mut(*key),
+        };
+        match next {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    match (last, node.as_mapping_mut()) {
+        (Err(key), Some(map)) => map.remove(*key).is_some(),
+        _ => false,
+    }
+}
+
+/// A Service manifest, checked whole: every unknown field and, when the rest could be
+/// read, every invalid value, in one error.
 pub fn parse_manifest_value(value: serde_yaml_ng::Value) -> Result<KService, FieldError> {
     let text_at = |key: &str| value.get(key).and_then(|v| v.as_str()).unwrap_or("").to_string();
     let (api_version, kind) = (text_at("apiVersion"), text_at("kind"));
@@ -306,7 +371,16 @@ pub fn parse_manifest_value(value: serde_yaml_ng::Value) -> Result<KService, Fie
             format!("{api_version:?}/{kind:?} is not supported; updraft apply takes {API_VERSION} {KIND}"),
         ));
     }
-    strict(value)
+    let mut problems = Problems::default();
+    let read: Option<KService> = read_strictly(value, &mut problems);
+    if let Some(service) = &read {
+        if !problems.is_empty() {
+            // Where it will be applied is not known here; any valid namespace checks
+            // the rest the same.
+            problems.check(service.desired("default"));
+        }
+    }
+    problems.finish(|| read.expect("no problem means a manifest"))
 }
 
 impl KService {
@@ -318,45 +392,50 @@ impl KService {
             .name
             .clone()
             .ok_or_else(|| FieldError::new("metadata.name", "is missing; every service needs a name"))?;
-        validate_service_name("metadata.name", &name)?;
+        let mut problems = Problems::default();
+        problems.check(validate_service_name("metadata.name", &name));
         let namespace = self
             .metadata
             .namespace
             .clone()
             .unwrap_or_else(|| default_namespace.to_string());
-        validate_namespace_name("metadata.namespace", &namespace)?;
-        validate_service_annotations("metadata.annotations", &self.metadata.annotations)?;
-        let template = self.template(&name)?;
-        let traffic = self
-            .spec
-            .traffic
-            .as_ref()
-            .map(|rows| {
-                rows.iter()
-                    .enumerate()
-                    .map(|(i, t)| traffic_row(i, t))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
+        problems.check(validate_namespace_name("metadata.namespace", &namespace));
+        problems.check(validate_service_annotations(
+            "metadata.annotations",
+            &self.metadata.annotations,
+        ));
+        let template = problems.check(self.template(&name));
+        let traffic = self.spec.traffic.as_ref().map(|rows| {
+            rows.iter()
+                .enumerate()
+                .filter_map(|(i, t)| problems.check(traffic_row(i, t)))
+                .collect::<Vec<_>>()
+        });
         if let Some(rows) = &traffic {
-            // Which revisions exist is the server's to check.
-            validate_traffic("spec.traffic", &name, rows, None)?;
+            if problems.is_empty() {
+                // Which revisions exist is the server's to check.
+                problems.check(validate_traffic("spec.traffic", &name, rows, None));
+            }
         }
-        crate::annotations::validate_visibility("metadata.labels", &self.metadata.labels)?;
-        Ok(DesiredService {
+        problems.check(crate::annotations::validate_visibility(
+            "metadata.labels",
+            &self.metadata.labels,
+        ));
+        problems.finish(|| DesiredService {
             namespace,
             name,
             labels: self.metadata.labels.clone(),
             annotations: self.metadata.annotations.clone(),
-            template,
+            template: template.expect("no problem means a template"),
             traffic,
         })
     }
 
     fn template(&self, service: &str) -> Result<RevisionTemplate, FieldError> {
+        let mut problems = Problems::default();
         let meta = self.spec.template.metadata.clone().unwrap_or_default();
         if meta.namespace.is_some() {
-            return Err(FieldError::new(
+            problems.push(FieldError::new(
                 "spec.template.metadata.namespace",
                 "is not allowed; a revision lives in its service's namespace",
             ));
@@ -369,7 +448,7 @@ impl KService {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !rev.ends_with('-');
             if !rev.starts_with(&prefix) || rev.len() == prefix.len() || !label_ok {
-                return Err(FieldError::new(
+                problems.push(FieldError::new(
                     "spec.template.metadata.name",
                     format!(
                         "{rev:?} must be {prefix}<suffix>: the service name, '-', then lower-case letters, digits and '-' (63 characters at most)"
@@ -381,15 +460,19 @@ impl KService {
         let containers = "spec.template.spec.containers";
         let c = match spec.containers.as_slice() {
             [one] => one,
-            [] => return Err(FieldError::new(containers, "is empty; give exactly one container")),
+            [] => {
+                problems.push(FieldError::new(containers, "is empty; give exactly one container"));
+                return problems.finish(|| unreachable!("a problem was pushed"));
+            }
             _ => {
-                return Err(FieldError::new(
+                problems.push(FieldError::new(
                     containers,
                     format!(
                         "has {} containers; Updraft runs exactly one per revision",
                         spec.containers.len()
                     ),
-                ))
+                ));
+                return problems.finish(|| unreachable!("a problem was pushed"));
             }
         };
         let at = |field: &str| format!("{containers}[0].{field}");
@@ -397,10 +480,11 @@ impl KService {
             [] => None,
             [one] => Some(one.name.clone()),
             _ => {
-                return Err(FieldError::new(
+                problems.push(FieldError::new(
                     "spec.template.spec.imagePullSecrets",
                     "has more than one secret; give the one holding the image's registry credentials",
-                ))
+                ));
+                None
             }
         };
         let mut env = BTreeMap::new();
@@ -409,13 +493,15 @@ impl KService {
             let field = at(&format!("env[{i}]"));
             let set_twice = match (&var.value, &var.value_from) {
                 (Some(_), Some(_)) => {
-                    return Err(FieldError::new(field, "has both value and valueFrom; give one"));
+                    problems.push(FieldError::new(field, "has both value and valueFrom; give one"));
+                    continue;
                 }
                 (_, Some(EnvVarSource { secret_key_ref: None })) => {
-                    return Err(FieldError::new(
+                    problems.push(FieldError::new(
                         format!("{field}.valueFrom"),
                         "needs secretKeyRef, the only source supported",
                     ));
+                    continue;
                 }
                 (
                     _,
@@ -423,7 +509,12 @@ impl KService {
                         secret_key_ref: Some(reference),
                     }),
                 ) => {
-                    reference.validate(&format!("{field}.valueFrom.secretKeyRef"))?;
+                    if problems
+                        .check(reference.validate(&format!("{field}.valueFrom.secretKeyRef")))
+                        .is_none()
+                    {
+                        continue;
+                    }
                     env.contains_key(&var.name) || env_secrets.insert(var.name.clone(), reference.clone()).is_some()
                 }
                 (value, None) => {
@@ -434,7 +525,7 @@ impl KService {
                 }
             };
             if set_twice {
-                return Err(FieldError::new(
+                problems.push(FieldError::new(
                     format!("{field}.name"),
                     format!("{:?} is set more than once", var.name),
                 ));
@@ -448,14 +539,15 @@ impl KService {
                     None | Some("http1") => false,
                     Some("h2c") => true,
                     Some(name) => {
-                        return Err(FieldError::new(
+                        problems.push(FieldError::new(
                             at("ports[0].name"),
                             format!("{name:?} is not one of http1 (HTTP/1.1, the default) or h2c (HTTP/2 without TLS, for gRPC)"),
-                        ))
+                        ));
+                        false
                     }
                 };
                 if let Some(protocol) = port.protocol.as_deref().filter(|p| *p != "TCP") {
-                    return Err(FieldError::new(
+                    problems.push(FieldError::new(
                         at("ports[0].protocol"),
                         format!("{protocol:?} is not supported; only TCP"),
                     ));
@@ -463,17 +555,20 @@ impl KService {
                 port.container_port
             }
             _ => {
-                return Err(FieldError::new(
+                problems.push(FieldError::new(
                     at("ports"),
                     "has more than one port; Knative allows one",
-                ))
+                ));
+                None
             }
         };
-        let resources = resources(&at("resources"), c.resources.as_ref())?;
-        let readiness = match &c.readiness_probe {
-            None => None,
-            Some(probe) => Some(probe_check(&at("readinessProbe"), probe, container_port)?),
-        };
+        let resources = problems
+            .check(resources(&at("resources"), c.resources.as_ref()))
+            .unwrap_or_default();
+        let readiness = c
+            .readiness_probe
+            .as_ref()
+            .and_then(|probe| problems.check(probe_check(&at("readinessProbe"), probe, container_port)));
         let readiness_timing = c.readiness_probe.as_ref().map(Probe::timing).unwrap_or_default();
         let probe = |name: &str, given: &Option<Probe>| -> Result<Option<crate::template::Probe>, FieldError> {
             given
@@ -486,8 +581,8 @@ impl KService {
                 })
                 .transpose()
         };
-        let liveness = probe("livenessProbe", &c.liveness_probe)?;
-        let startup = probe("startupProbe", &c.startup_probe)?;
+        let liveness = problems.check(probe("livenessProbe", &c.liveness_probe)).flatten();
+        let startup = problems.check(probe("startupProbe", &c.startup_probe)).flatten();
         let template = RevisionTemplate {
             name: meta.name,
             annotations: meta.annotations,
@@ -510,8 +605,8 @@ impl KService {
             timeout_seconds: spec.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
             response_start_timeout_seconds: spec.response_start_timeout_seconds,
         };
-        template.validate("spec.template")?;
-        Ok(template)
+        problems.check(template.validate("spec.template"));
+        problems.finish(|| template)
     }
 
     /// The manifest of a service as stored: `apply` of it changes nothing.
@@ -835,6 +930,45 @@ spec:
             "spec:\n  template:\n    spec:\n      containers:\n        - image: wasm:{DIGEST}\n          ports:\n            - name: h2c\n"
         )));
         assert_eq!(e.field, "spec.template.spec.containers[0].ports[0].name");
+    }
+
+    #[test]
+    fn every_invalid_field_of_a_document_is_reported_at_once() {
+        let text = manifest(&format!(
+            "spec:
+  template:
+    spec:
+      timeoutSeconds: 900
+      containers:
+        - image: package:{DIGEST}
+          stdin: true
+          env: [{{name: A, value: x, valueFrom: {{secretKeyRef: {{name: s, key: k}}}}}}]
+          resources: {{limits: {{memory: lots}}}}
+          livenessProbe: {{tcpSocket: {{}}, periodSeconds: 0, exec: {{command: [true]}}}}
+  traffic:
+    - latestRevision: true
+      percent: 100
+      colour: blue
+"
+        ));
+        let e = match parse_manifests(&text) {
+            Err((_, e)) => e,
+            Ok(docs) => docs[0].desired("default").unwrap_err(),
+        };
+        let fields: Vec<String> = e.all().into_iter().map(|e| e.field).collect();
+        let c = "spec.template.spec.containers[0]";
+        assert_eq!(
+            fields,
+            [
+                format!("{c}.stdin"),
+                format!("{c}.livenessProbe.exec"),
+                "spec.traffic[0].colour".to_string(),
+                format!("{c}.env[0]"),
+                format!("{c}.resources.limits.memory"),
+                format!("{c}.livenessProbe.periodSeconds"),
+                "spec.template.spec.timeoutSeconds".to_string(),
+            ]
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod template;
 pub mod traffic;
 pub mod yaml;
 
-pub use error::FieldError;
+pub use error::{FieldError, Problems};
 pub use resources::{
     DeploySpec, Namespace, NamespaceLimits, NamespaceQuota, Revision, RevisionConfig, RunningUse, Service,
     ServiceConfig, StagedRevision, Usage,

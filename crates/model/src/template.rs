@@ -14,7 +14,7 @@ use crate::image_ref::{validate_image_reference, STORED_IMAGE_PREFIX};
 use crate::names::validate_digest;
 use crate::names::{validate_env_name, validate_env_var};
 use crate::secret::{validate_secret_name, SecretKeyRef};
-use crate::FieldError;
+use crate::{FieldError, Problems};
 
 /// Knative's default and ceiling for `timeoutSeconds`.
 pub const DEFAULT_TIMEOUT_SECONDS: u32 = 300;
@@ -273,29 +273,39 @@ impl RevisionTemplate {
     pub fn validate(&self, path: &str) -> Result<Source, FieldError> {
         let spec = format!("{path}.spec");
         let container = format!("{spec}.containers[0]");
-        validate_template_annotations(&format!("{path}.metadata.annotations"), &self.annotations)?;
+        let mut problems = Problems::default();
+        problems.check(validate_template_annotations(
+            &format!("{path}.metadata.annotations"),
+            &self.annotations,
+        ));
         for (name, value) in &self.env {
-            validate_env_var(&format!("{container}.env[{name}]"), name, value)?;
+            problems.check(validate_env_var(&format!("{container}.env[{name}]"), name, value));
         }
         for (name, reference) in &self.env_secrets {
             let field = format!("{container}.env[{name}]");
-            validate_env_name(&field, name)?;
+            problems.check(validate_env_name(&field, name));
             if self.env.contains_key(name) {
-                return Err(FieldError::new(field, "is set both to a value and from a secret"));
+                problems.push(FieldError::new(
+                    field.clone(),
+                    "is set both to a value and from a secret",
+                ));
             }
-            reference.validate(&format!("{field}.valueFrom.secretKeyRef"))?;
+            problems.check(reference.validate(&format!("{field}.valueFrom.secretKeyRef")));
         }
         if let Some(secret) = &self.image_pull_secret {
-            validate_secret_name(&format!("{spec}.imagePullSecrets[0].name"), secret)?;
+            problems.check(validate_secret_name(
+                &format!("{spec}.imagePullSecrets[0].name"),
+                secret,
+            ));
         }
         if self.container_port == Some(0) {
-            return Err(FieldError::new(
+            problems.push(FieldError::new(
                 format!("{container}.ports[0].containerPort"),
                 "must be between 1 and 65535",
             ));
         }
         if !self.readiness_timing.is_unset() && self.readiness.is_none() {
-            return Err(FieldError::new(
+            problems.push(FieldError::new(
                 format!("{container}.readinessProbe"),
                 "has timing fields but no httpGet or tcpSocket",
             ));
@@ -317,17 +327,17 @@ impl RevisionTemplate {
             let field = format!("{container}.{name}");
             if let Some(timing) = timing {
                 let readiness = name == "readinessProbe";
-                timing.validate(&field, readiness, readiness)?;
+                problems.check(timing.validate(&field, readiness, readiness));
             }
             if let Some(Readiness::HttpGet { path: probe }) = check {
                 if self.h2c {
-                    return Err(FieldError::new(
+                    problems.push(FieldError::new(
                         format!("{field}.httpGet"),
                         "speaks HTTP/1.1, which an h2c port does not; use tcpSocket",
                     ));
                 }
                 if !probe.starts_with('/') {
-                    return Err(FieldError::new(
+                    problems.push(FieldError::new(
                         format!("{field}.httpGet.path"),
                         format!("{probe:?} must start with '/'"),
                     ));
@@ -335,7 +345,7 @@ impl RevisionTemplate {
             }
         }
         if self.timeout_seconds == 0 || self.timeout_seconds > MAX_TIMEOUT_SECONDS {
-            return Err(FieldError::new(
+            problems.push(FieldError::new(
                 format!("{spec}.timeoutSeconds"),
                 format!(
                     "{} is out of range; must be between 1 and {MAX_TIMEOUT_SECONDS}",
@@ -345,7 +355,7 @@ impl RevisionTemplate {
         }
         if let Some(start) = self.response_start_timeout_seconds {
             if start == 0 || start > self.timeout_seconds {
-                return Err(FieldError::new(
+                problems.push(FieldError::new(
                     format!("{spec}.responseStartTimeoutSeconds"),
                     format!(
                         "{start} is out of range; must be between 1 and timeoutSeconds ({})",
@@ -355,15 +365,17 @@ impl RevisionTemplate {
             }
         }
         if self.command.as_ref().is_some_and(|c| c.is_empty()) {
-            return Err(FieldError::new(
+            problems.push(FieldError::new(
                 format!("{container}.command"),
                 "is empty; give the program to run, or leave the field out to detect it from the package",
             ));
         }
-        let source = parse_image(&format!("{container}.image"), &self.image)?;
+        let Some(source) = problems.check(parse_image(&format!("{container}.image"), &self.image)) else {
+            return problems.finish(|| unreachable!("a problem was found"));
+        };
         if self.annotations.contains_key(crate::annotations::FUNCTION_RUNTIME) {
             if !matches!(source, Source::Package { .. }) {
-                return Err(FieldError::new(
+                problems.push(FieldError::new(
                     format!("{path}.metadata.annotations[{}]", crate::annotations::FUNCTION_RUNTIME),
                     "is for code packages; a component or an image is its own runtime",
                 ));
@@ -375,13 +387,13 @@ impl RevisionTemplate {
                 ("startupProbe", self.startup.is_some()),
             ];
             if let Some((name, _)) = refused.iter().find(|(_, set)| *set) {
-                return Err(FieldError::new(
+                problems.push(FieldError::new(
                     format!("{container}.{name}"),
                     "does not apply to a function: the function runtime runs the handler",
                 ));
             }
             if self.h2c {
-                return Err(FieldError::new(
+                problems.push(FieldError::new(
                     format!("{container}.ports[0].name"),
                     "h2c does not apply to a function: its runtime serves HTTP/1.1",
                 ));
@@ -397,13 +409,13 @@ impl RevisionTemplate {
                 ("ports[0].name", self.h2c),
             ];
             if let Some((name, _)) = refused.iter().find(|(_, set)| *set) {
-                return Err(FieldError::new(
+                problems.push(FieldError::new(
                     format!("{container}.{name}"),
                     "does not apply to a WebAssembly component: Updraft runs it and serves its HTTP itself",
                 ));
             }
         }
-        Ok(source)
+        problems.finish(|| source)
     }
 
     /// What a revision of this template runs from, as far as settings go: settings of
