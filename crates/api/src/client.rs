@@ -14,13 +14,13 @@ use updraft_events::trigger::TriggerSpec;
 use updraft_model::{DeploySpec, NamespaceLimits, TrafficTarget};
 
 use crate::requests::{
-    AuditQuery, BrokerRequest, CreateNamespace, CreateSecretRequest, CreateTokenRequest, LoginRequest, LogsQuery,
-    PullRequest, RollbackRequest, SecretDataRequest, TrafficRequest, UsageQuery,
+    AuditQuery, BrokerRequest, CreateNamespace, CreateSecretRequest, CreateTokenRequest, DomainMappingRequest,
+    LoginRequest, LogsQuery, PullRequest, RollbackRequest, SecretDataRequest, TrafficRequest, UsageQuery,
 };
 use crate::views::{
-    AccessLineView, AppliedView, ApplyResult, AuditView, BrokerView, CreatedTokenView, ErrorBody, ImageView, InfoView,
-    LogLineView, NamespaceView, PackageView, RegistryView, RevisionView, SecretView, ServiceView, TokenView, TopView,
-    TriggerDetailView, TriggerView, UsageView,
+    AccessLineView, AppliedView, ApplyResult, AuditView, BrokerView, CreatedTokenView, DomainMappingView, ErrorBody,
+    ImageView, InfoView, LogLineView, NamespaceView, PackageView, RegistryView, RevisionView, SecretView, ServiceView,
+    TokenView, TopView, TriggerDetailView, TriggerView, UsageView,
 };
 
 /// A request or response body: any stream of bytes.
@@ -551,6 +551,19 @@ impl Client {
 
     pub async fn delete_secret(&self, ns: &str, name: &str) -> Result<()> {
         self.delete(&named_path(ns, "secrets", name)).await
+    }
+
+    pub async fn domain_mappings(&self, ns: &str) -> Result<Vec<DomainMappingView>> {
+        self.get(&format!("/v1/namespaces/{}/domainmappings", encode(ns))).await
+    }
+
+    pub async fn put_domain_mapping(&self, ns: &str, domain: &str, body: &DomainMappingRequest) -> Result<AppliedView> {
+        self.call(Method::PUT, &named_path(ns, "domainmappings", domain), Some(body))
+            .await
+    }
+
+    pub async fn delete_domain_mapping(&self, ns: &str, domain: &str) -> Result<()> {
+        self.delete(&named_path(ns, "domainmappings", domain)).await
     }
 
     pub async fn brokers(&self, ns: &str) -> Result<Vec<BrokerView>> {

@@ -40,6 +40,24 @@ pub struct BrokerRequest {
     pub delivery: Option<DeliverySpec>,
 }
 
+/// `PUT …/domainmappings/{domain}`: where a custom domain leads.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainMappingRequest {
+    /// A service of the namespace.
+    #[schema(schema_with = crate::schema::service_name)]
+    pub service: String,
+    /// One of its tags: the domain leads to that tag's revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_tag)]
+    pub tag: Option<String>,
+    /// A secret of the namespace with `tls.crt` and `tls.key` (PEM), presented for
+    /// this domain when the gateway serves TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::optional_secret_name)]
+    pub tls_secret: Option<String>,
+}
+
 /// `POST …/secrets`: a new secret.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,8 +1,9 @@
 //! Schemas for strings the API checks against a rule, built from the rule's own
 //! constants so the document and the check cannot drift apart.
 
+use updraft_model::domain::{DOMAIN_PATTERN, MAX_DOMAIN};
 use updraft_model::names::{MAX_NAMESPACE_NAME, MAX_SERVICE_NAME, NAMESPACE_NAME_PATTERN, SERVICE_NAME_PATTERN};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 
 fn label(pattern: &str, max: usize, description: &str) -> ObjectBuilder {
     ObjectBuilder::new()
@@ -19,6 +20,33 @@ pub fn namespace_name() -> ObjectBuilder {
         MAX_NAMESPACE_NAME,
         "A namespace: a DNS-1123 label",
     )
+}
+
+/// A custom domain: the pattern is the rule's shape; the server checks label lengths
+/// and the numeric top label as well.
+pub fn domain_name() -> ObjectBuilder {
+    label(
+        DOMAIN_PATTERN,
+        MAX_DOMAIN,
+        "A DNS name of the user's own, like api.example.com",
+    )
+}
+
+/// The same rule for a field that may also be `null` (an optional field).
+fn or_null(schema: ObjectBuilder) -> ObjectBuilder {
+    schema.schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+}
+
+pub fn optional_tag() -> ObjectBuilder {
+    or_null(label(
+        NAMESPACE_NAME_PATTERN,
+        MAX_NAMESPACE_NAME,
+        "A tag: a DNS-1123 label",
+    ))
+}
+
+pub fn optional_secret_name() -> ObjectBuilder {
+    or_null(secret_name())
 }
 
 pub fn secret_name() -> ObjectBuilder {

@@ -469,6 +469,21 @@ pub struct AcceptedView {
     pub deliveries: usize,
 }
 
+/// A custom domain and where it leads.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DomainMappingView {
+    pub namespace: String,
+    pub domain: String,
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret: Option<String>,
+    /// The domain's URL through the gateway (its DNS must point at the gateway).
+    pub url: String,
+    pub created: String,
+}
+
 /// The result of applying a trigger or broker manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AppliedView {

@@ -261,7 +261,7 @@ fn in_document(origin: &str, e: updraft_api::client::Error) -> CliError {
     }
 }
 
-/// A PingSource, Trigger or Broker, sent as the manifest it was written as.
+/// A PingSource, Trigger, Broker or DomainMapping, sent as the manifest it was written as.
 async fn apply_eventing(
     client: &ApiClient,
     namespace: &str,
@@ -288,6 +288,14 @@ async fn apply_eventing(
                 "spec": { "delivery": b.delivery },
             });
             ("broker", b.name.clone(), Some(body))
+        }
+        Document::DomainMapping(m) => {
+            let mapping = updraft_model::domain::DomainMapping {
+                namespace: m.namespace.clone().unwrap_or_else(|| namespace.to_string()),
+                ..m.mapping.clone()
+            };
+            let body = serde_json::to_value(mapping.to_manifest()).map_err(|e| CliError::failed(e.to_string()))?;
+            ("domainmapping", mapping.domain, Some(body))
         }
         Document::Service(_) => unreachable!("services are applied by the caller"),
     };

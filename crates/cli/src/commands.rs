@@ -156,6 +156,7 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
         Command::Triggers { scope } => crate::triggers::list(&scope, client, output).await,
         Command::Brokers { scope } => crate::triggers::brokers(&scope, client, output).await,
         Command::Broker(command) => crate::triggers::broker(command, client, output).await,
+        Command::Domain(command) => crate::domains::domain(command, client, output).await,
         Command::Secret(command) => crate::secrets::secret(command, client, output).await,
         Command::Event(command) => crate::triggers::event(command, client, output).await,
         Command::Get(get) => crate::apply::get(get, client, output).await,

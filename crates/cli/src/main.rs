@@ -4,6 +4,7 @@ mod access;
 mod apply;
 mod client;
 mod commands;
+mod domains;
 mod images;
 mod manage;
 mod output;
@@ -128,7 +129,7 @@ enum Command {
     /// Change a service's settings without a new package; a new revision if they
     /// change the revision (env, limits, concurrency, timeout, scaling).
     Update(manage::UpdateArgs),
-    /// Apply Knative manifests: Service, PingSource, Trigger, Broker (files or folders;
+    /// Apply Knative manifests: Service, DomainMapping, PingSource, Trigger, Broker (files or folders;
     /// several documents per file).
     Apply(apply::ApplyArgs),
     /// Print a resource as a manifest (`updraft get service hello -o yaml`).
@@ -205,6 +206,9 @@ enum Command {
     /// Create, configure or delete a broker.
     #[command(subcommand)]
     Broker(triggers::BrokerCommand),
+    /// Route domains of your own to services (Knative's DomainMapping).
+    #[command(subcommand)]
+    Domain(domains::DomainCommand),
     /// Send a CloudEvent to a broker.
     #[command(subcommand)]
     Event(triggers::EventCommand),

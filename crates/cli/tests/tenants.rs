@@ -306,6 +306,33 @@ fn cases() -> Vec<Case> {
             "/v1/namespaces/{ns}/secrets/doomed",
             Write,
         ),
+        case(
+            "GET",
+            "/v1/namespaces/{ns}/domainmappings",
+            "/v1/namespaces/{ns}/domainmappings",
+            Read,
+        ),
+        case(
+            "GET",
+            "/v1/namespaces/{ns}/domainmappings/{name}",
+            "/v1/namespaces/{ns}/domainmappings/{ns}.kept.example.com",
+            Read,
+        ),
+        with(
+            case(
+                "PUT",
+                "/v1/namespaces/{ns}/domainmappings/{name}",
+                "/v1/namespaces/{ns}/domainmappings/{ns}.made.example.com",
+                Write,
+            ),
+            r#"{"service": "svc"}"#,
+        ),
+        case(
+            "DELETE",
+            "/v1/namespaces/{ns}/domainmappings/{name}",
+            "/v1/namespaces/{ns}/domainmappings/{ns}.doomed.example.com",
+            Write,
+        ),
         Case {
             headers: EVENT,
             ..case(
@@ -389,6 +416,10 @@ fn two_tenants(server: &Server) {
                 "-n",
                 ns,
             ]);
+        }
+        for name in ["kept", "doomed"] {
+            let domain = format!("{ns}.{name}.example.com");
+            server.json(&["domain", "map", &domain, "--to", "svc", "-n", ns]);
         }
     }
 }

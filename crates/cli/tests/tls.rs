@@ -300,3 +300,114 @@ fn an_api_other_machines_could_reach_is_not_served_in_the_clear() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert /nonexistent/cert.pem"));
 }
+
+#[test]
+fn a_custom_domain_is_served_with_the_certificate_from_its_secret() {
+    let server = TlsServer::start();
+    let ca = server.cert.to_str().unwrap();
+    let dir = server.dir.path();
+    // The domain's own certificate, self-signed: a client trusting only it can
+    // connect only if the gateway presents it for that name.
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-days", "2", "-subj", "/CN=secure.example.com"])
+        .args(["-addext", "subjectAltName=DNS:secure.example.com"])
+        .args(["-keyout", "site.key", "-out", "site.pem"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let ok = |out: Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    let component = wasm_component(dir);
+    ok(server.cli(&[
+        "deploy",
+        "hello",
+        "--wasm",
+        component.to_str().unwrap(),
+        "--ca-cert",
+        ca,
+    ]));
+
+    // A secret that is no certificate is refused when mapped.
+    ok(server.cli(&[
+        "secret",
+        "create",
+        "junk",
+        "--from-literal",
+        "tls.crt=x",
+        "--from-literal",
+        "tls.key=y",
+        "--ca-cert",
+        ca,
+    ]));
+    let junk = server.cli(&[
+        "domain",
+        "map",
+        "secure.example.com",
+        "--to",
+        "hello",
+        "--tls-secret",
+        "junk",
+        "--ca-cert",
+        ca,
+    ]);
+    assert!(!junk.status.success());
+    assert!(String::from_utf8_lossy(&junk.stderr).contains("tls_secret"), "{junk:?}");
+
+    let site_pem = format!("tls.crt={}", dir.join("site.pem").display());
+    let site_key = format!("tls.key={}", dir.join("site.key").display());
+    ok(server.cli(&[
+        "secret",
+        "create",
+        "site-cert",
+        "--from-file",
+        &site_pem,
+        "--from-file",
+        &site_key,
+        "--ca-cert",
+        ca,
+    ]));
+    ok(server.cli(&[
+        "domain",
+        "map",
+        "secure.example.com",
+        "--to",
+        "hello",
+        "--tls-secret",
+        "site-cert",
+        "--ca-cert",
+        ca,
+    ]));
+
+    let resolve = format!("secure.example.com:{}:127.0.0.1", server.gateway);
+    let url = format!("https://secure.example.com:{}/", server.gateway);
+    let site = dir.join("site.pem");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = curl(&["--cacert", site.to_str().unwrap(), "--resolve", &resolve, &url]);
+        if out.stdout == b"hello from wasm\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The server's own certificate is not what that name gets.
+    let with_server_ca = curl(&["--cacert", ca, "--resolve", &resolve, &url]);
+    assert!(!with_server_ca.status.success(), "{with_server_ca:?}");
+}

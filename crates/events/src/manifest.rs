@@ -24,6 +24,7 @@ pub enum Document {
     Service(Box<KService>),
     Trigger(Box<NamedTrigger>),
     Broker(Box<NamedBroker>),
+    DomainMapping(Box<updraft_model::domain::MappingDocument>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,10 +153,13 @@ pub fn parse_document(value: serde_yaml_ng::Value) -> Result<Document, FieldErro
                 delivery: r.spec.delivery,
             })))
         }
+        (updraft_model::domain::API_VERSION, updraft_model::domain::KIND) => Ok(Document::DomainMapping(Box::new(
+            updraft_model::domain::from_manifest(value)?,
+        ))),
         _ => Err(FieldError::new(
             "apiVersion/kind",
             format!(
-                "{api_version:?}/{kind:?} is not supported; updraft apply takes {SERVING_API} Service, {SOURCES_API} PingSource, {EVENTING_API} Trigger and {EVENTING_API} Broker"
+                "{api_version:?}/{kind:?} is not supported; updraft apply takes {SERVING_API} Service, {} DomainMapping, {SOURCES_API} PingSource, {EVENTING_API} Trigger and {EVENTING_API} Broker", updraft_model::domain::API_VERSION
             ),
         )),
     }

@@ -8,6 +8,7 @@ pub mod annotations;
 pub mod auth;
 pub mod build;
 pub mod change;
+pub mod domain;
 pub mod error;
 pub mod exclusive;
 pub mod image_ref;

@@ -80,6 +80,7 @@ pub(crate) fn documented_routes() -> (Router<Arc<Platform>>, utoipa::openapi::Op
         .merge(crate::observe_api::routes())
         .merge(crate::token_api::routes())
         .merge(crate::secret_api::routes())
+        .merge(crate::domain_api::routes())
         .split_for_parts()
 }
 
@@ -261,10 +262,10 @@ struct ApplyParams {
 }
 
 /// Applies one document: a Service answers with an `ApplyView`, a PingSource,
-/// Trigger or Broker with an `AppliedView`.
+/// Trigger, Broker or DomainMapping with an `AppliedView`.
 #[utoipa::path(post, path = "/v1/apply", tag = "services", params(ApplyParams),
     request_body(content = String, content_type = "application/yaml",
-        description = "one Knative Service, PingSource, Trigger or Broker, as YAML or JSON"),
+        description = "one Knative Service, DomainMapping, PingSource, Trigger or Broker, as YAML or JSON"),
     responses((status = 200, description = "What the apply did", body = ApplyResult), ApiError))]
 async fn apply(
     State(p): Shared,
@@ -292,6 +293,7 @@ async fn apply(
         Document::Service(service) => service.metadata.namespace.as_deref(),
         Document::Trigger(t) => t.namespace.as_deref(),
         Document::Broker(b) => b.namespace.as_deref(),
+        Document::DomainMapping(m) => m.namespace.as_deref(),
     }
     .unwrap_or(namespace);
     if let Some(refusal) = crate::authz::refuse(&caller, crate::authz::Need::In(Action::Write), Some(target)) {
@@ -319,6 +321,10 @@ async fn apply(
             Ok(Json(ApplyResult::Other(
                 p.put_broker(ns, &b.name, b.delivery.as_ref()).await?,
             )))
+        }
+        Document::DomainMapping(m) => {
+            let ns = m.namespace.as_deref().unwrap_or(namespace);
+            Ok(Json(ApplyResult::Other(p.put_domain_mapping(ns, m.mapping).await?)))
         }
     }
 }

@@ -127,6 +127,22 @@ pub const POLICY: &[(&str, &str, Need)] = &[
     ("GET", "/v1/namespaces/{ns}/secrets/{name}", Need::In(Action::Read)),
     ("PUT", "/v1/namespaces/{ns}/secrets/{name}", Need::In(Action::Write)),
     ("DELETE", "/v1/namespaces/{ns}/secrets/{name}", Need::In(Action::Write)),
+    ("GET", "/v1/namespaces/{ns}/domainmappings", Need::In(Action::Read)),
+    (
+        "GET",
+        "/v1/namespaces/{ns}/domainmappings/{name}",
+        Need::In(Action::Read),
+    ),
+    (
+        "PUT",
+        "/v1/namespaces/{ns}/domainmappings/{name}",
+        Need::In(Action::Write),
+    ),
+    (
+        "DELETE",
+        "/v1/namespaces/{ns}/domainmappings/{name}",
+        Need::In(Action::Write),
+    ),
     ("GET", "/v1/namespaces/{ns}/brokers", Need::In(Action::Read)),
     ("PUT", "/v1/namespaces/{ns}/brokers/{name}", Need::In(Action::Write)),
     ("DELETE", "/v1/namespaces/{ns}/brokers/{name}", Need::In(Action::Write)),

@@ -12,6 +12,7 @@ mod deploy;
 mod deploy_watch;
 mod describe;
 mod descriptors;
+mod domain_api;
 mod editions;
 mod error;
 mod extract;

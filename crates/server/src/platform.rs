@@ -63,6 +63,8 @@ pub struct Platform {
     /// Pulled and imported OCI images, unpacked.
     pub images: Arc<ImageStore>,
     pub routes: Arc<RouteTable>,
+    /// Custom domains with a certificate of their own, for the TLS acceptor.
+    pub tls_domains: Arc<crate::tls::TlsDomains>,
     pub gateway: Arc<Gateway>,
     pub cgroup_version: &'static str,
     pub registry: Arc<Registry>,
@@ -335,6 +337,7 @@ impl Platform {
             wasm,
             images,
             routes,
+            tls_domains: Arc::default(),
             gateway,
             cgroup_version,
             _data_dir_lock: data_dir_lock,

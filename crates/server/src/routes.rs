@@ -2,16 +2,18 @@
 //! gateway's route table. A change re-routes only the service it touches, so a
 //! deploy costs the same with ten services or ten thousand.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use updraft_gateway::{host_for, tag_host_for, HostMap, Limiters, Rate, RevisionEndpoints, RouteTable, ServiceRoute};
 use updraft_model::annotations::{is_private, validate_service_annotations, RateLimit};
+use updraft_model::domain::DomainMapping;
 use updraft_model::traffic::resolve;
 use updraft_model::{Namespace, Service};
 use updraft_store::{Change, Kind, Resource, Snapshot, WatchFilter};
 
 use crate::reconcile::Reconciler;
+use crate::tls::TlsDomains;
 
 /// The revisions this node runs, as the route table needs them.
 pub trait RouteTargets: Send + Sync {
@@ -59,6 +61,11 @@ pub struct RouteReconciler {
     rollouts: HashMap<ServiceKey, i64>,
     /// Kept across changes, so re-routing a service does not refill its bucket.
     limiters: Limiters,
+    /// Custom domains by the service they lead to, and the other way round.
+    domains: HashMap<ServiceKey, BTreeMap<String, DomainMapping>>,
+    domain_owners: HashMap<String, ServiceKey>,
+    /// Where the TLS acceptor finds each custom domain's certificate.
+    tls_domains: Option<Arc<TlsDomains>>,
 }
 
 impl RouteReconciler {
@@ -73,13 +80,51 @@ impl RouteReconciler {
             routed: HashMap::new(),
             rollouts: HashMap::new(),
             limiters: Limiters::default(),
+            domains: HashMap::new(),
+            domain_owners: HashMap::new(),
+            tls_domains: None,
         }
+    }
+
+    /// Publishes each custom domain's certificate secret along with the routes.
+    pub fn with_tls_domains(mut self, tls_domains: Arc<TlsDomains>) -> Self {
+        self.tls_domains = Some(tls_domains);
+        self
+    }
+
+    /// Records where a domain leads; returns the service it led to before, if another.
+    fn map_domain(&mut self, mapping: DomainMapping) -> Option<ServiceKey> {
+        let key = (mapping.namespace.clone(), mapping.service.clone());
+        let before = self.unmap_domain(&mapping.domain).filter(|k| *k != key);
+        self.domain_owners.insert(mapping.domain.clone(), key.clone());
+        self.domains
+            .entry(key)
+            .or_default()
+            .insert(mapping.domain.clone(), mapping);
+        before
+    }
+
+    /// Forgets a domain; returns the service it led to.
+    fn unmap_domain(&mut self, domain: &str) -> Option<ServiceKey> {
+        let key = self.domain_owners.remove(domain)?;
+        if let Some(mapped) = self.domains.get_mut(&key) {
+            mapped.remove(domain);
+            if mapped.is_empty() {
+                self.domains.remove(&key);
+            }
+        }
+        Some(key)
     }
 
     /// Routes everything in `snapshot` afresh, as at start or after falling behind
     /// the change log.
     pub fn reset(&mut self, snapshot: &Snapshot, now_us: i64) {
         let before: Vec<ServiceKey> = self.routed.keys().cloned().collect();
+        self.domains.clear();
+        self.domain_owners.clear();
+        for mapping in &snapshot.domain_mappings {
+            self.map_domain(mapping.clone());
+        }
         self.namespace_limits = snapshot
             .namespaces
             .iter()
@@ -119,6 +164,22 @@ impl RouteReconciler {
                 self.services.remove(&key);
                 self.unroute(&key);
             }
+            Change::Put(Resource::DomainMapping(mapping)) => {
+                let key = (mapping.namespace.clone(), mapping.service.clone());
+                if let Some(before) = self.map_domain(mapping) {
+                    self.route(&before, now_us);
+                }
+                self.route(&key, now_us);
+            }
+            Change::Delete {
+                kind: Kind::DomainMapping,
+                name,
+                ..
+            } => {
+                if let Some(before) = self.unmap_domain(&name) {
+                    self.route(&before, now_us);
+                }
+            }
             Change::Put(Resource::Namespace(namespace)) => {
                 let rates = NamespaceRates::of(&namespace);
                 if self.namespace_limits.insert(namespace.name.clone(), rates) != Some(rates) {
@@ -157,6 +218,18 @@ impl RouteReconciler {
 
     pub fn publish(&self) {
         self.table.replace(self.hosts.clone());
+        if let Some(tls) = &self.tls_domains {
+            let secrets = self
+                .domains
+                .values()
+                .flat_map(BTreeMap::values)
+                .filter_map(|m| {
+                    let secret = m.tls_secret.clone()?;
+                    Some((m.domain.clone(), (m.namespace.clone(), secret)))
+                })
+                .collect();
+            tls.replace(secrets);
+        }
     }
 
     /// Builds one service's hosts: the service host splits by the traffic table, each
@@ -208,13 +281,24 @@ impl RouteReconciler {
             host_for(&svc.name, &svc.namespace, &self.domain),
             Arc::new(ServiceRoute::split(weighted, limiters.clone()).private_to(private_to.clone())),
         )];
+        let mut tagged = HashMap::new();
         for (tag, revision) in &routing.tags {
             if let Some(endpoints) = self.targets.endpoints(&svc.namespace, revision) {
-                hosts.push((
-                    tag_host_for(tag, &svc.name, &svc.namespace, &self.domain),
-                    Arc::new(ServiceRoute::single(endpoints, limiters.clone()).private_to(private_to.clone())),
-                ));
+                let route = Arc::new(ServiceRoute::single(endpoints, limiters.clone()).private_to(private_to.clone()));
+                tagged.insert(tag.as_str(), route.clone());
+                hosts.push((tag_host_for(tag, &svc.name, &svc.namespace, &self.domain), route));
                 now.revisions.insert(revision.clone());
+            }
+        }
+        // A custom domain shares the route of what it names, limits and all.
+        let whole = hosts[0].1.clone();
+        for mapping in self.domains.get(key).into_iter().flat_map(BTreeMap::values) {
+            let route = match &mapping.tag {
+                None => Some(whole.clone()),
+                Some(tag) => tagged.get(tag.as_str()).cloned(),
+            };
+            if let Some(route) = route {
+                hosts.push((mapping.domain.clone(), route));
             }
         }
         let before = self.routed.remove(key).unwrap_or_default();
@@ -282,7 +366,7 @@ impl Reconciler for RouteReconciler {
 
 /// The kinds routes are made of.
 fn routed() -> WatchFilter {
-    WatchFilter::kinds(&[Kind::Namespace, Kind::Service, Kind::Revision])
+    WatchFilter::kinds(&[Kind::Namespace, Kind::Service, Kind::Revision, Kind::DomainMapping])
 }
 
 #[cfg(test)]
@@ -370,6 +454,61 @@ mod tests {
         table.lookup(host).map_or_else(Vec::new, |route| {
             route.targets().iter().map(|t| t.key.revision.clone()).collect()
         })
+    }
+
+    fn mapping(domain: &str, service: &str, tag: Option<&str>) -> Change {
+        Change::Put(Resource::DomainMapping(DomainMapping {
+            namespace: "default".into(),
+            domain: domain.into(),
+            service: service.into(),
+            tag: tag.map(str::to_string),
+            tls_secret: None,
+            created_at_us: 0,
+        }))
+    }
+
+    #[test]
+    fn a_custom_domain_follows_its_service_or_tag_and_moves_and_goes() {
+        let (mut routes, table, targets) = setup();
+        targets.add("web", "web-1");
+        targets.add("web", "web-2");
+        targets.add("api", "api-1");
+        let config = ServiceConfig {
+            traffic: vec![
+                TrafficTarget::new(Target::Revision("web-1".into()), 100, None),
+                TrafficTarget::new(Target::Latest, 0, Some("canary".into())),
+            ],
+            ..Default::default()
+        };
+        // Mapped before its service exists: routed once it does.
+        routes.apply(mapping("www.example.com", "web", None), 0);
+        routes.apply(mapping("next.example.com", "web", Some("canary")), 0);
+        routes.publish();
+        assert!(table.lookup("www.example.com").is_none());
+        routes.apply(put(service("web", "web-2", config)), 0);
+        routes.apply(put(service("api", "api-1", ServiceConfig::default())), 0);
+        routes.publish();
+        assert_eq!(serves(&table, "www.example.com"), ["web-1"]);
+        assert_eq!(serves(&table, "WWW.example.com:8080"), ["web-1"]);
+        assert_eq!(serves(&table, "next.example.com"), ["web-2"]);
+
+        routes.apply(mapping("www.example.com", "api", None), 0);
+        routes.publish();
+        assert_eq!(serves(&table, "www.example.com"), ["api-1"], "moved to another service");
+        assert_eq!(serves(&table, "web.default.localhost"), ["web-1"]);
+
+        routes.apply(
+            Change::Delete {
+                kind: Kind::DomainMapping,
+                namespace: "default".into(),
+                name: "www.example.com".into(),
+            },
+            0,
+        );
+        routes.publish();
+        assert!(table.lookup("www.example.com").is_none());
+        assert_eq!(serves(&table, "api.default.localhost"), ["api-1"]);
+        assert_eq!(serves(&table, "next.example.com"), ["web-2"]);
     }
 
     #[test]

@@ -183,6 +183,21 @@ impl Secrets {
         })
     }
 
+    /// A TLS secret's `tls.crt` and `tls.key` (Kubernetes' layout), with the time it
+    /// was last written, so a parsed copy knows when it is stale.
+    pub fn tls_pair(&self, namespace: &str, name: &str) -> Result<(Vec<u8>, Vec<u8>, i64), String> {
+        let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
+        let record = sealed
+            .get(&(namespace.to_string(), name.to_string()))
+            .ok_or_else(|| format!("namespace {namespace:?} has no secret {name:?}"))?;
+        let mut data = self.key.open(namespace, name, &record.sealed)?;
+        let mut take = |key: &str| {
+            data.remove(key)
+                .ok_or_else(|| format!("secret {name:?} has no key {key:?}; a TLS secret has tls.crt and tls.key"))
+        };
+        Ok((take("tls.crt")?, take("tls.key")?, record.updated_at_us))
+    }
+
     pub fn key(&self) -> &SecretKey {
         &self.key
     }

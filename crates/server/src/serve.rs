@@ -25,7 +25,7 @@ use crate::ServerConfig;
 /// instances are still stopped, at once.
 pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Receiver<u32>) -> anyhow::Result<()> {
     crate::tls::check_exposure(config.api_addr, config.tls.as_ref(), config.insecure)?;
-    let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+    let certificate = config.tls.as_ref().map(crate::tls::server_certificate).transpose()?;
     let gateway_listener = tokio::net::TcpListener::bind(config.gateway_addr)
         .await
         .with_context(|| format!("cannot listen for the gateway on {}", config.gateway_addr))?;
@@ -40,6 +40,9 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
         snapshot,
         node_revisions,
     } = Platform::open(config).await?;
+    let tls = certificate
+        .map(|server| crate::tls::acceptor(server, platform.tls_domains.clone(), platform.secrets.clone()))
+        .transpose()?;
     let admin_token = crate::token_api::ensure_admin_token(&*platform.store, &platform.config.data_dir).await?;
     let firewall = match &platform.sandbox {
         Some(sandbox) => {
@@ -65,7 +68,8 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
         registry: platform.registry.clone(),
         instances: platform.instances.clone(),
     });
-    let mut route_reconciler = RouteReconciler::new(&platform.config.domain, platform.routes.clone(), targets);
+    let mut route_reconciler = RouteReconciler::new(&platform.config.domain, platform.routes.clone(), targets)
+        .with_tls_domains(platform.tls_domains.clone());
     route_reconciler.reset(&snapshot, now_us());
     let routes = tokio::spawn(follow(
         route_reconciler,

@@ -107,6 +107,7 @@ fn identity(resource: &Resource) -> (&str, &str) {
         Resource::Staged(r) => (r.revision.namespace.as_str(), r.revision.name.as_str()),
         Resource::Trigger(r) => (r.namespace.as_str(), r.name.as_str()),
         Resource::Broker(r) => (r.namespace.as_str(), r.name.as_str()),
+        Resource::DomainMapping(r) => (r.namespace.as_str(), r.domain.as_str()),
     }
 }
 

@@ -9,6 +9,7 @@ use updraft_model::traffic::{Target, TrafficTarget};
 use updraft_model::{Revision, RevisionConfig, RevisionTemplate, ServiceConfig, StagedRevision};
 
 use updraft_model::auth::{AuditEntry, Grant, Role, TokenRecord};
+use updraft_model::domain::DomainMapping;
 
 use crate::watch::{Change, Kind, Resource, Watch, WatchFilter, WatchStep};
 use crate::{NewRevision, SecretRecord, Store, StoreError};
@@ -31,6 +32,7 @@ pub async fn all(open: OpenStore<'_>) {
     tokens_are_kept_by_id_and_revoked(open(1000)).await;
     the_audit_log_reads_back_in_order(open(1000)).await;
     secrets_are_kept_per_namespace(open(1000)).await;
+    a_domain_is_held_by_one_namespace_and_watched(open(1000)).await;
 }
 
 fn config() -> RevisionConfig {
@@ -219,6 +221,7 @@ fn name_of(resource: &Resource) -> String {
         Resource::Staged(r) => r.revision.name.clone(),
         Resource::Trigger(r) => r.name.clone(),
         Resource::Broker(r) => r.name.clone(),
+        Resource::DomainMapping(r) => r.domain.clone(),
     }
 }
 
@@ -554,5 +557,80 @@ async fn secrets_are_kept_per_namespace(store: Arc<dyn Store>) {
         store.current_revision().await.unwrap(),
         revision + 1,
         "only the namespace went through the change log"
+    );
+}
+
+async fn a_domain_is_held_by_one_namespace_and_watched(store: Arc<dyn Store>) {
+    store.create_namespace("other", 1).await.unwrap();
+    let start = store.current_revision().await.unwrap();
+    let mapping = |namespace: &str, service: &str, at_us: i64| DomainMapping {
+        namespace: namespace.into(),
+        domain: "api.example.com".into(),
+        service: service.into(),
+        tag: None,
+        tls_secret: None,
+        created_at_us: at_us,
+    };
+    let (written, created) = store
+        .put_domain_mapping(&mapping("default", "hello", 10))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(written, mapping("default", "hello", 10));
+    let (moved, created) = store
+        .put_domain_mapping(&mapping("default", "other", 20))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(
+        moved,
+        mapping("default", "other", 10),
+        "the mapping keeps when it was made"
+    );
+    assert!(matches!(
+        store.put_domain_mapping(&mapping("other", "hello", 30)).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        store.put_domain_mapping(&mapping("nowhere", "hello", 30)).await,
+        Err(StoreError::NoSuchNamespace(_))
+    ));
+    assert!(store.domain_mappings(Some("other")).await.unwrap().is_empty());
+    assert_eq!(store.domain_mappings(None).await.unwrap(), std::slice::from_ref(&moved));
+    assert_eq!(
+        store.snapshot().await.unwrap().domain_mappings,
+        std::slice::from_ref(&moved)
+    );
+    assert!(matches!(
+        store.delete_domain_mapping("other", "api.example.com").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(
+        store.delete_domain_mapping("default", "api.example.com").await.unwrap(),
+        moved
+    );
+    store.put_domain_mapping(&mapping("other", "hello", 40)).await.unwrap();
+
+    let page = store
+        .changes_after(start, &WatchFilter::kind(Kind::DomainMapping), 100)
+        .await
+        .unwrap();
+    let seen: Vec<String> = page
+        .events
+        .iter()
+        .map(|e| match &e.change {
+            Change::Put(Resource::DomainMapping(m)) => format!("put {}/{}", m.namespace, m.service),
+            Change::Delete { namespace, name, .. } => format!("delete {namespace}/{name}"),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "put default/hello",
+            "put default/other",
+            "delete default/api.example.com",
+            "put other/hello"
+        ]
     );
 }

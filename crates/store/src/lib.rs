@@ -13,6 +13,7 @@ mod access;
 mod changelog;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
+mod domains;
 mod event_schema;
 pub mod events;
 mod records;
@@ -22,6 +23,7 @@ mod staged;
 pub mod watch;
 
 use updraft_model::auth::{AuditEntry, TokenRecord};
+use updraft_model::domain::DomainMapping;
 use updraft_model::{
     Namespace, NamespaceLimits, Revision, RevisionConfig, RevisionTemplate, Service, ServiceConfig, StagedRevision,
     Usage,
@@ -164,4 +166,12 @@ pub trait Store: Send + Sync + 'static {
     async fn secret(&self, namespace: &str, name: &str) -> Result<Option<SecretRecord>>;
     async fn secrets(&self, namespace: Option<&str>) -> Result<Vec<SecretRecord>>;
     async fn delete_secret(&self, namespace: &str, name: &str) -> Result<()>;
+
+    /// Maps a domain to a service of the mapping's namespace, or changes where it
+    /// leads; fails with [`StoreError::AlreadyExists`] while another namespace holds
+    /// the domain. Returns it as written and whether it is new.
+    async fn put_domain_mapping(&self, mapping: &DomainMapping) -> Result<(DomainMapping, bool)>;
+    async fn domain_mappings(&self, namespace: Option<&str>) -> Result<Vec<DomainMapping>>;
+    /// Unmaps a domain of the namespace; returns what it was.
+    async fn delete_domain_mapping(&self, namespace: &str, domain: &str) -> Result<DomainMapping>;
 }

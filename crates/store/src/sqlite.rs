@@ -5,6 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use tokio::sync::watch;
 use updraft_model::annotations::SCALE_TO_ZERO_RETENTION;
 use updraft_model::auth::{AuditEntry, TokenRecord};
+use updraft_model::domain::DomainMapping;
 use updraft_model::names::revision_name;
 use updraft_model::template::{Resources, RevisionTemplate};
 use updraft_model::{
@@ -125,6 +126,7 @@ impl SqliteStore {
         conn.execute_batch(changelog::SCHEMA)?;
         conn.execute_batch(crate::staged::SCHEMA)?;
         conn.execute_batch(crate::access::SCHEMA)?;
+        conn.execute_batch(crate::domains::SCHEMA)?;
         conn.execute_batch(crate::secrets::SCHEMA)?;
         add_missing_columns(&conn)?;
         conn.execute(
@@ -729,6 +731,7 @@ impl Database {
         let services = query_services(&tx, None)?;
         let revisions = query_all_revisions(&tx)?;
         let staged = crate::staged::query_staged(&tx)?;
+        let domain_mappings = crate::domains::query_domain_mappings(&tx, None)?;
         tx.commit()?;
         Ok(Snapshot {
             revision,
@@ -736,6 +739,7 @@ impl Database {
             services,
             revisions,
             staged,
+            domain_mappings,
         })
     }
 
@@ -949,6 +953,22 @@ impl Store for SqliteStore {
     async fn delete_secret(&self, namespace: &str, name: &str) -> Result<()> {
         let (namespace, name) = (namespace.to_owned(), name.to_owned());
         self.run(move |db| db.delete_secret(&namespace, &name)).await
+    }
+
+    async fn put_domain_mapping(&self, mapping: &DomainMapping) -> Result<(DomainMapping, bool)> {
+        let mapping = mapping.clone();
+        self.run(move |db| db.put_domain_mapping(&mapping)).await
+    }
+
+    async fn domain_mappings(&self, namespace: Option<&str>) -> Result<Vec<DomainMapping>> {
+        let namespace = namespace.map(str::to_owned);
+        self.run(move |db| crate::domains::query_domain_mappings(&db.conn(), namespace.as_deref()))
+            .await
+    }
+
+    async fn delete_domain_mapping(&self, namespace: &str, domain: &str) -> Result<DomainMapping> {
+        let (namespace, domain) = (namespace.to_owned(), domain.to_owned());
+        self.run(move |db| db.delete_domain_mapping(&namespace, &domain)).await
     }
 }
 

@@ -11,6 +11,7 @@ use updraft_model::{Namespace, Revision, Service, StagedRevision};
 
 use crate::records::{BrokerRecord, TriggerRecord};
 use crate::{Result, Store, StoreError};
+use updraft_model::domain::DomainMapping;
 
 /// The kinds of resource the change log records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -23,16 +24,18 @@ pub enum Kind {
     Staged,
     Trigger,
     Broker,
+    DomainMapping,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Namespace,
         Kind::Service,
         Kind::Revision,
         Kind::Staged,
         Kind::Trigger,
         Kind::Broker,
+        Kind::DomainMapping,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Staged => "staged",
             Kind::Trigger => "trigger",
             Kind::Broker => "broker",
+            Kind::DomainMapping => "domainmapping",
         }
     }
 
@@ -60,6 +64,7 @@ pub enum Resource {
     Staged(Box<StagedRevision>),
     Trigger(TriggerRecord),
     Broker(BrokerRecord),
+    DomainMapping(DomainMapping),
 }
 
 impl Resource {
@@ -71,6 +76,7 @@ impl Resource {
             Resource::Staged(_) => Kind::Staged,
             Resource::Trigger(_) => Kind::Trigger,
             Resource::Broker(_) => Kind::Broker,
+            Resource::DomainMapping(_) => Kind::DomainMapping,
         }
     }
 
@@ -82,6 +88,7 @@ impl Resource {
             Resource::Staged(r) => serde_json::to_string(r),
             Resource::Trigger(r) => serde_json::to_string(r),
             Resource::Broker(r) => serde_json::to_string(r),
+            Resource::DomainMapping(r) => serde_json::to_string(r),
         }
     }
 
@@ -93,6 +100,7 @@ impl Resource {
             Kind::Staged => Resource::Staged(serde_json::from_str(text)?),
             Kind::Trigger => Resource::Trigger(serde_json::from_str(text)?),
             Kind::Broker => Resource::Broker(serde_json::from_str(text)?),
+            Kind::DomainMapping => Resource::DomainMapping(serde_json::from_str(text)?),
         })
     }
 }
@@ -166,6 +174,7 @@ pub struct Snapshot {
     pub revisions: Vec<Revision>,
     /// Revisions whose deploys are under way.
     pub staged: Vec<StagedRevision>,
+    pub domain_mappings: Vec<DomainMapping>,
 }
 
 /// One read of the change log.
