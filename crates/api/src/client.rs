@@ -347,6 +347,12 @@ impl Client {
         self.call(Method::POST, "/v1/namespaces", Some(&body)).await
     }
 
+    /// Deletes a namespace; with `force`, its services too.
+    pub async fn delete_namespace(&self, name: &str, force: bool) -> Result<()> {
+        let query = if force { "?force=true" } else { "" };
+        self.delete(&format!("/v1/namespaces/{}{query}", encode(name))).await
+    }
+
     pub async fn set_namespace_limits(&self, ns: &str, limits: &NamespaceLimits) -> Result<NamespaceView> {
         self.call(Method::PUT, &format!("/v1/namespaces/{}", encode(ns)), Some(limits))
             .await

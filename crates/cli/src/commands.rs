@@ -250,6 +250,13 @@ async fn execute(command: Command, client: &ApiClient, output: Output) -> Result
             }
             Ok(0)
         }
+        Command::Namespace(NamespaceCommand::Delete { name, force }) => {
+            client.delete_namespace(&name, force).await?;
+            if !print_structured(&serde_json::json!({ "deleted": name }), output) {
+                println!("Deleted namespace {name}");
+            }
+            Ok(0)
+        }
         Command::Namespace(NamespaceCommand::Create { name }) => {
             let ns = client.create_namespace(&name).await?;
             if !print_structured(&ns, output) {

@@ -239,6 +239,14 @@ enum NamespaceCommand {
     Show { name: String },
     /// Set a namespace's limits, shared by all its services.
     Limits(manage::NamespaceLimitsArgs),
+    /// Delete a namespace with its triggers, brokers, domains, secrets and the
+    /// grants tokens hold on it; refused while it holds services unless --force.
+    Delete {
+        name: String,
+        /// Delete its services too: their instances stop and their logs go.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

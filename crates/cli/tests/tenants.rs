@@ -333,6 +333,7 @@ fn cases() -> Vec<Case> {
             "/v1/namespaces/{ns}/domainmappings/{ns}.doomed.example.com",
             Write,
         ),
+        case("DELETE", "/v1/namespaces/{ns}", "/v1/namespaces/gone?force=true", Admin),
         Case {
             headers: EVENT,
             ..case(
@@ -422,6 +423,8 @@ fn two_tenants(server: &Server) {
             server.json(&["domain", "map", &domain, "--to", "svc", "-n", ns]);
         }
     }
+    server.json(&["namespace", "create", "gone"]);
+    server.json(&["deploy", "svc", "--wasm", component, "-n", "gone"]);
 }
 
 #[test]

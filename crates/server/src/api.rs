@@ -63,7 +63,7 @@ pub(crate) fn documented_routes() -> (Router<Arc<Platform>>, utoipa::openapi::Op
         .routes(routes!(healthz))
         .routes(routes!(info))
         .routes(routes!(list_namespaces, create_namespace))
-        .routes(routes!(set_namespace_limits, describe_namespace))
+        .routes(routes!(set_namespace_limits, describe_namespace, delete_namespace))
         .routes(routes!(upload_package))
         .routes(routes!(apply).layer(axum::extract::DefaultBodyLimit::max(MAX_MANIFEST_BYTES)))
         .routes(routes!(list_services))
@@ -250,6 +250,28 @@ async fn set_namespace_limits(
     p.applied.routes(&*p.store).await;
     p.apply_log_retention().await;
     Ok(Json(namespace_view(updated)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct DeleteNamespaceParams {
+    /// Delete its services too (their instances stopped, their logs removed).
+    #[serde(default)]
+    force: bool,
+}
+
+/// Deletes a namespace with its triggers, brokers, domains, secrets and its grants on
+/// tokens; refused while it holds services unless `force`.
+#[utoipa::path(delete, path = "/v1/namespaces/{ns}", tag = "namespaces", params(NamespacePath, DeleteNamespaceParams),
+    responses((status = 204, description = "deleted"), ApiError))]
+async fn delete_namespace(
+    State(p): Shared,
+    Path(NamespacePath { ns }): Path<NamespacePath>,
+    Query(params): Query<DeleteNamespaceParams>,
+) -> Result<StatusCode, ApiError> {
+    p.delete_namespace(&ns, params.force).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize, IntoParams)]

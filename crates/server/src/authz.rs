@@ -48,6 +48,7 @@ pub const POLICY: &[(&str, &str, Need)] = &[
     ("POST", "/v1/namespaces", Need::Admin),
     ("GET", "/v1/namespaces/{ns}", Need::In(Action::Read)),
     ("PUT", "/v1/namespaces/{ns}", Need::Admin),
+    ("DELETE", "/v1/namespaces/{ns}", Need::Admin),
     ("GET", "/v1/tokens", Need::Admin),
     ("POST", "/v1/tokens", Need::Admin),
     ("DELETE", "/v1/tokens/{id}", Need::Admin),

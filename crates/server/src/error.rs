@@ -56,8 +56,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let status = match e {
             StoreError::NoSuchNamespace(_) | StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
-
-            StoreError::AlreadyExists(_) | StoreError::Conflict { .. } => StatusCode::CONFLICT,
+            StoreError::AlreadyExists(_) | StoreError::Conflict { .. } | StoreError::NotEmpty(_) => {
+                StatusCode::CONFLICT
+            }
             StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             StoreError::Database(_) | StoreError::Corrupt(_) | StoreError::Compacted { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR

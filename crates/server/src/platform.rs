@@ -455,6 +455,41 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// Deletes a namespace and what it holds; with `force` its services first.
+    pub async fn delete_namespace(self: &Arc<Self>, namespace: &str, force: bool) -> Result<(), crate::ApiError> {
+        if namespace == updraft_model::DEFAULT_NAMESPACE {
+            return Err(crate::ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                format!("namespace {namespace:?} is where commands go by default; it cannot be deleted"),
+            ));
+        }
+        self.require_namespace(namespace).await?;
+        let services = self.store.services(Some(namespace)).await?;
+        if !services.is_empty() && !force {
+            let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+            return Err(crate::ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                format!(
+                    "namespace {namespace:?} holds {} services ({}); delete them, or delete the namespace with force (--force) to delete them too",
+                    names.len(),
+                    names.join(", ")
+                ),
+            ));
+        }
+        for service in &services {
+            self.delete_service(namespace, &service.name).await?;
+        }
+        self.store.delete_namespace(namespace).await?;
+        self.secrets.namespace_deleted(namespace);
+        self.applied.all(&*self.store).await;
+        for dir in [&self.paths.logs, &self.paths.layers, &self.paths.revisions] {
+            let _ = fs::remove_dir_all(dir.join(namespace));
+        }
+        Ok(())
+    }
+}
+
 fn unpack_limits(config: &ServerConfig) -> updraft_runtime::package::UnpackLimits {
     updraft_runtime::package::UnpackLimits {
         max_bytes: config.max_unpacked_bytes,

@@ -213,6 +213,11 @@ impl Secrets {
         sealed.remove(&(namespace.to_string(), name.to_string()));
     }
 
+    pub fn namespace_deleted(&self, namespace: &str) {
+        let mut sealed = self.sealed.write().unwrap_or_else(|p| p.into_inner());
+        sealed.retain(|(ns, _), _| ns != namespace);
+    }
+
     /// The variables a revision takes from its namespace's secrets, as text.
     pub fn env(
         &self,

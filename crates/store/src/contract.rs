@@ -33,6 +33,7 @@ pub async fn all(open: OpenStore<'_>) {
     the_audit_log_reads_back_in_order(open(1000)).await;
     secrets_are_kept_per_namespace(open(1000)).await;
     a_domain_is_held_by_one_namespace_and_watched(open(1000)).await;
+    a_namespace_goes_only_empty_and_takes_what_it_held(open(1000)).await;
 }
 
 fn config() -> RevisionConfig {
@@ -632,5 +633,100 @@ async fn a_domain_is_held_by_one_namespace_and_watched(store: Arc<dyn Store>) {
             "delete default/api.example.com",
             "put other/hello"
         ]
+    );
+}
+
+async fn a_namespace_goes_only_empty_and_takes_what_it_held(store: Arc<dyn Store>) {
+    let store = with_blob(store).await;
+    store.create_namespace("gone", 1).await.unwrap();
+    store.create_namespace("kept", 1).await.unwrap();
+    deploy(&*store, "gone", "web").await.unwrap();
+    let secret = SecretRecord {
+        namespace: "gone".into(),
+        name: "db".into(),
+        sealed: b"x".to_vec(),
+        created_at_us: 1,
+        updated_at_us: 1,
+    };
+    store.put_secret(&secret, true).await.unwrap();
+    let mapping = DomainMapping {
+        namespace: "gone".into(),
+        domain: "gone.example.com".into(),
+        service: "web".into(),
+        tag: None,
+        tls_secret: None,
+        created_at_us: 1,
+    };
+    store.put_domain_mapping(&mapping).await.unwrap();
+    let only_gone = TokenRecord {
+        grants: vec![Grant::in_namespace(Role::Developer, "gone")],
+        ..token("aaaaaaaaaaaa")
+    };
+    let both = TokenRecord {
+        grants: vec![
+            Grant::in_namespace(Role::Developer, "gone"),
+            Grant::in_namespace(Role::Viewer, "kept"),
+        ],
+        ..token("bbbbbbbbbbbb")
+    };
+    store.create_token(&only_gone).await.unwrap();
+    store.create_token(&both).await.unwrap();
+
+    assert!(matches!(
+        store.delete_namespace("gone").await,
+        Err(StoreError::NotEmpty(_))
+    ));
+    assert!(
+        store.namespace("gone").await.unwrap().is_some(),
+        "a refusal changes nothing"
+    );
+    store.delete_service("gone", "web").await.unwrap();
+    let start = store.current_revision().await.unwrap();
+    assert_eq!(store.delete_namespace("gone").await.unwrap().name, "gone");
+    assert!(matches!(
+        store.delete_namespace("gone").await,
+        Err(StoreError::NoSuchNamespace(_))
+    ));
+    assert_eq!(store.namespace("gone").await.unwrap(), None);
+    assert_eq!(store.secret("gone", "db").await.unwrap(), None);
+    assert!(store.domain_mappings(None).await.unwrap().is_empty());
+    assert_eq!(
+        store.token("aaaaaaaaaaaa").await.unwrap(),
+        None,
+        "a token left with no grant goes"
+    );
+    assert_eq!(
+        store.token("bbbbbbbbbbbb").await.unwrap().unwrap().grants,
+        [Grant::in_namespace(Role::Viewer, "kept")]
+    );
+    let page = store.changes_after(start, &WatchFilter::default(), 100).await.unwrap();
+    let deleted: Vec<(Kind, String)> = page
+        .events
+        .iter()
+        .filter_map(|e| match &e.change {
+            Change::Delete { kind, name, .. } => Some((*kind, name.clone())),
+            Change::Put(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            (Kind::DomainMapping, "gone.example.com".to_string()),
+            (Kind::Namespace, "gone".to_string())
+        ],
+        "one write, watched"
+    );
+    assert_eq!(
+        page.events
+            .iter()
+            .map(|e| e.revision)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        1
+    );
+    store.create_namespace("gone", 2).await.unwrap();
+    assert!(
+        store.secrets(Some("gone")).await.unwrap().is_empty(),
+        "made again, it starts empty"
     );
 }

@@ -16,6 +16,7 @@ pub mod contract;
 mod domains;
 mod event_schema;
 pub mod events;
+mod namespaces;
 mod records;
 mod secrets;
 mod sqlite;
@@ -48,6 +49,8 @@ pub enum StoreError {
     },
     #[error("{0} already exists")]
     AlreadyExists(String),
+    #[error("{0}")]
+    NotEmpty(String),
     #[error("{kind} {name:?} in namespace {namespace:?} was changed meanwhile (version {actual}, expected {expected}); read it again and retry")]
     Conflict {
         kind: &'static str,
@@ -89,6 +92,10 @@ pub trait Store: Send + Sync + 'static {
     async fn namespaces(&self) -> Result<Vec<Namespace>>;
     async fn namespace(&self, name: &str) -> Result<Option<Namespace>>;
     async fn set_namespace_limits(&self, name: &str, limits: &NamespaceLimits) -> Result<Namespace>;
+    /// Deletes a namespace that holds no service nor deploy under way, with its
+    /// triggers, brokers, domain mappings, secrets, pending events and its grants on
+    /// every token; fails with [`StoreError::NotEmpty`] otherwise.
+    async fn delete_namespace(&self, name: &str) -> Result<Namespace>;
 
     /// Records a package archive that is fully written to the blob directory.
     async fn put_blob(&self, digest: &str, size: u64, now_us: i64) -> Result<()>;

@@ -208,7 +208,7 @@ fn to_namespace((name, created_at_us, limits, resource_version): NamespaceRow) -
     })
 }
 
-fn query_namespace(conn: &Connection, name: &str) -> Result<Option<Namespace>> {
+pub(crate) fn query_namespace(conn: &Connection, name: &str) -> Result<Option<Namespace>> {
     conn.query_row(
         &format!("SELECT {NAMESPACE_COLUMNS} FROM namespaces WHERE name = ?1"),
         [name],
@@ -953,6 +953,11 @@ impl Store for SqliteStore {
     async fn delete_secret(&self, namespace: &str, name: &str) -> Result<()> {
         let (namespace, name) = (namespace.to_owned(), name.to_owned());
         self.run(move |db| db.delete_secret(&namespace, &name)).await
+    }
+
+    async fn delete_namespace(&self, name: &str) -> Result<Namespace> {
+        let name = name.to_owned();
+        self.run(move |db| db.delete_namespace(&name)).await
     }
 
     async fn put_domain_mapping(&self, mapping: &DomainMapping) -> Result<(DomainMapping, bool)> {
