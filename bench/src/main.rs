@@ -6,6 +6,7 @@ mod coldstart;
 mod containers;
 mod deploys;
 mod editions;
+mod examples;
 mod functions;
 mod harness;
 mod hostile;
@@ -36,6 +37,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
+    /// Deploy-to-ready of each kind of example app, cold (dependencies built) and
+    /// cached (a source change over the same dependencies), against installing the
+    /// dependencies by hand in the same run.
+    Examples,
     /// N services at zero cold-started by N simultaneous requests, versus starting the
     /// same N commands directly and polling their ports.
     Coldstart {
@@ -210,6 +215,7 @@ fn main() -> anyhow::Result<()> {
             rate,
             noisy_clients,
         } => editions::run(&cli.updraft, &cli.out, seconds, rate, noisy_clients.max(1)),
+        Scenario::Examples => examples::run(&cli.updraft, &cli.out),
         Scenario::Deploys { services, window } => deploys::run(&cli.updraft, &cli.out, services, window),
         Scenario::Function { sizes, pool_memory } => functions::run(&cli.updraft, &cli.out, &sizes, &pool_memory),
         Scenario::Wasm {

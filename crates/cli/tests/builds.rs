@@ -341,6 +341,26 @@ fn a_go_module_is_built_from_source_without_the_module_proxy() {
         server.json(&["service", "gohello"])["revisions"][0]["command_source"],
         "go.mod (go build)"
     );
+    // Go's compile cache is kept for the namespace's next build, its alone.
+    let cache = server.data.join("build-cache/default");
+    let meta = std::fs::metadata(&cache).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o700
+    );
+    let instance_uid = {
+        let pid = instance_pids(&server.json(&["service", "gohello"]))[0];
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(format!("/proc/{pid}")).unwrap())
+    };
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        instance_uid,
+        "owned by the namespace's uid"
+    );
+    assert!(
+        std::fs::read_dir(cache.join("go")).map(|d| d.count()).unwrap_or(0) > 0,
+        "the build filled GOCACHE"
+    );
 
     // Vendored modules are built from vendor/.
     let (_vendored_dir, vendored) = app_of(&[

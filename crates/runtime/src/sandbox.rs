@@ -132,19 +132,20 @@ impl Sandbox {
     }
 
     /// The command that runs a build confined as its namespace's uid, like its
-    /// instances, but able to write to `output`; with `network` false, in a network
-    /// namespace of its own.
+    /// instances, but able to write to `output` and to `cache` (the namespace's build
+    /// cache); with `network` false, in a network namespace of its own.
     pub fn build_command(
         &self,
         program: &[String],
         identity: Identity,
         output: &Path,
+        cache: Option<&Path>,
         network: bool,
     ) -> std::process::Command {
         let plan = Plan {
             hidden: vec![self.data_dir.clone()],
             shown: self.shown.clone(),
-            writable: vec![output.to_path_buf()],
+            writable: std::iter::once(output).chain(cache).map(Path::to_path_buf).collect(),
             no_network: !network,
             identity: Some(identity),
             keep_setid: false,

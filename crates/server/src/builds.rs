@@ -165,7 +165,12 @@ impl Builds {
             log.write(BUILD_STREAM, format!("running the build command: {line}"), false);
             let program = ["/bin/sh".to_string(), "-c".to_string(), line.to_string()];
             let before = disk_usage(target.workdir);
-            self.step(target, &program, target.workdir, identity, &built.env, &log)
+            // Go compiles each revision again from its cache; kept per namespace, a
+            // changed source recompiles only what changed.
+            let cache = self.namespace_dir(&self.paths.build_cache, target.namespace, identity)?;
+            let mut env = built.env.clone();
+            env.insert("GOCACHE".into(), cache.join("go").display().to_string());
+            self.step(target, &program, (target.workdir, Some(&cache)), identity, &env, &log)
                 .map_err(|failure| failure.into_error("build", &self.limits))?;
             if disk_usage(target.workdir).saturating_sub(before) > self.limits.max_bytes {
                 return Err(too_big("build", self.limits.max_bytes));
@@ -241,8 +246,15 @@ impl Builds {
         if let Some(identity) = identity {
             give(scratch.path(), identity)?;
         }
-        self.step(target, &program, scratch.path(), identity, &BTreeMap::new(), log)
-            .map_err(|failure| failure.into_error("dependencies", &self.limits))?;
+        self.step(
+            target,
+            &program,
+            (scratch.path(), None),
+            identity,
+            &BTreeMap::new(),
+            log,
+        )
+        .map_err(|failure| failure.into_error("dependencies", &self.limits))?;
         if disk_usage(scratch.path()) > self.limits.max_bytes {
             return Err(too_big("dependencies", self.limits.max_bytes));
         }
@@ -262,7 +274,12 @@ impl Builds {
 
     /// `layers/<namespace>`, its namespace's alone.
     fn namespace_layers(&self, namespace: &str, identity: Option<Identity>) -> Result<PathBuf, ApiError> {
-        let dir = self.paths.layers.join(namespace);
+        self.namespace_dir(&self.paths.layers, namespace, identity)
+    }
+
+    /// `<parent>/<namespace>`, made if needed, its namespace's alone.
+    fn namespace_dir(&self, parent: &Path, namespace: &str, identity: Option<Identity>) -> Result<PathBuf, ApiError> {
+        let dir = parent.join(namespace);
         std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
         if let Some(identity) = identity {
             std::os::unix::fs::chown(&dir, Some(identity.uid), Some(identity.gid)).map_err(ApiError::internal)?;
@@ -302,18 +319,21 @@ impl Builds {
         Ok(version)
     }
 
-    /// Runs one program of a build in `dir`, confined, bounded in time.
+    /// Runs one program of a build in `dir`, confined, bounded in time, able to write
+    /// there and in `cache`.
     fn step(
         &self,
         target: &Target,
         program: &[String],
-        dir: &Path,
+        (dir, cache): (&Path, Option<&Path>),
         identity: Option<Identity>,
         env: &BTreeMap<String, String>,
         log: &LogFile,
     ) -> Result<(), Failure> {
         let mut command = match (&self.sandbox, identity) {
-            (Some(sandbox), Some(identity)) => sandbox.build_command(program, identity, dir, self.limits.network),
+            (Some(sandbox), Some(identity)) => {
+                sandbox.build_command(program, identity, dir, cache, self.limits.network)
+            }
             _ => {
                 let mut command = Command::new(&program[0]);
                 command.args(&program[1..]).current_dir(dir);

@@ -143,6 +143,9 @@ pub struct Paths {
     pub revisions: PathBuf,
     /// Dependency layers built from packages: `layers/{namespace}/{key}`.
     pub layers: PathBuf,
+    /// What build tools keep between builds, per namespace: `build-cache/{namespace}`
+    /// (Go's `GOCACHE`).
+    pub build_cache: PathBuf,
     pub logs: PathBuf,
     pub run: PathBuf,
     pub tmp: PathBuf,
@@ -156,6 +159,7 @@ impl Paths {
             blobs: root.join("blobs").join("sha256"),
             revisions: root.join("revisions"),
             layers: root.join("layers"),
+            build_cache: root.join("build-cache"),
             logs: root.join("logs"),
             run: root.join("run"),
             tmp: root.join("tmp"),

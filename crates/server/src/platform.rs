@@ -186,13 +186,16 @@ impl Platform {
             &paths.blobs,
             &paths.revisions,
             &paths.layers,
+            &paths.build_cache,
             &paths.logs,
             &paths.run,
         ] {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         // Passed through but not listed: a namespace's instances find only its layers.
-        fs::set_permissions(&paths.layers, fs::Permissions::from_mode(0o711))?;
+        for dir in [&paths.layers, &paths.build_cache] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o711))?;
+        }
         let data_dir_lock = lock_data_dir(&paths)?;
         crate::data_dir::restrict(&root).with_context(|| format!("making {} private", root.display()))?;
         // Half-written uploads and unpacks from a crashed run.
@@ -483,7 +486,12 @@ impl Platform {
         self.store.delete_namespace(namespace).await?;
         self.secrets.namespace_deleted(namespace);
         self.applied.all(&*self.store).await;
-        for dir in [&self.paths.logs, &self.paths.layers, &self.paths.revisions] {
+        for dir in [
+            &self.paths.logs,
+            &self.paths.layers,
+            &self.paths.build_cache,
+            &self.paths.revisions,
+        ] {
             let _ = fs::remove_dir_all(dir.join(namespace));
         }
         Ok(())
