@@ -65,6 +65,20 @@ server.start()
 server.wait_for_termination()
 "#;
 
+/// Installing `requirements.txt` as the build does, with the server's interpreter.
+const PIP_INSTALL: &[&str] = &[
+    "/usr/bin/python3",
+    "-m",
+    "pip",
+    "install",
+    "-q",
+    "--root-user-action=ignore",
+    "--target",
+    "bare",
+    "-r",
+    "requirements.txt",
+];
+
 struct Example {
     name: &'static str,
     /// `VERSION` in them is replaced, so a second deploy changes the source alone.
@@ -86,18 +100,7 @@ fn examples() -> Vec<Example> {
             name: "flask (requirements.txt)",
             files: vec![("main.py", FLASK), ("requirements.txt", "flask==3.0.3\n")],
             extra: &[],
-            bare: Some(vec![
-                "/usr/bin/python3",
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--root-user-action=ignore",
-                "--target",
-                "bare",
-                "-r",
-                "requirements.txt",
-            ]),
+            bare: Some(PIP_INSTALL.to_vec()),
         },
         Example {
             name: "express (package.json)",
@@ -128,18 +131,7 @@ fn examples() -> Vec<Example> {
             name: "grpc (grpcio, h2c)",
             files: vec![("main.py", GRPC), ("requirements.txt", "grpcio==1.68.1\n")],
             extra: &["--protocol", "h2c"],
-            bare: Some(vec![
-                "/usr/bin/python3",
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--root-user-action=ignore",
-                "--target",
-                "bare",
-                "-r",
-                "requirements.txt",
-            ]),
+            bare: Some(PIP_INSTALL.to_vec()),
         },
     ]
 }

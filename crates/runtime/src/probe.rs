@@ -260,14 +260,7 @@ async fn alive(
 ) -> Result<(), NotReady> {
     let mut exit = instance.exit_watch();
     loop {
-        if let Some(exit) = instance.exited() {
-            // Its last words explain the exit: wait until they are captured.
-            instance.logs_drained().await;
-            return Err(NotReady::Exited {
-                exit,
-                last_lines: instance.recent_logs(),
-            });
-        }
+        still_running(instance).await?;
         let now = Instant::now();
         if now >= deadline {
             return Err(timed_out());
@@ -282,20 +275,28 @@ async fn alive(
     }
 }
 
+/// `Err` once the instance has exited, with its last words.
+async fn still_running(instance: &Instance) -> Result<(), NotReady> {
+    match instance.exited() {
+        None => Ok(()),
+        Some(exit) => {
+            // Its last words explain the exit: wait until they are captured.
+            instance.logs_drained().await;
+            Err(NotReady::Exited {
+                exit,
+                last_lines: instance.recent_logs(),
+            })
+        }
+    }
+}
+
 /// Until the instance's own process accepts connections on its port.
 async fn wait_listening(instance: &Instance, start: Instant, timeout: Duration) -> Result<(), NotReady> {
     let mut exit = instance.exit_watch();
     let mut port_checked = start;
     let mut elsewhere_since: Option<Instant> = None;
     loop {
-        if let Some(exit) = instance.exited() {
-            // Its last words explain the exit: wait until they are captured.
-            instance.logs_drained().await;
-            return Err(NotReady::Exited {
-                exit,
-                last_lines: instance.recent_logs(),
-            });
-        }
+        still_running(instance).await?;
         if TcpStream::connect(("127.0.0.1", instance.port)).await.is_ok() && instance.listens() {
             return Ok(());
         }
