@@ -60,12 +60,7 @@ pub async fn domain(command: DomainCommand, client: &ApiClient, output: Output) 
         }
         DomainCommand::Unmap { domain, ns } => {
             client.delete_domain_mapping(&ns.namespace, &domain).await?;
-            if !print_structured(
-                &serde_json::json!({ "deleted": domain, "namespace": ns.namespace }),
-                output,
-            ) {
-                println!("domainmapping/{domain} deleted");
-            }
+            return Ok(crate::triggers::deleted("domainmapping", &ns, &domain, output));
         }
         DomainCommand::List { scope } => {
             let mappings = scope.list(client, async |ns| client.domain_mappings(ns).await).await?;

@@ -462,8 +462,8 @@ pub async fn broker(command: BrokerCommand, client: &ApiClient, output: Output) 
     }
 }
 
-/// Says that a trigger or broker is gone.
-fn deleted(kind: &str, ns: &NamespaceArg, name: &str, output: Output) -> u8 {
+/// Says that a trigger, broker or domain mapping is gone.
+pub(crate) fn deleted(kind: &str, ns: &NamespaceArg, name: &str, output: Output) -> u8 {
     if !print_structured(
         &serde_json::json!({ "deleted": name, "namespace": ns.namespace }),
         output,

@@ -463,13 +463,14 @@ impl Gateway {
             .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
         let h2c = revision.limits.h2c;
         // gRPC servers refuse a request that does not say it takes trailers.
-        let takes_trailers = parts
-            .headers
-            .get_all(header::TE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        let takes_trailers = h2c
+            && parts
+                .headers
+                .get_all(header::TE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
         strip_hop_by_hop(&mut parts.headers);
         if h2c {
             parts.version = http::Version::HTTP_2;

@@ -35,7 +35,7 @@ pub struct DomainMapping {
 }
 
 impl DomainMapping {
-    /// Checks every field; `field` prefixes the names in errors.
+    /// Checks every field; errors name them as the API's request does.
     pub fn validate(&self) -> Result<(), FieldError> {
         validate_namespace_name("namespace", &self.namespace)?;
         validate_domain("domain", &self.domain)?;

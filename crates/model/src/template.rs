@@ -106,6 +106,15 @@ impl ProbeTiming {
         Duration::from_secs(self.timeout_seconds.unwrap_or(1).into())
     }
 
+    /// How often a readiness probe runs once the instance is ready: its period, or
+    /// Kubernetes' 10 s where it probed as fast as it could (0 or unset) to start.
+    pub fn period_once_ready(&self) -> Duration {
+        match self.period_seconds {
+            None | Some(0) => Duration::from_secs(10),
+            Some(_) => self.period(),
+        }
+    }
+
     pub fn success_threshold(&self) -> u32 {
         self.success_threshold.unwrap_or(1)
     }

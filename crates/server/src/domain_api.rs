@@ -109,12 +109,12 @@ impl Platform {
                 "tls_secret: the gateway serves no TLS (the server runs without --tls-cert and --tls-key); leave it out",
             ));
         }
-        if self.store.secret(ns, secret).await?.is_none() {
+        if self.secrets.version(ns, secret).is_none() {
             return Err(ApiError::not_found(format!(
                 "tls_secret: namespace {ns:?} has no secret {secret:?}"
             )));
         }
-        let (cert, key, _) = self
+        let (cert, key) = self
             .secrets
             .tls_pair(ns, secret)
             .map_err(|why| ApiError::bad_request("tls_secret", why))?;

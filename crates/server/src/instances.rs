@@ -317,14 +317,7 @@ impl Instances {
     /// lets the scaler replace it if requests still need it.
     async fn watch_exit(self: &Arc<Self>, state: &Arc<RevisionState>, managed: &Arc<ManagedInstance>) {
         let exit = managed.instance.wait_exit().await;
-        if managed.stopping.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        tracing::warn!(instance = %managed.instance.id, "instance {exit} unexpectedly");
-        state.endpoints.remove(&managed.instance.id);
-        self.instance_failed(state, managed, &format!("instance {exit} while serving"));
-        self.stop_instance(state, managed).await;
-        self.poke(state);
+        self.restart(state, managed, &format!("{exit} while serving")).await;
     }
 
     /// Probes a ready instance on its template's schedule, as the kubelet does. A
@@ -347,11 +340,7 @@ impl Instances {
         let began = tokio::time::Instant::from_std(managed.began);
         let now = tokio::time::Instant::now();
         let mut next_live = liveness.map(|(_, t)| (began + t.initial_delay()).max(now));
-        let readiness_period = |t: &updraft_model::template::ProbeTiming| match t.period_seconds {
-            None | Some(0) => Duration::from_secs(10),
-            Some(_) => t.period(),
-        };
-        let mut next_ready = readiness.map(|(_, t)| now + readiness_period(&t));
+        let mut next_ready = readiness.map(|(_, t)| now + t.period_once_ready());
         let (mut live, mut ready) = (Streak::default(), Streak::default());
         let mut in_rotation = true;
         let port = managed.instance.port;
@@ -397,14 +386,15 @@ impl Instances {
                         }
                         _ => {}
                     }
-                    next_ready = Some(tokio::time::Instant::now() + readiness_period(&timing));
+                    next_ready = Some(tokio::time::Instant::now() + timing.period_once_ready());
                 }
             }
         }
     }
 
-    /// Replaces an instance that is alive but failing: out of rotation, counted as a
-    /// failure, stopped, and the scaler told to start another if it is still needed.
+    /// Replaces an instance that failed (exited, or alive but failing its liveness
+    /// probe): out of rotation, counted as a failure, stopped, and the scaler told to
+    /// start another if it is still needed. Nothing when it is already stopping.
     async fn restart(self: &Arc<Self>, state: &Arc<RevisionState>, managed: &Arc<ManagedInstance>, why: &str) {
         if managed.stopping.swap(true, Ordering::Relaxed) {
             return;

@@ -456,9 +456,7 @@ impl Platform {
         self.collect_garbage().await;
         Ok(())
     }
-}
 
-impl Platform {
     /// Deletes a namespace and what it holds; with `force` its services first.
     pub async fn delete_namespace(self: &Arc<Self>, namespace: &str, force: bool) -> Result<(), crate::ApiError> {
         if namespace == updraft_model::DEFAULT_NAMESPACE {
@@ -480,8 +478,12 @@ impl Platform {
                 ),
             ));
         }
+        // The services' folders go with the namespace's, and one collection after
+        // the reconcilers have caught up serves them all.
         for service in &services {
-            self.delete_service(namespace, &service.name).await?;
+            let lock = self.locks.service(namespace, &service.name);
+            let _held = lock.lock().await;
+            self.store.delete_service(namespace, &service.name).await?;
         }
         self.store.delete_namespace(namespace).await?;
         self.secrets.namespace_deleted(namespace);
@@ -494,6 +496,7 @@ impl Platform {
         ] {
             let _ = fs::remove_dir_all(dir.join(namespace));
         }
+        self.collect_garbage().await;
         Ok(())
     }
 }

@@ -125,6 +125,7 @@ impl RouteReconciler {
         for mapping in &snapshot.domain_mappings {
             self.map_domain(mapping.clone());
         }
+        self.publish_tls();
         self.namespace_limits = snapshot
             .namespaces
             .iter()
@@ -170,6 +171,7 @@ impl RouteReconciler {
                     self.route(&before, now_us);
                 }
                 self.route(&key, now_us);
+                self.publish_tls();
             }
             Change::Delete {
                 kind: Kind::DomainMapping,
@@ -179,6 +181,7 @@ impl RouteReconciler {
                 if let Some(before) = self.unmap_domain(&name) {
                     self.route(&before, now_us);
                 }
+                self.publish_tls();
             }
             Change::Put(Resource::Namespace(namespace)) => {
                 let rates = NamespaceRates::of(&namespace);
@@ -218,6 +221,11 @@ impl RouteReconciler {
 
     pub fn publish(&self) {
         self.table.replace(self.hosts.clone());
+    }
+
+    /// Tells the TLS acceptor which secret holds each domain's certificate; done when
+    /// domains change, not on every write.
+    fn publish_tls(&self) {
         if let Some(tls) = &self.tls_domains {
             let secrets = self
                 .domains

@@ -183,9 +183,17 @@ impl Secrets {
         })
     }
 
-    /// A TLS secret's `tls.crt` and `tls.key` (Kubernetes' layout), with the time it
-    /// was last written, so a parsed copy knows when it is stale.
-    pub fn tls_pair(&self, namespace: &str, name: &str) -> Result<(Vec<u8>, Vec<u8>, i64), String> {
+    /// When a secret was last written, if the namespace has it: a parsed copy of it
+    /// is stale when this changes.
+    pub fn version(&self, namespace: &str, name: &str) -> Option<i64> {
+        let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
+        sealed
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|r| r.updated_at_us)
+    }
+
+    /// A TLS secret's `tls.crt` and `tls.key` (Kubernetes' layout).
+    pub fn tls_pair(&self, namespace: &str, name: &str) -> Result<(Vec<u8>, Vec<u8>), String> {
         let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
         let record = sealed
             .get(&(namespace.to_string(), name.to_string()))
@@ -195,7 +203,7 @@ impl Secrets {
             data.remove(key)
                 .ok_or_else(|| format!("secret {name:?} has no key {key:?}; a TLS secret has tls.crt and tls.key"))
         };
-        Ok((take("tls.crt")?, take("tls.key")?, record.updated_at_us))
+        Ok((take("tls.crt")?, take("tls.key")?))
     }
 
     pub fn key(&self) -> &SecretKey {

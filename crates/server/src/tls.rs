@@ -84,12 +84,12 @@ impl std::fmt::Debug for Certificates {
 impl Certificates {
     fn custom(&self, domain: &str) -> Option<Arc<CertifiedKey>> {
         let (namespace, secret) = self.domains.get(domain)?;
-        let (cert, key, version) = match self.secrets.tls_pair(&namespace, &secret) {
-            Ok(pair) => pair,
-            Err(why) => {
-                tracing::warn!(domain, "no certificate for the domain: {why}");
-                return None;
-            }
+        let Some(version) = self.secrets.version(&namespace, &secret) else {
+            tracing::warn!(
+                domain,
+                "no certificate for the domain: namespace {namespace:?} has no secret {secret:?}"
+            );
+            return None;
         };
         let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
         let cached = (namespace, secret);
@@ -98,6 +98,13 @@ impl Certificates {
                 return Some(key.clone());
             }
         }
+        let (cert, key) = match self.secrets.tls_pair(&cached.0, &cached.1) {
+            Ok(pair) => pair,
+            Err(why) => {
+                tracing::warn!(domain, "no certificate for the domain: {why}");
+                return None;
+            }
+        };
         match certified_key(&cert, &key, &self.provider) {
             Ok(certified) => {
                 let certified = Arc::new(certified);
@@ -128,17 +135,15 @@ pub fn check_tls_secret(cert: &[u8], key: &[u8]) -> Result<(), String> {
 
 /// The server's own certificate and key, read and checked before anything starts.
 pub fn server_certificate(files: &TlsFiles) -> anyhow::Result<CertifiedKey> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .with_context(|| format!("--tls-cert {}", files.cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("--tls-cert {}: not a PEM certificate chain", files.cert.display()))?;
-    if certs.is_empty() {
-        bail!("--tls-cert {}: holds no certificate", files.cert.display());
-    }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .with_context(|| format!("--tls-key {}: no PEM private key in it", files.key.display()))?;
-    CertifiedKey::from_der(certs, key, &rustls::crypto::ring::default_provider())
-        .context("--tls-cert and --tls-key do not make a usable pair")
+    let cert = std::fs::read(&files.cert).with_context(|| format!("--tls-cert {}", files.cert.display()))?;
+    let key = std::fs::read(&files.key).with_context(|| format!("--tls-key {}", files.key.display()))?;
+    certified_key(&cert, &key, &rustls::crypto::ring::default_provider()).map_err(|why| {
+        anyhow::anyhow!(
+            "--tls-cert {} and --tls-key {}: {why}",
+            files.cert.display(),
+            files.key.display()
+        )
+    })
 }
 
 /// The acceptor both listeners use: the server's certificate, and each custom
