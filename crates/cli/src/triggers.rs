@@ -7,10 +7,17 @@ use clap::{Args, Subcommand};
 use updraft_api::client::{decode, full};
 use updraft_api::requests::BrokerRequest;
 use updraft_api::views::{AcceptedView, TriggerDetailView};
+use updraft_events::announce::PlatformSpec;
 use updraft_events::cron::CatchUp;
 use updraft_events::delivery::{BackoffPolicy, DeliverySpec, Destination};
 use updraft_events::filter::Filter;
+use updraft_events::sources::mqtt::{MqttSpec, DEFAULT_MQTT_URL};
+use updraft_events::sources::rabbitmq::{RabbitMqSpec, DEFAULT_RABBITMQ_URL};
+use updraft_events::sources::redis::{RedisStreamSpec, DEFAULT_REDIS_URL};
+use updraft_events::sources::PasswordRef;
 use updraft_events::trigger::{CronSpec, EventSpec, NatsSpec, TriggerSpec, DEFAULT_BROKER, DEFAULT_NATS_URL};
+use updraft_events::webhook::{Provider, WebhookSpec};
+use updraft_model::secret::SecretKeyRef;
 
 use crate::client::{ApiClient, CliError};
 use crate::output::{print_listing, print_structured};
@@ -19,21 +26,25 @@ use crate::{ListScope, NamespaceArg, Output};
 #[derive(Args)]
 pub struct TargetArgs {
     /// The service events go to (through the gateway, so one at zero is woken).
-    #[arg(long, required_unless_present = "sink_uri", conflicts_with = "sink_uri")]
+    #[arg(long, required_unless_present_any = ["sink_uri", "sink_broker"], conflicts_with_all = ["sink_uri", "sink_broker"])]
     target: Option<String>,
     /// The path under the service events are POSTed to.
     #[arg(long, requires = "target")]
     path: Option<String>,
     /// Send events to this http:// URL instead of a service.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sink_broker")]
     sink_uri: Option<String>,
+    /// Send events into this broker of the namespace, for its triggers to route.
+    #[arg(long)]
+    sink_broker: Option<String>,
 }
 
 impl TargetArgs {
     fn destination(&self) -> Destination {
-        match (&self.target, &self.sink_uri) {
-            (Some(service), _) => Destination::service(service, self.path.as_deref()),
-            (None, uri) => Destination {
+        match (&self.target, &self.sink_uri, &self.sink_broker) {
+            (Some(service), _, _) => Destination::service(service, self.path.as_deref()),
+            (None, _, Some(broker)) => Destination::broker(broker),
+            (None, uri, None) => Destination {
                 reference: None,
                 uri: uri.clone(),
             },
@@ -189,6 +200,146 @@ pub enum SourceCommand {
     /// Turn NATS messages into CloudEvents for a service; with --stream, JetStream
     /// messages are acknowledged only once delivered.
     Nats(NatsArgs),
+    /// Turn messages of a RabbitMQ queue into CloudEvents; each is acknowledged once
+    /// delivered or dead-lettered, handed back otherwise.
+    Rabbitmq(RabbitMqArgs),
+    /// Read a Redis stream through a consumer group; entries are XACKed once delivered.
+    Redis(RedisArgs),
+    /// Subscribe to MQTT topic filters with QoS 1 and a persistent session.
+    Mqtt(MqttArgs),
+    /// A URL that takes a provider's signed POSTs (github, gitlab or standard
+    /// webhooks) as CloudEvents; `updraft trigger show` prints it.
+    Webhook(WebhookArgs),
+    /// Updraft's own events (deployed, deleted, revision ready or failed, scaled,
+    /// crashed, cold start, quota exceeded) for this namespace, to a broker or service.
+    Platform(PlatformArgs),
+}
+
+#[derive(Args)]
+pub struct PlatformArgs {
+    name: String,
+    /// An event type to send (all if none given); repeatable.
+    #[arg(long = "type")]
+    types: Vec<String>,
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+    #[command(flatten)]
+    ns: NamespaceArg,
+}
+
+#[derive(Args)]
+pub struct WebhookArgs {
+    name: String,
+    #[arg(long, value_enum)]
+    provider: WebhookProvider,
+    /// The signing secret, as secret/key of the namespace's secrets.
+    #[arg(long, value_parser = parse_signing_secret)]
+    secret: SecretKeyRef,
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+    #[command(flatten)]
+    ns: NamespaceArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum WebhookProvider {
+    Github,
+    Gitlab,
+    Standard,
+}
+
+fn parse_signing_secret(text: &str) -> Result<SecretKeyRef, String> {
+    SecretKeyRef::parse("--secret", text).map_err(|e| e.to_string())
+}
+
+/// A password kept in a secret of the namespace (`secret/key`).
+fn password(reference: Option<SecretKeyRef>) -> Option<PasswordRef> {
+    reference.map(|secret_key_ref| PasswordRef { secret_key_ref })
+}
+
+fn parse_secret_ref(text: &str) -> Result<SecretKeyRef, String> {
+    SecretKeyRef::parse("--password-secret", text).map_err(|e| e.to_string())
+}
+
+#[derive(Args)]
+pub struct RabbitMqArgs {
+    name: String,
+    #[arg(long)]
+    queue: String,
+    /// amqp://user@host:port/vhost (the password from --password-secret).
+    #[arg(long, default_value = DEFAULT_RABBITMQ_URL)]
+    url: String,
+    /// The password, as secret/key of the namespace's secrets.
+    #[arg(long, value_parser = parse_secret_ref)]
+    password_secret: Option<SecretKeyRef>,
+    /// Declare the queue (durable) when it is missing.
+    #[arg(long)]
+    declare: bool,
+    /// Bind the queue to this exchange.
+    #[arg(long)]
+    exchange: Option<String>,
+    #[arg(long, requires = "exchange")]
+    routing_key: Option<String>,
+    /// Messages in delivery at once.
+    #[arg(long, default_value_t = 10)]
+    prefetch: u16,
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+    #[command(flatten)]
+    ns: NamespaceArg,
+}
+
+#[derive(Args)]
+pub struct RedisArgs {
+    name: String,
+    #[arg(long)]
+    stream: String,
+    /// redis://host:port/db (the password from --password-secret).
+    #[arg(long, default_value = DEFAULT_REDIS_URL)]
+    address: String,
+    #[arg(long, value_parser = parse_secret_ref)]
+    password_secret: Option<SecretKeyRef>,
+    /// The consumer group (default updraft-{namespace}-{name}).
+    #[arg(long)]
+    group: Option<String>,
+    /// Entries in delivery at once.
+    #[arg(long, default_value_t = 10)]
+    count: usize,
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+    #[command(flatten)]
+    ns: NamespaceArg,
+}
+
+#[derive(Args)]
+pub struct MqttArgs {
+    name: String,
+    /// A topic filter (+ and # wildcards); repeatable.
+    #[arg(long = "topic", required = true)]
+    topics: Vec<String>,
+    #[arg(long, default_value = DEFAULT_MQTT_URL)]
+    url: String,
+    /// The persistent session's client id (default updraft-{namespace}-{name}).
+    #[arg(long)]
+    client_id: Option<String>,
+    #[arg(long)]
+    username: Option<String>,
+    #[arg(long, value_parser = parse_secret_ref, requires = "username")]
+    password_secret: Option<SecretKeyRef>,
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+    #[command(flatten)]
+    ns: NamespaceArg,
 }
 
 #[derive(Args)]
@@ -347,6 +498,65 @@ pub async fn source(command: SourceCommand, client: &ApiClient, output: Output) 
                 subject: a.subject,
                 stream: a.stream,
                 durable: a.durable,
+                sink: a.target.destination(),
+                delivery: a.delivery.spec(),
+            });
+            put_trigger(client, &a.ns, &a.name, spec, output).await
+        }
+        SourceCommand::Rabbitmq(a) => {
+            let spec = TriggerSpec::RabbitMq(RabbitMqSpec {
+                url: a.url,
+                password: password(a.password_secret),
+                queue: a.queue,
+                declare: a.declare,
+                exchange: a.exchange,
+                routing_key: a.routing_key,
+                prefetch: a.prefetch,
+                sink: a.target.destination(),
+                delivery: a.delivery.spec(),
+            });
+            put_trigger(client, &a.ns, &a.name, spec, output).await
+        }
+        SourceCommand::Redis(a) => {
+            let spec = TriggerSpec::RedisStream(RedisStreamSpec {
+                address: a.address,
+                password: password(a.password_secret),
+                stream: a.stream,
+                group: a.group,
+                count: a.count,
+                sink: a.target.destination(),
+                delivery: a.delivery.spec(),
+            });
+            put_trigger(client, &a.ns, &a.name, spec, output).await
+        }
+        SourceCommand::Webhook(a) => {
+            let spec = TriggerSpec::Webhook(WebhookSpec {
+                provider: match a.provider {
+                    WebhookProvider::Github => Provider::Github,
+                    WebhookProvider::Gitlab => Provider::Gitlab,
+                    WebhookProvider::Standard => Provider::Standard,
+                },
+                secret: a.secret,
+                sink: a.target.destination(),
+                delivery: a.delivery.spec(),
+            });
+            put_trigger(client, &a.ns, &a.name, spec, output).await
+        }
+        SourceCommand::Platform(a) => {
+            let spec = TriggerSpec::Platform(PlatformSpec {
+                types: a.types,
+                sink: a.target.destination(),
+                delivery: a.delivery.spec(),
+            });
+            put_trigger(client, &a.ns, &a.name, spec, output).await
+        }
+        SourceCommand::Mqtt(a) => {
+            let spec = TriggerSpec::Mqtt(MqttSpec {
+                url: a.url,
+                topics: a.topics,
+                client_id: a.client_id,
+                username: a.username,
+                password: password(a.password_secret),
                 sink: a.target.destination(),
                 delivery: a.delivery.spec(),
             });

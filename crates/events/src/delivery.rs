@@ -44,7 +44,16 @@ pub enum Target {
         path: String,
     },
     Uri(String),
+    /// A broker of the namespace: the event is accepted there and routed to its
+    /// triggers, as if POSTed to its ingress.
+    Broker {
+        namespace: String,
+        name: String,
+    },
 }
+
+/// Knative's API group of brokers, for a `ref` to one.
+pub const BROKER_API_VERSION: &str = "eventing.knative.dev/v1";
 
 impl Destination {
     pub fn service(name: &str, path: Option<&str>) -> Destination {
@@ -59,14 +68,45 @@ impl Destination {
         }
     }
 
+    pub fn broker(name: &str) -> Destination {
+        Destination {
+            reference: Some(Reference {
+                api_version: BROKER_API_VERSION.to_string(),
+                kind: "Broker".to_string(),
+                name: name.to_string(),
+                namespace: None,
+            }),
+            uri: None,
+        }
+    }
+
     pub fn resolve(&self, field: &str, namespace: &str) -> Result<Target, FieldError> {
         match (&self.reference, &self.uri) {
+            (Some(r), uri) if r.kind == "Broker" && r.api_version == BROKER_API_VERSION => {
+                validate_service_name(&format!("{field}.ref.name"), &r.name)?;
+                if r.namespace.as_deref().is_some_and(|ns| ns != namespace) {
+                    return Err(FieldError::new(
+                        format!("{field}.ref.namespace"),
+                        format!("a broker destination is a broker of namespace {namespace:?}; leave it out or give {namespace:?}"),
+                    ));
+                }
+                if uri.is_some() {
+                    return Err(FieldError::new(
+                        format!("{field}.uri"),
+                        "cannot be given beside a broker ref",
+                    ));
+                }
+                Ok(Target::Broker {
+                    namespace: namespace.to_string(),
+                    name: r.name.clone(),
+                })
+            }
             (Some(r), uri) => {
                 if r.kind != "Service" || r.api_version != service_api_version() {
                     return Err(FieldError::new(
                         format!("{field}.ref"),
                         format!(
-                            "{}/{} is not supported; a ref names a serving.knative.dev/v1 Service",
+                            "{}/{} is not supported; a ref names a serving.knative.dev/v1 Service or an eventing.knative.dev/v1 Broker",
                             r.api_version, r.kind
                         ),
                     ));
@@ -111,6 +151,7 @@ impl Destination {
     /// How the destination reads in listings: the service's name or the URI.
     pub fn describe(&self) -> String {
         match (&self.reference, &self.uri) {
+            (Some(r), _) if r.kind == "Broker" => format!("broker/{}", r.name),
             (Some(r), Some(path)) => format!("{}{path}", r.name),
             (Some(r), None) => r.name.clone(),
             (None, Some(uri)) => uri.clone(),

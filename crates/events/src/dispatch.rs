@@ -349,6 +349,7 @@ mod tests {
             match target {
                 Target::Service { name, path, .. } => format!("http://{name}.test{path}"),
                 Target::Uri(uri) => uri.clone(),
+                Target::Broker { name, .. } => format!("broker:{name}"),
             }
         }
 

@@ -227,7 +227,7 @@ pub fn to_manifest(namespace: &str, name: &str, spec: &TriggerSpec) -> Option<se
             },
             status: None,
         }),
-        TriggerSpec::Nats(_) => return None,
+        _ => return None,
     };
     value.ok()
 }

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use cloudevents::Event;
+use cloudevents::{AttributesReader, Event};
 use updraft_store::events::{Accepted, NewDelivery};
 use updraft_store::{EventStore, Store, StoreError};
 
@@ -145,6 +145,35 @@ impl RoutingSnapshot {
             event: json,
             deliveries,
         })
+    }
+
+    /// A platform event with a delivery for each platform source of `namespace` that
+    /// wants its type; `None` when none does, so nothing is stored.
+    pub fn announce(&self, namespace: &str, event: &Event) -> Result<Option<Accepted>, RouteError> {
+        let mut deliveries = Vec::new();
+        let mut json = None;
+        for (ns, name, _, spec) in &self.triggers {
+            let Some(TriggerSpec::Platform(spec)) = spec else {
+                continue;
+            };
+            if ns != namespace || !spec.wants(event.ty()) {
+                continue;
+            }
+            let text = match &json {
+                Some(text) => text,
+                None => json.insert(serde_json::to_string(event)?),
+            };
+            deliveries.push(NewDelivery {
+                trigger: name.clone(),
+                event: text.clone(),
+                target: serde_json::to_string(&spec.sink)?,
+                policy: spec.delivery.clone().unwrap_or_default().policy(None).json(),
+                dead_letter: false,
+                broker: None,
+                scheduled_at_us: None,
+            });
+        }
+        Ok(json.map(|event| Accepted { event, deliveries }))
     }
 }
 

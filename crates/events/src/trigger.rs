@@ -1,4 +1,4 @@
-//! What a trigger is: a cron schedule, a broker filter or a NATS source, each with a
+//! What a trigger is: a cron schedule, a broker filter or a message source, each with a
 //! destination and a delivery spec. Stored as JSON and checked before it is stored.
 
 use std::collections::BTreeMap;
@@ -8,9 +8,14 @@ use serde::{Deserialize, Serialize};
 use updraft_model::names::validate_service_name;
 use updraft_model::FieldError;
 
+use crate::announce::PlatformSpec;
 use crate::cron::{CatchUp, Schedule};
 use crate::delivery::{DeliverySpec, Destination};
 use crate::filter::{validate_attribute_name, Filter};
+use crate::sources::mqtt::MqttSpec;
+use crate::sources::rabbitmq::RabbitMqSpec;
+use crate::sources::redis::RedisStreamSpec;
+use crate::webhook::WebhookSpec;
 
 pub const DEFAULT_BROKER: &str = "default";
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -27,6 +32,13 @@ pub enum TriggerSpec {
     Cron(CronSpec),
     Event(EventSpec),
     Nats(NatsSpec),
+    #[serde(rename = "rabbitmq")]
+    RabbitMq(RabbitMqSpec),
+    #[serde(rename = "redisstream")]
+    RedisStream(RedisStreamSpec),
+    Mqtt(MqttSpec),
+    Webhook(WebhookSpec),
+    Platform(PlatformSpec),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -92,6 +104,11 @@ impl TriggerSpec {
             TriggerSpec::Cron(_) => "cron",
             TriggerSpec::Event(_) => "event",
             TriggerSpec::Nats(_) => "nats",
+            TriggerSpec::RabbitMq(_) => "rabbitmq",
+            TriggerSpec::RedisStream(_) => "redisstream",
+            TriggerSpec::Mqtt(_) => "mqtt",
+            TriggerSpec::Webhook(_) => "webhook",
+            TriggerSpec::Platform(_) => "platform",
         }
     }
 
@@ -100,6 +117,11 @@ impl TriggerSpec {
             TriggerSpec::Cron(c) => &c.sink,
             TriggerSpec::Event(e) => &e.subscriber,
             TriggerSpec::Nats(n) => &n.sink,
+            TriggerSpec::RabbitMq(r) => &r.sink,
+            TriggerSpec::RedisStream(r) => &r.sink,
+            TriggerSpec::Mqtt(m) => &m.sink,
+            TriggerSpec::Webhook(w) => &w.sink,
+            TriggerSpec::Platform(p) => &p.sink,
         }
     }
 
@@ -108,7 +130,20 @@ impl TriggerSpec {
             TriggerSpec::Cron(c) => c.delivery.as_ref(),
             TriggerSpec::Event(e) => e.delivery.as_ref(),
             TriggerSpec::Nats(n) => n.delivery.as_ref(),
+            TriggerSpec::RabbitMq(r) => r.delivery.as_ref(),
+            TriggerSpec::RedisStream(r) => r.delivery.as_ref(),
+            TriggerSpec::Mqtt(m) => m.delivery.as_ref(),
+            TriggerSpec::Webhook(w) => w.delivery.as_ref(),
+            TriggerSpec::Platform(p) => p.delivery.as_ref(),
         }
+    }
+
+    /// Whether a source loop reads this trigger's messages from another system.
+    pub fn is_message_source(&self) -> bool {
+        matches!(
+            self,
+            TriggerSpec::Nats(_) | TriggerSpec::RabbitMq(_) | TriggerSpec::RedisStream(_) | TriggerSpec::Mqtt(_)
+        )
     }
 
     /// Checks every field; `prefix` is where the spec sits in its manifest (`spec`).
@@ -185,6 +220,26 @@ impl TriggerSpec {
                     ));
                 }
                 n.sink.resolve(&at("sink"), namespace)?;
+            }
+            TriggerSpec::RabbitMq(r) => {
+                r.validate(at)?;
+                r.sink.resolve(&at("sink"), namespace)?;
+            }
+            TriggerSpec::RedisStream(r) => {
+                r.validate(at)?;
+                r.sink.resolve(&at("sink"), namespace)?;
+            }
+            TriggerSpec::Mqtt(m) => {
+                m.validate(at)?;
+                m.sink.resolve(&at("sink"), namespace)?;
+            }
+            TriggerSpec::Webhook(w) => {
+                w.validate(at)?;
+                w.sink.resolve(&at("sink"), namespace)?;
+            }
+            TriggerSpec::Platform(p) => {
+                p.validate(at)?;
+                p.sink.resolve(&at("sink"), namespace)?;
             }
         }
         if let Some(delivery) = self.delivery() {

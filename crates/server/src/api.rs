@@ -81,6 +81,7 @@ pub(crate) fn documented_routes() -> (Router<Arc<Platform>>, utoipa::openapi::Op
         .merge(crate::token_api::routes())
         .merge(crate::secret_api::routes())
         .merge(crate::domain_api::routes())
+        .merge(crate::webhook_api::routes())
         .split_for_parts()
 }
 

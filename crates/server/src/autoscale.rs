@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use updraft_events::announce::SERVICE_SCALED;
 
 use tokio::sync::mpsc;
 use updraft_gateway::RevisionKey;
@@ -232,6 +233,11 @@ impl Autoscale {
             panic = decision.panic,
             panicking = decision.panicking,
             "scaling"
+        );
+        self.instances.announce(
+            state,
+            SERVICE_SCALED,
+            serde_json::json!({"from": current, "to": decision.desired, "reason": decision.why.name()}),
         );
         let key = &state.endpoints.key;
         self.metrics

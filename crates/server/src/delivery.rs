@@ -1,8 +1,9 @@
 //! The platform's side of event delivery (`updraft_events::dispatch`): an event goes to
 //! a service through the gateway, so one at zero is woken and the request held, and to
-//! a sink directly.
+//! a sink directly, and to a broker of the namespace in process (accepted and routed
+//! as its ingress would).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,6 +30,9 @@ type SinkClient = Client<hyper_util::client::legacy::connect::HttpConnector, Ful
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
 
 pub struct GatewayTransport {
+    /// Brokers are the platform's; weak, since the platform holds the loops that hold
+    /// this transport.
+    platform: Weak<Platform>,
     gateway: Arc<updraft_gateway::Gateway>,
     sink_client: SinkClient,
     metrics: Arc<Metrics>,
@@ -37,8 +41,9 @@ pub struct GatewayTransport {
 }
 
 impl GatewayTransport {
-    pub fn new(platform: &Platform) -> GatewayTransport {
+    pub fn new(platform: &Arc<Platform>) -> GatewayTransport {
         GatewayTransport {
+            platform: Arc::downgrade(platform),
             gateway: platform.gateway.clone(),
             sink_client: Client::builder(TokioExecutor::new()).build_http(),
             metrics: platform.metrics.clone(),
@@ -50,6 +55,9 @@ impl GatewayTransport {
 
 impl Transport for GatewayTransport {
     fn send<'a>(&'a self, namespace: &'a str, target: &'a Target, event: Event, timeout: Duration) -> Sending<'a> {
+        if let Target::Broker { namespace, name } = target {
+            return Box::pin(self.accept_into_broker(namespace, name, event));
+        }
         let request = build_request(&self.domain, namespace, target, event);
         let through_gateway = matches!(target, Target::Service { .. });
         Box::pin(async move {
@@ -70,6 +78,11 @@ impl Transport for GatewayTransport {
                 )
             }
             Target::Uri(uri) => uri.clone(),
+            Target::Broker { namespace, name } => self
+                .platform
+                .upgrade()
+                .map(|p| p.broker_url(namespace, name))
+                .unwrap_or_default(),
         }
     }
 
@@ -85,6 +98,26 @@ impl Transport for GatewayTransport {
 }
 
 impl GatewayTransport {
+    /// Accepts the event into a broker: stored with its deliveries, as the ingress
+    /// answers 202; a refusal answers as the ingress would.
+    async fn accept_into_broker(&self, namespace: &str, broker: &str, event: Event) -> Attempt {
+        let Some(platform) = self.platform.upgrade() else {
+            return Attempt::Unreachable("the platform is stopping".into());
+        };
+        match platform.accept_events(namespace, broker, &[event]).await {
+            Ok(_) => Attempt::Answered {
+                status: 202,
+                headers: http::HeaderMap::new(),
+                body: Bytes::new(),
+            },
+            Err(e) => Attempt::Answered {
+                status: e.status.as_u16(),
+                headers: http::HeaderMap::new(),
+                body: Bytes::from(e.message),
+            },
+        }
+    }
+
     async fn attempt(&self, request: Request<Full<Bytes>>, through_gateway: bool, timeout: Duration) -> Attempt {
         let answer = async move {
             let (parts, body) = if through_gateway {
@@ -148,6 +181,7 @@ fn build_request(domain: &str, namespace: &str, target: &Target, event: Event) -
                 .header(header::HOST, HeaderValue::from_str(&host).map_err(|e| e.to_string())?);
         }
         Target::Uri(uri) => request = request.uri(uri.as_str()),
+        Target::Broker { .. } => return Err("a broker is reached in process, not over HTTP".into()),
     }
     for (name, value) in &headers {
         request = request.header(name, value);

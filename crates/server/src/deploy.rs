@@ -9,6 +9,7 @@
 //! annotations) makes no revision.
 
 use std::sync::Arc;
+use updraft_events::announce::{REVISION_FAILED, REVISION_READY, SERVICE_DEPLOYED};
 
 use axum::http::StatusCode;
 use updraft_model::annotations::{CLUSTER_LOCAL, VISIBILITY};
@@ -52,6 +53,7 @@ pub struct Deployer {
     pub(crate) registry: Arc<Registry>,
     pub(crate) build: RevisionBuilder,
     pub(crate) locks: Arc<ServiceLocks>,
+    pub(crate) announcer: Arc<crate::announce::Announcer>,
     pub(crate) applied: Applied,
 }
 
@@ -346,6 +348,12 @@ impl Deployer {
             None => Err("it could not be prepared on this node; the server log says why".into()),
         };
         if let Err(reason) = started {
+            self.announcer.announce(
+                namespace,
+                REVISION_FAILED,
+                name,
+                serde_json::json!({"service": name, "revision": rev_name, "reason": reason}),
+            );
             self.withdraw(namespace, rev_name).await;
             return Err(match state.is_some_and(|s| s.endpoints.over_quota()) {
                 true => ApiError::new(StatusCode::FORBIDDEN, reason),
@@ -370,6 +378,9 @@ impl Deployer {
             Ok((service, stored)) => {
                 debug_assert_eq!(stored.generation, generation);
                 self.applied.routes(&*self.store).await;
+                let about = serde_json::json!({"service": name, "revision": rev_name});
+                self.announcer.announce(namespace, REVISION_READY, name, about.clone());
+                self.announcer.announce(namespace, SERVICE_DEPLOYED, name, about);
                 Ok(service)
             }
             Err(e) => {
@@ -495,6 +506,14 @@ mod tests {
                 routes: routes_rx,
                 revisions: revisions_rx,
             },
+            announcer: Arc::new(crate::announce::Announcer {
+                routing: Arc::new(updraft_events::routing::RoutingCache::new(
+                    kit.store.clone(),
+                    kit.store.clone(),
+                )),
+                queue: Arc::new(updraft_events::queue::GroupCommit::start(kit.store.clone(), now_us).unwrap()),
+                signals: Arc::default(),
+            }),
         });
         Running {
             kit,

@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use updraft_events::announce::{COLD_START, INSTANCE_CRASHED, QUOTA_EXCEEDED};
 
 use tokio::sync::mpsc;
 use updraft_gateway::{Endpoint, RevisionEndpoints, RevisionKey};
@@ -61,6 +62,8 @@ pub struct Instances {
     quota_launches: Mutex<()>,
     /// Where variables from secrets are read when an instance starts.
     secrets: Option<Arc<Secrets>>,
+    /// Crashes, cold starts, scaling and refusals, for the platform sources.
+    pub(crate) announcer: Option<Arc<crate::announce::Announcer>>,
 }
 
 impl Instances {
@@ -89,7 +92,24 @@ impl Instances {
             quotas: Arc::default(),
             quota_launches: Mutex::new(()),
             secrets: None,
+            announcer: None,
         }
+    }
+
+    pub fn announcing(mut self, announcer: Arc<crate::announce::Announcer>) -> Instances {
+        self.announcer = Some(announcer);
+        self
+    }
+
+    /// Tells the platform sources of `state`'s namespace, if there are any.
+    pub(crate) fn announce(&self, state: &RevisionState, ty: &'static str, mut data: serde_json::Value) {
+        let Some(announcer) = &self.announcer else {
+            return;
+        };
+        let key = &state.endpoints.key;
+        data["service"] = key.service.clone().into();
+        data["revision"] = key.revision.clone().into();
+        announcer.announce(&key.namespace, ty, &key.service, data);
     }
 
     pub fn with_secrets(mut self, secrets: Arc<Secrets>) -> Instances {
@@ -153,7 +173,10 @@ impl Instances {
                 config.memory_bytes,
                 config.cpu_millis,
             )
-            .inspect_err(|reason| state.endpoints.start_over_quota(reason.clone()))?;
+            .inspect_err(|reason| {
+                state.endpoints.start_over_quota(reason.clone());
+                self.announce(state, QUOTA_EXCEEDED, serde_json::json!({"reason": reason}));
+            })?;
         Ok(Some(admitted))
     }
 
@@ -276,6 +299,16 @@ impl Instances {
                     cause,
                     from_pool: managed.instance.from_pool,
                 });
+                self.announce(
+                    state,
+                    COLD_START,
+                    serde_json::json!({
+                        "instance": managed.instance.id,
+                        "durationMs": ready.as_secs_f64() * 1000.0,
+                        "cause": cause,
+                        "fromPool": managed.instance.from_pool,
+                    }),
+                );
                 tracing::info!(
                     instance = %managed.instance.id,
                     ready_ms = ready.as_secs_f64() * 1000.0,
@@ -317,6 +350,18 @@ impl Instances {
     /// lets the scaler replace it if requests still need it.
     async fn watch_exit(self: &Arc<Self>, state: &Arc<RevisionState>, managed: &Arc<ManagedInstance>) {
         let exit = managed.instance.wait_exit().await;
+        if !managed.stopping.load(Ordering::Relaxed) {
+            self.announce(
+                state,
+                INSTANCE_CRASHED,
+                serde_json::json!({
+                    "instance": managed.instance.id,
+                    "exitCode": exit.code,
+                    "signal": exit.signal,
+                    "exit": exit.to_string(),
+                }),
+            );
+        }
         self.restart(state, managed, &format!("{exit} while serving")).await;
     }
 

@@ -1,6 +1,7 @@
 //! The composition root: opens the store, builds the runtime, gateway and scaler from
 //! it, and serves the REST API. Nothing else depends on this crate but the CLI.
 
+mod announce;
 mod api;
 mod authz;
 mod autoscale;
@@ -47,6 +48,7 @@ mod tls;
 mod token_api;
 mod trigger_api;
 mod triggers;
+mod webhook_api;
 
 pub use builds::BuildLimits;
 pub use config::{Paths, PoolConfig, ServerConfig};

@@ -286,6 +286,14 @@ impl Platform {
         );
         let meter = Arc::new(Meter::new(store.clone(), registry.clone(), requests));
         let quotas = Arc::new(Quotas::default());
+        let event_queue: Arc<dyn DeliveryQueue> = Arc::new(GroupCommit::start(events.clone(), now_us)?);
+        let routing = Arc::new(RoutingCache::new(store.clone(), events.clone()));
+        let signals: Arc<Signals> = Arc::default();
+        let announcer = Arc::new(crate::announce::Announcer {
+            routing: routing.clone(),
+            queue: event_queue.clone(),
+            signals: signals.clone(),
+        });
         let instances = Arc::new(
             Instances::new(
                 runtime.clone(),
@@ -297,7 +305,8 @@ impl Platform {
                 tx,
             )
             .counting(registry.clone(), quotas.clone())
-            .with_secrets(secrets.clone()),
+            .with_secrets(secrets.clone())
+            .announcing(announcer.clone()),
         );
         let locks = Arc::new(ServiceLocks::default());
         let applied = Applied {
@@ -324,6 +333,7 @@ impl Platform {
             },
             locks: locks.clone(),
             applied: applied.clone(),
+            announcer,
         });
         let node_revisions = Arc::new(NodeRevisions {
             registry: registry.clone(),
@@ -358,11 +368,11 @@ impl Platform {
             meter,
             registry,
             access_log,
-            event_queue: Arc::new(GroupCommit::start(events.clone(), now_us)?),
-            routing: Arc::new(RoutingCache::new(store.clone(), events.clone())),
+            event_queue,
+            routing,
             fire_quotas: Default::default(),
             events,
-            signals: Arc::default(),
+            signals,
         });
         // Deploys under way when the last run ended were never answered: withdrawn.
         for staged in platform.store.staged_revisions().await? {
@@ -448,6 +458,14 @@ impl Platform {
         let _held = lock.lock().await;
         self.store.delete_service(namespace, name).await?;
         self.applied.all(&*self.store).await;
+        if let Some(announcer) = &self.instances.announcer {
+            announcer.announce(
+                namespace,
+                updraft_events::announce::SERVICE_DELETED,
+                name,
+                serde_json::json!({"service": name}),
+            );
+        }
         let _ = fs::remove_dir_all(updraft_telemetry::logs::service_log_dir(
             &self.paths.logs,
             namespace,

@@ -269,6 +269,12 @@ impl Secrets {
     }
 }
 
+impl updraft_events::sources::SecretLookup for Secrets {
+    fn text(&self, namespace: &str, reference: &SecretKeyRef, reader: &str) -> Result<String, String> {
+        Secrets::text(self, namespace, reference, reader)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use updraft_runtime::image::ImageStore;

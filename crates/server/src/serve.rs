@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use updraft_events::dispatch::{Dispatcher, Transport};
-use updraft_events::nats::NatsSources;
+use updraft_events::sources::Sources;
 use updraft_runtime::clock::now_us;
 
 use crate::autoscale::Autoscale;
@@ -127,13 +127,14 @@ pub async fn run(config: ServerConfig, mut stop_signals: tokio::sync::watch::Rec
         clock: now_us,
     });
     let dispatch = tokio::spawn(dispatcher.run(stopped(stop_rx.clone())));
-    let nats = Arc::new(NatsSources {
+    let message_sources = Arc::new(Sources {
         store: platform.events.clone(),
         transport,
         signals: platform.signals.clone(),
+        secrets: platform.secrets.clone(),
         clock: now_us,
     });
-    let sources = tokio::spawn(updraft_events::nats::run(nats, stopped(stop_rx.clone())));
+    let sources = tokio::spawn(updraft_events::sources::run(message_sources, stopped(stop_rx.clone())));
     let open_files = crate::descriptors::raise_open_file_limit();
     let (gateway_limits, api_limits) = crate::descriptors::fit(
         platform.config.gateway_connections,

@@ -131,6 +131,12 @@ impl Platform {
         if let TriggerSpec::Event(e) = spec {
             self.routing.current().await?.broker(ns, &e.broker)?;
         }
+        if let Ok(updraft_events::delivery::Target::Broker { name: broker, .. }) =
+            spec.destination().resolve("spec.sink", ns)
+        {
+            self.routing.current().await?.broker(ns, &broker)?;
+        }
+        self.check_source(ns, name, spec).await?;
         let text = serde_json::to_string(spec).map_err(ApiError::internal)?;
         let existing = self.events.trigger(ns, name)?;
         let result = match &existing {
@@ -152,6 +158,21 @@ impl Platform {
             name: name.to_string(),
             result: result.to_string(),
         })
+    }
+
+    /// Asks a message source's system what only it can tell (the server answers, the
+    /// queue exists) and finds its secrets, so a source that cannot work is refused
+    /// before it is stored.
+    async fn check_source(&self, ns: &str, name: &str, spec: &TriggerSpec) -> Result<(), ApiError> {
+        let Some(source) = updraft_events::sources::source_for(ns, name, spec, &*self.secrets) else {
+            return Ok(());
+        };
+        let unusable = |e: updraft_model::FieldError| ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: e.to_string(),
+            field: Some(e.field),
+        };
+        source.map_err(unusable)?.check().await.map_err(unusable)
     }
 
     pub(crate) async fn put_broker(
@@ -191,15 +212,20 @@ impl Platform {
         })
     }
 
+    /// Where a broker's ingress is.
+    pub(crate) fn broker_url(&self, ns: &str, name: &str) -> String {
+        format!(
+            "{}://{}/v1/namespaces/{ns}/brokers/{name}/events",
+            self.config.scheme(),
+            self.config.api_addr
+        )
+    }
+
     fn broker_view(&self, ns: &str, name: &str, delivery: Option<&str>) -> BrokerView {
         BrokerView {
             namespace: ns.to_string(),
             name: name.to_string(),
-            url: format!(
-                "{}://{}/v1/namespaces/{ns}/brokers/{name}/events",
-                self.config.scheme(),
-                self.config.api_addr
-            ),
+            url: self.broker_url(ns, name),
             delivery: delivery.and_then(|d| serde_json::from_str(d).ok()),
         }
     }

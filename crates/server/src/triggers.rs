@@ -100,6 +100,27 @@ impl Platform {
                 },
                 None,
             ),
+            Some(TriggerSpec::RabbitMq(r)) => (format!("queue {}", r.queue), None),
+            Some(TriggerSpec::RedisStream(r)) => (format!("stream {}", r.stream), None),
+            Some(TriggerSpec::Mqtt(m)) => (m.topics.join(","), None),
+            Some(TriggerSpec::Webhook(w)) => (
+                format!(
+                    "POST {}://{}/v1/namespaces/{}/webhooks/{} ({})",
+                    self.config.scheme(),
+                    self.config.api_addr,
+                    record.namespace,
+                    record.name,
+                    w.provider.as_str()
+                ),
+                None,
+            ),
+            Some(TriggerSpec::Platform(p)) => (
+                match p.types.is_empty() {
+                    true => "platform events: all".to_string(),
+                    false => format!("platform events: {}", p.types.join(",")),
+                },
+                None,
+            ),
             None => (String::new(), None),
         };
         let last_fired = match &spec {

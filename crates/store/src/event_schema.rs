@@ -1,4 +1,5 @@
-//! The tables of the event side: triggers, brokers, accepted events, deliveries.
+//! The tables of the event side: triggers, brokers, accepted events, deliveries, and
+//! the delivery ids webhooks have taken.
 
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS triggers (
@@ -41,6 +42,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     created_at_us INTEGER NOT NULL,
     updated_at_us INTEGER NOT NULL,
     broker TEXT
+);
+CREATE TABLE IF NOT EXISTS webhook_receipts (
+    namespace TEXT NOT NULL,
+    source TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    received_at_us INTEGER NOT NULL,
+    PRIMARY KEY (namespace, source, delivery_id)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(status, next_at_us);
 CREATE INDEX IF NOT EXISTS deliveries_by_trigger ON deliveries(namespace, trigger, id);

@@ -105,6 +105,17 @@ pub trait EventStore: Send + Sync + 'static {
         now_us: i64,
     ) -> Result<bool>;
 
+    /// Queues a webhook's event unless its delivery id was taken before, atomically;
+    /// false (and nothing queued) for a replay.
+    fn receive_once(
+        &self,
+        namespace: &str,
+        source: &str,
+        delivery_id: &str,
+        delivery: &NewDelivery,
+        now_us: i64,
+    ) -> Result<bool>;
+
     /// Pending deliveries due by `now_us`, oldest first.
     fn due_deliveries(&self, now_us: i64, limit: usize) -> Result<Vec<DeliveryRecord>>;
     /// When the earliest pending delivery is due.
@@ -436,6 +447,29 @@ impl EventStore for SqliteStore {
         Ok(true)
     }
 
+    fn receive_once(
+        &self,
+        namespace: &str,
+        source: &str,
+        delivery_id: &str,
+        delivery: &NewDelivery,
+        now_us: i64,
+    ) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let new = tx.execute(
+            "INSERT OR IGNORE INTO webhook_receipts (namespace, source, delivery_id, received_at_us)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![namespace, source, delivery_id, now_us],
+        )?;
+        if new == 0 {
+            return Ok(false);
+        }
+        insert_delivery(&tx, namespace, delivery, now_us)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
     fn due_deliveries(&self, now_us: i64, limit: usize) -> Result<Vec<DeliveryRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
@@ -546,6 +580,11 @@ impl EventStore for SqliteStore {
             params![PENDING, before_us],
         )?;
         removed += tx.execute("DELETE FROM events WHERE received_at_us < ?1", params![before_us])?;
+        // A delivery id is refused as a replay for as long as history is kept.
+        removed += tx.execute(
+            "DELETE FROM webhook_receipts WHERE received_at_us < ?1",
+            params![before_us],
+        )?;
         tx.commit()?;
         Ok(removed)
     }

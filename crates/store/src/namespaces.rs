@@ -43,6 +43,7 @@ impl Database {
             "DELETE FROM secrets WHERE namespace = ?1",
             "DELETE FROM events WHERE namespace = ?1",
             "DELETE FROM deliveries WHERE namespace = ?1",
+            "DELETE FROM webhook_receipts WHERE namespace = ?1",
             "DELETE FROM namespaces WHERE name = ?1",
         ] {
             tx.execute(sql, params![name])?;

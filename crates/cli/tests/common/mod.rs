@@ -605,3 +605,113 @@ pub fn python_test_deps() -> PathBuf {
     );
     deps.canonicalize().unwrap()
 }
+
+/// A message system's server from Debian's packages, on free loopback ports, killed
+/// (with its process group) on drop.
+pub struct Daemon {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    on_drop: Vec<String>,
+}
+
+impl Daemon {
+    fn spawn(mut command: Command, what: &str, port: u16, dir: tempfile::TempDir, timeout: Duration) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+        let child = command
+            .process_group(0)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what} (the test script installs it): {e}"));
+        let deadline = Instant::now() + timeout;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "{what} did not listen on {port}: {log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Daemon {
+            child,
+            dir,
+            port,
+            on_drop: Vec::new(),
+        }
+    }
+
+    /// RabbitMQ with its own node name, Erlang port mapper and data folder.
+    pub fn rabbitmq() -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, dist, epmd) = (free_port(), free_port(), free_port());
+        std::fs::write(dir.path().join("plugins"), "[].").unwrap();
+        let root = dir.path().to_str().unwrap().to_string();
+        let mut command = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
+        command
+            .env("HOME", &root)
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", dist.to_string())
+            .env("ERL_EPMD_PORT", epmd.to_string())
+            .env("RABBITMQ_NODENAME", format!("rabbit-{port}@localhost"))
+            .env("RABBITMQ_MNESIA_BASE", format!("{root}/mnesia"))
+            .env("RABBITMQ_LOG_BASE", format!("{root}/log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", format!("{root}/plugins"))
+            .env("RABBITMQ_CONFIG_FILE", format!("{root}/rabbitmq"))
+            .env("RABBITMQ_PID_FILE", format!("{root}/pid"));
+        let mut daemon = Daemon::spawn(command, "rabbitmq-server", port, dir, Duration::from_secs(90));
+        // The Erlang port mapper detaches from the server; stop it by its port.
+        daemon.on_drop.push(format!("epmd -port {epmd} -kill"));
+        daemon
+    }
+
+    pub fn redis() -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut command = Command::new("redis-server");
+        command
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path());
+        Daemon::spawn(command, "redis-server", port, dir, Duration::from_secs(20))
+    }
+
+    pub fn mosquitto() -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000\nlog_dest stderr\nlog_type notice\nlog_type information\n"),
+        )
+        .unwrap();
+        let mut command = Command::new("/usr/sbin/mosquitto");
+        command.arg("-c").arg(&config);
+        Daemon::spawn(command, "mosquitto", port, dir, Duration::from_secs(20))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.child.wait();
+        for command in &self.on_drop {
+            let _ = Command::new("sh")
+                .args(["-c", command])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
